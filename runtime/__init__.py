@@ -1,0 +1,1 @@
+"""Callflow runtime: the SIP engine, media relay, dialplan, hot reload and CLI."""

@@ -1,0 +1,1 @@
+"""Media: RTP relay anchored on Callflow."""
