@@ -1,0 +1,161 @@
+"""Fixtures for integration tests against real third-party SIP software (see tests/rig).
+
+Fixtures:
+  kamailio          module-scoped started Kamailio provider (127.0.0.1:5080, or a free port if taken)
+  kamailio_factory  function-scoped: start extra providers (own port, custom accounts), stopped after
+  phone_factory     function-scoped: start baresip phones; every phone is stopped at teardown
+  rig_ports         the shared PortAllocator (free ports for Callflow under test, etc.)
+
+A missing kamailio/baresip skips the tests on a developer machine, but fails them under CI (CI set),
+so a broken install can never turn the suite green by skipping it.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+try:
+    import tests.rig  # noqa: F401
+except ImportError:  # plain `pytest` does not put the repo root on sys.path
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from tests.rig import (  # noqa: E402
+    DEFAULT_PORT,
+    Kamailio,
+    PhoneFactory,
+    PortAllocator,
+    baresip_binary,
+    kamailio_binary,
+    missing_modules,
+    port_is_free,
+    ports,
+)
+from tests.rig.proc import log_tail  # noqa: E402
+
+_INTEGRATION_DIR = Path(__file__).resolve().parent
+
+
+def under_ci() -> bool:
+    """True when the CI variable says so (CI=true/1/yes); then a missing peer is an error."""
+    return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
+
+
+def require_peer(name: str, problem: str | None) -> None:
+    """Skip (developer machine) or fail (CI) when a peer program is not usable."""
+    if problem is None:
+        return
+    message = f"{name} not usable: {problem}; install with `sudo bash .ci/install-peers.sh`"
+    if under_ci():
+        pytest.fail(f"CI: {message}", pytrace=False)
+    pytest.skip(message)
+
+
+def kamailio_problem() -> str | None:
+    return None if kamailio_binary() else "no kamailio executable"
+
+
+def baresip_problem() -> str | None:
+    if not baresip_binary():
+        return "no baresip executable"
+    missing = missing_modules()
+    return f"missing baresip modules {missing}" if missing else None
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Every test under tests/integration gets the `integration` marker (deselect with -m)."""
+    for item in items:
+        if _INTEGRATION_DIR in Path(str(item.path)).resolve().parents:
+            item.add_marker(pytest.mark.integration)
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    """Remember each phase's report on the item so teardown can dump peer logs of failed tests."""
+    report = yield
+    setattr(item, f"rig_report_{report.when}", report)
+    return report
+
+
+def _test_failed(request: pytest.FixtureRequest) -> bool:
+    report = getattr(request.node, "rig_report_call", None)
+    return bool(report is not None and report.failed)
+
+
+@pytest.fixture(scope="session")
+def rig_ports() -> PortAllocator:
+    """The process-wide port allocator (use it for Callflow's own listen ports too)."""
+    return ports
+
+
+def _provider_port() -> int:
+    return DEFAULT_PORT if port_is_free(DEFAULT_PORT) else ports.port()
+
+
+@pytest.fixture(scope="module")
+def kamailio(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Kamailio]:
+    """A started provider (trunk1/s3cret with DID +15551230000, pstn/pstnpw) for this test module."""
+    require_peer("kamailio", kamailio_problem())
+    port = _provider_port()
+    provider = Kamailio(port, run_dir=tmp_path_factory.mktemp(f"kamailio-{port}"))
+    provider.start()
+    try:
+        yield provider
+    finally:
+        provider.stop()
+
+
+@pytest.fixture(autouse=True)
+def _provider_log_on_failure(request: pytest.FixtureRequest) -> Iterator[None]:
+    """When a test using `kamailio` fails, print what the provider logged during that test."""
+    if "kamailio" not in request.fixturenames:
+        yield
+        return
+    provider: Kamailio = request.getfixturevalue("kamailio")
+    mark = provider.log_mark()
+    yield
+    if _test_failed(request):
+        lines = provider.log_text()[mark:].splitlines()[-80:]
+        sys.stderr.write(f"\n==== kamailio {provider.hostport} log during the test "
+                         f"({provider.log_path}) ====\n" + "\n".join(lines) + "\n")
+
+
+@pytest.fixture
+def kamailio_factory(request: pytest.FixtureRequest,
+                     tmp_path: Path) -> Iterator[Callable[..., Kamailio]]:
+    """Start extra providers: factory(port=None, accounts=None, extra_accounts=None) -> Kamailio."""
+    require_peer("kamailio", kamailio_problem())
+    started: list[Kamailio] = []
+
+    def start(port: int | None = None, **kwargs: object) -> Kamailio:
+        port = port or ports.port()
+        provider = Kamailio(port, run_dir=tmp_path / f"kamailio-{port}", **kwargs)  # type: ignore[arg-type]
+        started.append(provider)
+        return provider.start()
+
+    yield start
+    for provider in started:
+        provider.stop()
+        if _test_failed(request):
+            sys.stderr.write(f"\n==== kamailio {provider.hostport} log {provider.log_path} ====\n"
+                             f"{log_tail(provider.log_path, 80)}\n")
+
+
+@pytest.fixture
+def phone_factory(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[PhoneFactory]:
+    """phone_factory(account_line, name=...) -> started Phone; all phones stop after the test."""
+    require_peer("baresip", baresip_problem())
+    factory = PhoneFactory(tmp_path)
+    try:
+        yield factory
+    finally:
+        factory.stop_all()
+        if _test_failed(request):
+            for phone in factory.phones:
+                sys.stderr.write(f"\n==== phone {phone.name} ({phone.aor}) events "
+                                 f"{phone.event_types()} log {phone.log_path} ====\n"
+                                 f"{log_tail(phone.log_path, 60)}\n")
