@@ -1,0 +1,208 @@
+"""The `callflow` command: run a server on a .flow script, or check, explain, format and draw one."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import signal
+import sys
+from datetime import datetime
+from pathlib import Path
+
+from flowlang import FlowError
+
+log = logging.getLogger("callflow")
+
+
+def _hostport(text: str) -> tuple[str, int]:
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise argparse.ArgumentTypeError(f"expected HOST:PORT, e.g. 0.0.0.0:5060, got {text!r}")
+    return host.strip("[]") or "0.0.0.0", int(port)
+
+
+def _range(text: str) -> tuple[int, int]:
+    lo, sep, hi = text.partition("-")
+    if not sep or not lo.isdigit() or not hi.isdigit() or int(lo) >= int(hi):
+        raise argparse.ArgumentTypeError(f"expected LOW-HIGH, e.g. 20000-29999, got {text!r}")
+    return int(lo), int(hi)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="callflow", description="A SIP server whose call routing is a .flow script.")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+    run = sub.add_parser("run", help="run the SIP server on a script (a .flow file or a folder)")
+    run.add_argument("path")
+    run.add_argument("--listen", type=_hostport,
+                     help="UDP address to listen on (default: the script's, or 0.0.0.0:5060)")
+    run.add_argument("--advertise", help="address to put in Via, Contact and SDP (default: the listen address)")
+    run.add_argument("--rtp-ports", type=_range, help="RTP port range LOW-HIGH (default: the script's, or 20000-29999)")
+    run.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    check = sub.add_parser("check", help="compile scripts and report errors as file:line:col: message")
+    check.add_argument("paths", nargs="+")
+    check.add_argument("--json", action="store_true", help="diagnostics as JSON, for editors and CI")
+    explain = sub.add_parser("explain", help="say which rule decides a call and what it would do, without SIP")
+    explain.add_argument("path")
+    explain.add_argument("--from", dest="from_spec", required=True, help="user:NAME or line:NAME")
+    explain.add_argument("--to", required=True, help="the dialled number")
+    explain.add_argument("--at", help='when, e.g. "2026-11-26 20:00" (default: now)')
+    explain.add_argument("--caller-id")
+    fmt = sub.add_parser("fmt", help="print the script in canonical layout (--write to rewrite the file)")
+    fmt.add_argument("path")
+    fmt.add_argument("--write", action="store_true")
+    graph = sub.add_parser("graph", help="the routing as Graphviz dot (or SVG/PNG with -o when dot is installed)")
+    graph.add_argument("path")
+    graph.add_argument("-o", "--output")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command is None:
+        build_parser().print_help()
+        return 2
+    try:
+        return {"run": cmd_run, "check": cmd_check, "explain": cmd_explain, "fmt": cmd_fmt,
+                "graph": cmd_graph}[args.command](args)
+    except KeyboardInterrupt:
+        return 130
+    except FlowError as exc:
+        print(str(exc), file=sys.stderr)
+        return 1
+    except OSError as exc:
+        print(f"callflow: {exc}", file=sys.stderr)
+        return 1
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from flowlang import check_paths
+
+    diagnostics = check_paths(args.paths)
+    errors = [d for d in diagnostics if d.severity == "error"]
+    if args.json:
+        print(json.dumps([d.to_dict() for d in diagnostics], indent=2))
+    else:
+        for d in diagnostics:
+            print(d.render(), file=sys.stderr)
+        if not errors:
+            print(f"{', '.join(args.paths)}: ok" + (f" ({len(diagnostics)} warnings)" if diagnostics else ""))
+    return 1 if errors else 0
+
+
+def cmd_explain(args: argparse.Namespace) -> int:
+    from flowlang import explain, load_program
+
+    program = load_program(args.path)
+    at = None
+    if args.at:
+        try:
+            at = datetime.fromisoformat(args.at)
+        except ValueError:
+            print(f"callflow explain: --at {args.at!r} is not a date and time like \"2026-11-26 20:00\"",
+                  file=sys.stderr)
+            return 2
+    print(explain(program, args.from_spec, args.to, at, caller_id=args.caller_id))
+    return 0
+
+
+def cmd_fmt(args: argparse.Namespace) -> int:
+    from flowlang import format_source
+
+    path = Path(args.path)
+    text = path.read_text(encoding="utf-8")
+    out = format_source(text)
+    if args.write:
+        if out != text:
+            path.write_text(out, encoding="utf-8")
+    else:
+        sys.stdout.write(out)
+    return 0
+
+
+def cmd_graph(args: argparse.Namespace) -> int:
+    import shutil
+    import subprocess
+
+    from flowlang import load_program, to_dot
+
+    dot = to_dot(load_program(args.path))
+    if not args.output or args.output.endswith(".dot"):
+        if args.output:
+            Path(args.output).write_text(dot, encoding="utf-8")
+        else:
+            sys.stdout.write(dot)
+        return 0
+    exe = shutil.which("dot")
+    if exe is None:
+        print("callflow graph: SVG/PNG needs Graphviz's `dot` (apt-get install graphviz); "
+              "without -o the dot text is printed", file=sys.stderr)
+        return 1
+    fmt = Path(args.output).suffix.lstrip(".") or "svg"
+    subprocess.run([exe, f"-T{fmt}", "-o", args.output], input=dot.encode(), check=True)
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    logging.basicConfig(level=getattr(logging, args.log_level.upper()),
+                        format="%(asctime)s level=%(levelname)s %(message)s", stream=sys.stderr)
+    try:
+        import uvloop  # type: ignore[import-not-found]
+
+        uvloop.install()
+    except ImportError:
+        pass
+    return asyncio.run(serve(args))
+
+
+async def serve(args: argparse.Namespace, stop: asyncio.Event | None = None) -> int:
+    from .dialplan import Dialplan
+    from .engine import Engine
+    from .reload import Reloader
+
+    loop = asyncio.get_running_loop()
+    reloader = Reloader(args.path, lambda program: dialplan.load(program), loop)
+    try:
+        program = reloader.load_initial()
+    except FlowError as exc:
+        print(str(exc), file=sys.stderr)
+        return 1
+    for warning in program.warnings:
+        print(warning.render(), file=sys.stderr)
+    server = program.server
+    listen = args.listen
+    if listen is None:
+        udp = [entry for entry in server.listen if entry.transport == "udp"]
+        listen = (udp[0].host, udp[0].port) if udp else ("0.0.0.0", 5060)
+    engine = Engine(listen=listen, advertise=args.advertise, realm=server.realm or server.domain or "callflow",
+                    rtp_ports=args.rtp_ports or server.rtp_ports or (20000, 29999),
+                    user_agent=server.user_agent or "Callflow")
+    try:
+        await engine.start()
+    except OSError as exc:
+        print(f"callflow: cannot listen on {listen[0]}:{listen[1]}: {exc.strerror or exc}", file=sys.stderr)
+        return 1
+    dialplan = Dialplan(engine)
+    dialplan.load(program)
+    log.info("event=started script=%s users=%d lines=%d", args.path, len(program.users), len(program.lines))
+    reloader.watch()
+    stop = stop or asyncio.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        try:
+            loop.add_signal_handler(sig, stop.set)
+        except (NotImplementedError, RuntimeError):
+            pass
+    try:
+        loop.add_signal_handler(signal.SIGHUP, lambda: reloader.reload("SIGHUP"))
+    except (NotImplementedError, RuntimeError, AttributeError):
+        pass
+    await stop.wait()
+    log.info("event=stopping")
+    reloader.stop()
+    await engine.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

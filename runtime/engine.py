@@ -1,0 +1,439 @@
+"""The engine: the SIP server SDK's model (AddUser, AddLine, RegisterLine, AcceptCallSession and the
+OnCallSession... events) on top of the transaction layer.
+
+It decides what each incoming message is for: a REGISTER for the registrar, a new INVITE for a new
+call session (after it knows who is calling: a line by its address, a user by digest auth, nobody
+else), an in-dialog request for the call that owns the dialog. The routing decision itself belongs to
+whoever set `router` (the dialplan).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from .auth import Authenticator
+from .calls import CallSession, Failure, OutboundLeg, Target
+from .events import EventBus
+from .lines import LineClient, LineConfig
+from .media.base import MediaBackend
+from .media.relay import MediaRelay
+from .registrar import Registrar
+from .sip.dialog import Dialog
+from .sip.errors import SipError
+from .sip.message import Headers, Request, Response, create_response
+from .sip.transaction import (
+    Address,
+    ClientTransaction,
+    Event,
+    MessageDiscarded,
+    RequestReceived,
+    ResponseReceived,
+    ServerTransaction,
+    TransactionLayer,
+    TransactionTimeout,
+    new_branch,
+    new_tag,
+)
+from .sip.uri import unescape
+from .transport import SipEndpoint
+
+log = logging.getLogger("callflow.engine")
+
+ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, REGISTER, UPDATE, INFO, MESSAGE, NOTIFY, REFER"
+KNOWN_METHODS = frozenset({"INVITE", "ACK", "CANCEL", "BYE", "OPTIONS", "REGISTER", "UPDATE", "INFO",
+                           "MESSAGE", "NOTIFY", "REFER", "SUBSCRIBE", "PUBLISH", "PRACK"})
+
+
+@dataclass(frozen=True, slots=True)
+class UserAccount:
+    name: str
+    password: str
+    caller_id: str | None = None
+    max_calls: int | None = None
+
+
+class Engine:
+    def __init__(self, *, listen: Address = ("0.0.0.0", 5060), advertise: str | None = None,
+                 realm: str = "callflow", rtp_ports: tuple[int, int] = (20000, 29999),
+                 user_agent: str = "Callflow", media: MediaBackend | None = None,
+                 bus: EventBus | None = None, screen=None) -> None:  # type: ignore[no-untyped-def]
+        self.listen = listen
+        self.advertise = advertise or _advertise_for(listen[0])
+        self.port = listen[1]
+        self.realm = realm
+        self.user_agent = user_agent
+        self.bus = bus or EventBus()
+        self.layer = TransactionLayer(screen=screen, server_header=user_agent)
+        self.endpoint = SipEndpoint(self.layer, self.on_event)
+        self.media: MediaBackend = media or MediaRelay(listen[0] if listen[0] != "0.0.0.0" else "0.0.0.0",
+                                                       rtp_ports, advertise=self.advertise)
+        self.registrar = Registrar()
+        self.users: dict[str, UserAccount] = {}
+        self.lines: dict[str, LineClient] = {}
+        self.auth = Authenticator(realm, self._password_for)
+        self.calls: dict[str, CallSession] = {}
+        self.dialogs: dict[tuple[str, str], tuple[CallSession, int]] = {}
+        self.program: object = None
+        self.router: Callable[[CallSession], None] = lambda call: call.reject(404, "Not Found (no routing)")
+        self._line_starts: set[asyncio.Task] = set()
+
+    # ---- lifecycle -------------------------------------------------------------------------------
+    async def start(self) -> None:
+        local = await self.endpoint.listen_udp(*self.listen)
+        self.port = local[1]
+        log.info("event=listening transport=udp address=%s:%s advertise=%s", local[0], local[1], self.advertise)
+
+    async def stop(self) -> None:
+        for line in self.lines.values():
+            line.stop()
+        self.endpoint.pump()
+        await asyncio.sleep(0.05)
+        self.endpoint.close()
+        await self.media.close()
+
+    def now(self) -> float:
+        return self.endpoint.loop.time()
+
+    # ---- the SDK facade ----------------------------------------------------------------------------
+    def add_user(self, name: str, password: str, caller_id: str | None = None,
+                 max_calls: int | None = None) -> None:
+        self.users[name] = UserAccount(name, password, caller_id, max_calls)
+
+    def remove_user(self, name: str) -> None:
+        """The user goes, and so do its phones' registrations."""
+        self.users.pop(name, None)
+        self.registrar.drop_user(name)
+
+    def add_line(self, config: LineConfig) -> LineClient:
+        """Add (or replace) a line; an unchanged config keeps its registration untouched."""
+        old = self.lines.get(config.name)
+        if old is not None:
+            if old.config == config:
+                return old
+            old.stop()
+        line = LineClient(self, config)
+        self.lines[config.name] = line
+        return line
+
+    def register_line(self, name: str) -> None:
+        line = self.lines[name]
+        task = asyncio.get_running_loop().create_task(self._start_line(line))
+        self._line_starts.add(task)
+        task.add_done_callback(self._line_starts.discard)
+
+    async def _start_line(self, line: LineClient) -> None:
+        await line.start()
+        self.endpoint.pump()
+
+    def remove_line(self, name: str) -> None:
+        line = self.lines.pop(name, None)
+        if line is not None:
+            line.stop()
+            self.endpoint.pump()
+
+    # ---- incoming ----------------------------------------------------------------------------------
+    def on_event(self, event: Event) -> None:
+        if isinstance(event, RequestReceived):
+            try:
+                self._on_request(event)
+            except SipError as exc:
+                if event.transaction is not None:
+                    self.respond(event.transaction, 400, f"Bad Request ({exc})")
+        elif isinstance(event, ResponseReceived):
+            txn = event.transaction
+            if txn is not None:
+                owner = txn.user_data
+                if owner is not None:
+                    owner.on_response(event.response, txn)  # type: ignore[attr-defined]
+            else:
+                self._stray_2xx(event.response, event.source)
+        elif isinstance(event, TransactionTimeout):
+            txn = event.transaction
+            if isinstance(txn, ClientTransaction) and txn.user_data is not None:
+                txn.user_data.on_timeout(txn)  # type: ignore[attr-defined]
+        elif isinstance(event, MessageDiscarded):
+            log.info("event=message_refused source=%s:%s code=%s reason=%s", event.source[0], event.source[1],
+                     event.answered or "dropped", _q(event.reason))
+
+    def _on_request(self, event: RequestReceived) -> None:
+        req = event.request
+        txn = event.transaction
+        method = req.method
+        if txn is None:  # an ACK for a 2xx: the dialog's business
+            entry = self.dialogs.get((req.call_id, req.to.tag or ""))
+            if entry is not None and entry[1] == 0:
+                call = entry[0]
+                call.post(call.ack_from_a, req)
+            return
+        to_tag = req.to.tag
+        if method == "REGISTER":
+            self._on_register(txn)
+        elif method == "CANCEL":
+            invite_txn = self.layer.find_invite(req)
+            call = invite_txn.user_data if invite_txn is not None else None
+            if isinstance(call, CallSession):
+                call.post(call.cancel_from_a, txn)
+            else:
+                self.respond(txn, 481, "Call/Transaction Does Not Exist")
+        elif to_tag:
+            entry = self.dialogs.get((req.call_id, to_tag))
+            if entry is None:
+                self.respond(txn, 481, "Call/Transaction Does Not Exist")
+            else:
+                call, leg = entry
+                call.post(call.in_dialog_request, leg, txn)
+        elif method == "INVITE":
+            self._on_invite(event, txn)
+        elif method == "OPTIONS":
+            self.respond(txn, 200, "OK", [("Allow", ALLOW), ("Accept", "application/sdp")])
+        elif method in KNOWN_METHODS:
+            self.respond(txn, 405, "Method Not Allowed", [("Allow", ALLOW)])
+        else:
+            self.respond(txn, 501, "Not Implemented", [("Allow", ALLOW)])
+
+    def _on_register(self, txn: ServerTransaction) -> None:
+        req = txn.request
+        now = self.now()
+        ip = txn.peer[0]
+        outcome = self.auth.authenticate(req, ip, now)
+        if outcome.user is None:
+            self._refused(txn, outcome.response, outcome.reason, outcome.attack)  # type: ignore[arg-type]
+            return
+        user = outcome.user
+        aor_user = req.to.uri.user
+        if aor_user is not None and unescape(aor_user) != user:
+            self.respond(txn, 403, "Forbidden (authenticated user does not own that address)")
+            self.bus.emit("user_register_failed", user=aor_user, ip=ip, reason="auth user mismatch")
+            return
+        resp, added, removed = self.registrar.register(user, req, txn.peer, txn.transport, now)
+        self.layer.respond(txn, resp, now)
+        for contact in added:
+            self.bus.emit("user_registered", user=user, contact=contact, ip=ip, port=txn.peer[1])
+        for contact in removed:
+            self.bus.emit("user_unregistered", user=user, contact=contact)
+
+    def _refused(self, txn: ServerTransaction, response: Response, reason: str, attack: bool) -> None:
+        self.layer.respond(txn, response, self.now())
+        if response.status == 403:
+            log.info("event=auth_failed method=%s ip=%s reason=%s", txn.method, txn.peer[0], _q(reason))
+        if attack:
+            self.bus.emit("attack_detected", kind="brute_force", ip=txn.peer[0],
+                          action=f"blocked {int(self.auth.guard.block)}s")
+
+    def _on_invite(self, event: RequestReceived, txn: ServerTransaction) -> None:
+        req = txn.request
+        line = self.line_for_source(txn.peer)
+        if line is not None:
+            peer_type, peer_name = "LINE", line.config.name
+        else:
+            outcome = self.auth.authenticate(req, txn.peer[0], self.now())
+            if outcome.user is None:
+                # nobody we know: never a call, and certainly never a line (toll fraud)
+                self._refused(txn, outcome.response, outcome.reason, outcome.attack)  # type: ignore[arg-type]
+                return
+            peer_type, peer_name = "USER", outcome.user
+            account = self.users.get(peer_name)
+            if account and account.max_calls is not None:
+                active = sum(1 for c in self.calls.values() if c.peer_name == peer_name and c.peer_type == "USER")
+                if active >= account.max_calls:
+                    self.respond(txn, 486, "Busy Here (call limit reached)")
+                    return
+        call = CallSession(self, txn, peer_type, peer_name, self.program)
+        txn.user_data = call
+        self.calls[call.id] = call
+        call.post(call.start)
+
+    def line_for_source(self, source: Address) -> LineClient | None:
+        """A request is from a line when it comes from that provider's address (IP and port first,
+        then IP alone when only one line uses it)."""
+        by_ip = []
+        for line in self.lines.values():
+            if line.address is None:
+                continue
+            if line.address == source:
+                return line
+            if line.address[0] == source[0]:
+                by_ip.append(line)
+        return by_ip[0] if len(by_ip) == 1 else None
+
+    def dialled_number(self, invite: Request, peer_type: str, peer_name: str | None) -> str:
+        user = invite.request_uri.user or ""
+        if peer_type == "LINE" and peer_name in self.lines:
+            line = self.lines[peer_name]
+            # a provider sends the call to the contact we registered; the number is in To
+            if not user or user == line.config.username:
+                return unescape(invite.to.uri.user or user)
+        return unescape(user)
+
+    def _stray_2xx(self, resp: Response, source: Address) -> None:
+        """A retransmitted 2xx for an INVITE of ours: the ACK was lost, send it again."""
+        entry = self.dialogs.get((resp.call_id, resp.from_.tag or ""))
+        if entry is None:
+            return
+        call, leg_index = entry
+        leg = call.leg_b
+        if leg_index == 1 and leg is not None and leg.dialog is not None:
+            ack = leg.dialog.create_request("ACK", self.via(), cseq=resp.cseq[0])
+            self.send_ack(ack, leg.dialog, leg.destination)
+
+    # ---- what call sessions use ---------------------------------------------------------------------
+    def route(self, call: CallSession) -> None:
+        try:
+            self.router(call)
+        except Exception:
+            log.exception("call=%s routing failed", call.id)
+            call.reject(500, "Server Internal Error (routing)")
+
+    def build_forks(self, call: CallSession, target: Target, offer: bytes) -> tuple[list[OutboundLeg], Failure | None]:
+        if target.kind == "USER":
+            return self._forks_to_user(call, target, offer)
+        return self._fork_to_line(call, target, offer)
+
+    def _forks_to_user(self, call: CallSession, target: Target,
+                       offer: bytes) -> tuple[list[OutboundLeg], Failure | None]:
+        if target.name not in self.users:
+            return [], Failure(404, f"Not Found (no user {target.name})")
+        bindings = self.registrar.lookup(target.name, self.now())
+        if not bindings:
+            return [], Failure(480, f"Temporarily Unavailable ({target.name} is not registered)")
+        caller = call.caller_id_override or call.caller_id
+        display = call.caller_name
+        legs = []
+        for binding in bindings:
+            h = self._invite_headers(call, from_uri=f"sip:{caller}@{self.advertise}", display=display,
+                                     to_uri=f"sip:{target.number or target.name}@{self.advertise}")
+            invite = Request("INVITE", binding.contact, h)
+            if offer:
+                invite.set_body(offer, "application/sdp")
+            else:
+                invite.headers.add("Content-Length", "0")
+            legs.append(OutboundLeg(call, target, binding.source, invite, None))
+        return legs, None
+
+    def _fork_to_line(self, call: CallSession, target: Target,
+                      offer: bytes) -> tuple[list[OutboundLeg], Failure | None]:
+        line = self.lines.get(target.name)
+        if line is None:
+            return [], Failure(404, f"Not Found (no line {target.name})")
+        if line.address is None or line.state not in ("registered", "static"):
+            return [], Failure(503, f"Service Unavailable (line {target.name} is not registered)")
+        cfg = line.config
+        number = target.number or call.dialled
+        host = cfg.server_host
+        hostport = host if cfg.server_port == 5060 else f"{host}:{cfg.server_port}"
+        h = self._invite_headers(call, from_uri=f"sip:{cfg.username}@{host}", display=cfg.display,
+                                 to_uri=f"sip:{number}@{host}")
+        caller_id = call.caller_id_override or cfg.caller_id or (
+            self.users[call.peer_name].caller_id if call.peer_type == "USER" and call.peer_name in self.users
+            else None)
+        if caller_id:
+            h.add("P-Asserted-Identity", f"<sip:{caller_id}@{host}>")
+        invite = Request("INVITE", f"sip:{number}@{hostport}", h)
+        if offer:
+            invite.set_body(offer, "application/sdp")
+        else:
+            invite.headers.add("Content-Length", "0")
+        auth = line.auth.__class__(cfg.auth_username or cfg.username, cfg.password)
+        return [OutboundLeg(call, target, line.address, invite, auth)], None
+
+    def _invite_headers(self, call: CallSession, *, from_uri: str, display: str | None, to_uri: str) -> Headers:
+        h = Headers()
+        h.add("Via", f"{self.via()};branch={new_branch()}")
+        mf = call.invite.headers.get("max-forwards")
+        hops = int(mf) - 1 if mf and mf.strip().isdigit() else 70
+        h.add("Max-Forwards", str(max(0, min(hops, 70))))
+        name = f'"{_escape_display(display)}" ' if display else ""
+        h.add("From", f"{name}<{from_uri}>;tag={new_tag()}")
+        h.add("To", f"<{to_uri}>")
+        h.add("Call-ID", f"{call.id}-{new_tag()}@callflow")
+        h.add("CSeq", "1 INVITE")
+        h.add("Contact", self.contact())
+        h.add("Allow", ALLOW)
+        h.add("User-Agent", self.user_agent)
+        for name_, value in call.extra_headers:
+            h.add(name_, value)
+        return h
+
+    def send_leg_invite(self, leg: OutboundLeg) -> None:
+        leg.txn = self.send_request(leg.invite, leg.destination, leg)
+
+    def send_request(self, req: Request, destination: Address, owner: object) -> ClientTransaction:
+        txn = self.layer.send_request(req, destination, self.now())
+        txn.user_data = owner
+        return txn
+
+    def send_in_dialog(self, req: Request, dialog: Dialog, owner: object, fallback: Address) -> None:
+        self.send_request(req, self.next_hop(dialog, fallback), owner)
+
+    def send_ack(self, ack: Request, dialog: Dialog, fallback: Address) -> None:
+        self.layer.send_stateless(ack, self.next_hop(dialog, fallback))
+
+    def next_hop(self, dialog: Dialog, fallback: Address) -> Address:
+        """Follow the route set when there is one; otherwise the address the leg is known at (a phone
+        behind NAT is reached where its packets came from, not at the private Contact it wrote)."""
+        if dialog.route_set:
+            uri = dialog.next_hop()
+            host = uri.bare_host
+            if _is_ip(host):
+                return (host, uri.port or 5060)
+        return fallback
+
+    def respond(self, txn: ServerTransaction, code: int, reason: str,
+                headers: list[tuple[str, str]] | None = None) -> None:
+        self.layer.respond(txn, create_response(txn.request, code, reason, to_tag=new_tag(), headers=headers),
+                           self.now())
+
+    def index_dialog(self, call: CallSession, leg: int, dialog: Dialog) -> None:
+        self.dialogs[(dialog.call_id, dialog.local_tag)] = (call, leg)
+
+    def forget(self, call: CallSession) -> None:
+        self.calls.pop(call.id, None)
+        for dialog in (call.dialog_a, call.leg_b.dialog if call.leg_b else None):
+            if dialog is not None:
+                self.dialogs.pop((dialog.call_id, dialog.local_tag), None)
+
+    def via(self) -> str:
+        return f"SIP/2.0/UDP {self.advertise}:{self.port};rport"
+
+    def contact(self) -> str:
+        return f"<sip:callflow@{self.advertise}:{self.port}>"
+
+    def _password_for(self, user: str) -> str | None:
+        account = self.users.get(user)
+        return account.password if account else None
+
+
+def _advertise_for(host: str) -> str:
+    if host not in ("0.0.0.0", "::", ""):
+        return host
+    import socket
+
+    # the address the kernel would use towards the outside; connect() on UDP sends nothing
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.connect(("192.0.2.1", 9))
+            return s.getsockname()[0]
+    except OSError:
+        return "127.0.0.1"
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+        return True
+    except ValueError:
+        return False
+
+
+def _escape_display(text: str) -> str:
+    return text.replace("\\", "\\\\").replace('"', '\\"')
+
+
+def _q(text: str) -> str:
+    from .events import logfmt_value
+
+    return logfmt_value(text)

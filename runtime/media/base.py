@@ -1,0 +1,50 @@
+"""The media seam: what the B2BUA asks of whatever anchors a call's media.
+
+The in-process Python relay (``runtime.media.relay``) is the first backend; rtpengine (media offloaded
+to another box over its ng protocol) and aiortc (play, record, WebRTC) will sit behind the same two
+classes. The seam is SDP in, SDP out, because that is also rtpengine's offer/answer shape: the B2BUA
+never needs to know ports or sockets.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+
+__all__ = ["MediaError", "MediaBackend", "MediaSession", "CALLER", "CALLEE"]
+
+CALLER = 0  # leg 0 faces the caller (channel ZERO)
+CALLEE = 1  # leg 1 faces the dialled party (channel ONE)
+
+
+class MediaError(RuntimeError):
+    """Media could not be anchored: no free ports, a socket would not bind, the backend is closed."""
+
+
+class MediaSession(ABC):
+    """One call's media, anchored between leg 0 (the caller) and leg 1 (the callee)."""
+
+    call_id: str
+
+    @abstractmethod
+    async def anchor(self, from_leg: int, sdp: bytes) -> bytes:
+        """Learn ``from_leg``'s media address from the SDP it sent; return the SDP for the other leg.
+
+        Called for every offer and answer, in either direction (re-INVITEs and hold included).
+        Raises ``runtime.sip.sdp.SdpError`` on a malformed body.
+        """
+
+    @abstractmethod
+    def close(self) -> None:
+        """Stop relaying and give the resources back. Idempotent."""
+
+
+class MediaBackend(ABC):
+    """Allocates a MediaSession per call."""
+
+    @abstractmethod
+    async def allocate(self, call_id: str) -> MediaSession:
+        """Reserve media for a new call; raises MediaError when that is not possible."""
+
+    @abstractmethod
+    async def close(self) -> None:
+        """End every session and release everything (server shutdown)."""

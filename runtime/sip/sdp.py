@@ -1,0 +1,273 @@
+"""SDP (RFC 4566) parsing and the rewrite that anchors a call's media on us.
+
+Pure functions over bytes: no sockets, no asyncio. The B2BUA parses each leg's SDP to learn where that
+leg's phone wants RTP (``SessionDescription.endpoint``) and rewrites the SDP it forwards to the other leg
+so every stream points at our relay (``rewrite_sdp``). The rewrite touches only the lines it must and
+keeps every other line byte for byte, because phones and providers are picky about attributes we do not
+understand (codecs, fmtp, crypto, direction for hold).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+__all__ = [
+    "SdpError",
+    "Origin",
+    "MediaDescription",
+    "SessionDescription",
+    "parse_sdp",
+    "rewrite_sdp",
+    "address_type",
+]
+
+_DIRECTIONS = ("sendrecv", "sendonly", "recvonly", "inactive")
+# c= addresses meaning "do not send to me" (RFC 2543-style hold); they must survive a rewrite
+_UNSPECIFIED = ("0.0.0.0", "::")
+
+
+class SdpError(ValueError):
+    """The body is not SDP we can understand; the message says which line and why."""
+
+
+@dataclass
+class Origin:
+    """The o= line: identifies the session and its version (bumped on every change of the offer)."""
+
+    username: str
+    session_id: str
+    session_version: int
+    nettype: str
+    addrtype: str
+    address: str
+
+
+@dataclass
+class MediaDescription:
+    """One m= section: a stream the peer offers or answers."""
+
+    kind: str
+    port: int
+    proto: str
+    formats: list[str]
+    connection: str | None = None
+    attributes: list[str] = field(default_factory=list)
+    port_count: int = 1
+    connection_type: str | None = None
+
+    @property
+    def direction(self) -> str:
+        """sendrecv / sendonly / recvonly / inactive; sendrecv when the section does not say."""
+        for attr in self.attributes:
+            if attr in _DIRECTIONS:
+                return attr
+        return "sendrecv"
+
+    @property
+    def rtcp_port(self) -> int | None:
+        """The a=rtcp: port (RFC 3605) when the peer announced one; otherwise RTCP is port + 1."""
+        for attr in self.attributes:
+            if attr.startswith("rtcp:"):
+                return int(attr[5:].split(None, 1)[0])
+        return None
+
+
+@dataclass
+class SessionDescription:
+    """A parsed SDP body: the session-level lines and the media sections, in order."""
+
+    version: int
+    origin: Origin
+    name: str
+    connection: str | None = None
+    attributes: list[str] = field(default_factory=list)
+    media: list[MediaDescription] = field(default_factory=list)
+    connection_type: str | None = None
+
+    def endpoint(self, index: int = 0) -> tuple[str, int] | None:
+        """Where stream ``index``'s RTP should be sent: (address, port), media-level c= winning.
+
+        None when there is no such stream, the stream is rejected (port 0), it has no address, or the
+        address is unspecified (0.0.0.0 / ::, the old way of putting a call on hold).
+        """
+        if not 0 <= index < len(self.media):
+            return None
+        m = self.media[index]
+        address = m.connection if m.connection is not None else self.connection
+        if m.port == 0 or address is None or address in _UNSPECIFIED:
+            return None
+        return address, m.port
+
+
+def address_type(address: str) -> str:
+    """The address type (IP4 or IP6) of an address literal, as SDP's c= and o= lines spell it."""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError as exc:
+        raise SdpError(f"not an IP address: {address!r}") from exc
+    return "IP6" if ip.version == 6 else "IP4"
+
+
+def _split_lines(body: bytes) -> list[str]:
+    """Decode and split on CRLF or bare LF (both occur in the wild); surrogateescape keeps bytes exact."""
+    text = body.decode("utf-8", "surrogateescape")
+    lines = text.split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    return [line[:-1] if line.endswith("\r") else line for line in lines]
+
+
+def _parse_connection(value: str, lineno: int) -> tuple[str, str]:
+    """c=IN IP4 host[/ttl[/n]] -> (addrtype, host); the multicast suffix is dropped."""
+    parts = value.split()
+    if len(parts) != 3 or parts[0] != "IN" or parts[1] not in ("IP4", "IP6"):
+        raise SdpError(f"line {lineno}: bad c= line {value!r} (want 'IN IP4|IP6 address')")
+    return parts[1], parts[2].split("/", 1)[0]
+
+
+def _parse_origin(value: str, lineno: int) -> Origin:
+    parts = value.split()
+    if len(parts) != 6:
+        raise SdpError(f"line {lineno}: bad o= line {value!r} (want 6 fields)")
+    try:
+        version = int(parts[2])
+    except ValueError as exc:
+        raise SdpError(f"line {lineno}: o= session version {parts[2]!r} is not a number") from exc
+    return Origin(parts[0], parts[1], version, parts[3], parts[4], parts[5])
+
+
+def _parse_media(value: str, lineno: int) -> MediaDescription:
+    parts = value.split()
+    if len(parts) < 3:
+        raise SdpError(f"line {lineno}: bad m= line {value!r} (want 'kind port proto formats...')")
+    port_text, _, count_text = parts[1].partition("/")
+    try:
+        port = int(port_text)
+        count = int(count_text) if count_text else 1
+    except ValueError as exc:
+        raise SdpError(f"line {lineno}: m= port {parts[1]!r} is not a number") from exc
+    if not 0 <= port <= 65535:
+        raise SdpError(f"line {lineno}: m= port {port} out of range")
+    return MediaDescription(parts[0], port, parts[2], parts[3:], port_count=count)
+
+
+def parse_sdp(body: bytes) -> SessionDescription:
+    """Parse an SDP body; raise SdpError saying which line is wrong.
+
+    Lenient where peers are sloppy (bare LF line ends, missing t=, unknown line types) and strict where a
+    mistake would send media to the wrong place (c=, o=, m= and the a=rtcp: port).
+    """
+    lines = _split_lines(body)
+    if not lines:
+        raise SdpError("empty SDP body")
+    session: SessionDescription | None = None
+    version: int | None = None
+    current: MediaDescription | None = None
+    for lineno, line in enumerate(lines, 1):
+        if len(line) < 2 or line[1] != "=" or not line[0].isalpha():
+            raise SdpError(f"line {lineno}: not a 'x=value' line: {line!r}")
+        kind, value = line[0], line[2:]
+        if lineno == 1:
+            if kind != "v":
+                raise SdpError("line 1: SDP must start with v=")
+            if value.strip() != "0":
+                raise SdpError(f"line 1: unsupported SDP version {value!r}")
+            version = 0
+            continue
+        if kind == "v":
+            raise SdpError(f"line {lineno}: second v= line")
+        if session is None:
+            if kind != "o":
+                raise SdpError(f"line {lineno}: o= must follow v=, found {kind}=")
+            assert version is not None
+            session = SessionDescription(version, _parse_origin(value, lineno), "")
+            continue
+        if kind == "o":
+            raise SdpError(f"line {lineno}: second o= line")
+        if kind == "m":
+            current = _parse_media(value, lineno)
+            session.media.append(current)
+        elif kind == "c":
+            addrtype, address = _parse_connection(value, lineno)
+            if current is None:
+                session.connection, session.connection_type = address, addrtype
+            else:
+                current.connection, current.connection_type = address, addrtype
+        elif kind == "a":
+            if value.startswith("rtcp:"):
+                port_text = value[5:].split(None, 1)[0] if value[5:].strip() else ""
+                if not port_text.isdigit() or int(port_text) > 65535:
+                    raise SdpError(f"line {lineno}: bad a=rtcp: port in {line!r}")
+            (current.attributes if current is not None else session.attributes).append(value)
+        elif kind == "s" and current is None:
+            session.name = value
+    if session is None:
+        raise SdpError("SDP has no o= line")
+    return session
+
+
+def _rewrite_rtcp(value: str, rtcp_port: int, address: str, addrtype: str) -> str:
+    """a=rtcp:PORT [IN IP4 addr] -> our RTCP port (and address, when the line names one)."""
+    parts = value[5:].split()
+    if len(parts) >= 4:
+        return f"rtcp:{rtcp_port} IN {addrtype} {address}"
+    return f"rtcp:{rtcp_port}"
+
+
+def rewrite_sdp(
+    body: bytes,
+    address: str,
+    ports: Sequence[int],
+    *,
+    session_version: int | None = None,
+) -> bytes:
+    """Point every stream of ``body`` at ``address``: the SDP we forward to the other leg.
+
+    - o= and every c= (session and media level) get ``address`` (IN IP4 or IN IP6, by the address);
+      a c= of 0.0.0.0 or :: (hold, RFC 2543 style) is kept so that the hold passes through.
+    - the i-th m= line's port becomes ``ports[i]``; a port 0 (rejected stream) stays 0, and a
+      ``port/count`` becomes one port (we relay one RTP/RTCP pair per stream).
+    - a=rtcp: becomes our RTCP port, ``ports[i] + 1``; it is dropped from a rejected stream.
+    - ``session_version``, when given, replaces the o= version (the caller bumps it when the SDP it
+      sends on a dialog changes, RFC 3264 section 8); otherwise the peer's version is kept.
+    - every other line is kept byte for byte and in order (direction attributes, codecs, crypto);
+      line ends become CRLF.
+    """
+    parse_sdp(body)  # validate first: never half-rewrite a malformed body
+    addrtype = address_type(address)
+    lines = _split_lines(body)
+    media_count = sum(1 for line in lines if line.startswith("m="))
+    if len(ports) < media_count:
+        raise SdpError(f"SDP has {media_count} m= lines but only {len(ports)} ports were given")
+    out: list[str] = []
+    index = -1
+    port = 0
+    for line in lines:
+        kind = line[0]
+        if kind == "o":
+            user, sess_id, version, nettype, _, _ = line[2:].split()
+            if session_version is not None:
+                version = str(session_version)
+            out.append(f"o={user} {sess_id} {version} {nettype} {addrtype} {address}")
+        elif kind == "c":
+            _, current = _parse_connection(line[2:], 0)
+            out.append(line if current in _UNSPECIFIED else f"c=IN {addrtype} {address}")
+        elif kind == "m":
+            index += 1
+            fields = line[2:].split()
+            offered = int(fields[1].partition("/")[0])
+            port = 0 if offered == 0 else int(ports[index])
+            if not 0 <= port <= 65535:
+                raise SdpError(f"port {port} out of range for m= line {index}")
+            fields[1] = str(port)
+            out.append("m=" + " ".join(fields))
+        elif kind == "a" and line.startswith("a=rtcp:"):
+            if index < 0:
+                out.append(line)  # session-level a=rtcp: is not meaningful; leave it alone
+            elif port != 0:
+                out.append("a=" + _rewrite_rtcp(line[2:], port + 1, address, addrtype))
+        else:
+            out.append(line)
+    return ("\r\n".join(out) + "\r\n").encode("utf-8", "surrogateescape")

@@ -1,0 +1,500 @@
+"""The transaction layer of RFC 3261 section 17 (with RFC 6026's Accepted state), sans-IO.
+
+Shaped like aioquic's connection: every input carries `now`; the layer never reads a clock or
+touches a socket. The asyncio adapter on top feeds `receive()`, sends what `datagrams_to_send()`
+returns, arms one timer at `get_timer()` and calls `handle_timer()` when it fires; the transaction
+user (the engine) takes `next_event()` and answers through `respond()` / `send_request()`.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import secrets
+from collections import deque
+from collections.abc import Callable
+from enum import Enum
+
+from .errors import SipSyntaxError
+from .message import Headers, Request, Response, create_response, parse_message
+from .uri import split_quoted
+
+T1 = 0.5
+T2 = 4.0
+T4 = 5.0
+MAGIC = "z9hG4bK"
+
+Address = tuple[str, int]
+
+
+def new_branch() -> str:
+    return MAGIC + secrets.token_hex(8)
+
+
+def new_tag() -> str:
+    return secrets.token_hex(6)
+
+
+class State(Enum):
+    CALLING = "calling"
+    TRYING = "trying"
+    PROCEEDING = "proceeding"
+    ACCEPTED = "accepted"
+    COMPLETED = "completed"
+    CONFIRMED = "confirmed"
+    TERMINATED = "terminated"
+
+
+# ---- events handed to the transaction user --------------------------------------------------
+class Event:
+    __slots__ = ()
+
+
+class RequestReceived(Event):
+    """A new request; `transaction` is None for an ACK to a 2xx (it belongs to the dialog)."""
+
+    __slots__ = ("request", "source", "transport", "transaction")
+
+    def __init__(self, request: Request, source: Address, transport: str,
+                 transaction: ServerTransaction | None) -> None:
+        self.request = request
+        self.source = source
+        self.transport = transport
+        self.transaction = transaction
+
+
+class ResponseReceived(Event):
+    """A response for one of our requests; `transaction` is None for a 2xx retransmission that
+    arrived after the INVITE transaction ended (the dialog must ACK it again)."""
+
+    __slots__ = ("response", "transaction", "source")
+
+    def __init__(self, response: Response, transaction: ClientTransaction | None, source: Address) -> None:
+        self.response = response
+        self.transaction = transaction
+        self.source = source
+
+
+class TransactionTimeout(Event):
+    """Timer B or F fired (no final response: act as on 408), or H (the ACK never came)."""
+
+    __slots__ = ("transaction",)
+
+    def __init__(self, transaction: Transaction) -> None:
+        self.transaction = transaction
+
+
+class MessageDiscarded(Event):
+    """A message we could not use; the layer already answered 4xx where it could. For the log."""
+
+    __slots__ = ("source", "reason", "answered")
+
+    def __init__(self, source: Address, reason: str, answered: int | None) -> None:
+        self.source = source
+        self.reason = reason
+        self.answered = answered
+
+
+# ---- transactions ------------------------------------------------------------------------
+class Transaction:
+    __slots__ = ("layer", "key", "request", "transport", "peer", "state", "timers", "last_response",
+                 "retransmit_interval", "user_data")
+
+    def __init__(self, layer: TransactionLayer, key: tuple, request: Request, transport: str,
+                 peer: Address) -> None:
+        self.layer = layer
+        self.key = key
+        self.request = request
+        self.transport = transport
+        self.peer = peer
+        self.state = State.TRYING
+        self.timers: dict[str, int] = {}
+        self.last_response: Response | None = None
+        self.retransmit_interval = layer.t1
+        self.user_data: object = None  # the transaction user's own state (the call leg, say)
+
+    @property
+    def reliable(self) -> bool:
+        return self.transport not in ("udp", "UDP")
+
+    @property
+    def method(self) -> str:
+        return self.request.method
+
+    @property
+    def terminated(self) -> bool:
+        return self.state is State.TERMINATED
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.request.method} {self.state.value}>"
+
+
+class ClientTransaction(Transaction):
+    __slots__ = ("encoded", "ack")
+
+    def __init__(self, *args: object) -> None:
+        super().__init__(*args)  # type: ignore[arg-type]
+        self.encoded = b""
+        self.ack: bytes | None = None
+
+
+class ServerTransaction(Transaction):
+    __slots__ = ("encoded_response",)
+
+    def __init__(self, *args: object) -> None:
+        super().__init__(*args)  # type: ignore[arg-type]
+        self.encoded_response: bytes | None = None
+
+
+class TransactionLayer:
+    """Matches messages to transactions, runs their timers, and queues what must be sent."""
+
+    def __init__(self, *, t1: float = T1, t2: float = T2, t4: float = T4,
+                 screen: Callable[[Request], tuple[int, str, list[tuple[str, str]]] | None] | None = None,
+                 server_header: str | None = None, max_transactions: int = 200_000) -> None:
+        self.t1, self.t2, self.t4 = t1, t2, t4
+        self.screen = screen
+        self.server_header = server_header
+        self.max_transactions = max_transactions
+        self.server: dict[tuple, ServerTransaction] = {}
+        self.client: dict[tuple, ClientTransaction] = {}
+        self._timers: list[tuple[float, int, Transaction, str]] = []
+        self._seq = itertools.count()
+        self._out: list[tuple[str, Address, bytes]] = []
+        self._events: deque[Event] = deque()
+
+    # ---- outputs ---------------------------------------------------------------------------
+    def datagrams_to_send(self) -> list[tuple[str, Address, bytes]]:
+        """(transport, destination, bytes) in the order they must leave."""
+        out = self._out
+        self._out = []
+        return out
+
+    def next_event(self) -> Event | None:
+        return self._events.popleft() if self._events else None
+
+    def get_timer(self) -> float | None:
+        timers = self._timers
+        while timers:
+            deadline, seq, txn, name = timers[0]
+            if txn.timers.get(name) == seq:
+                return deadline
+            heapq.heappop(timers)
+        return None
+
+    def handle_timer(self, now: float) -> None:
+        timers = self._timers
+        while timers and timers[0][0] <= now:
+            deadline, seq, txn, name = heapq.heappop(timers)
+            if txn.timers.get(name) != seq:
+                continue
+            del txn.timers[name]
+            self._fire(txn, name, now)
+
+    # ---- input -----------------------------------------------------------------------------
+    def receive(self, data: bytes, source: Address, now: float, transport: str = "udp") -> None:
+        """One datagram (or one framed stream message) from `source`."""
+        if not data.strip(b"\r\n"):
+            return  # keep-alive
+        try:
+            msg = parse_message(data, stream=transport != "udp")
+            msg.validate()
+        except SipSyntaxError as exc:
+            self._reject_unreadable(data, exc, source, transport)
+            return
+        except (ValueError, IndexError) as exc:  # belt and braces: nothing but a log line escapes
+            self._events.append(MessageDiscarded(source, f"unreadable message: {exc}", None))
+            return
+        if isinstance(msg, Request):
+            self.receive_request(msg, source, now, transport)
+        else:
+            self.receive_response(msg, source, now)
+
+    def receive_request(self, req: Request, source: Address, now: float, transport: str = "udp") -> None:
+        via = req.top_via
+        if _stamp_received(via, source):
+            _rewrite_top_via(req.headers, via)
+        key = self._server_key(req, via)
+        txn = self.server.get(key)
+        method = req.method
+        if txn is not None:
+            if method == "ACK":
+                if txn.state is State.COMPLETED:
+                    self._cancel_timer(txn, "G")
+                    self._cancel_timer(txn, "H")
+                    txn.state = State.CONFIRMED
+                    self._set_timer(txn, "I", now, 0 if txn.reliable else self.t4)
+                # an ACK matching an Accepted INVITE transaction is the TU's (RFC 6026 8.1)
+                elif txn.state is State.ACCEPTED:
+                    self._events.append(RequestReceived(req, source, transport, None))
+                return
+            # a retransmission: resend whatever we last said
+            if txn.encoded_response is not None and txn.state is not State.ACCEPTED:
+                self._out.append((txn.transport, txn.peer, txn.encoded_response))
+            return
+        if method == "ACK":
+            self._events.append(RequestReceived(req, source, transport, None))
+            return
+        if self.screen is not None:
+            verdict = self.screen(req)
+            if verdict is not None:
+                code, reason, extra = verdict
+                self._send_stateless_response(create_response(req, code, reason, to_tag=new_tag(),
+                                                              headers=extra), transport, source)
+                self._events.append(MessageDiscarded(source, f"{req.method} refused: {code} {reason}", code))
+                return
+        if len(self.server) >= self.max_transactions:
+            self._send_stateless_response(create_response(req, 503, "Service Unavailable",
+                                                          headers=[("Retry-After", "5")]), transport, source)
+            return
+        txn = ServerTransaction(self, key, req, transport, source)
+        self.server[key] = txn
+        if method == "INVITE":
+            txn.state = State.PROCEEDING
+            # 100 Trying at once (RFC 3261 17.2.1 asks for it within 200 ms): stops the caller's timer A
+            self.respond(txn, create_response(req, 100, "Trying"), now)
+        self._events.append(RequestReceived(req, source, transport, txn))
+
+    def receive_response(self, resp: Response, source: Address, now: float) -> None:
+        via = resp.top_via
+        method = resp.cseq[1]
+        txn = self.client.get((via.branch, method))
+        if txn is None:
+            if method == "INVITE" and 200 <= resp.status < 300:
+                self._events.append(ResponseReceived(resp, None, source))
+            return
+        status = resp.status
+        state = txn.state
+        if method == "INVITE":
+            if state in (State.CALLING, State.PROCEEDING):
+                self._cancel_timer(txn, "A")
+                if status < 200:
+                    txn.state = State.PROCEEDING
+                    self._cancel_timer(txn, "B")
+                elif status < 300:
+                    txn.state = State.ACCEPTED
+                    self._cancel_timer(txn, "B")
+                    self._set_timer(txn, "M", now, 64 * self.t1)
+                else:
+                    txn.state = State.COMPLETED
+                    self._cancel_timer(txn, "B")
+                    txn.ack = bytes(_ack_for(txn.request, resp))
+                    self._out.append((txn.transport, txn.peer, txn.ack))
+                    self._set_timer(txn, "D", now, 0 if txn.reliable else 32.0)
+                txn.last_response = resp
+                self._events.append(ResponseReceived(resp, txn, source))
+            elif state is State.ACCEPTED and 200 <= status < 300:
+                self._events.append(ResponseReceived(resp, None, source))
+            elif state is State.COMPLETED and status >= 300 and txn.ack is not None:
+                self._out.append((txn.transport, txn.peer, txn.ack))
+            return
+        if state in (State.TRYING, State.PROCEEDING):
+            txn.last_response = resp
+            if status < 200:
+                txn.state = State.PROCEEDING
+            else:
+                txn.state = State.COMPLETED
+                self._cancel_timer(txn, "E")
+                self._cancel_timer(txn, "F")
+                self._set_timer(txn, "K", now, 0 if txn.reliable else self.t4)
+            self._events.append(ResponseReceived(resp, txn, source))
+
+    # ---- the transaction user's calls --------------------------------------------------------
+    def send_request(self, req: Request, destination: Address, now: float,
+                     transport: str = "udp") -> ClientTransaction:
+        """Start a client transaction. The request must carry its own top Via with a fresh branch."""
+        via = req.top_via
+        if not (via.branch or "").startswith(MAGIC):
+            raise ValueError("a client transaction needs a top Via with an RFC 3261 branch")
+        method = req.method
+        if method == "ACK":
+            raise ValueError("ACK for a 2xx is sent with send_stateless, not in a transaction")
+        txn = ClientTransaction(self, (via.branch, method), req, transport, destination)
+        self.client[txn.key] = txn
+        txn.encoded = bytes(req)
+        self._out.append((transport, destination, txn.encoded))
+        if method == "INVITE":
+            txn.state = State.CALLING
+            if not txn.reliable:
+                self._set_timer(txn, "A", now, self.t1)
+            self._set_timer(txn, "B", now, 64 * self.t1)
+        else:
+            txn.state = State.TRYING
+            if not txn.reliable:
+                self._set_timer(txn, "E", now, self.t1)
+            self._set_timer(txn, "F", now, 64 * self.t1)
+        return txn
+
+    def respond(self, txn: ServerTransaction, resp: Response, now: float) -> None:
+        """Send a response within a server transaction (retransmissions are the layer's job)."""
+        if txn.state in (State.COMPLETED, State.CONFIRMED, State.TERMINATED, State.ACCEPTED):
+            if not (txn.state is State.ACCEPTED and 200 <= resp.status < 300):
+                return  # a final response was already sent: RFC 3261 allows only one
+        if self.server_header and "server" not in resp.headers:
+            resp.headers.add("Server", self.server_header)
+        data = bytes(resp)
+        txn.last_response = resp
+        txn.encoded_response = data
+        self._out.append((txn.transport, txn.peer, data))
+        status = resp.status
+        if status < 200:
+            if txn.method != "INVITE":
+                txn.state = State.PROCEEDING
+            return
+        if txn.method == "INVITE":
+            if status < 300:
+                txn.state = State.ACCEPTED
+                self._set_timer(txn, "L", now, 64 * self.t1)
+            else:
+                txn.state = State.COMPLETED
+                if not txn.reliable:
+                    txn.retransmit_interval = self.t1
+                    self._set_timer(txn, "G", now, self.t1)
+                self._set_timer(txn, "H", now, 64 * self.t1)
+        else:
+            txn.state = State.COMPLETED
+            self._set_timer(txn, "J", now, 0 if txn.reliable else 64 * self.t1)
+
+    def send_stateless(self, msg: Request | Response, destination: Address, transport: str = "udp") -> None:
+        """ACKs for 2xx and the UAS core's 2xx retransmissions live outside transactions."""
+        self._out.append((transport, destination, bytes(msg)))
+
+    def find_invite(self, cancel: Request) -> ServerTransaction | None:
+        """The INVITE server transaction a CANCEL refers to (RFC 3261 9.2)."""
+        via = cancel.top_via
+        key = self._server_key(cancel, via, method="INVITE")
+        return self.server.get(key)
+
+    def terminate(self, txn: Transaction) -> None:
+        txn.state = State.TERMINATED
+        txn.timers.clear()
+        if isinstance(txn, ServerTransaction):
+            self.server.pop(txn.key, None)
+        else:
+            self.client.pop(txn.key, None)
+
+    # ---- internals ---------------------------------------------------------------------------
+    def _server_key(self, req: Request, via, method: str | None = None) -> tuple:  # type: ignore[no-untyped-def]
+        m = method or req.method
+        if m == "ACK":
+            m = "INVITE"
+        branch = via.branch
+        if branch and branch.startswith(MAGIC):
+            return (branch, via.host, via.port, m)
+        # RFC 2543 peers: match on the request's identity (RFC 3261 17.2.3)
+        return ("2543", req.uri, req.from_.tag, req.call_id, req.cseq[0], via.host, via.port, m)
+
+    def _set_timer(self, txn: Transaction, name: str, now: float, delay: float) -> None:
+        seq = next(self._seq)
+        txn.timers[name] = seq
+        heapq.heappush(self._timers, (now + delay, seq, txn, name))
+
+    def _cancel_timer(self, txn: Transaction, name: str) -> None:
+        txn.timers.pop(name, None)
+
+    def _fire(self, txn: Transaction, name: str, now: float) -> None:
+        if name in ("A", "E", "G"):
+            if name == "A":
+                interval = txn.retransmit_interval = txn.retransmit_interval * 2
+            elif name == "E":
+                if txn.state is State.PROCEEDING:
+                    interval = self.t2
+                else:
+                    interval = txn.retransmit_interval = min(txn.retransmit_interval * 2, self.t2)
+            else:
+                interval = txn.retransmit_interval = min(txn.retransmit_interval * 2, self.t2)
+            data = txn.encoded if isinstance(txn, ClientTransaction) else txn.encoded_response
+            if data:
+                self._out.append((txn.transport, txn.peer, data))
+            self._set_timer(txn, name, now, interval)
+        elif name in ("B", "F", "H"):
+            self.terminate(txn)
+            self._events.append(TransactionTimeout(txn))
+        else:  # D, I, J, K, L, M: the transaction's lingering time is over
+            self.terminate(txn)
+
+    def _send_stateless_response(self, resp: Response, transport: str, destination: Address) -> None:
+        if self.server_header:
+            resp.headers.add("Server", self.server_header)
+        self._out.append((transport, destination, bytes(resp)))
+
+    def _reject_unreadable(self, data: bytes, exc: SipSyntaxError, source: Address, transport: str) -> None:
+        """Answer a bad request with 400 (or the code the error names) when a response can be formed;
+        drop bad responses and anything without the headers a response needs."""
+        resp = _raw_error_response(data, exc.status, exc.reason)
+        if resp is not None:
+            self._out.append((transport, source, resp))
+        self._events.append(MessageDiscarded(source, str(exc), exc.status if resp else None))
+
+
+def _rewrite_top_via(headers: Headers, via) -> None:  # type: ignore[no-untyped-def]
+    """Put the stamped top Via back, touching no other header line; the cached Via list stays valid
+    because `via` is the object in it."""
+    items = headers._items
+    for i, (k, n, v) in enumerate(items):
+        if k == "via":
+            parts = split_quoted(v, ",")
+            if len(parts) == 1:
+                items[i] = (k, n, str(via))
+            else:
+                items[i : i + 1] = [(k, n, str(via)), (k, n, ",".join(parts[1:]).strip())]
+            return
+
+
+def _stamp_received(via, source: Address) -> bool:  # type: ignore[no-untyped-def]
+    """RFC 3261 18.2.1 and RFC 3581: note where the request really came from, so responses find the
+    sender behind a NAT. True when the Via changed."""
+    params = via.params
+    changed = False
+    if via.host.strip("[]") != source[0] or "rport" in params:
+        params["received"] = source[0]
+        changed = True
+    if "rport" in params and not params["rport"]:
+        params["rport"] = str(source[1])
+    return changed
+
+
+def _ack_for(req: Request, resp: Response) -> Request:
+    """The ACK for a non-2xx final response (RFC 3261 17.1.1.3): part of the INVITE transaction."""
+    h = Headers()
+    h.add("Via", req.headers.values("via")[0])
+    for name in ("max-forwards", "from"):
+        value = req.headers.get(name)
+        if value is not None:
+            h.add(name.title() if name != "max-forwards" else "Max-Forwards", value)
+    h.add("To", resp.headers.get("to") or "")
+    h.add("Call-ID", req.call_id)
+    h.add("CSeq", f"{req.cseq[0]} ACK")
+    for route in req.headers.get_all("route"):
+        h.add("Route", route)
+    h.add("Content-Length", "0")
+    return Request("ACK", req.uri, h)
+
+
+def _raw_error_response(data: bytes, status: int, reason: str) -> bytes | None:
+    """Build an error response from a request we could not parse, copying its headers verbatim."""
+    try:
+        text = data.decode("utf-8", "surrogateescape")
+    except Exception:  # pragma: no cover - surrogateescape cannot fail
+        return None
+    if text.startswith("SIP/"):
+        return None
+    lines = text.replace("\r\n", "\n").split("\n\n", 1)[0].split("\n")
+    wanted = {"via": [], "v": [], "from": [], "f": [], "to": [], "t": [], "call-id": [], "i": [], "cseq": []}
+    for line in lines[1:]:
+        name, colon, value = line.partition(":")
+        key = name.strip().lower()
+        if colon and key in wanted:
+            wanted[key].append(line.strip())
+    vias = wanted["via"] + wanted["v"]
+    froms = wanted["from"] + wanted["f"]
+    tos = wanted["to"] + wanted["t"]
+    cids = wanted["call-id"] + wanted["i"]
+    if not (vias and froms and tos and cids and wanted["cseq"]):
+        return None
+    to_line = tos[0]
+    if "tag=" not in to_line.lower():
+        to_line += ";tag=" + new_tag()
+    out = [f"SIP/2.0 {status} {reason}", *vias, froms[0], to_line, cids[0], wanted["cseq"][0],
+           "Content-Length: 0", "", ""]
+    return "\r\n".join(out).encode("utf-8", "surrogateescape")
