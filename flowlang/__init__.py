@@ -1,1 +1,31 @@
 """The flow language: text in, a Program of plain frozen data out. No SIP, no asyncio."""
+
+from .diagnostics import Diagnostic, FlowError, Position
+from .loader import check_paths, compile_source, load_program
+from .model import (
+    Accept,
+    Action,
+    Attempt,
+    CallInfo,
+    Decision,
+    Handler,
+    Hangup,
+    Line,
+    Listen,
+    Log,
+    Play,
+    Program,
+    Reject,
+    ServerConfig,
+    SetCallerId,
+    SetHeader,
+    Target,
+    Template,
+    User,
+)
+
+__all__ = [
+    "Accept", "Action", "Attempt", "CallInfo", "Decision", "Diagnostic", "FlowError", "Handler", "Hangup",
+    "Line", "Listen", "Log", "Play", "Position", "Program", "Reject", "ServerConfig", "SetCallerId",
+    "SetHeader", "Target", "Template", "User", "check_paths", "compile_source", "load_program",
+]

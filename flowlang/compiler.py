@@ -1,0 +1,738 @@
+"""Syntax nodes to a checked Program: names resolved, secrets read, rules compiled, mistakes reported."""
+
+from __future__ import annotations
+
+import difflib
+import re
+from collections.abc import Mapping
+from types import MappingProxyType
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from .diagnostics import FlowError, Position, Reporter
+from .model import (
+    Accept,
+    Attempt,
+    Handler,
+    Hangup,
+    Line,
+    Listen,
+    Log,
+    Play,
+    Program,
+    Reject,
+    ServerConfig,
+    SetCallerId,
+    SetHeader,
+    Target,
+    Template,
+    User,
+    template_problems,
+)
+from .routing import Condition, Matcher, Router, Rule, ShadowIndex
+from .syntax import CondNode, Decl, HandlerNode, MatcherNode, RuleNode, Setting, Stmt, TargetNode, Value
+
+RESERVED = {"any"}
+
+# values a rule's templates may use (captures are added per rule)
+RULE_VALUES = {"call", "to", "from", "from_type", "caller_id", "caller_name"}
+# values the runtime supplies to handlers (documented in docs/language.md)
+HANDLER_VALUES = RULE_VALUES | {
+    "channel", "code", "reason", "line", "user", "peer", "peer_type", "contact", "expires", "event",
+    "target", "duration",
+}
+
+REASONS = {
+    400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found", 408: "Request Timeout",
+    410: "Gone", 480: "Temporarily Unavailable", 484: "Address Incomplete", 486: "Busy Here",
+    487: "Request Terminated", 488: "Not Acceptable Here", 500: "Server Internal Error",
+    501: "Not Implemented", 502: "Bad Gateway", 503: "Service Unavailable", 504: "Server Time-out",
+    600: "Busy Everywhere", 603: "Decline", 604: "Does Not Exist Anywhere", 606: "Not Acceptable",
+}
+
+DAYS = {"mon": 0, "tue": 1, "wed": 2, "thu": 3, "fri": 4, "sat": 5, "sun": 6}
+DAY_NAMES = {"monday": 0, "tuesday": 1, "wednesday": 2, "thursday": 3, "friday": 4, "saturday": 5,
+             "sunday": 6, "tues": 1, "thur": 3, "thurs": 3}
+
+DEFAULT_PORTS = {"udp": 5060, "tcp": 5060, "tls": 5061, "ws": 80, "wss": 443}
+
+_DURATION = re.compile(r"([0-9]+(?:\.[0-9]+)?)(ms|s|m|h)")
+
+
+def parse_duration(text: str) -> float:
+    m = _DURATION.fullmatch(text)
+    if not m:
+        raise ValueError(text)
+    n = float(m.group(1))
+    return n * {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}[m.group(2)]
+
+
+def split_host_port(text: str, default_port: int) -> tuple[str, int] | None:
+    """`host`, `host:port`, `[v6]:port` (a leading `sip:` is tolerated); None when malformed."""
+    t = text.strip()
+    if t.lower().startswith("sip:"):
+        t = t[4:]
+    m = re.fullmatch(r"\[([0-9A-Fa-f:.]+)\](?::([0-9]+))?", t)
+    if m:
+        host, port = m.group(1), m.group(2)
+    else:
+        m = re.fullmatch(r"([A-Za-z0-9_.\-]+)(?::([0-9]+))?", t)
+        if not m:
+            return None
+        host, port = m.group(1), m.group(2)
+    p = int(port) if port else default_port
+    if not 1 <= p <= 65535:
+        return None
+    return host, p
+
+
+class Compiler:
+    """One compilation: reads the items of every file in load order and builds a Program."""
+
+    def __init__(self, reporter: Reporter, env: Mapping[str, str]) -> None:
+        self.r = reporter
+        self.env = env
+        self.server: ServerConfig = ServerConfig()
+        self.server_zone: ZoneInfo | None = None
+        self.users: dict[str, User] = {}
+        self.lines: dict[str, Line] = {}
+        self.rules: list[Rule] = []
+        self.handlers: list[Handler] = []
+        self.used_lines: set[str] = set()
+        self.reached_users: set[str] = set()
+        self.any_line_rule = False
+
+    # -------------------------------------------------------------- entry
+
+    def compile(self, items: list[tuple[str, object]], files: tuple[str, ...], source_hash: str) -> Program:
+        decls = [(f, it) for f, it in items if isinstance(it, Decl)]
+        servers = [(f, d) for f, d in decls if d.kind == "server"]
+        for n, (f, d) in enumerate(servers):
+            if n == 0:
+                self._server(f, d)
+            else:
+                first = servers[0]
+                self.r.error(f, d.line, d.col,
+                             f"a second server block: the first is at {first[0]}:{first[1].line}:{first[1].col}")
+        for f, d in decls:
+            if d.kind == "user":
+                self._user(f, d)
+            elif d.kind == "line":
+                self._line(f, d)
+        shadow = ShadowIndex()
+        for f, it in items:
+            if isinstance(it, RuleNode):
+                self._rule(f, it, shadow)
+            elif isinstance(it, HandlerNode):
+                self._handler(f, it)
+        self._warn_unused()
+        if self.r.has_errors:
+            raise FlowError(self.r.ordered())
+        by_event: dict[str, list[Handler]] = {}
+        for h in self.handlers:
+            by_event.setdefault(h.event, []).append(h)
+        rules = tuple(self.rules)
+        return Program(
+            source_hash=source_hash,
+            files=files,
+            server=self.server,
+            users=MappingProxyType(dict(self.users)),
+            lines=MappingProxyType(dict(self.lines)),
+            warnings=tuple(self.r.warnings()),
+            rules=rules,
+            all_handlers=tuple(self.handlers),
+            _router=Router(rules),
+            _by_event=MappingProxyType({k: tuple(v) for k, v in by_event.items()}),
+        )
+
+    # -------------------------------------------------------------- helpers
+
+    def _value(self, f: str, v: Value, what: str) -> str | None:
+        if v.env is None:
+            return v.text
+        val = self.env.get(v.env)
+        if val is None:
+            self.r.error(f, v.line, v.col, f"environment variable {v.env} is not set ({what})")
+            return None
+        if val == "":
+            self.r.error(f, v.line, v.col, f"environment variable {v.env} is empty ({what})")
+            return None
+        return val
+
+    def _once(self, f: str, settings: list[Setting], owner: str) -> dict[str, Setting]:
+        seen: dict[str, Setting] = {}
+        for s in settings:
+            if s.kind in seen and s.kind not in ("listen", "numbers", "codecs"):
+                first = seen[s.kind]
+                self.r.error(f, s.line, s.col,
+                             f"{_setting_word(s.kind)} is set twice in {owner} (first at line {first.line})")
+                continue
+            seen.setdefault(s.kind, s)
+        return seen
+
+    def _name_ok(self, f: str, d: Decl, table: Mapping[str, object], what: str) -> bool:
+        if d.name in RESERVED:
+            self.r.error(f, d.name_line, d.name_col, f"'{d.name}' is a reserved word and cannot name a {what}")
+            return False
+        if d.name in table:
+            prev = table[d.name]
+            where = getattr(prev, "position", None)
+            self.r.error(f, d.name_line, d.name_col, f"{what} {d.name} is declared twice (first at {where})")
+            return False
+        return True
+
+    def _unknown(self, f: str, line: int, col: int, what: str, name: str, table: Mapping[str, object]) -> None:
+        close = difflib.get_close_matches(name, list(table), n=1)
+        hint = f" (did you mean {close[0]}?)" if close else ""
+        self.r.error(f, line, col, f"unknown {what} {name}{hint}")
+
+    # -------------------------------------------------------------- declarations
+
+    def _server(self, f: str, d: Decl) -> None:
+        s = self._once(f, d.settings, "the server block")
+        listens: list[Listen] = []
+        for st in d.settings:
+            if st.kind != "listen":
+                continue
+            transport, addr = st.args
+            hp = split_host_port(addr, DEFAULT_PORTS[transport])
+            if hp is None:
+                self.r.error(f, st.line, st.col, f"listen {transport}: '{addr}' is not host:port")
+                continue
+            listens.append(Listen(transport, hp[0], hp[1]))
+
+        def text(kind: str) -> str | None:
+            st = s.get(kind)
+            return None if st is None else self._value(f, st.args[0], f"{_setting_word(kind)} of the server")
+
+        rtp = None
+        if "rtp_ports" in s:
+            lo, hi = s["rtp_ports"].args
+            if not (1024 <= lo < hi <= 65535):
+                st = s["rtp_ports"]
+                self.r.error(f, st.line, st.col, f"rtp ports {lo}-{hi}: need 1024 <= low < high <= 65535")
+            else:
+                rtp = (lo, hi)
+        tz = None
+        if "timezone" in s:
+            st = s["timezone"]
+            tz = st.args[0]
+            self.server_zone = self._zone(f, tz, st.line, st.col)
+        cert, key = text("tls_cert"), text("tls_key")
+        if any(x.transport in ("tls", "wss") for x in listens) and not (cert and key):
+            self.r.error(f, d.line, d.col, "listening on tls or wss needs `tls certificate` and `tls key`")
+        self.server = ServerConfig(
+            listen=tuple(listens),
+            domain=text("domain"),
+            realm=text("realm"),
+            rtp_ports=rtp,
+            user_agent=text("user_agent"),
+            tls_cert=cert,
+            tls_key=key,
+            timezone=tz,
+        )
+
+    def _user(self, f: str, d: Decl) -> None:
+        if not self._name_ok(f, d, self.users, "user"):
+            return
+        s = self._once(f, d.settings, f"user {d.name}")
+        pos = Position(f, d.line, d.col)
+        password = None
+        if "password" not in s:
+            self.r.error(f, d.name_line, d.name_col, f"user {d.name} has no password")
+        else:
+            password = self._value(f, s["password"].args[0], f"password of user {d.name}")
+        caller_id = None
+        if "caller_id" in s:
+            caller_id = self._value(f, s["caller_id"].args[0], f"caller-id of user {d.name}")
+        max_calls = None
+        if "max_calls" in s:
+            max_calls = s["max_calls"].args[0]
+            if max_calls < 1:
+                st = s["max_calls"]
+                self.r.error(f, st.line, st.col, "max calls must be at least 1")
+        self.users[d.name] = User(d.name, password or "", caller_id, max_calls, pos)
+
+    def _line(self, f: str, d: Decl) -> None:
+        if not self._name_ok(f, d, self.lines, "line"):
+            return
+        s = self._once(f, d.settings, f"line {d.name}")
+        pos = Position(f, d.line, d.col)
+        who = f"line {d.name}"
+
+        def text(kind: str) -> str | None:
+            st = s.get(kind)
+            return None if st is None else self._value(f, st.args[0], f"{_setting_word(kind)} of {who}")
+
+        transport = s["transport"].args[0] if "transport" in s else "udp"
+        if transport not in ("udp", "tcp", "tls"):
+            st = s["transport"]
+            self.r.error(f, st.line, st.col, f"a line's transport is udp, tcp or tls, not {transport}")
+        host, port = "", 5060
+        if "server" not in s:
+            self.r.error(f, d.name_line, d.name_col, f"{who} has no server (add: server \"host:port\")")
+        else:
+            raw = text("server")
+            if raw is not None:
+                hp = split_host_port(raw, DEFAULT_PORTS.get(transport, 5060))
+                if hp is None:
+                    st = s["server"]
+                    self.r.error(f, st.args[0].line, st.args[0].col, f"'{raw}' is not host or host:port")
+                else:
+                    host, port = hp
+        register_every = None
+        if "register_every" in s:
+            st = s["register_every"]
+            secs = parse_duration(st.args[0])
+            if secs < 1:
+                self.r.error(f, st.line, st.col, "register every needs at least 1s")
+            register_every = max(1, int(round(secs)))
+            if "register_never" in s:
+                self.r.error(f, s["register_never"].line, s["register_never"].col,
+                             "`register never` contradicts `register every`")
+        username = text("username")
+        password = text("password")
+        if register_every is not None:
+            if "username" not in s:
+                self.r.error(f, d.name_line, d.name_col, f"{who} registers but has no username")
+            if "password" not in s:
+                self.r.error(f, d.name_line, d.name_col, f"{who} registers but has no password")
+        numbers: list[str] = []
+        for st in d.settings:
+            if st.kind == "numbers":
+                numbers.extend(st.args)
+        codecs: list[str] = []
+        for st in d.settings:
+            if st.kind == "codecs":
+                codecs.extend(st.args)
+        self.lines[d.name] = Line(
+            name=d.name,
+            server_host=host,
+            server_port=port,
+            transport=transport,
+            username=username or "",
+            auth_username=text("auth_username"),
+            password=password or "",
+            realm=text("realm"),
+            outbound_proxy=text("outbound_proxy"),
+            register_every=register_every,
+            numbers=tuple(numbers),
+            caller_id=text("caller_id"),
+            codecs=tuple(codecs),
+            display=text("display"),
+            position=pos,
+        )
+
+    # -------------------------------------------------------------- rules
+
+    def _matcher(self, f: str, m: MatcherNode) -> Matcher | None:
+        pos = Position(f, m.line, m.col)
+        if m.kind != "regex":
+            if m.text == "":
+                what = "prefix" if m.kind == "prefix" else "number"
+                self.r.error(f, m.line, m.col, f"an empty {what} matches {'every' if what == 'prefix' else 'no'} "
+                             "number; leave out `to` to take every number")
+                return None
+            return Matcher(m.kind, m.text, None, pos)
+        raw = m.text
+        flags = 0
+        if raw.endswith("i"):
+            flags = re.IGNORECASE
+            raw = raw[:-1]
+        src = raw[1:-1].replace("\\/", "/")
+        try:
+            rx = re.compile(src, flags)
+        except (re.error, OverflowError, RecursionError, ValueError) as e:
+            col = m.col + 1 + (getattr(e, "pos", None) or 0)
+            msg = getattr(e, "msg", None) or str(e)
+            self.r.error(f, m.line, col, f"invalid regex: {msg}")
+            return None
+        return Matcher("regex", src, rx, pos)
+
+    def _zone(self, f: str, name: str, line: int, col: int) -> ZoneInfo | None:
+        try:
+            return ZoneInfo(name)
+        except (ZoneInfoNotFoundError, ValueError, OSError):
+            self.r.error(f, line, col, f"unknown time zone \"{name}\" (use an IANA name like \"Europe/Berlin\")")
+            return None
+
+    def _condition(self, f: str, c: CondNode) -> Condition | None:
+        if c.kind in ("caller_id", "caller_name"):
+            ms = [self._matcher(f, m) for m in c.args]
+            if any(m is None for m in ms):
+                return None
+            return Condition(c.kind, c.negated, tuple(m for m in ms if m), text=_cond_text(c))
+        if c.kind == "header":
+            name = c.args[0].lower()
+            ms = [self._matcher(f, m) for m in c.args[1:]]
+            if any(m is None for m in ms):
+                return None
+            return Condition("header", c.negated, tuple(m for m in ms if m), header=name, text=_cond_text(c))
+        if c.kind == "time":
+            start_tok, end_tok, zone = c.args
+            start = self._clock(f, start_tok, allow_24=False)
+            end = self._clock(f, end_tok, allow_24=True)
+            tz = self._cond_zone(f, zone)
+            if start is None or end is None or tz is False:
+                return None
+            if start == end:
+                self.r.error(f, start_tok.line, start_tok.column,
+                             f"time {start_tok}-{end_tok} is empty (for all day, write 00:00-24:00)")
+                return None
+            return Condition("time", c.negated, start=start, end=end, zone=tz or None, text=_cond_text(c))
+        if c.kind == "days":
+            ranges, zone = c.args
+            days: set[int] = set()
+            ok = True
+            for rng in ranges:
+                nums = [self._day(f, t) for t in rng]
+                if any(n is None for n in nums):
+                    ok = False
+                    continue
+                if len(nums) == 1:
+                    days.add(nums[0])
+                else:
+                    a, b = nums
+                    d = a
+                    while True:
+                        days.add(d)
+                        if d == b:
+                            break
+                        d = (d + 1) % 7
+            tz = self._cond_zone(f, zone)
+            if not ok or tz is False:
+                return None
+            return Condition("days", c.negated, days=frozenset(days), zone=tz or None, text=_cond_text(c))
+        return None
+
+    def _cond_zone(self, f: str, zone: tuple | None) -> ZoneInfo | None | bool:
+        if zone is None:
+            return self.server_zone
+        z = self._zone(f, zone[1], zone[2], zone[3])
+        return False if z is None else z
+
+    def _clock(self, f: str, tok, allow_24: bool) -> int | None:
+        h, m = (int(x) for x in str(tok).split(":"))
+        if m > 59 or h > 24 or (h == 24 and (m != 0 or not allow_24)):
+            self.r.error(f, tok.line, tok.column, f"'{tok}' is not a time of day (00:00 to 24:00)")
+            return None
+        return h * 60 + m
+
+    def _day(self, f: str, tok) -> int | None:
+        t = str(tok).lower()
+        if t in DAYS:
+            return DAYS[t]
+        if t in DAY_NAMES:
+            return DAY_NAMES[t]
+        self.r.error(f, tok.line, tok.column, f"'{tok}' is not a weekday (mon tue wed thu fri sat sun)")
+        return None
+
+    def _peer(self, f: str, peer) -> tuple[str, str | None]:
+        if peer is None or peer.kind == "any":
+            return "any", None
+        if peer.name is not None:
+            table = self.users if peer.kind == "user" else self.lines
+            if peer.name not in table:
+                self._unknown(f, peer.line, peer.col, peer.kind, peer.name, table)
+            if peer.kind == "line":
+                self.used_lines.add(peer.name)
+        elif peer.kind == "line":
+            self.any_line_rule = True
+        return peer.kind, peer.name
+
+    def _rule(self, f: str, node: RuleNode, shadow: ShadowIndex) -> None:
+        pos = Position(f, node.line, node.col)
+        before = len(self.r.errors())
+        kind, name = self._peer(f, node.peer)
+        matchers = [self._matcher(f, m) for m in node.matchers]
+        conds = [self._condition(f, c) for c in node.conditions]
+        groups, named = _capture_names(matchers)
+        allowed = RULE_VALUES | {str(i) for i in range(1, groups + 1)} | named
+        plan, tpls = self._plan(f, node, allowed, groups, named)
+        if len(self.r.errors()) > before or plan is None:
+            return
+        ms = tuple(m for m in matchers if m is not None)
+        cs = tuple(c for c in conds if c is not None)
+        by = shadow.shadowed_by(kind, name, ms)
+        if by is not None:
+            earlier = self.rules[by]
+            self.r.error(f, node.line, node.col,
+                         f"this rule never matches: the rule at {earlier.position} already takes every call "
+                         "it would (move it above, or narrow the earlier rule)")
+            return
+        index = len(self.rules)
+        if not cs:
+            shadow.add(kind, name, ms, index)
+        header = self.r.source_line(f, node.line).strip()
+        if len(header) > 100:
+            header = header[:97] + "..."
+        dynamic = any(t is not None for ts in tpls for t in ts)
+        self.rules.append(Rule(index, pos, kind, name, ms, cs, plan, tpls, dynamic, header))
+
+    def _plan(self, f: str, node: RuleNode, allowed: set[str], groups: int, named: set[str]):
+        attempts: list[Attempt] = []
+        tpls: list[tuple[Template | None, ...]] = []
+        actions: list = []
+        terminal = None
+        term_tpls: tuple[Template | None, ...] = ()
+        term_word = ""
+        ok = True
+        if not node.body:
+            self.r.error(f, node.line, node.col, "this rule does nothing: end it with accept, reject or hangup")
+            return None, ()
+        for st in node.body:
+            if st.kind == "otherwise":
+                if terminal is None:
+                    self.r.error(f, st.line, st.col,
+                                 "`otherwise` must follow an accept: it runs when that accept fails")
+                    ok = False
+                elif not isinstance(terminal, Accept):
+                    self.r.error(f, st.line, st.col,
+                                 f"`otherwise` after {term_word} never runs: {term_word} ends the call")
+                    ok = False
+                else:
+                    attempts.append(Attempt(tuple(actions), terminal))
+                    tpls.append(term_tpls)
+                actions, terminal, term_tpls = [], None, ()
+                st = st.args[0]
+            if terminal is not None:
+                if isinstance(terminal, Accept):
+                    msg = (f"`{_stmt_word(st)}` after accept never runs; start it with `otherwise` "
+                           "to run it when the accept fails")
+                else:
+                    msg = f"`{_stmt_word(st)}` after {term_word} never runs: {term_word} ends the call"
+                self.r.error(f, st.line, st.col, msg)
+                ok = False
+                continue
+            if st.kind == "accept":
+                built = self._accept(f, st, allowed, groups, named)
+                if built is None:
+                    ok = False
+                    terminal = Hangup()  # placeholder so later statements are still checked
+                    term_word = "accept"
+                    continue
+                terminal, term_tpls = built
+                term_word = "accept"
+            elif st.kind == "reject":
+                terminal = self._reject(f, st)
+                term_word = "reject"
+                if terminal is None:
+                    ok = False
+                    terminal = Hangup()
+            elif st.kind == "hangup":
+                terminal = Hangup()
+                term_word = "hangup"
+            else:
+                a = self._action(f, st, allowed)
+                if a is None:
+                    ok = False
+                else:
+                    actions.append(a)
+        if terminal is None:
+            last = node.body[-1]
+            self.r.error(f, last.line, last.col,
+                         "this rule can end without accepting or rejecting the call: "
+                         "end it with accept, reject or hangup")
+            return None, ()
+        attempts.append(Attempt(tuple(actions), terminal))
+        tpls.append(term_tpls)
+        if not ok:
+            return None, ()
+        return tuple(attempts), tuple(tpls)
+
+    def _accept(self, f: str, st: Stmt, allowed: set[str], groups: int, named: set[str]):
+        targets_n: list[TargetNode] = st.args[0]
+        timeout_n = st.args[1]
+        targets: list[Target] = []
+        tpls: list[Template | None] = []
+        ok = True
+        seen: set[tuple[str, str]] = set()
+        for t in targets_n:
+            table = self.users if t.kind == "user" else self.lines
+            if t.name not in table:
+                self._unknown(f, t.line, t.col, t.kind, t.name, table)
+                ok = False
+            if t.kind == "user":
+                self.reached_users.add(t.name)
+            else:
+                self.used_lines.add(t.name)
+            if (t.kind, t.name) in seen and t.number is None:
+                self.r.error(f, t.line, t.col, f"{t.kind} {t.name} is listed twice in one accept")
+                ok = False
+            seen.add((t.kind, t.name))
+            tpl = None
+            if t.number is not None:
+                src = ""
+                for kind, val in t.number:
+                    if kind == "text":
+                        src += val
+                    else:
+                        if val.isdigit() and int(val) > groups:
+                            have = "no captures" if groups == 0 else f"only {groups} capture(s)"
+                            self.r.error(f, t.line, t.col, f"\\{val}: the rule's number pattern has {have}")
+                            ok = False
+                        elif not val.isdigit() and val not in named:
+                            self.r.error(f, t.line, t.col, f"\\{val}: no capture group named {val} in the rule")
+                            ok = False
+                        src += "{" + val + "}"
+                if not self._template_ok(f, src, t.line, t.col, allowed | {v for k, v in t.number if k != "text"}):
+                    ok = False
+                tpl = Template.parse(src)
+                if tpl.is_constant:
+                    targets.append(Target(t.kind, t.name, tpl.source.replace("{{", "{").replace("}}", "}")))
+                    tpls.append(None)
+                    continue
+            targets.append(Target(t.kind, t.name, None))
+            tpls.append(tpl)
+        timeout = None
+        if timeout_n is not None:
+            timeout = parse_duration(timeout_n[1])
+            if timeout <= 0:
+                self.r.error(f, timeout_n[2], timeout_n[3], "timeout must be more than 0s")
+                ok = False
+        if not ok:
+            return None
+        return Accept(tuple(targets), timeout), tuple(tpls)
+
+    def _reject(self, f: str, st: Stmt) -> Reject | None:
+        code, reason, line, col = st.args
+        if not 400 <= code <= 699:
+            self.r.error(f, line, col, f"reject {code}: a refusal needs a SIP failure status, 400 to 699")
+            return None
+        return Reject(code, reason if reason is not None else REASONS.get(code, "Rejected"))
+
+    def _template_ok(self, f: str, text: str, line: int, col: int, allowed: set[str]) -> bool:
+        problems = template_problems(text)
+        for off, msg in problems:
+            self.r.error(f, line, col + 1 + off, msg)
+        if problems:
+            return False
+        for name in Template.parse(text).names:
+            if name not in allowed:
+                self.r.warning(f, line, col, f"{{{name}}} is not a value known here; it will print as written")
+        return True
+
+    def _action(self, f: str, st: Stmt, allowed: set[str]):
+        if st.kind == "log":
+            text, line, col = st.args
+            if not self._template_ok(f, text, line, col, allowed):
+                return None
+            return Log(Template.parse(text))
+        if st.kind == "set_caller_id":
+            text, line, col = st.args
+            if not self._template_ok(f, text, line, col, allowed):
+                return None
+            return SetCallerId(Template.parse(text))
+        if st.kind == "set_header":
+            name, text, line, col = st.args
+            if not re.fullmatch(r"[A-Za-z0-9!#$%&'*+.^_`|~-]+", name):
+                self.r.error(f, st.line, st.col, f"'{name}' is not a valid SIP header name")
+                return None
+            if not self._template_ok(f, text, line, col, allowed):
+                return None
+            return SetHeader(name, Template.parse(text))
+        if st.kind == "play":
+            path, answered = st.args
+            if not path:
+                self.r.error(f, st.line, st.col, "play needs a file name")
+                return None
+            return Play(path, answered)
+        self.r.error(f, st.line, st.col, f"`{_stmt_word(st)}` is not allowed here")
+        return None
+
+    # -------------------------------------------------------------- handlers
+
+    def _handler(self, f: str, node: HandlerNode) -> None:
+        pos = Position(f, node.line, node.col)
+        line_f = user_f = None
+        p = node.peer
+        if p is not None:
+            if p.kind == "any":
+                pass
+            elif p.name is None:
+                self.r.error(f, p.line, p.col,
+                             f"a handler filters on one {p.kind} by name; leave out `from` for every call")
+            else:
+                table = self.users if p.kind == "user" else self.lines
+                if p.name not in table:
+                    self._unknown(f, p.line, p.col, p.kind, p.name, table)
+                if p.kind == "user":
+                    user_f = p.name
+                else:
+                    line_f = p.name
+        actions = []
+        word = node.event.replace("_", " ")
+        for st in node.body:
+            if st.kind != "log":
+                self.r.error(f, st.line, st.col,
+                             f"`{_stmt_word(st)}` cannot run in an `on {word}` handler: handlers observe "
+                             "calls (log only); `on incoming` rules route them")
+                continue
+            a = self._action(f, st, HANDLER_VALUES)
+            if a is not None:
+                actions.append(a)
+        if not node.body:
+            self.r.warning(f, node.line, node.col, f"this `on {word}` handler does nothing")
+        self.handlers.append(Handler(node.event, line_f, user_f, tuple(actions), pos))
+
+    # -------------------------------------------------------------- warnings
+
+    def _warn_unused(self) -> None:
+        for name, ln in self.lines.items():
+            if name not in self.used_lines and not self.any_line_rule and ln.position is not None:
+                p = ln.position
+                self.r.warning(p.file, p.line, p.col, f"line {name} is declared but no rule uses it")
+        for name, u in self.users.items():
+            if name not in self.reached_users and u.position is not None:
+                p = u.position
+                self.r.warning(p.file, p.line, p.col,
+                               f"user {name} is declared but no rule reaches it (no `accept to user {name}`)")
+
+
+def _capture_names(matchers: list[Matcher | None]) -> tuple[int, set[str]]:
+    groups = 0
+    named: set[str] = set()
+    for m in matchers:
+        if m is None:
+            continue
+        if m.kind == "prefix":
+            groups = max(groups, 1)
+        elif m.kind == "regex" and m.regex is not None:
+            groups = max(groups, m.regex.groups)
+            named |= set(m.regex.groupindex)
+    return groups, named
+
+
+def _setting_word(kind: str) -> str:
+    return {
+        "caller_id": "caller-id", "max_calls": "max calls", "rtp_ports": "rtp ports",
+        "user_agent": "user-agent", "tls_cert": "tls certificate", "tls_key": "tls key",
+        "auth_username": "auth-username", "outbound_proxy": "outbound-proxy",
+        "register_every": "register every", "register_never": "register never",
+    }.get(kind, kind)
+
+
+def _stmt_word(st: Stmt) -> str:
+    return {"set_caller_id": "set caller-id", "set_header": "set header"}.get(st.kind, st.kind)
+
+
+def _cond_text(c: CondNode) -> str:
+    neg = "not " if c.negated else ""
+    if c.kind in ("caller_id", "caller_name"):
+        word = "caller-id" if c.kind == "caller_id" else "caller-name"
+        return neg + word + " " + ", ".join(_m_text(m) for m in c.args)
+    if c.kind == "header":
+        return neg + f"header {c.args[0]} " + ", ".join(_m_text(m) for m in c.args[1:])
+    if c.kind == "time":
+        z = f' in "{c.args[2][1]}"' if c.args[2] else ""
+        return neg + f"time {c.args[0]}-{c.args[1]}{z}"
+    ranges, zone = c.args
+    z = f' in "{zone[1]}"' if zone else ""
+    return neg + "days " + ", ".join("-".join(str(t) for t in r) for r in ranges) + z
+
+
+def _m_text(m: MatcherNode) -> str:
+    if m.kind == "exact":
+        return f'"{m.text}"'
+    if m.kind == "prefix":
+        return f'prefix "{m.text}"'
+    return m.text

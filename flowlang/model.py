@@ -1,0 +1,299 @@
+"""The compiled program: plain frozen data the runtime reads, with no knowledge of SIP or asyncio."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any, Literal
+
+from .diagnostics import Diagnostic, Position
+
+if TYPE_CHECKING:
+    from .routing import Router
+
+EMPTY: Mapping[str, str] = MappingProxyType({})
+
+# ------------------------------------------------------------------ templates
+
+_FIELD = re.compile(r"\{\{|\}\}|\{([A-Za-z0-9_]+)\}")
+
+
+@dataclass(frozen=True, slots=True)
+class Template:
+    """A string with `{name}` fields, filled from the call's values when the action runs.
+
+    A name with no value stays literally `{name}` in the output, so a missing value shows in the log
+    instead of silently vanishing; rendering never raises. `{{` and `}}` stand for braces.
+    """
+
+    source: str
+    parts: tuple[str | tuple[str], ...]
+
+    @staticmethod
+    def parse(text: str) -> Template:
+        """Split once at compile time so rendering is a join (the checker has already vetted braces)."""
+        parts: list[str | tuple[str]] = []
+        pos = 0
+        for m in _FIELD.finditer(text):
+            if m.start() > pos:
+                parts.append(text[pos : m.start()])
+            tok = m.group(0)
+            if tok == "{{":
+                parts.append("{")
+            elif tok == "}}":
+                parts.append("}")
+            else:
+                parts.append((m.group(1),))
+            pos = m.end()
+        if pos < len(text):
+            parts.append(text[pos:])
+        merged: list[str | tuple[str]] = []
+        for p in parts:
+            if isinstance(p, str) and merged and isinstance(merged[-1], str):
+                merged[-1] = merged[-1] + p
+            else:
+                merged.append(p)
+        return Template(text, tuple(merged))
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(p[0] for p in self.parts if isinstance(p, tuple))
+
+    @property
+    def is_constant(self) -> bool:
+        return all(isinstance(p, str) for p in self.parts)
+
+    def render(self, values: Mapping[str, object]) -> str:
+        out: list[str] = []
+        for p in self.parts:
+            if isinstance(p, str):
+                out.append(p)
+            else:
+                v = values.get(p[0]) if values is not None else None
+                out.append("{" + p[0] + "}" if v is None else str(v))
+        return "".join(out)
+
+    def __str__(self) -> str:
+        return self.source
+
+
+def template_problems(text: str) -> list[tuple[int, str]]:
+    """(offset, message) for braces that do not form `{name}`, checked at compile time."""
+    problems: list[tuple[int, str]] = []
+    i = 0
+    while i < len(text):
+        c = text[i]
+        if c == "{":
+            if text.startswith("{{", i):
+                i += 2
+                continue
+            m = re.match(r"\{([A-Za-z0-9_]+)\}", text[i:])
+            if not m:
+                problems.append((i, "a '{' in a text must start a {name} field (write '{{' for a brace)"))
+                i += 1
+                continue
+            i += m.end()
+            continue
+        if c == "}":
+            if text.startswith("}}", i):
+                i += 2
+                continue
+            problems.append((i, "a '}' in a text must close a {name} field (write '}}' for a brace)"))
+        i += 1
+    return problems
+
+
+# ------------------------------------------------------------------ declarations
+
+Transport = Literal["udp", "tcp", "tls", "ws", "wss"]
+
+
+@dataclass(frozen=True, slots=True)
+class Listen:
+    transport: str
+    host: str
+    port: int
+
+
+@dataclass(frozen=True, slots=True)
+class ServerConfig:
+    listen: tuple[Listen, ...] = ()
+    domain: str | None = None
+    realm: str | None = None
+    rtp_ports: tuple[int, int] | None = None
+    user_agent: str | None = None
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    timezone: str | None = None  # default zone for `time`/`days` conditions; None = the call's own zone
+
+
+@dataclass(frozen=True, slots=True)
+class User:
+    name: str
+    password: str
+    caller_id: str | None = None
+    max_calls: int | None = None
+    position: Position | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Line:
+    name: str
+    server_host: str
+    server_port: int = 5060
+    transport: str = "udp"
+    username: str = ""
+    auth_username: str | None = None
+    password: str = ""
+    realm: str | None = None
+    outbound_proxy: str | None = None
+    register_every: int | None = None
+    numbers: tuple[str, ...] = ()
+    caller_id: str | None = None
+    codecs: tuple[str, ...] = ()
+    display: str | None = None
+    position: Position | None = None
+
+
+# ------------------------------------------------------------------ actions
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    kind: Literal["user", "line"]
+    name: str
+    number: str | None = None  # rendered by decide(); None = keep the dialled number
+
+
+@dataclass(frozen=True, slots=True)
+class Accept:
+    targets: tuple[Target, ...]
+    timeout: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Reject:
+    code: int
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Hangup:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class Log:
+    template: Template
+
+
+@dataclass(frozen=True, slots=True)
+class SetCallerId:
+    value: Template
+
+
+@dataclass(frozen=True, slots=True)
+class SetHeader:
+    name: str
+    value: Template
+
+
+@dataclass(frozen=True, slots=True)
+class Play:
+    file: str
+    answered: bool = False
+
+
+Action = Log | SetCallerId | SetHeader | Play
+Terminal = Accept | Reject | Hangup
+
+
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    """Actions run in order, then the terminal; the next attempt runs only if an Accept failed."""
+
+    actions: tuple[Action, ...]
+    terminal: Terminal | None
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    rule: str  # "office.flow:12:1"
+    captures: tuple[str, ...]
+    plan: tuple[Attempt, ...]
+    named: Mapping[str, str] = field(default_factory=lambda: EMPTY)
+    # call values + captures, ready for Template.render
+    values: Mapping[str, str] = field(default_factory=lambda: EMPTY)
+
+
+@dataclass(frozen=True, slots=True)
+class CallInfo:
+    from_type: Literal["user", "line", "unknown"]
+    from_name: str | None
+    caller_id: str
+    caller_name: str | None
+    to: str
+    headers: Mapping[str, str] = field(default_factory=lambda: EMPTY)  # lower-case names
+    at: datetime | None = None  # aware; None = now
+
+    def values(self) -> dict[str, str]:
+        """The call's fields under the names templates use."""
+        return {
+            "to": self.to,
+            "from": self.from_name or "",
+            "from_type": self.from_type,
+            "caller_id": self.caller_id,
+            "caller_name": self.caller_name or "",
+        }
+
+
+CALL_EVENTS = ("created", "incoming", "connecting", "connected", "hangup", "closed", "failed")
+LINE_EVENTS = ("line_registered", "line_register_failed")
+USER_EVENTS = ("user_registered", "user_unregistered")
+EVENTS = CALL_EVENTS + LINE_EVENTS + USER_EVENTS
+
+
+@dataclass(frozen=True, slots=True)
+class Handler:
+    event: str
+    line: str | None
+    user: str | None
+    actions: tuple[Action, ...]
+    position: Position
+
+
+# ------------------------------------------------------------------ the program
+
+
+@dataclass(frozen=True)
+class Program:
+    source_hash: str
+    files: tuple[str, ...]
+    server: ServerConfig
+    users: Mapping[str, User]
+    lines: Mapping[str, Line]
+    warnings: tuple[Diagnostic, ...]
+    rules: tuple[Any, ...] = field(default=(), repr=False)  # routing.Rule, in source order
+    all_handlers: tuple[Handler, ...] = field(default=(), repr=False)
+    _router: Router | None = field(default=None, repr=False, compare=False)
+    _by_event: Mapping[str, tuple[Handler, ...]] = field(default_factory=lambda: EMPTY, repr=False, compare=False)
+
+    def decide(self, call: CallInfo) -> Decision | None:
+        """The first `on incoming` rule that takes the call, top to bottom; None = no rule does (404)."""
+        if self._router is None:
+            return None
+        return self._router.decide(call)
+
+    def handlers(
+        self, event: str, *, line: str | None = None, user: str | None = None
+    ) -> tuple[Handler, ...]:
+        """Every handler for the event whose line/user filter matches, in source order."""
+        hs = self._by_event.get(event, ())
+        if not hs:
+            return ()
+        return tuple(
+            h for h in hs if (h.line is None or h.line == line) and (h.user is None or h.user == user)
+        )
