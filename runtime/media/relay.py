@@ -72,9 +72,7 @@ class PortPool:
     def allocate(self) -> int:
         """An even RTP port nobody holds; raises MediaError when all are out."""
         if not self._free:
-            raise MediaError(
-                f"RTP port pool exhausted: all {len(self._ports)} pairs in {self._range} are in use"
-            )
+            raise MediaError(f"RTP port pool exhausted: all {len(self._ports)} pairs in {self._range} are in use")
         port = self._free.popleft()
         self._in_use.add(port)
         return port
