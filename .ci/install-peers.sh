@@ -1,8 +1,11 @@
 #!/bin/bash
 # Installs the third-party SIP peers used by the integration tests (tests/rig):
-#   kamailio  - stands in for the IP-telephony provider (registrar + proxy)
-#   baresip   - headless phones driven over ctrl_tcp (baresip-core would lack modules we load)
-# Idempotent; run as root (CI runs as root). Safe to re-run: apt-get install is a no-op when present.
+#   kamailio        - stands in for the IP-telephony provider (registrar + proxy)
+#   baresip         - headless phones driven over ctrl_tcp (baresip-core ships every module we load)
+#   gcc, libc6-dev  - build tests/rig/bindlo.c, the LD_PRELOAD shim that keeps baresip's RTP and DNS
+#                     sockets on 127.0.0.1 (baresip 1.0 binds them to 0.0.0.0 unconditionally)
+# Idempotent; run as root (CI runs as root). Returns at once when everything is installed
+# (INSTALL_PEERS_FORCE=1 runs apt-get anyway); apt-get install is a no-op for present packages.
 set -euo pipefail
 
 if [ "$(id -u)" -ne 0 ]; then
@@ -12,9 +15,10 @@ fi
 
 export DEBIAN_FRONTEND=noninteractive
 
-if command -v kamailio >/dev/null 2>&1 && command -v baresip >/dev/null 2>&1 \
-        && [ -f /usr/lib/baresip/modules/ctrl_tcp.so ] && [ -f /usr/lib/baresip/modules/ausine.so ]; then
-    echo "install-peers.sh: kamailio and baresip already installed"
+have() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"; }
+if [ -z "${INSTALL_PEERS_FORCE:-}" ] \
+        && have kamailio && have baresip && have baresip-core && have gcc && have libc6-dev; then
+    echo "install-peers.sh: kamailio, baresip, gcc already installed"
     exit 0
 fi
 
@@ -22,7 +26,7 @@ apt-get update
 # kamailio: the core package carries every module the provider config loads (tm, sl, rr, pv,
 # textops, siputils, xlog, sanity, usrloc, registrar, auth, htable, maxfwd).
 # baresip: pulls baresip-core (binary + g711, ausine, aubridge, ctrl_tcp, menu, account modules).
-apt-get install -y --no-install-recommends kamailio baresip
+apt-get install -y --no-install-recommends kamailio baresip gcc libc6-dev
 
 # The Debian kamailio package enables a system service on install; tests run their own instance
 # on their own ports, so stop the packaged one if a service manager started it (it may bind 5060).
@@ -30,5 +34,6 @@ if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet kamailio 
     systemctl stop kamailio || true
 fi
 
-kamailio -v | head -n 1
-baresip -h 2>&1 | head -n 1 || true
+# sed reads to the end: with pipefail, `head` could SIGPIPE the writer and fail the script
+kamailio -v 2>&1 | sed -n 1p
+(baresip -h 2>&1 || true) | sed -n 1p

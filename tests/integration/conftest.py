@@ -32,10 +32,10 @@ from tests.rig import (  # noqa: E402
     baresip_binary,
     kamailio_binary,
     missing_modules,
-    port_is_free,
     ports,
 )
 from tests.rig.proc import log_tail  # noqa: E402
+from tests.rig.shim import shim_problem  # noqa: E402
 
 _INTEGRATION_DIR = Path(__file__).resolve().parent
 
@@ -55,15 +55,24 @@ def require_peer(name: str, problem: str | None) -> None:
     pytest.skip(message)
 
 
+def _override_note(variable: str) -> str:
+    value = os.environ.get(variable)
+    return f" ({variable}={value!r} is not an executable)" if value else ""
+
+
 def kamailio_problem() -> str | None:
-    return None if kamailio_binary() else "no kamailio executable"
+    if kamailio_binary():
+        return None
+    return f"no kamailio executable{_override_note('RIG_KAMAILIO')}"
 
 
 def baresip_problem() -> str | None:
     if not baresip_binary():
-        return "no baresip executable"
+        return f"no baresip executable{_override_note('RIG_BARESIP')}"
     missing = missing_modules()
-    return f"missing baresip modules {missing}" if missing else None
+    if missing:
+        return f"missing baresip modules {missing}"
+    return shim_problem()
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -92,21 +101,24 @@ def rig_ports() -> PortAllocator:
     return ports
 
 
-def _provider_port() -> int:
-    return DEFAULT_PORT if port_is_free(DEFAULT_PORT) else ports.port()
-
-
 @pytest.fixture(scope="module")
 def kamailio(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Kamailio]:
-    """A started provider (trunk1/s3cret with DID +15551230000, pstn/pstnpw) for this test module."""
+    """A started provider (trunk1/s3cret with DID +15551230000, pstn/pstnpw) for this test module.
+
+    Listens on 127.0.0.1:5080 unless another test process holds that port, then on a free one:
+    always use `kamailio.port` / `kamailio.hostport`, never a hard-coded 5080.
+    """
     require_peer("kamailio", kamailio_problem())
-    port = _provider_port()
-    provider = Kamailio(port, run_dir=tmp_path_factory.mktemp(f"kamailio-{port}"))
-    provider.start()
+    claimed = ports.claim(DEFAULT_PORT)
+    port = DEFAULT_PORT if claimed else ports.port()
+    provider = Kamailio(port, run_dir=tmp_path_factory.mktemp(f"kamailio-{port}-"))
     try:
+        provider.start()
         yield provider
     finally:
         provider.stop()
+        if claimed:
+            ports.release(DEFAULT_PORT)
 
 
 @pytest.fixture(autouse=True)

@@ -20,6 +20,7 @@ from tests.rig import (
     Phone,
     PhoneFactory,
     RtpStats,
+    account_line,
     parse_rtp_stats,
 )
 
@@ -99,6 +100,21 @@ def test_pstn_calls_trunk_did(kamailio: Kamailio, phone_factory: PhoneFactory) -
     pstn.wait_event(CALL_CLOSED, timeout=5)
     assert_media_flowed(trunk)
     assert_media_flowed(pstn)
+
+
+def test_unregistered_phone_calls_did(kamailio: Kamailio, phone_factory: PhoneFactory) -> None:
+    """A phone with regint=0 never registers but can call, like a carrier handing over a call."""
+    trunk = start_trunk(kamailio, phone_factory, answermode="auto")
+    caller = phone_factory(account_line("carrier", "127.0.0.1", regint=0), name="carrier")
+
+    caller.dial(f"sip:{TRUNK_DID}@{kamailio.hostport}")
+    caller.wait_event(CALL_ESTABLISHED, timeout=10)
+    trunk.wait_event(CALL_ESTABLISHED, timeout=10)
+    time.sleep(1.0)
+    caller.hangup()
+    trunk.wait_event(CALL_CLOSED, timeout=5)
+    assert_media_flowed(caller)
+    assert not any(t.startswith("REGISTER") for t in caller.event_types()), caller.event_types()
 
 
 def test_wrong_password_is_403(kamailio: Kamailio, phone_factory: PhoneFactory) -> None:

@@ -26,6 +26,10 @@ Facts about baresip 1.0.0 (Debian 12) this module relies on, learned the hard wa
   preceded by "<aor>: Call with <peer> terminated (duration: N secs)". `callstat` in 1.0 shows SDP
   only, and CALL_RTCP events (RTCP every ~5 s) are too coarse for short calls, so the rig parses
   this table from the phone's log.
+* RTP/RTCP sockets are bound to 0.0.0.0 whatever the config says (src/stream.c: "we listen on all
+  interfaces"), and so are its DNS client sockets (0.0.0.0 and [::]). The rig preloads bindlo.so
+  (tests/rig/bindlo.c, built by shim.py), which turns wildcard binds into 127.0.0.1 / ::1.
+* No packet table at all is printed for a call that sent and received nothing.
 * SIGTERM makes baresip unregister and wait for the answer (up to 32 s if the registrar is gone);
   a second SIGTERM makes it exit at once. The rig sends `quit`, then SIGTERM twice, then SIGKILL.
 """
@@ -34,6 +38,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
 import re
 import shutil
 import socket
@@ -49,6 +54,7 @@ from typing import Any
 
 from .ports import PortAllocator, ports
 from .proc import describe, stop_process, wait_until
+from .shim import bindlo_path
 
 REGISTER_OK = "REGISTER_OK"
 REGISTER_FAIL = "REGISTER_FAIL"
@@ -65,8 +71,8 @@ REQUIRED_MODULES = ("g711.so", "ausine.so", "aubridge.so", "account.so", "menu.s
 
 
 def baresip_binary() -> str | None:
-    """Path of the baresip executable, or None when it is not installed."""
-    return shutil.which("baresip")
+    """Path of the baresip executable (env RIG_BARESIP overrides), or None when not installed."""
+    return shutil.which(os.environ.get("RIG_BARESIP") or "baresip")
 
 
 def missing_modules() -> list[str]:
@@ -214,11 +220,12 @@ class Phone:
     def __init__(self, account: str, *, name: str = "phone", lifetime: float = 300.0,
                  sip_port: int | None = None, rtp_range: tuple[int, int] | None = None,
                  ctrl_port: int | None = None, base_dir: Path | None = None,
-                 allocator: PortAllocator = ports) -> None:
+                 allocator: PortAllocator = ports, bind_loopback: bool = True) -> None:
         if not re.fullmatch(r"[A-Za-z0-9_-]+", name):
             raise ValueError(f"phone name {name!r}: use letters, digits, '-' and '_' only")
         self.account = account
         self.name = name
+        self.bind_loopback = bind_loopback
         self.lifetime = lifetime
         self.sip_port = sip_port or allocator.sip_port()
         self.rtp_range = rtp_range or allocator.rtp_range()
@@ -263,9 +270,12 @@ class Phone:
                                                        self.ctrl_port))
         (self.dir / "accounts").write_text("")
         (self.dir / "contacts").write_text("")
+        env = dict(os.environ)
+        if self.bind_loopback:  # RTP and DNS sockets would otherwise listen on 0.0.0.0
+            env["LD_PRELOAD"] = " ".join(filter(None, [str(bindlo_path()), env.get("LD_PRELOAD")]))
         with open(self.log_path, "ab") as log:
             self._proc = subprocess.Popen(
-                [binary, "-f", str(self.dir), "-t", str(int(self.lifetime))],
+                [binary, "-f", str(self.dir), "-t", str(int(self.lifetime))], env=env,
                 stdin=subprocess.DEVNULL, stdout=log, stderr=log, cwd=self.dir, start_new_session=True)
         deadline = time.monotonic() + timeout
         while self._sock is None:
@@ -483,7 +493,8 @@ class Phone:
         need = max(1, expected())
         if not wait_until(lambda: len(self.all_rtp_stats()) >= need, timeout):
             raise TimeoutError(f"baresip '{self.name}': no RTP packet table for the last call in its log "
-                               f"within {timeout:.0f} s (has the call ended?); events: "
+                               f"within {timeout:.0f} s (has the call ended? baresip prints none for a "
+                               f"call that sent and received no RTP at all); events: "
                                f"{self.event_types()}{describe(self.name, self.log_path)}")
         return self.all_rtp_stats()[-1]
 

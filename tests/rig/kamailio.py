@@ -7,6 +7,7 @@ would only approximate. The config is tests/rig/kamailio-itsp.cfg; see its heade
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -40,7 +41,13 @@ _REGISTER_OK = re.compile(
 
 
 def kamailio_binary() -> str | None:
-    """Path of the kamailio executable, or None when it is not installed."""
+    """Path of the kamailio executable (env RIG_KAMAILIO overrides), or None when not installed.
+
+    Looks in /usr/sbin too: Debian installs it there, which is not on every user's PATH.
+    """
+    override = os.environ.get("RIG_KAMAILIO")
+    if override:
+        return shutil.which(override)
     return shutil.which("kamailio") or next(
         (p for p in ("/usr/sbin/kamailio", "/usr/local/sbin/kamailio") if Path(p).exists()), None)
 

@@ -47,6 +47,7 @@ class PortAllocator:
         self._lock_dir = lock_dir or Path(tempfile.gettempdir()) / "callflow-rig-ports"
         self._mutex = threading.Lock()
         self._held: list[int] = []  # fds of the lock files we hold (kept open for our lifetime)
+        self._claimed: dict[int, int] = {}  # claim()ed well-known port -> lock file fd
         self._next = 0
         self._end = 0
 
@@ -82,6 +83,35 @@ class PortAllocator:
                 self._next += count
                 if all(port_is_free(p) for p in range(start, start + count)):
                     return start
+
+    def claim(self, port: int) -> bool:
+        """Reserve a well-known port (e.g. 5080) against other rig users until release(port).
+
+        Needed because Kamailio binds with SO_REUSEADDR: two test runs could both bind 5080 and
+        split its traffic, so "is it free" alone is not enough. Returns False if someone holds it.
+        """
+        with self._mutex:
+            if port in self._claimed:
+                return False
+            self._lock_dir.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self._lock_dir / f"fixed-{port}.lock", os.O_RDWR | os.O_CREAT, 0o666)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                os.close(fd)
+                return False
+            if not port_is_free(port):
+                os.close(fd)
+                return False
+            self._claimed[port] = fd
+            return True
+
+    def release(self, port: int) -> None:
+        """Give back a port taken with claim()."""
+        with self._mutex:
+            fd = self._claimed.pop(port, None)
+        if fd is not None:
+            os.close(fd)
 
     def port(self) -> int:
         """One free port (UDP and TCP), e.g. for a ctrl_tcp socket or a Kamailio listener."""
