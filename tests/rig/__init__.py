@@ -22,6 +22,7 @@ from .baresip import (
     RtpStats,
     account_line,
     baresip_binary,
+    ensure_loopback_uri,
     missing_modules,
     parse_rtp_stats,
 )
@@ -45,6 +46,6 @@ __all__ = [
     "CALL_RTPESTAB", "DEFAULT_PORT", "PSTN_PASSWORD", "PSTN_USER", "REALM", "REGISTER_FAIL",
     "REGISTER_OK", "TRUNK_DID", "TRUNK_PASSWORD", "TRUNK_USER", "WRONG_PASSWORD", "CtrlError",
     "Kamailio", "Phone", "PhoneFactory", "PortAllocator", "RtpStats", "account_line", "baresip_binary",
-    "ensure_loopback", "kamailio_binary", "missing_modules", "options_ping", "parse_rtp_stats",
-    "port_is_free", "ports",
+    "ensure_loopback", "ensure_loopback_uri", "kamailio_binary", "missing_modules", "options_ping",
+    "parse_rtp_stats", "port_is_free", "ports",
 ]

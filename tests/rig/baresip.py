@@ -55,6 +55,7 @@ from typing import Any
 from .ports import PortAllocator, ports
 from .proc import describe, stop_process, wait_until
 from .shim import bindlo_path
+from .sipping import ensure_loopback
 
 REGISTER_OK = "REGISTER_OK"
 REGISTER_FAIL = "REGISTER_FAIL"
@@ -89,6 +90,7 @@ def account_line(user: str, hostport: str, *, auth_user: str | None = None, auth
     defaults to `user` when a password is given. Extra keyword arguments become ;key=value params.
     """
     aor = f"<sip:{user}@{hostport}>"
+    ensure_loopback_uri(aor)
     if display:
         aor = f'"{display}" {aor}'
     params: dict[str, str | int] = {}
@@ -98,6 +100,23 @@ def account_line(user: str, hostport: str, *, auth_user: str | None = None, auth
     params.update(regint=regint, answermode=answermode, audio_codecs=audio_codecs, ptime=ptime)
     params.update(extra)
     return aor + "".join(f";{k}={v}" for k, v in params.items())
+
+
+_URI_HOST = re.compile(r"sips?:(?:[^@;>]*@)?(\[[^\]]+\]|[^:;>?]+)")
+
+
+def ensure_loopback_uri(uri: str) -> None:
+    """Refuse a SIP URI whose host is not a loopback IP literal (or localhost): no test traffic
+    may leave this machine, and baresip would try DNS for a name."""
+    m = _URI_HOST.search(uri)
+    if not m:
+        raise ValueError(f"not a SIP URI: {uri!r}")
+    host = m.group(1).strip("[]")
+    if host != "localhost":
+        try:
+            ensure_loopback(host)
+        except ValueError as exc:  # not an IP literal at all, or off-machine
+            raise ValueError(f"refusing SIP URI {uri!r}: host must be 127.0.0.1, ::1 or localhost") from exc
 
 
 def render_config(name: str, sip_port: int, rtp_range: tuple[int, int], ctrl_port: int) -> str:
@@ -288,7 +307,7 @@ class Phone:
                 if time.monotonic() >= deadline:
                     self.stop()
                     raise TimeoutError(f"baresip '{self.name}' never opened ctrl_tcp on 127.0.0.1:"
-                                       f"{self.ctrl_port} within {timeout:.0f} s"
+                                       f"{self.ctrl_port} within {timeout:g} s"
                                        f"{describe(self.name, self.log_path)}") from None
                 time.sleep(0.05)
         self._sock.settimeout(None)
@@ -302,6 +321,7 @@ class Phone:
         """Quit politely (unregisters), then escalate: SIGTERM, SIGTERM (forces), SIGKILL."""
         proc = self._proc
         if proc is not None and proc.poll() is None and self._sock is not None:
+            self._note("quit (stopping the phone)")
             try:
                 self._send({"command": "quit", "params": "", "token": "quit"})
             except OSError:
@@ -343,6 +363,14 @@ class Phone:
         with self._send_lock:
             self._sock.sendall(b"%d:%s," % (len(data), data))
 
+    def _note(self, text: str) -> None:
+        """Put a 'rig> command' line into the phone's log, so the log reads as one timeline."""
+        try:
+            with open(self.log_path, "a") as log:
+                log.write(f"rig> {text}\n")
+        except OSError:
+            pass
+
     def _read_loop(self) -> None:
         """Split the netstring stream: responses go to their token, everything else is an event."""
         assert self._sock is not None
@@ -383,12 +411,13 @@ class Phone:
         With check=True a response with ok=false raises CtrlError naming the command and its data.
         """
         token = f"{self.name}-{next(self._tokens)}"
+        self._note(f"{command} {params}".rstrip())
         self._send({"command": command, "params": params, "token": token})
         with self._cond:
             if not self._cond.wait_for(lambda: token in self._responses or self._reader_error is not None,
                                        timeout):
                 raise CtrlError(f"baresip '{self.name}': no answer to '{command} {params}' within "
-                                f"{timeout:.0f} s{describe(self.name, self.log_path)}")
+                                f"{timeout:g} s{describe(self.name, self.log_path)}")
             response = self._responses.pop(token, None)
         if response is None:
             raise CtrlError(f"baresip '{self.name}': ctrl_tcp lost ({self._reader_error}) while "
@@ -399,7 +428,8 @@ class Phone:
         return response
 
     def dial(self, uri: str) -> dict:
-        """Place a call to `uri` (the call's progress arrives as events)."""
+        """Place a call to `uri` (a loopback SIP URI; the call's progress arrives as events)."""
+        ensure_loopback_uri(uri)
         return self.command("dial", uri)
 
     def accept(self) -> dict:
@@ -447,7 +477,7 @@ class Phone:
                 self._taken.add(index)
                 return self.events[index]
             seen = [str(e.get("type")) for e in self.events[since:]]
-        reason = f"ctrl_tcp lost: {self._reader_error}" if found else f"within {timeout:.0f} s"
+        reason = f"(ctrl_tcp lost: {self._reader_error})" if found else f"within {timeout:g} s"
         raise TimeoutError(f"baresip '{self.name}' ({self.aor}): no {'/'.join(sorted(wanted))} event "
                            f"{reason}; events seen: {seen}{describe(self.name, self.log_path)}")
 
@@ -493,7 +523,7 @@ class Phone:
         need = max(1, expected())
         if not wait_until(lambda: len(self.all_rtp_stats()) >= need, timeout):
             raise TimeoutError(f"baresip '{self.name}': no RTP packet table for the last call in its log "
-                               f"within {timeout:.0f} s (has the call ended? baresip prints none for a "
+                               f"within {timeout:g} s (has the call ended? baresip prints none for a "
                                f"call that sent and received no RTP at all); events: "
                                f"{self.event_types()}{describe(self.name, self.log_path)}")
         return self.all_rtp_stats()[-1]

@@ -143,7 +143,7 @@ class Kamailio:
             time.sleep(0.1)
         self.stop()
         raise TimeoutError(f"kamailio on {self.hostport} did not answer OPTIONS with 200 within "
-                           f"{timeout:.0f} s{describe('kamailio', self.log_path)}")
+                           f"{timeout:g} s{describe('kamailio', self.log_path)}")
 
     def stop(self, timeout: float = 5.0) -> None:
         """SIGTERM (Kamailio then stops its workers), wait, then SIGKILL the whole process group."""
@@ -189,7 +189,7 @@ class Kamailio:
                 return match
             if time.monotonic() >= deadline:
                 raise TimeoutError(f"kamailio on {self.hostport} never logged /{pattern}/ within "
-                                   f"{timeout:.0f} s{describe('kamailio', self.log_path)}")
+                                   f"{timeout:g} s{describe('kamailio', self.log_path)}")
             time.sleep(0.05)
 
     def registrations(self, user: str, since: int = 0) -> list[tuple[str, int | None]]:
@@ -217,5 +217,5 @@ class Kamailio:
                 return live[-1]
             if time.monotonic() >= deadline:
                 raise TimeoutError(f"kamailio on {self.hostport}: {user} did not register within "
-                                   f"{timeout:.0f} s{describe('kamailio', self.log_path)}")
+                                   f"{timeout:g} s{describe('kamailio', self.log_path)}")
             time.sleep(0.05)
