@@ -524,8 +524,8 @@ def _expected_list(p: Lark, expected: set[str]) -> tuple[str, list[str]]:
         return "", keywords
     if len(words) == 1:
         return f"; expected {words[0]}", keywords
-    shown = words[:10]
-    more = "" if len(words) <= 10 else ", ..."
+    shown = words[:14]
+    more = "" if len(words) <= 14 else ", ..."
     return "; expected one of " + ", ".join(shown) + more, keywords
 
 

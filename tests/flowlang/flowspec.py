@@ -43,10 +43,17 @@ def call(frm: str = "user:alice", to: str = "+15551234567", caller_id: str | Non
 
 
 def errors_of(text: str, env: dict[str, str] | None = None) -> list[str]:
-    """The rendered first lines of every diagnostic (errors and warnings) a script produces."""
+    """`line:col: error: message` for every error a script produces (warnings left out)."""
     with pytest.raises(FlowError) as info:
         compile_source(text, "t.flow", env=env or {})
-    return [f"{d.line}:{d.col}: {d.severity}: {d.message}" for d in info.value.diagnostics]
+    return [f"{d.line}:{d.col}: {d.severity}: {d.message}" for d in info.value.diagnostics
+            if d.severity == "error"]
+
+
+def warnings_of(text: str, env: dict[str, str] | None = None) -> list[str]:
+    """`line:col: message` for every warning of a script that compiles."""
+    program = compile_source(text, "t.flow", env=env or {})
+    return [f"{d.line}:{d.col}: {d.message}" for d in program.warnings]
 
 
 def compiles(text: str, env: dict[str, str] | None = None):
