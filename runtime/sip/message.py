@@ -1,20 +1,27 @@
 """SIP messages (RFC 3261 section 7): parse bytes into a Request or Response, and serialise them back.
 
-Headers are kept as the (name, value) pairs that arrived, in order, so a message we forward or answer
-keeps what we did not touch; typed views (Via, From/To, CSeq, Contact...) are parsed on demand and
-cached until the headers change. Nothing here reads a socket or a clock.
+Headers are kept as the (name, value) pairs that arrived, in order, together with the exact text of
+each line, so a message we forward or answer keeps what we did not touch byte for byte; typed views
+(Via, From/To, CSeq, Contact...) are parsed on demand and cached until the headers change. Nothing
+here reads a socket or a clock.
+
+Speed matters: every received request goes through `parse_message` and `validate()`, so both use
+plain string operations on the common shapes and fall back to the general grammar only when needed.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+import sys
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass, field
+from typing import Any, NamedTuple, TypeVar
 
-from .errors import SipSyntaxError
-from .uri import NameAddr, SipUri, split_params, split_quoted
+from .errors import REASONS, SipSyntaxError
+from .uri import NameAddr, SipUri, _check_ipv6, split_params, split_quoted
 
 MAX_MESSAGE_SIZE = 65535
+MAX_HEADERS = 256
 
 COMPACT = {
     "i": "call-id", "m": "contact", "e": "content-encoding", "l": "content-length",
@@ -32,11 +39,26 @@ LIST_HEADERS = frozenset({
 _TOKEN_RE = re.compile(r"[A-Za-z0-9\-.!%*_+`'~]+\Z")
 _FOLD_RE = re.compile(r"[ \t]*\r?\n[ \t]+")
 _VIA_RE = re.compile(
-    r"SIP[ \t]*/[ \t]*2\.0[ \t]*/[ \t]*([A-Za-z]+)[ \t]+(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-.]+)"
+    r"SIP[ \t]*/[ \t]*2\.0[ \t]*/[ \t]*([A-Za-z0-9\-.!%*_+`'~]+)[ \t]+(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-._]+)"
     r"(?:[ \t]*:[ \t]*([0-9]{1,5}))?[ \t]*\Z",
     re.I,
 )
+_HOSTPORT_RE = re.compile(r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-._]+)(?::([0-9]{1,5}))?\Z")
+_DATE_RE = re.compile(
+    r"(?:Mon|Tue|Wed|Thu|Fri|Sat|Sun), [0-9]{2} (?:Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec)"
+    r" [0-9]{4} [0-9]{2}:[0-9]{2}:[0-9]{2} GMT\Z"
+)
+_ABS_URI_RE = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*:[^\x00-\x20\x7f<>\"]+\Z")
+_COMMON_METHODS = frozenset({
+    "INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "REGISTER", "PRACK", "SUBSCRIBE", "NOTIFY",
+    "PUBLISH", "INFO", "REFER", "MESSAGE", "UPDATE",
+})
+_TRANSPORTS = frozenset({"UDP", "TCP", "TLS", "WS", "WSS", "SCTP"})
+_CL = sys.intern("content-length")
 _key_cache: dict[str, str] = {}
+# raw text before the colon of a header line -> (lookup key, header name as written)
+_name_cache: dict[str, tuple[str, str]] = {}
+_T = TypeVar("_T")
 
 
 def header_key(name: str) -> str:
@@ -44,10 +66,24 @@ def header_key(name: str) -> str:
     key = _key_cache.get(name)
     if key is None:
         low = name.strip().lower()
-        key = COMPACT.get(low, low)
+        key = sys.intern(COMPACT.get(low, low))
         if len(_key_cache) < 4096:
             _key_cache[name] = key
     return key
+
+
+def _header_name(raw: str) -> tuple[str, str]:
+    """Check a header name read off the wire (a token, RFC 3261 25.1) and give its key; cached."""
+    known = _name_cache.get(raw)
+    if known is not None:
+        return known
+    name = raw.rstrip(" \t")
+    if not name or not _TOKEN_RE.match(name):
+        raise SipSyntaxError(f"invalid header name {raw[:40]!r}")
+    known = (header_key(name), name)
+    if len(_name_cache) < 4096:
+        _name_cache[raw] = known
+    return known
 
 
 @dataclass(slots=True)
@@ -59,14 +95,43 @@ class Via:
 
     @classmethod
     def parse(cls, text: str) -> Via:
-        sent, params = split_params(text)
+        """Read one via-parm; the common `SIP/2.0/UDP host:port;branch=...` shape skips the regex."""
+        if text.startswith("SIP/2.0/") and '"' not in text:
+            sp = text.find(" ", 8)
+            if sp > 8:
+                rest = text[sp + 1 :]
+                if "\t" not in rest and " " not in rest:
+                    transport = text[8:sp]
+                    sent_by, semi, ptext = rest.partition(";")
+                    m = _HOSTPORT_RE.match(sent_by)
+                    if m is not None and (transport in _TRANSPORTS or _TOKEN_RE.match(transport)):
+                        params: dict[str, str | None] = {}
+                        if semi:
+                            for item in ptext.split(";"):
+                                name, eq, value = item.partition("=")
+                                if not name:
+                                    raise SipSyntaxError(f"empty parameter in Via {text!r}")
+                                params[name.lower()] = value if eq else None
+                        return cls._make(transport.upper(), m.group(1), m.group(2), params, text)
+        return cls._parse_general(text)
+
+    @classmethod
+    def _parse_general(cls, text: str) -> Via:
+        sent, params = split_params(text, strict=True)
         m = _VIA_RE.match(sent)
         if m is None:
             raise SipSyntaxError(f"unreadable Via {text!r}")
-        port = int(m.group(3)) if m.group(3) else None
+        return cls._make(m.group(1).upper(), m.group(2), m.group(3), params, text)
+
+    @classmethod
+    def _make(cls, transport: str, host: str, port_text: str | None, params: dict[str, str | None],
+              text: str) -> Via:
+        port = int(port_text) if port_text else None
         if port is not None and port > 65535:
             raise SipSyntaxError(f"Via port {port} out of range")
-        return cls(m.group(1).upper(), m.group(2), port, params)
+        if host[0] == "[":
+            _check_ipv6(host, text)
+        return cls(transport, host, port, params)
 
     @property
     def branch(self) -> str | None:
@@ -82,13 +147,19 @@ class Via:
 
 
 class Headers:
-    """Ordered header fields with case-insensitive, compact-form-aware lookup."""
+    """Ordered header fields with case-insensitive, compact-form-aware lookup.
 
-    __slots__ = ("_items", "_cache")
+    A parsed message also keeps the entries as they arrived (`_src`) and the text of each line
+    (`_lines`): an entry still present unchanged is written back exactly as it was received.
+    """
+
+    __slots__ = ("_items", "_cache", "_src", "_lines")
 
     def __init__(self, items: list[tuple[str, str]] | None = None) -> None:
         self._items: list[tuple[str, str, str]] = []
-        self._cache: dict[str, object] = {}
+        self._cache: dict[str, Any] = {}
+        self._src: list[tuple[str, str, str]] | None = None
+        self._lines: list[str] | None = None
         if items:
             for name, value in items:
                 self._items.append((header_key(name), name, value))
@@ -120,7 +191,11 @@ class Headers:
         """Every value of a list header, comma-separated values split (RFC 3261 7.3.1)."""
         out: list[str] = []
         for value in self.get_all(name):
-            out.extend(v.strip() for v in split_quoted(value, ",") if v.strip())
+            if "," not in value:
+                if value:
+                    out.append(value)
+                continue
+            out.extend(v.strip(" \t") for v in split_quoted(value, ",") if v.strip(" \t"))
         return out
 
     def add(self, name: str, value: str, *, first: bool = False) -> None:
@@ -165,24 +240,42 @@ class Headers:
     def copy(self) -> Headers:
         h = Headers()
         h._items = list(self._items)
+        h._src = self._src
+        h._lines = self._lines
         return h
 
+    @property
+    def untouched(self) -> bool:
+        """True while the fields are exactly those parsed (so the received bytes are still right)."""
+        return self._src is not None and self._items == self._src
+
     def encode_into(self, out: list[str]) -> None:
-        for _, name, value in self._items:
-            out.append(f"{name}: {value}\r\n")
+        src = self._src
+        if src is None:
+            for _, name, value in self._items:
+                out.append(f"{name}: {value}\r\n")
+            return
+        raw_of = {id(entry): line for entry, line in zip(src, self._lines or (), strict=False)}
+        for entry in self._items:
+            line = raw_of.get(id(entry))
+            if line is None:
+                out.append(f"{entry[1]}: {entry[2]}\r\n")
+            else:
+                out.append(line + "\r\n")
 
 
 class Message:
     """What requests and responses share: headers, body, and typed views of the common headers."""
 
-    __slots__ = ("headers", "body")
+    __slots__ = ("headers", "body", "_raw")
 
     def __init__(self, headers: Headers, body: bytes = b"") -> None:
         self.headers = headers
         self.body = body
+        self._raw: tuple[bytes, str, bytes] | None = None
 
     # ---- typed views, cached until the headers change -------------------------------------
-    def _cached(self, key: str, build):  # type: ignore[no-untyped-def]
+    def _cached(self, key: str, build: Callable[[], _T]) -> _T:
         cache = self.headers._cache
         value = cache.get(key)
         if value is None:
@@ -206,7 +299,9 @@ class Message:
         if len(values) != 1:
             raise SipSyntaxError("missing CSeq" if not values else "more than one CSeq")
         parts = values[0].split()
-        if len(parts) != 2 or not parts[0].isdigit() or not _TOKEN_RE.match(parts[1]):
+        if len(parts) != 2 or not (parts[0].isascii() and parts[0].isdigit()) or len(parts[0]) > 10:
+            raise SipSyntaxError(f"unreadable CSeq {values[0]!r}")
+        if parts[1] not in _COMMON_METHODS and not _TOKEN_RE.match(parts[1]):
             raise SipSyntaxError(f"unreadable CSeq {values[0]!r}")
         number = int(parts[0])
         if number >= 2**31:
@@ -215,14 +310,40 @@ class Message:
 
     @property
     def vias(self) -> list[Via]:
-        return self._cached("#via", lambda: [Via.parse(v) for v in self.headers.values("via")])
+        def build() -> list[Via]:
+            vias = [Via.parse(v) for v in self.headers.values("via")]
+            top = self.headers._cache.get("#topvia")
+            if top is not None and vias:
+                vias[0] = top  # one object for the top Via, whichever view was asked first
+            return vias
+        return self._cached("#via", build)
 
     @property
     def top_via(self) -> Via:
-        vias = self.vias
-        if not vias:
-            raise SipSyntaxError("missing Via")
-        return vias[0]
+        cache = self.headers._cache
+        via = cache.get("#topvia")
+        if via is None:
+            vias = cache.get("#via")
+            if vias is not None:
+                if not vias:
+                    raise SipSyntaxError("missing Via")
+                via = vias[0]
+            else:
+                via = Via.parse(self._first_via_text())
+            cache["#topvia"] = via
+        return via
+
+    def _first_via_text(self) -> str:
+        for k, _, value in self.headers._items:
+            if k == "via":
+                if "," in value:
+                    for part in split_quoted(value, ","):
+                        if part.strip(" \t"):
+                            return part.strip(" \t")
+                    continue
+                if value:
+                    return value
+        raise SipSyntaxError("missing Via")
 
     @property
     def from_(self) -> NameAddr:
@@ -244,6 +365,18 @@ class Message:
         return any(v.strip() == "*" for v in self.headers.values("contact"))
 
     @property
+    def routes(self) -> list[NameAddr]:
+        """Route entries in order (RFC 3261 20.34)."""
+        return self._cached("#route", lambda: [NameAddr.parse(v) for v in self.headers.values("route")])
+
+    @property
+    def record_routes(self) -> list[NameAddr]:
+        """Record-Route entries in order (RFC 3261 20.30)."""
+        return self._cached(
+            "#rr", lambda: [NameAddr.parse(v) for v in self.headers.values("record-route")]
+        )
+
+    @property
     def content_type(self) -> str | None:
         value = self.headers.get("content-type")
         return value.split(";", 1)[0].strip().lower() if value else None
@@ -254,9 +387,20 @@ class Message:
         if value is None:
             return None
         value = value.strip()
-        if not value.isdigit():
+        if not (value.isascii() and value.isdigit()):
             raise SipSyntaxError(f"unreadable Expires {value!r}")
-        return min(int(value), 2**32 - 1)
+        digits = value.lstrip("0") or "0"
+        return 2**32 - 1 if len(digits) > 10 else min(int(digits), 2**32 - 1)
+
+    @property
+    def max_forwards(self) -> int | None:
+        """The Max-Forwards value (0-255), None when absent (RFC 2543 senders omit it)."""
+        value = self.headers.get("max-forwards")
+        if value is None:
+            return None
+        if not (value.isascii() and value.isdigit()) or len(value.lstrip("0")) > 3 or int(value) > 255:
+            raise SipSyntaxError(f"unreadable Max-Forwards {value[:20]!r}")
+        return int(value)
 
     def set_body(self, body: bytes, content_type: str | None = None) -> None:
         self.body = body
@@ -267,22 +411,42 @@ class Message:
         self.headers.set("Content-Length", str(len(body)))
 
     def validate(self) -> None:
-        """Check the headers every transaction needs, so a bad message fails here, not deep in a call."""
-        self.call_id  # noqa: B018
+        """Check the headers every transaction needs, so a bad message fails here, not deep in a call.
+
+        One pass counts the single-valued headers; the typed views it touches are cached for the
+        transaction and dialog layers, so a valid message pays for each parse once.
+        """
+        keys = [k for k, _, _ in self.headers._items]
+        if keys.count("call-id") != 1:
+            raise SipSyntaxError("missing Call-ID" if "call-id" not in keys else "more than one Call-ID")
+        if keys.count("from") != 1 or keys.count("to") != 1:
+            raise SipSyntaxError("exactly one From and one To are required")
+        if not self.call_id.strip():
+            raise SipSyntaxError("empty Call-ID")
         self.cseq  # noqa: B018
         self.top_via  # noqa: B018
         self.from_  # noqa: B018
         self.to  # noqa: B018
-        if len(self.headers.get_all("to")) != 1 or len(self.headers.get_all("from")) != 1:
-            raise SipSyntaxError("exactly one From and one To are required")
-        if len(self.headers.get_all("call-id")) != 1:
-            raise SipSyntaxError("exactly one Call-ID is required")
+        if "contact" in keys:
+            self.contacts  # noqa: B018
+        if "date" in keys:
+            date = self.headers.get("date") or ""
+            if not _DATE_RE.match(date):
+                raise SipSyntaxError(f"Date is not an RFC 1123 GMT date: {date[:60]!r}")
 
     def encode_head(self, first_line: str) -> bytes:
         out = [first_line, "\r\n"]
         self.headers.encode_into(out)
         out.append("\r\n")
         return "".join(out).encode("utf-8", "surrogateescape")
+
+    def _unchanged_bytes(self, first_line: str) -> bytes | None:
+        """The received bytes, while nothing about the message has changed since it was parsed."""
+        raw = self._raw
+        if (raw is not None and raw[2] is self.body and raw[1] == first_line
+                and self.headers._items == self.headers._src):
+            return raw[0]
+        return None
 
 
 class Request(Message):
@@ -313,12 +477,27 @@ class Request(Message):
         number, method = self.cseq
         if method != self.method:
             raise SipSyntaxError(f"CSeq method {method} does not match request method {self.method}")
-        mf = self.headers.get("max-forwards")
-        if mf is not None and (not mf.strip().isdigit() or int(mf) > 255):
-            raise SipSyntaxError(f"unreadable Max-Forwards {mf!r}")
+        items = self.headers._items
+        mf = [v for k, _, v in items if k == "max-forwards"]
+        if mf:
+            if len(mf) > 1:
+                raise SipSyntaxError("more than one Max-Forwards")
+            self.max_forwards  # noqa: B018
+        uri = self.uri
+        scheme = uri[:5].lower()
+        if scheme.startswith("sip:") or scheme == "sips:":
+            if self.request_uri.headers is not None:
+                # RFC 3261 19.1.1: headers are not allowed in a Request-URI (RFC 4475 escruri: we refuse)
+                raise SipSyntaxError(f"headers in the Request-URI {uri[:80]!r}")
+        elif not _ABS_URI_RE.match(uri):
+            raise SipSyntaxError(f"unreadable Request-URI {uri[:80]!r}")
 
     def __bytes__(self) -> bytes:
-        return self.encode_head(f"{self.method} {self.uri} {self.version}") + self.body
+        first = f"{self.method} {self.uri} {self.version}"
+        raw = self._unchanged_bytes(first)
+        if raw is not None:
+            return raw
+        return self.encode_head(first) + self.body
 
     def __repr__(self) -> str:
         return f"<Request {self.method} {self.uri}>"
@@ -335,7 +514,13 @@ class Response(Message):
         self.version = version
 
     def __bytes__(self) -> bytes:
-        return self.encode_head(f"{self.version} {self.status} {self.reason}") + self.body
+        first = f"{self.version} {self.status} {self.reason}"
+        raw = self._unchanged_bytes(first)
+        if raw is None and self._raw is not None and not self.reason and self._raw[1] == first[:-1]:
+            raw = self._unchanged_bytes(first[:-1])  # "SIP/2.0 100" arrived without the last space
+        if raw is not None:
+            return raw
+        return self.encode_head(first) + self.body
 
     def __repr__(self) -> str:
         return f"<Response {self.status} {self.reason}>"
@@ -348,101 +533,171 @@ def _one_name_addr(headers: Headers, name: str) -> NameAddr:
     return NameAddr.parse(value)
 
 
+def _unfold(head: str, nl: str) -> tuple[list[str], list[str]]:
+    """Logical header lines with folding (RFC 3261 7.3.1) replaced by one space, and their raw text."""
+    physical = head.split(nl)
+    raw: list[str] = [physical[0]]
+    for line in physical[1:]:
+        if line[:1] in (" ", "\t") and len(raw) > 1:
+            raw[-1] = raw[-1] + nl + line
+        elif line[:1] in (" ", "\t"):
+            raise SipSyntaxError("continuation line before the first header")
+        else:
+            raw.append(line)
+    logical = [_FOLD_RE.sub(" ", r) if nl in r else r for r in raw]
+    return logical, raw
+
+
 def parse_message(data: bytes, *, stream: bool = False) -> Request | Response:
     """Parse one message. On datagram transports the body is what Content-Length says (extra octets
     are ignored, a short body is an error); raises SipSyntaxError for anything unreadable."""
-    if len(data) > MAX_MESSAGE_SIZE:
-        raise SipSyntaxError("message too large", 513)
-    end = data.find(b"\r\n\r\n")
+    if type(data) is not bytes:
+        data = bytes(data)
+    size = len(data)
+    is_resp = data[:4] == b"SIP/"
+    if size > MAX_MESSAGE_SIZE:
+        raise SipSyntaxError("message too large", 513, is_response=is_resp)
+    start = 0
+    if data[:1] in (b"\r", b"\n"):  # RFC 3261 7.5: ignore CRLFs before the start line
+        while start < size and data[start] in (10, 13):
+            start += 1
+        is_resp = data[start : start + 4] == b"SIP/"
+    end = data.find(b"\r\n\r\n", start)
     if end >= 0:
-        head_bytes = data[:end]
-        body = data[end + 4 :]
+        nl = "\r\n"
+        body_start = end + 4
     else:
-        end = data.find(b"\n\n")
+        end = data.find(b"\n\n", start)
         if end < 0:
-            head_bytes = data.rstrip(b"\r\n")
-            body = b""
+            if start >= size:
+                raise SipSyntaxError("empty message")
+            raise SipSyntaxError("no empty line after the header fields", is_response=is_resp)
+        nl = "\n"
+        body_start = end + 2
+    head = data[start:end].decode("utf-8", "surrogateescape")
+    try:
+        msg, first = _parse_head(head, nl)
+    except SipSyntaxError as exc:
+        if is_resp:
+            exc.is_response = True
+        raise
+    items = msg.headers._items
+    lengths = [v for k, _, v in items if k is _CL]
+    if lengths:
+        cl = lengths[0]
+        if len(lengths) > 1:
+            raise SipSyntaxError("more than one Content-Length", is_response=is_resp)
+        if not (cl.isascii() and cl.isdigit()) or len(cl) > 9:
+            raise SipSyntaxError(f"unreadable Content-Length {cl[:20]!r}", is_response=is_resp)
+        length = int(cl)
+        stop = body_start + length
+        if stop > size:
+            raise SipSyntaxError(f"Content-Length {length} exceeds the {size - body_start} body octets",
+                                 is_response=is_resp)
+    elif stream:
+        raise SipSyntaxError("missing Content-Length on a stream transport", is_response=is_resp)
+    else:
+        stop = size
+    body = data[body_start:stop]
+    msg.body = body
+    raw = data if start == 0 and stop == size else data[start:stop]
+    msg._raw = (raw, first, body)
+    return msg
+
+
+def _parse_head(head: str, nl: str) -> tuple[Request | Response, str]:
+    """The start line and header fields; the caller frames the body."""
+    if nl == "\r\n":
+        n = head.count("\n")
+        if head.count("\r") != n or head.count("\r\n") != n:
+            raise SipSyntaxError("bare CR or LF inside the header")
+        if "\r\n " in head or "\r\n\t" in head:
+            lines, raw_lines = _unfold(head, nl)
         else:
-            head_bytes = data[:end]
-            body = data[end + 2 :]
-    head = head_bytes.decode("utf-8", "surrogateescape")
-    if head[:1] in ("\r", "\n"):
-        head = head.lstrip("\r\n")  # RFC 3261 7.5: ignore CRLFs before the start line
-    if "\n " in head or "\n\t" in head:
-        head = _FOLD_RE.sub(" ", head)
-    lines = head.split("\r\n") if "\r\n" in head else head.split("\n")
+            lines = raw_lines = head.split(nl)
+    else:
+        if "\r" in head:
+            raise SipSyntaxError("mixed line ends in the header")
+        if "\n " in head or "\n\t" in head:
+            lines, raw_lines = _unfold(head, nl)
+        else:
+            lines = raw_lines = head.split(nl)
+    if len(lines) > MAX_HEADERS + 1:
+        raise SipSyntaxError(f"more than {MAX_HEADERS} header fields", 513)
     first = lines[0]
     items: list[tuple[str, str, str]] = []
-    key_of = header_key
-    for line in lines[1:]:
+    names = _name_cache
+    for line in lines[1:] if len(lines) > 1 else ():
         name, colon, value = line.partition(":")
         if not colon:
-            if not line.strip():
-                continue
             raise SipSyntaxError(f"header line without a colon: {line[:60]!r}")
-        if name[-1:] in (" ", "\t"):
-            name = name.rstrip()
-        if not name or " " in name or "\t" in name:
-            raise SipSyntaxError(f"invalid header name {name!r}")
-        items.append((key_of(name), name, value.strip()))
-    headers = Headers()
+        known = names.get(name)
+        if known is None:
+            known = _header_name(name)
+        items.append((known[0], known[1], value.strip(" \t")))
+    headers = Headers.__new__(Headers)
     headers._items = items
+    headers._cache = {}
+    headers._src = items.copy()
+    headers._lines = raw_lines[1:]
 
-    if first.startswith("SIP/"):
+    msg: Request | Response
+    if first[:4] == "SIP/":
         parts = first.split(" ", 2)
-        if len(parts) < 2 or len(parts[1]) != 3 or not parts[1].isdigit():
-            raise SipSyntaxError(f"unreadable status line {first[:80]!r}")
+        if len(parts) < 2 or len(parts[1]) != 3 or not (parts[1].isascii() and parts[1].isdigit()):
+            raise SipSyntaxError(f"unreadable status line {first[:80]!r}", is_response=True)
         status = int(parts[1])
         if not 100 <= status <= 699:
-            raise SipSyntaxError(f"status code {status} out of range")
+            raise SipSyntaxError(f"status code {status} out of range", is_response=True)
         if parts[0] != "SIP/2.0":
-            raise SipSyntaxError(f"unsupported SIP version {parts[0]!r}", 505)
-        msg: Request | Response = Response(status, parts[2] if len(parts) > 2 else "", headers)
+            raise SipSyntaxError(f"unsupported SIP version {parts[0]!r}", 505, is_response=True)
+        resp = Response.__new__(Response)
+        resp.status = status
+        resp.reason = parts[2] if len(parts) > 2 else ""
+        resp.version = "SIP/2.0"
+        msg = resp
     else:
         parts = first.split(" ")
         if len(parts) != 3:
-            raise SipSyntaxError(f"request line needs METHOD URI VERSION: {first[:80]!r}")
+            raise SipSyntaxError(f"request line needs METHOD SP URI SP VERSION: {first[:80]!r}")
         method, uri, version = parts
-        if not _TOKEN_RE.match(method):
-            raise SipSyntaxError(f"invalid method {method!r}")
+        if method not in _COMMON_METHODS and not _TOKEN_RE.match(method):
+            raise SipSyntaxError(f"invalid method {method[:40]!r}")
         if version != "SIP/2.0":
             if version.upper().startswith("SIP/"):
                 raise SipSyntaxError(f"unsupported SIP version {version!r}", 505)
             raise SipSyntaxError(f"unreadable request line {first[:80]!r}")
-        msg = Request(method, uri, headers)
-
-    cl = headers.get("content-length")
-    if cl is not None:
-        cl = cl.strip()
-        if not cl.isdigit():
-            raise SipSyntaxError(f"unreadable Content-Length {cl!r}")
-        length = int(cl)
-        if length > len(body):
-            raise SipSyntaxError(f"Content-Length {length} exceeds the {len(body)} body octets")
-        if length < len(body):
-            body = body[:length]
-    elif stream:
-        raise SipSyntaxError("missing Content-Length on a stream transport")
-    msg.body = body
-    return msg
+        if not uri:
+            raise SipSyntaxError("empty Request-URI")
+        req = Request.__new__(Request)
+        req.method = method
+        req.uri = uri
+        req.version = "SIP/2.0"
+        req._ruri = None
+        msg = req
+    msg.headers = headers
+    return msg, first
 
 
 def create_response(request: Request, status: int, reason: str, *, to_tag: str | None = None,
                     headers: list[tuple[str, str]] | None = None, body: bytes = b"",
                     content_type: str | None = None) -> Response:
-    """A response to `request` per RFC 3261 8.2.6: Via, From, To, Call-ID and CSeq copied."""
+    """A response to `request` per RFC 3261 8.2.6: Via, From, To, Call-ID and CSeq copied (as received)."""
     items: list[tuple[str, str, str]] = []
-    for key, name, value in request.headers._items:
+    for entry in request.headers._items:
+        key = entry[0]
         if key in ("via", "from", "call-id", "cseq"):
-            items.append((key, name, value))
+            items.append(entry)
         elif key == "to":
-            if to_tag and "tag=" not in value.replace(" ", "").lower() and status != 100:
-                value = f"{value};tag={to_tag}"
-            items.append((key, name, value))
+            if to_tag and status != 100 and "tag" not in _to_params(entry[2]):
+                entry = (key, entry[1], f"{entry[2]};tag={to_tag}")
+            items.append(entry)
         elif key == "record-route" and 100 < status < 300:
-            items.append((key, name, value))
+            items.append(entry)
     h = Headers()
     h._items = items
+    h._src = request.headers._src
+    h._lines = request.headers._lines
     if headers:
         for name, value in headers:
             h.add(name, value)
@@ -451,3 +706,183 @@ def create_response(request: Request, status: int, reason: str, *, to_tag: str |
             h.add("Content-Type", content_type)
     h.add("Content-Length", str(len(body)))
     return Response(status, reason, h, body)
+
+
+def _to_params(value: str) -> dict[str, str | None]:
+    try:
+        return NameAddr.parse(value).params
+    except SipSyntaxError:
+        return {"tag": None} if "tag=" in value.replace(" ", "").lower() else {}
+
+
+# ---- message-level acceptance (RFC 3261 8.2 and 16.3) -------------------------------------------
+
+SUPPORTED_OPTIONS = frozenset({"replaces"})
+URI_SCHEMES = frozenset({"sip", "sips"})
+BODY_TYPES = ("application/sdp",)
+# Methods this server always answers itself, so Max-Forwards: 0 does not stop them (a registrar is
+# the final recipient of REGISTER). Add "OPTIONS" to answer OPTIONS at zero hops (RFC 3261 16.3 2).
+FINAL_METHODS = frozenset({"REGISTER"})
+_SESSION_METHODS = frozenset({"INVITE", "UPDATE"})
+
+
+class Refusal(NamedTuple):
+    """The response a well-formed but unacceptable request deserves, with the headers it must carry."""
+
+    status: int
+    reason: str
+    headers: tuple[tuple[str, str], ...] = ()
+
+
+def check_request(req: Request, *, supported: Collection[str] = SUPPORTED_OPTIONS,
+                  schemes: Collection[str] = URI_SCHEMES, body_types: Collection[str] = BODY_TYPES,
+                  final_methods: Collection[str] = FINAL_METHODS) -> Refusal | None:
+    """What a UAS must refuse before any routing logic sees `req`, in RFC 3261 8.2 order; None if nothing.
+
+    Syntax (400, via `validate`), Request-URI scheme (416), Max-Forwards 0 (483), Require with
+    option-tags not in `supported` (420 + Unsupported), an INVITE/UPDATE body type not in `body_types`
+    (415 + Accept), an INVITE whose Accept excludes every type we could answer with (406). Never
+    raises: the server only has to send what comes back. An ACK gets None (it is never answered)
+    unless it is unreadable, and then the caller drops it.
+    """
+    try:
+        req.validate()
+    except SipSyntaxError as exc:
+        return Refusal(exc.status, exc.reason)
+    method = req.method
+    if method == "ACK":
+        return None
+    scheme = req.uri.partition(":")[0].lower()
+    if scheme not in schemes:
+        return Refusal(416, f"Unsupported URI Scheme ({scheme[:40]})")
+    if method == "CANCEL":
+        return None
+    if req.max_forwards == 0 and method not in final_methods:
+        return Refusal(483, "Too Many Hops")
+    required = req.headers.values("require")
+    if required:
+        known = {s.lower() for s in supported}
+        unknown = [tag for tag in required if tag.lower() not in known]
+        if unknown:
+            return Refusal(420, REASONS[420], (("Unsupported", ", ".join(unknown)),))
+    if method in _SESSION_METHODS:
+        if req.body:
+            ctype = req.content_type
+            if ctype is not None and ctype not in body_types:
+                return Refusal(415, REASONS[415], (("Accept", ", ".join(body_types)),))
+        if method == "INVITE":
+            accepted = req.headers.values("accept")
+            if accepted and not any(_media_match(a, body_types) for a in accepted):
+                return Refusal(406, "Not Acceptable", (("Accept", ", ".join(body_types)),))
+    return None
+
+
+def _media_match(accept: str, types: Collection[str]) -> bool:
+    """Whether one Accept media-range (RFC 3261 20.1, wildcards allowed) covers one of `types`."""
+    media, _, params = accept.partition(";")
+    media = media.strip(" \t").lower()
+    if "q=0" in params.replace(" ", "") and "q=0." not in params.replace(" ", ""):
+        return False
+    if media == "*/*":
+        return True
+    major, _, minor = media.partition("/")
+    for t in types:
+        t_major, _, t_minor = t.partition("/")
+        if major == t_major and minor in ("*", t_minor):
+            return True
+    return False
+
+
+# ---- stream framing (RFC 3261 18.3, RFC 5626 3.5.1) ------------------------------------------
+
+class StreamFramer:
+    """Cut a TCP/TLS byte stream into whole SIP messages using Content-Length.
+
+    `feed(data)` returns the complete messages now available (bytes, one message each). CRLF
+    keep-alives between messages are not messages: a double CRLF "ping" (RFC 5626) is counted in
+    `pings` so the transport answers each with a single CRLF "pong"; a lone CRLF is skipped.
+    A header section or message over `max_size`, or a missing or unreadable Content-Length, makes
+    the stream unusable: `feed` raises SipSyntaxError (after first returning any messages framed
+    before the fault; call `feed(b"")` to surface it) and keeps raising; close the connection.
+    """
+
+    __slots__ = ("_buf", "_error", "max_size", "pings")
+
+    def __init__(self, max_size: int = MAX_MESSAGE_SIZE) -> None:
+        self._buf = bytearray()
+        self._error: SipSyntaxError | None = None
+        self.max_size = max_size
+        self.pings = 0
+
+    def take_pings(self) -> int:
+        """The pings seen since the last call (each wants one CRLF pong)."""
+        n, self.pings = self.pings, 0
+        return n
+
+    @property
+    def buffered(self) -> int:
+        """Octets received that are not yet a whole message."""
+        return len(self._buf)
+
+    def feed(self, data: bytes) -> list[bytes]:
+        if self._error is not None:
+            raise self._error
+        buf = self._buf
+        buf += data
+        out: list[bytes] = []
+        try:
+            while buf:
+                if buf[0] == 13 or buf[0] == 10:
+                    if buf[:4] == b"\r\n\r\n":
+                        self.pings += 1
+                        del buf[:4]
+                    elif len(buf) < 4 and b"\r\n\r\n".startswith(buf):
+                        break  # maybe the start of a ping: wait for the rest
+                    elif buf[:2] == b"\r\n":
+                        del buf[:2]  # a lone CRLF: keep-alive or pong
+                    else:
+                        del buf[:1]  # a stray CR or LF before a start line (RFC 3261 7.5)
+                    continue
+                end = buf.find(b"\r\n\r\n")
+                if end < 0:
+                    if len(buf) > self.max_size:
+                        raise SipSyntaxError(f"header section over {self.max_size} octets", 513)
+                    break
+                total = end + 4 + _stream_content_length(bytes(buf[:end]))
+                if total > self.max_size:
+                    raise SipSyntaxError(f"message of {total} octets over the {self.max_size} limit", 513)
+                if len(buf) < total:
+                    break
+                out.append(bytes(buf[:total]))
+                del buf[:total]
+        except SipSyntaxError as exc:
+            self._error = exc
+            buf.clear()
+            if not out:
+                raise
+        return out
+
+
+def _stream_content_length(head: bytes) -> int:
+    """The Content-Length of a header section: required on streams (RFC 3261 18.3), exactly one."""
+    found: list[bytes] = []
+    lines = head.split(b"\r\n")
+    for i, line in enumerate(lines[1:], 1):
+        name, colon, value = line.partition(b":")
+        if not colon or name[:1] in (b" ", b"\t"):
+            continue
+        name = name.strip(b" \t").lower()
+        if name == b"content-length" or name == b"l":
+            j = i + 1
+            while j < len(lines) and lines[j][:1] in (b" ", b"\t"):
+                value += b" " + lines[j]
+                j += 1
+            found.append(value.strip(b" \t\r\n"))
+    if not found:
+        raise SipSyntaxError("missing Content-Length on a stream transport")
+    if len(found) > 1:
+        raise SipSyntaxError("more than one Content-Length on a stream transport")
+    value = found[0]
+    if not value.isdigit() or len(value) > 9:
+        raise SipSyntaxError(f"unreadable Content-Length {value[:20]!r} on a stream transport")
+    return int(value)

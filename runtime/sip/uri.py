@@ -1,29 +1,25 @@
 """SIP URIs (RFC 3261 section 19.1, RFC 5118 for IPv6 references) and name-addr values.
 
 Parsing is lenient where real phones are sloppy and strict where a wrong guess would route a call
-somewhere else: a URI we cannot read raises `SipSyntaxError`, and the caller answers 400.
+somewhere else: a URI we cannot read raises `SipSyntaxError`, and the caller answers 400. The common
+shapes are read with plain string operations (no regex per call): these run for every request.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from dataclasses import dataclass, field
 
 from .errors import SipSyntaxError
 
-_URI_RE = re.compile(
-    r"""
-    (?P<scheme>[A-Za-z][A-Za-z0-9+.\-]*):
-    (?:(?P<userinfo>[^@]*)@)?
-    (?P<host>\[[0-9A-Fa-f:.]+\]|[^:;?\[\]]+)
-    (?::(?P<port>[0-9]*))?
-    (?P<params>;[^?]*)?
-    (?:\?(?P<headers>.*))?
-    \Z""",
-    re.X | re.S,
-)
-_HOST_RE = re.compile(r"\[[0-9A-Fa-f:.]+\]\Z|[A-Za-z0-9\-.]+\Z")
+_SCHEME_RE = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*\Z")
+_HOSTNAME_RE = re.compile(r"[A-Za-z0-9\-._]+\Z")
+_TOKEN_RE = re.compile(r"[A-Za-z0-9\-.!%*_+`'~]+\Z")
+# Octets never allowed raw in a URI: controls, space, and the delimiters that end a URI in a header.
+_BAD_URI_CHARS = re.compile(r'[\x00-\x20\x7f<>"]')
 _PCT_RE = re.compile(r"%([0-9A-Fa-f]{2})")
+_KNOWN_SCHEMES = frozenset({"sip", "sips", "tel"})
 
 
 def unescape(text: str) -> str:
@@ -31,6 +27,53 @@ def unescape(text: str) -> str:
     if "%" not in text:
         return text
     return _PCT_RE.sub(lambda m: chr(int(m.group(1), 16)), text)
+
+
+def _check_ipv6(host: str, text: str) -> None:
+    """RFC 5118 4.10: `[2001:db8:::192.0.2.1]` slips through RFC 3261's ABNF but is no address."""
+    try:
+        ipaddress.IPv6Address(host[1:-1])
+    except ValueError:
+        raise SipSyntaxError(f"invalid IPv6 reference {host!r} in {text!r}") from None
+    if "%" in host:
+        raise SipSyntaxError(f"zone index in IPv6 reference {host!r}")
+
+
+def _split_hostport(hp: str, text: str, strict: bool) -> tuple[str, int | None]:
+    """`host[:port]`, where an IPv6 reference keeps its colons inside the brackets (RFC 5118 4.3)."""
+    if hp.startswith("["):
+        close = hp.find("]")
+        if close < 0:
+            raise SipSyntaxError(f"unclosed IPv6 reference in {text!r}")
+        host = hp[: close + 1]
+        after = hp[close + 1 :]
+        if strict:
+            _check_ipv6(host, text)
+        if not after:
+            return host, None
+        if after[0] != ":":
+            raise SipSyntaxError(f"unexpected text after IPv6 reference in {text!r}")
+        port_text = after[1:]
+    else:
+        host, sep, port_text = hp.partition(":")
+        if not sep:
+            if strict and not _HOSTNAME_RE.match(host):
+                raise SipSyntaxError(f"invalid host {host!r} in URI {text!r}")
+            return host, None
+        if strict:
+            if not _HOSTNAME_RE.match(host):
+                # RFC 5118 4.2: an IPv6 address without brackets is not a host
+                raise SipSyntaxError(f"invalid host {hp!r} in URI {text!r}")
+        elif not (port_text.isascii() and port_text.isdigit()):
+            return hp, None  # an opaque part of another scheme (urn:service:sos)
+    if ":" in port_text:
+        raise SipSyntaxError(f"IPv6 address without [] in URI {text!r} (RFC 5118 4.2)")
+    if not (port_text.isascii() and port_text.isdigit()) or len(port_text) > 5:
+        raise SipSyntaxError(f"invalid port {port_text!r} in URI {text!r}")
+    port = int(port_text)
+    if port > 65535:
+        raise SipSyntaxError(f"port {port} out of range in URI {text!r}")
+    return host, port
 
 
 @dataclass(slots=True)
@@ -47,34 +90,42 @@ class SipUri:
 
     @classmethod
     def parse(cls, text: str) -> SipUri:
-        m = _URI_RE.match(text.strip())
-        if m is None:
+        """Read a URI; sip/sips hosts, ports and IPv6 references are checked, other schemes kept opaque."""
+        text = text.strip(" \t")
+        colon = text.find(":")
+        if colon <= 0 or _BAD_URI_CHARS.search(text):
             raise SipSyntaxError(f"unreadable URI {text!r}")
-        scheme = m.group("scheme").lower()
-        userinfo = m.group("userinfo")
+        scheme = text[:colon]
+        low = scheme.lower()
+        if low not in _KNOWN_SCHEMES and not _SCHEME_RE.match(scheme):
+            raise SipSyntaxError(f"invalid URI scheme in {text!r}")
+        rest = text[colon + 1 :]
+        strict = low == "sip" or low == "sips"
         user = password = None
-        if userinfo is not None:
-            if any(c in userinfo for c in " \t<>\""):
-                raise SipSyntaxError(f"invalid characters in the user part of {text!r}")
+        at = rest.find("@")
+        if at >= 0:
+            userinfo = rest[:at]
+            rest = rest[at + 1 :]
             user, sep, pw = userinfo.partition(":")
             password = pw if sep else None
-        host = m.group("host")
-        if scheme in ("sip", "sips") and not _HOST_RE.match(host):
-            raise SipSyntaxError(f"invalid host {host!r} in URI {text!r}")
-        port_text = m.group("port")
-        port = None
-        if port_text:
-            port = int(port_text)
-            if port > 65535:
-                raise SipSyntaxError(f"port {port} out of range in URI {text!r}")
+        headers = None
+        q = rest.find("?")
+        if q >= 0:
+            headers = rest[q + 1 :]
+            rest = rest[:q]
         params: dict[str, str | None] = {}
-        if m.group("params"):
-            for item in m.group("params")[1:].split(";"):
+        semi = rest.find(";")
+        if semi >= 0:
+            for item in rest[semi + 1 :].split(";"):
                 if not item:
                     continue
                 name, eq, value = item.partition("=")
-                params[name.strip().lower()] = value.strip() if eq else None
-        return cls(scheme, user, password, host, port, params, m.group("headers"))
+                params[name.lower()] = value if eq else None
+            rest = rest[:semi]
+        if not rest:
+            raise SipSyntaxError(f"URI without a host: {text!r}")
+        host, port = _split_hostport(rest, text, strict)
+        return cls(low, user, password, host, port, params, headers)
 
     @property
     def host_port(self) -> tuple[str, int | None]:
@@ -110,19 +161,25 @@ class SipUri:
         return "".join(out)
 
 
-def split_params(text: str) -> tuple[str, dict[str, str | None]]:
-    """Split `value;a=b;c` into the value and its parameters, respecting quoted strings."""
+def split_params(text: str, *, strict: bool = False) -> tuple[str, dict[str, str | None]]:
+    """Split `value;a=b;c` into the value and its parameters, respecting quoted strings.
+
+    Names are lower-cased; values keep their case and quotes. `strict` refuses empty parameters
+    (`;;`, a trailing `;`), which RFC 4475 badinv01 shows are a sign of a broken sender.
+    """
     if ";" not in text:
-        return text.strip(), {}
-    parts = split_quoted(text, ";")
+        return text.strip(" \t"), {}
+    parts = split_quoted(text, ";") if '"' in text else text.split(";")
     params: dict[str, str | None] = {}
     for item in parts[1:]:
         name, eq, value = item.partition("=")
-        name = name.strip().lower()
+        name = name.strip(" \t").lower()
         if not name:
+            if strict:
+                raise SipSyntaxError(f"empty parameter in {text!r}")
             continue
-        params[name] = value.strip() if eq else None
-    return parts[0].strip(), params
+        params[name] = value.strip(" \t") if eq else None
+    return parts[0].strip(" \t"), params
 
 
 def split_quoted(text: str, sep: str) -> list[str]:
@@ -158,6 +215,23 @@ def split_quoted(text: str, sep: str) -> list[str]:
     return out
 
 
+def _quoted_end(text: str, start: int) -> int:
+    """Index just past the quoted-string opening at `start` (quoted-pairs honoured)."""
+    j = start + 1
+    while True:
+        q = text.find('"', j)
+        if q < 0:
+            raise SipSyntaxError(f"unbalanced quotes in {text!r}")
+        b = q - 1
+        slashes = 0
+        while b > start and text[b] == "\\":
+            slashes += 1
+            b -= 1
+        if not slashes & 1:
+            return q + 1
+        j = q + 1
+
+
 @dataclass(slots=True)
 class NameAddr:
     """`"Display" <uri>;params` or a bare addr-spec (From, To, Contact, Route...)."""
@@ -169,40 +243,72 @@ class NameAddr:
 
     @classmethod
     def parse(cls, text: str) -> NameAddr:
-        text = text.strip()
-        lt = text.find("<")
-        if lt >= 0:
-            gt = text.find(">", lt)
-            if gt < 0:
-                raise SipSyntaxError(f"missing '>' in {text!r}")
-            display_text = text[:lt].strip()
-            display: str | None = None
-            if display_text:
-                if display_text.startswith('"'):
-                    if len(display_text) < 2 or not display_text.endswith('"'):
-                        raise SipSyntaxError(f"unbalanced quotes in display name of {text!r}")
-                    display = _unquote(display_text)
-                else:
-                    if '"' in display_text or any(c in display_text for c in "<>@"):
-                        raise SipSyntaxError(f"invalid display name in {text!r}")
-                    display = display_text
-            raw_uri = text[lt + 1 : gt]
-            if not raw_uri or raw_uri != raw_uri.strip():
-                raise SipSyntaxError(f"whitespace or nothing inside <> in {text!r}")
-            rest = text[gt + 1 :].strip()
-            if rest and not rest.startswith(";"):
-                raise SipSyntaxError(f"unexpected text after '>' in {text!r}")
-            _, params = split_params(rest) if rest else ("", {})
-            return cls(display, SipUri.parse(raw_uri), params, raw_uri)
-        # addr-spec: parameters after the URI belong to the header, not the URI (RFC 3261 20.10)
-        if " " in text or "\t" in text:
+        """Read name-addr or addr-spec (RFC 3261 20.10); header parameters after the URI go to `params`."""
+        text = text.strip(" \t")
+        if not text:
+            raise SipSyntaxError("empty address")
+        c0 = text[0]
+        display: str | None = None
+        if c0 == "<":
+            lt = 0
+        elif c0 == '"':
+            end = _quoted_end(text, 0)
+            display = _unquote(text[:end])
+            lt = end
+            while lt < len(text) and text[lt] in " \t":
+                lt += 1
+            if lt >= len(text) or text[lt] != "<":
+                raise SipSyntaxError(f"quoted display name not followed by <uri> in {text!r}")
+        else:
+            lt = text.find("<")
+            if lt < 0:
+                return cls._addr_spec(text)
+            display_text = text[:lt].strip(" \t")
+            for word in display_text.split():
+                if not _TOKEN_RE.match(word):
+                    raise SipSyntaxError(f"invalid display name in {text!r}")
+            display = display_text or None
+        gt = text.find(">", lt)
+        if gt < 0:
+            raise SipSyntaxError(f"missing '>' in {text!r}")
+        raw_uri = text[lt + 1 : gt]
+        if not raw_uri or raw_uri[0] in " \t" or raw_uri[-1] in " \t":
+            raise SipSyntaxError(f"whitespace or nothing inside <> in {text!r}")
+        rest = text[gt + 1 :]
+        params: dict[str, str | None] = {}
+        if rest:
+            rest = rest.strip(" \t")
+            if rest:
+                if rest[0] != ";":
+                    raise SipSyntaxError(f"unexpected text after '>' in {text!r}")
+                _, params = split_params(rest, strict=True)
+        return cls(display, SipUri.parse(raw_uri), params, raw_uri)
+
+    @classmethod
+    def _addr_spec(cls, text: str) -> NameAddr:
+        # RFC 3261 20.10: parameters after a bare URI belong to the header, and a URI with a comma,
+        # question mark or semicolon of its own must be in <> (RFC 4475 regbadct).
+        uri_text, params = split_params(text, strict=True)
+        if "?" in uri_text or "," in uri_text:
+            raise SipSyntaxError(f"a URI with '?' or ',' must be enclosed in <>: {text!r}")
+        if " " in uri_text or "\t" in uri_text:
             raise SipSyntaxError(f"whitespace in a bare URI {text!r}")
-        uri_text, params = split_params(text)
         return cls(None, SipUri.parse(uri_text), params, uri_text)
 
     @property
     def tag(self) -> str | None:
         return self.params.get("tag")
+
+    @property
+    def expires(self) -> int | None:
+        """The Contact `expires` parameter in seconds, clamped to 2**32-1 (RFC 4475 scalar02)."""
+        value = self.params.get("expires")
+        if value is None:
+            return None
+        if not (value.isascii() and value.isdigit()):
+            raise SipSyntaxError(f"unreadable expires parameter {value!r}")
+        digits = value.lstrip("0") or "0"
+        return 2**32 - 1 if len(digits) > 10 else min(int(digits), 2**32 - 1)
 
     def __str__(self) -> str:
         out = f'"{self.display}" <{self.uri}>' if self.display else f"<{self.uri}>"
