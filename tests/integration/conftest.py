@@ -16,6 +16,7 @@ import os
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -143,18 +144,20 @@ def kamailio_factory(request: pytest.FixtureRequest,
     require_peer("kamailio", kamailio_problem())
     started: list[Kamailio] = []
 
-    def start(port: int | None = None, **kwargs: object) -> Kamailio:
+    def start(port: int | None = None, **kwargs: Any) -> Kamailio:
         port = port or ports.port()
-        provider = Kamailio(port, run_dir=tmp_path / f"kamailio-{port}", **kwargs)  # type: ignore[arg-type]
+        provider = Kamailio(port, run_dir=tmp_path / f"kamailio-{port}", **kwargs)
         started.append(provider)
         return provider.start()
 
-    yield start
-    for provider in started:
-        provider.stop()
-        if _test_failed(request):
-            sys.stderr.write(f"\n==== kamailio {provider.hostport} log {provider.log_path} ====\n"
-                             f"{log_tail(provider.log_path, 80)}\n")
+    try:
+        yield start
+    finally:
+        for provider in started:
+            provider.stop()
+            if _test_failed(request):
+                sys.stderr.write(f"\n==== kamailio {provider.hostport} log {provider.log_path} ====\n"
+                                 f"{log_tail(provider.log_path, 80)}\n")
 
 
 @pytest.fixture

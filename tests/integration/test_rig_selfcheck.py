@@ -5,6 +5,7 @@ the installed peers are broken, not Callflow.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 import pytest
 
@@ -12,6 +13,7 @@ from tests.rig import (
     CALL_CLOSED,
     CALL_ESTABLISHED,
     CALL_INCOMING,
+    DEFAULT_PORT,
     PSTN_USER,
     TRUNK_DID,
     TRUNK_USER,
@@ -122,6 +124,16 @@ def test_wrong_password_is_403(kamailio: Kamailio, phone_factory: PhoneFactory) 
     event = bad.wait_register_fail(timeout=10)
     assert event["param"].startswith("403"), event
     assert event["param"] == "403 Forbidden (wrong password)"
+
+
+def test_extra_provider_with_own_accounts(kamailio_factory: Callable[..., Kamailio],
+                                          phone_factory: PhoneFactory) -> None:
+    """A second provider on its own port, with an extra account, next to the module's one."""
+    provider = kamailio_factory(extra_accounts={"trunk2": "pw2"})
+    assert provider.port != DEFAULT_PORT
+    phone = phone_factory(provider.account_line("trunk2"), name="trunk2")
+    assert phone.wait_registered(timeout=10)["param"] == "200 OK"
+    assert provider.wait_registered("trunk2", timeout=5).startswith("<sip:trunk2")
 
 
 def test_rtp_stats_parser_tolerates_partial_tables() -> None:
