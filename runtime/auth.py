@@ -68,11 +68,15 @@ class AuthOutcome:
 
 class Authenticator:
     def __init__(self, realm: str, password_for: Callable[[str], str | None],
-                 guard: GuessingGuard | None = None, nonce_lifetime: float = 300.0) -> None:
+                 guard: GuessingGuard | None = None, nonce_lifetime: float = 300.0,
+                 algorithms: tuple[str, ...] = ("MD5",)) -> None:
+        # MD5 alone by default: phones built on libre (baresip 1.0) abort on a response that also
+        # offers SHA-256 ("Function not implemented"), as seen in tests/integration. Offer
+        # ("SHA-256", "MD5") where every phone is known to cope (RFC 8760).
         self.realm = realm
         self.password_for = password_for
         self.guard = guard or GuessingGuard()
-        self.digest = DigestServer(realm, nonce_lifetime=nonce_lifetime)
+        self.digest = DigestServer(realm, nonce_lifetime=nonce_lifetime, algorithms=algorithms)
 
     def authenticate(self, req: Request, source_ip: str, now: float) -> AuthOutcome:
         register = req.method == "REGISTER"

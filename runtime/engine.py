@@ -248,17 +248,15 @@ class Engine:
         call.post(call.start)
 
     def line_for_source(self, source: Address) -> LineClient | None:
-        """A request is from a line when it comes from that provider's address (IP and port first,
-        then IP alone when only one line uses it)."""
-        by_ip = []
+        """A request is from a line when it comes from that provider's address, IP and port.
+
+        Matching on the IP alone would let anything else on the provider's host (or a phone behind
+        the same NAT) pass as the provider, skipping authentication: a toll-fraud hole.
+        """
         for line in self.lines.values():
-            if line.address is None:
-                continue
             if line.address == source:
                 return line
-            if line.address[0] == source[0]:
-                by_ip.append(line)
-        return by_ip[0] if len(by_ip) == 1 else None
+        return None
 
     def dialled_number(self, invite: Request, peer_type: str, peer_name: str | None) -> str:
         user = invite.request_uri.user or ""
