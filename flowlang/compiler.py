@@ -33,8 +33,8 @@ from .syntax import CondNode, Decl, HandlerNode, MatcherNode, RuleNode, Setting,
 
 RESERVED = {"any"}
 
-# values a rule's templates may use (captures are added per rule)
-RULE_VALUES = {"call", "to", "from", "from_type", "caller_id", "caller_name"}
+# values a rule's templates may use (captures are added per rule; code/reason after a failed accept)
+RULE_VALUES = {"call", "to", "from", "from_type", "caller_id", "caller_name", "code", "reason"}
 # values the runtime supplies to handlers (documented in docs/language.md)
 HANDLER_VALUES = RULE_VALUES | {
     "channel", "code", "reason", "line", "user", "peer", "peer_type", "contact", "expires", "event",

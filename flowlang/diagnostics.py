@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, ParamSpec, TypeVar
+
+P = ParamSpec("P")
+R = TypeVar("R")
 
 Severity = Literal["error", "warning"]
 
@@ -113,3 +118,20 @@ class Reporter:
 
     def warnings(self) -> list[Diagnostic]:
         return [d for d in self.ordered() if d.severity == "warning"]
+
+
+def only_flow_errors(fn: Callable[P, R]) -> Callable[P, R]:
+    """Anything but FlowError escaping is a flowlang bug; report it as a diagnostic, never a traceback."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return fn(*args, **kwargs)
+        except FlowError:
+            raise
+        except (RecursionError, MemoryError) as e:
+            raise FlowError([Diagnostic("<flowlang>", 0, 0, "error", f"script too large or too deep: {e!r}")]) from e
+        except Exception as e:  # noqa: BLE001 - the contract: only FlowError leaves flowlang
+            raise FlowError([Diagnostic("<flowlang>", 0, 0, "error", f"internal error (a flowlang bug): {e!r}")]) from e
+
+    return wrapper

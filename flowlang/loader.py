@@ -9,7 +9,7 @@ from pathlib import Path
 
 from . import syntax
 from .compiler import Compiler
-from .diagnostics import Diagnostic, FlowError, Reporter
+from .diagnostics import Diagnostic, FlowError, Reporter, only_flow_errors
 from .model import Program
 from .syntax import Decl
 
@@ -80,26 +80,7 @@ def _finish(load: _Load, env: Mapping[str, str] | None) -> Program:
     return comp.compile(load.items, tuple(load.files), load.hash.hexdigest())
 
 
-def _guard(fn):
-    """Anything but FlowError escaping is a flowlang bug; report it as a diagnostic, never a traceback."""
-
-    def wrapper(*args, **kwargs):
-        try:
-            return fn(*args, **kwargs)
-        except FlowError:
-            raise
-        except (RecursionError, MemoryError) as e:
-            raise FlowError([Diagnostic("<flowlang>", 0, 0, "error", f"script too large or too deep: {e!r}")]) from e
-        except Exception as e:  # noqa: BLE001 - the contract: only FlowError leaves flowlang
-            raise FlowError([Diagnostic("<flowlang>", 0, 0, "error", f"internal error (a flowlang bug): {e!r}")]) from e
-
-    wrapper.__name__ = fn.__name__
-    wrapper.__doc__ = fn.__doc__
-    wrapper.__wrapped__ = fn
-    return wrapper
-
-
-@_guard
+@only_flow_errors
 def load_program(path: str | os.PathLike[str], env: Mapping[str, str] | None = None) -> Program:
     """Load a .flow file, or every *.flow in a folder (sorted) as one program: all or nothing."""
     p = Path(path)
@@ -119,7 +100,7 @@ def load_program(path: str | os.PathLike[str], env: Mapping[str, str] | None = N
     return _finish(load, env)
 
 
-@_guard
+@only_flow_errors
 def compile_source(text: str, filename: str = "<string>", env: Mapping[str, str] | None = None) -> Program:
     """Compile a script held in memory; includes resolve relative to `filename`'s folder."""
     r = Reporter()
