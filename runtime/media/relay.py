@@ -45,6 +45,7 @@ __all__ = ["LATCH_WINDOW", "MediaError", "MediaLeg", "MediaRelay", "PortPool", "
 Address = tuple[Any, ...]  # (host, port) for IPv4, (host, port, flowinfo, scope_id) for IPv6
 
 LATCH_WINDOW = 16
+_MAX_DATAGRAM = 65535
 # bind attempts per leg before giving up when other programs hold ports in our range
 _MAX_BIND_ATTEMPTS = 32
 _BIND_CONFLICTS = (errno.EADDRINUSE, errno.EACCES, errno.EADDRNOTAVAIL)
@@ -125,6 +126,10 @@ class _Endpoint(asyncio.DatagramProtocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
+        if hasattr(transport, "max_size"):
+            # asyncio's own loop reads each datagram into a fresh 256 KiB buffer: mmap, mremap and
+            # munmap per packet, which tripled its per-packet cost. The largest UDP payload is enough.
+            transport.max_size = _MAX_DATAGRAM  # type: ignore[attr-defined]
 
     def datagram_received(self, data: bytes, addr: Address) -> None:
         # The hot path. Keep it this short: it runs 50 times a second per direction per call.

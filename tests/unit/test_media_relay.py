@@ -7,6 +7,7 @@ is bounded by a timeout.
 from __future__ import annotations
 
 import asyncio
+import random
 import socket
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
@@ -99,6 +100,19 @@ def port_is_free(port: int) -> bool:
         return True
 
 
+def free_range(size: int) -> tuple[int, int]:
+    """A block of ``size`` ports (even start) nobody holds right now, so tests can run beside a busy server.
+
+    Scans 1000-port steps below the kernel's ephemeral range from a random start; bounded.
+    """
+    bases = list(range(20000, 32000 - size, 1000))
+    start = random.randrange(len(bases))
+    for base in bases[start:] + bases[:start]:
+        if all(port_is_free(p) for p in range(base, base + size)):
+            return base, base + size - 1
+    raise AssertionError(f"no free block of {size} ports on {HOST}")
+
+
 async def call(relay: MediaRelay) -> tuple[RelaySession, Phone, Phone]:
     """A session with both phones' SDP addresses known (their real addresses)."""
     session = await relay.allocate("call-1")
@@ -157,7 +171,7 @@ class TestPortPool:
 class TestRelay:
     def test_carries_packets_both_ways_and_counts_them_per_direction(self, run: Any) -> None:
         async def scenario() -> None:
-            relay = MediaRelay(HOST, (31000, 31099))
+            relay = MediaRelay(HOST, free_range(100))
             session, alice, bob = await call(relay)
             leg0, leg1 = session.legs
 
@@ -179,9 +193,21 @@ class TestRelay:
 
         run(scenario())
 
+    def test_a_full_size_datagram_is_relayed_intact(self, run: Any) -> None:
+        async def scenario() -> None:
+            relay = MediaRelay(HOST, free_range(50))
+            session, alice, bob = await call(relay)
+            video = bytes(range(256)) * 32  # 8 KiB: larger than any MTU-sized RTP packet
+            alice.send(video, session.legs[0].local_port)
+            assert (await bob.receive())[0] == video
+            await relay.close()
+            alice.close(), bob.close()
+
+        run(scenario())
+
     def test_rtcp_is_relayed_on_the_ports_above(self, run: Any) -> None:
         async def scenario() -> None:
-            relay = MediaRelay(HOST, (31100, 31199))
+            relay = MediaRelay(HOST, free_range(100))
             session = await relay.allocate("call-rtcp")
             alice_rtcp, bob_rtcp = await phone(), await phone()
             # the SDP names the RTP port; RTCP is expected one above it unless a=rtcp says otherwise
@@ -203,7 +229,7 @@ class TestRelay:
 
     def test_latches_to_the_real_source_when_the_sdp_address_is_different(self, run: Any) -> None:
         async def scenario() -> None:
-            relay = MediaRelay(HOST, (31200, 31299))
+            relay = MediaRelay(HOST, free_range(100))
             session = await relay.allocate("call-nat")
             alice, bob = await phone(), await phone()
             sdp_says = (HOST, unused_port())  # the private address a phone behind NAT puts in its SDP
@@ -225,7 +251,7 @@ class TestRelay:
 
     def test_after_the_latch_window_a_foreign_source_is_dropped_and_cannot_steal_the_stream(self, run: Any) -> None:
         async def scenario() -> None:
-            relay = MediaRelay(HOST, (31300, 31399), latch_window=3)
+            relay = MediaRelay(HOST, free_range(100), latch_window=3)
             session, alice, bob = await call(relay)
             intruder = await phone()
             leg0, leg1 = session.legs
@@ -248,7 +274,7 @@ class TestRelay:
 
     def test_within_the_window_the_phones_own_packets_correct_a_stray_early_packet(self, run: Any) -> None:
         async def scenario() -> None:
-            relay = MediaRelay(HOST, (31400, 31499))
+            relay = MediaRelay(HOST, free_range(100))
             session, alice, bob = await call(relay)
             stray = await phone()
             leg0 = session.legs[0]
@@ -265,7 +291,7 @@ class TestRelay:
 
     def test_packets_before_the_other_sides_address_is_known_are_dropped_and_counted(self, run: Any) -> None:
         async def scenario() -> None:
-            relay = MediaRelay(HOST, (31500, 31599))
+            relay = MediaRelay(HOST, free_range(100))
             session = await relay.allocate("call-early")
             alice, bob = await phone(), await phone()
             session.set_remote(0, alice.addr)  # the callee has not answered: leg 1 has no address
@@ -285,7 +311,7 @@ class TestRelay:
 
     def test_a_new_sdp_address_reopens_the_latch_and_the_same_one_changes_nothing(self, run: Any) -> None:
         async def scenario() -> None:
-            relay = MediaRelay(HOST, (31600, 31699), latch_window=1)
+            relay = MediaRelay(HOST, free_range(100), latch_window=1)
             session, alice, bob = await call(relay)
             leg0 = session.legs[0]
             sdp_address = leg0.rtp.sdp_remote
@@ -309,7 +335,7 @@ class TestRelay:
 
     def test_close_closes_the_sockets_and_gives_the_ports_back(self, run: Any) -> None:
         async def scenario() -> None:
-            relay = MediaRelay(HOST, (31700, 31703))  # room for exactly one call
+            relay = MediaRelay(HOST, free_range(4))  # room for exactly one call
             session, alice, bob = await call(relay)
             ports = [leg.local_port for leg in session.legs]
             assert not any(port_is_free(p) or port_is_free(p + 1) for p in ports)
@@ -329,7 +355,7 @@ class TestRelay:
 
     def test_relay_close_ends_every_session(self, run: Any) -> None:
         async def scenario() -> None:
-            relay = MediaRelay(HOST, (31800, 31899))
+            relay = MediaRelay(HOST, free_range(100))
             sessions = [await relay.allocate(f"call-{i}") for i in range(3)]
             assert relay.sessions == 3 and relay.stats().ports_in_use == 6
             await relay.close()
@@ -342,7 +368,7 @@ class TestRelay:
 
     def test_pool_exhaustion_raises_media_error_and_leaks_nothing(self, run: Any) -> None:
         async def scenario() -> None:
-            relay = MediaRelay(HOST, (31900, 31905))  # three RTP ports: one call and a half
+            relay = MediaRelay(HOST, free_range(6))  # three RTP ports: one call and a half
             await relay.allocate("call-1")
             with pytest.raises(MediaError, match="exhausted"):
                 await relay.allocate("call-2")
@@ -353,12 +379,13 @@ class TestRelay:
 
     def test_ports_another_program_holds_are_skipped(self, run: Any) -> None:
         async def scenario() -> None:
+            lo, hi = free_range(100)
             squatter = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-            squatter.bind((HOST, 32001))  # the RTCP port of the first pair
+            squatter.bind((HOST, lo + 1))  # the RTCP port of the first pair
             try:
-                relay = MediaRelay(HOST, (32000, 32099))
+                relay = MediaRelay(HOST, (lo, hi))
                 session = await relay.allocate("call-1")
-                assert 32000 not in [leg.local_port for leg in session.legs]
+                assert lo not in [leg.local_port for leg in session.legs]
                 assert relay.pool.in_use == 2
                 await relay.close()
             finally:
@@ -368,7 +395,7 @@ class TestRelay:
 
     def test_anchor_learns_the_offerers_address_and_points_the_sdp_at_the_other_leg(self, run: Any) -> None:
         async def scenario() -> None:
-            relay = MediaRelay(HOST, (32100, 32199), advertise="192.0.2.1")
+            relay = MediaRelay(HOST, free_range(100), advertise="192.0.2.1")
             session = await relay.allocate("call-sdp")
             offer = (
                 b"v=0\r\no=- 1 1 IN IP4 10.0.0.7\r\ns=-\r\nc=IN IP4 10.0.0.7\r\nt=0 0\r\n"
