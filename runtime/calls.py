@@ -58,8 +58,9 @@ class OutboundLeg:
     """One INVITE we sent (a fork of channel ONE) and, once it is answered, its dialog."""
 
     def __init__(self, call: CallSession, target: Target, destination: Address, invite: Request,
-                 auth: DigestClient | None) -> None:
+                 auth: DigestClient | None, transport: str = "udp") -> None:
         self.call = call
+        self.transport = transport
         self.target = target
         self.destination = destination
         self.invite = invite
@@ -304,7 +305,7 @@ class CallSession:
         old = leg.invite
         h = old.headers.copy()
         h.remove("via")
-        h.add("Via", f"{self.engine.via()};branch={new_branch()}", first=True)
+        h.add("Via", f"{self.engine.via(leg.transport)};branch={new_branch()}", first=True)
         number = old.cseq[0] + 1
         h.set("CSeq", f"{number} INVITE")
         name = "Authorization" if resp.status == 401 else "Proxy-Authorization"
@@ -366,12 +367,12 @@ class CallSession:
         if self.txn.state is not State.PROCEEDING:
             return
         r = create_response(self.invite, status, "Ringing" if status == 180 else resp.reason,
-                            to_tag=self.local_tag, headers=[("Contact", self.engine.contact())],
+                            to_tag=self.local_tag, headers=[("Contact", self.engine.contact(self.transport))],
                             body=body, content_type="application/sdp" if body else None)
         self.engine.layer.respond(self.txn, r, self.engine.now())
 
     def _answer_a(self, body: bytes) -> None:
-        headers = [("Contact", self.engine.contact()), ("Allow", CONNECTED_METHODS)]
+        headers = [("Contact", self.engine.contact(self.transport)), ("Allow", CONNECTED_METHODS)]
         r = create_response(self.invite, 200, "OK", to_tag=self.local_tag, headers=headers, body=body,
                             content_type="application/sdp" if body else None)
         self.dialog_a = Dialog.as_uas(self.invite, self.local_tag)
@@ -485,9 +486,11 @@ class CallSession:
                 return
         (self.dialog_a if from_leg == 0 else self.leg_b.dialog).update_target(req)  # type: ignore[union-attr]
         extra = [(n, v) for n, v in req.headers if n.lower() in ("event", "subscription-state", "info-package")]
-        out = dialog.create_request(req.method, self.engine.via(), contact=self.engine.contact(), body=body,
+        transport = self._transport(to_leg)
+        out = dialog.create_request(req.method, self.engine.via(transport), contact=self.engine.contact(transport),
+                                    body=body,
                                     content_type=req.headers.get("content-type"), extra=extra)
-        self.engine.send_in_dialog(out, dialog, _Relay(self, txn, to_leg), self._addr(to_leg))
+        self.engine.send_in_dialog(out, dialog, _Relay(self, txn, to_leg), self._addr(to_leg), transport)
 
     async def relayed_response(self, relay: _Relay, resp: Response | None, txn: ClientTransaction) -> None:
         server_txn = relay.server_txn
@@ -507,9 +510,11 @@ class CallSession:
         if req.method == "INVITE" and 200 <= resp.status < 300:
             dialog = self.dialog_a if relay.to_leg == 0 else self.leg_b.dialog  # type: ignore[union-attr]
             dialog.update_target(resp)  # type: ignore[union-attr]
-            ack = dialog.create_request("ACK", self.engine.via(), cseq=resp.cseq[0])  # type: ignore[union-attr]
-            self.engine.send_ack(ack, dialog, self._addr(relay.to_leg))  # type: ignore[arg-type]
-        out = create_response(req, resp.status, resp.reason, headers=[("Contact", self.engine.contact())]
+            transport = self._transport(relay.to_leg)
+            ack = dialog.create_request("ACK", self.engine.via(transport), cseq=resp.cseq[0])  # type: ignore[union-attr]
+            self.engine.send_ack(ack, dialog, self._addr(relay.to_leg), transport)  # type: ignore[arg-type]
+        contact = self.engine.contact(self._transport(1 - relay.to_leg))
+        out = create_response(req, resp.status, resp.reason, headers=[("Contact", contact)]
                               if req.method == "INVITE" else None, body=body,
                               content_type=resp.headers.get("content-type") if body else None)
         self.engine.layer.respond(server_txn, out, now)
@@ -527,16 +532,22 @@ class CallSession:
             self.ack_timer.cancel()
             self.ack_timer = None
         if bye_a and self.dialog_a is not None:
-            self._send_bye(self.dialog_a, self.source)
+            self._send_bye(self.dialog_a, 0)
         if bye_b and self.leg_b is not None and self.leg_b.dialog is not None:
-            self._send_bye(self.leg_b.dialog, self.leg_b.destination)
+            self._send_bye(self.leg_b.dialog, 1)
         if self.byes_pending == 0:
             self._close("hangup")
 
-    def _send_bye(self, dialog: Dialog, addr: Address) -> None:
+    def _send_bye(self, dialog: Dialog, leg_index: int) -> None:
         self.byes_pending += 1
-        bye = dialog.create_request("BYE", self.engine.via())
-        self.engine.send_in_dialog(bye, dialog, _Bye(self), addr)
+        transport = self._transport(leg_index)
+        bye = dialog.create_request("BYE", self.engine.via(transport))
+        self.engine.send_in_dialog(bye, dialog, _Bye(self), self._addr(leg_index), transport)
+
+    def _transport(self, leg_index: int) -> str:
+        if leg_index == 0 or self.leg_b is None:
+            return self.transport
+        return self.leg_b.transport
 
     def _addr(self, leg_index: int) -> Address:
         if leg_index == 0 or self.leg_b is None:
@@ -550,20 +561,20 @@ class CallSession:
 
     def _bye_leg(self, leg: OutboundLeg) -> None:
         if leg.dialog is not None:
-            bye = leg.dialog.create_request("BYE", self.engine.via())
-            self.engine.send_in_dialog(bye, leg.dialog, None, leg.destination)
+            bye = leg.dialog.create_request("BYE", self.engine.via(leg.transport))
+            self.engine.send_in_dialog(bye, leg.dialog, None, leg.destination, leg.transport)
 
     def _ack_and_bye(self, leg: OutboundLeg, resp: Response) -> None:
         dialog = Dialog.as_uac(leg.invite, resp)
         self._send_ack(leg, resp, dialog)
-        bye = dialog.create_request("BYE", self.engine.via())
-        self.engine.send_in_dialog(bye, dialog, None, leg.destination)
+        bye = dialog.create_request("BYE", self.engine.via(leg.transport))
+        self.engine.send_in_dialog(bye, dialog, None, leg.destination, leg.transport)
 
     def _send_ack(self, leg: OutboundLeg, resp: Response, dialog: Dialog | None = None) -> None:
         d = dialog or leg.dialog
         assert d is not None
-        ack = d.create_request("ACK", self.engine.via(), cseq=leg.invite.cseq[0])
-        self.engine.send_ack(ack, d, leg.destination)
+        ack = d.create_request("ACK", self.engine.via(leg.transport), cseq=leg.invite.cseq[0])
+        self.engine.send_ack(ack, d, leg.destination, leg.transport)
 
     def _cancel_leg(self, leg: OutboundLeg) -> None:
         leg.cancelled = True
@@ -588,7 +599,7 @@ class CallSession:
         h.add("CSeq", f"{inv.cseq[0]} CANCEL")
         h.add("Content-Length", "0")
         cancel = Request("CANCEL", inv.uri, h)
-        self.engine.send_request(cancel, leg.destination, None)
+        self.engine.send_request(cancel, leg.destination, None, leg.transport)
 
     def _cancel_answer_timer(self) -> None:
         if self.answer_timer is not None:

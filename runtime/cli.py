@@ -7,6 +7,7 @@ import asyncio
 import json
 import logging
 import signal
+import ssl
 import sys
 from datetime import datetime
 from pathlib import Path
@@ -16,11 +17,21 @@ from flowlang import FlowError
 log = logging.getLogger("callflow")
 
 
-def _hostport(text: str) -> tuple[str, int]:
-    host, sep, port = text.rpartition(":")
+TRANSPORTS = ("udp", "tcp", "tls", "ws", "wss")
+
+
+def _listen(text: str) -> list[tuple[str, str, int]]:
+    """[TRANSPORT:]HOST:PORT; without a transport, UDP and TCP on the same port (as SIP servers do)."""
+    transport, sep, rest = text.partition(":")
+    if sep and transport.lower() in TRANSPORTS:
+        transports = [transport.lower()]
+    else:
+        transports, rest = ["udp", "tcp"], text
+    host, sep, port = rest.rpartition(":")
     if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
-        raise argparse.ArgumentTypeError(f"expected HOST:PORT, e.g. 0.0.0.0:5060, got {text!r}")
-    return host.strip("[]") or "0.0.0.0", int(port)
+        raise argparse.ArgumentTypeError(
+            f"expected [udp|tcp|tls|ws|wss:]HOST:PORT, e.g. 0.0.0.0:5060 or tls:0.0.0.0:5061, got {text!r}")
+    return [(t, host.strip("[]") or "0.0.0.0", int(port)) for t in transports]
 
 
 def _range(text: str) -> tuple[int, int]:
@@ -35,8 +46,12 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
     run = sub.add_parser("run", help="run the SIP server on a script (a .flow file or a folder)")
     run.add_argument("path")
-    run.add_argument("--listen", type=_hostport,
-                     help="UDP address to listen on (default: the script's, or 0.0.0.0:5060)")
+    run.add_argument("--listen", type=_listen, action="append",
+                     help="[TRANSPORT:]HOST:PORT to listen on, repeatable; a bare HOST:PORT is UDP and TCP "
+                          "(default: the script's server block, or 0.0.0.0:5060)")
+    run.add_argument("--tls-cert", help="PEM certificate (chain) for TLS/WSS listeners (default: the script's)")
+    run.add_argument("--tls-key", help="PEM private key for TLS/WSS listeners (default: the script's)")
+    run.add_argument("--tls-ca", help="CA bundle to verify providers reached over TLS (default: the system's)")
     run.add_argument("--advertise", help="address to put in Via, Contact and SDP (default: the listen address)")
     run.add_argument("--rtp-ports", type=_range, help="RTP port range LOW-HIGH (default: the script's, or 20000-29999)")
     run.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
@@ -160,6 +175,7 @@ async def serve(args: argparse.Namespace, stop: asyncio.Event | None = None) -> 
     from .dialplan import Dialplan
     from .engine import Engine
     from .reload import Reloader
+    from .transport import ListenSpec
 
     loop = asyncio.get_running_loop()
     reloader = Reloader(args.path, lambda program: dialplan.load(program), loop)
@@ -171,17 +187,26 @@ async def serve(args: argparse.Namespace, stop: asyncio.Event | None = None) -> 
     for warning in program.warnings:
         print(warning.render(), file=sys.stderr)
     server = program.server
-    listen = args.listen
-    if listen is None:
-        udp = [entry for entry in server.listen if entry.transport == "udp"]
-        listen = (udp[0].host, udp[0].port) if udp else ("0.0.0.0", 5060)
-    engine = Engine(listen=listen, advertise=args.advertise, realm=server.realm or server.domain or "callflow",
+    if args.listen:
+        specs = [ListenSpec(*entry) for group in args.listen for entry in group]
+    elif server.listen:
+        specs = [ListenSpec(entry.transport, entry.host, entry.port) for entry in server.listen]
+    else:
+        specs = [ListenSpec("udp", "0.0.0.0", 5060), ListenSpec("tcp", "0.0.0.0", 5060)]
+    try:
+        tls, client_tls = _tls_contexts(args.tls_cert or server.tls_cert, args.tls_key or server.tls_key,
+                                        args.tls_ca, specs)
+    except (OSError, ssl.SSLError, ValueError) as exc:
+        print(f"callflow: cannot load the TLS certificate or key: {exc}", file=sys.stderr)
+        return 1
+    engine = Engine(listen=specs, advertise=args.advertise, realm=server.realm or server.domain or "callflow",
                     rtp_ports=args.rtp_ports or server.rtp_ports or (20000, 29999),
-                    user_agent=server.user_agent or "Callflow")
+                    user_agent=server.user_agent or "Callflow", tls=tls, client_tls=client_tls)
     try:
         await engine.start()
-    except OSError as exc:
-        print(f"callflow: cannot listen on {listen[0]}:{listen[1]}: {exc.strerror or exc}", file=sys.stderr)
+    except (OSError, ValueError) as exc:
+        where = ", ".join(f"{s.transport}:{s.host}:{s.port}" for s in specs)
+        print(f"callflow: cannot listen on {where}: {getattr(exc, 'strerror', None) or exc}", file=sys.stderr)
         return 1
     dialplan = Dialplan(engine)
     dialplan.load(program)
@@ -202,6 +227,22 @@ async def serve(args: argparse.Namespace, stop: asyncio.Event | None = None) -> 
     reloader.stop()
     await engine.stop()
     return 0
+
+
+def _tls_contexts(cert: str | None, key: str | None, ca: str | None,
+                  specs: list) -> tuple[ssl.SSLContext | None, ssl.SSLContext]:  # type: ignore[type-arg]
+    """The server context for TLS/WSS listeners and the client context for providers over TLS."""
+    server_ctx = None
+    if any(s.transport in ("tls", "wss") for s in specs):
+        if not cert:
+            raise ValueError("a tls or wss listener needs `tls cert` and `tls key` in the server block "
+                             "(or --tls-cert/--tls-key)")
+        server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        server_ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+        server_ctx.load_cert_chain(cert, key)
+    client_ctx = ssl.create_default_context(cafile=ca) if ca else ssl.create_default_context()
+    client_ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    return server_ctx, client_ctx
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
+import ssl
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -24,7 +25,7 @@ from .media.relay import MediaRelay
 from .registrar import Registrar
 from .sip.dialog import Dialog
 from .sip.errors import SipError
-from .sip.message import Headers, Request, Response, create_response
+from .sip.message import Headers, Refusal, Request, Response, check_request, create_response
 from .sip.transaction import (
     Address,
     ClientTransaction,
@@ -39,7 +40,7 @@ from .sip.transaction import (
     new_tag,
 )
 from .sip.uri import unescape
-from .transport import SipEndpoint
+from .transport import ListenSpec, SipEndpoint
 
 log = logging.getLogger("callflow.engine")
 
@@ -57,19 +58,27 @@ class UserAccount:
 
 
 class Engine:
-    def __init__(self, *, listen: Address = ("0.0.0.0", 5060), advertise: str | None = None,
+    def __init__(self, *, listen: Address | list[ListenSpec] = ("0.0.0.0", 5060), advertise: str | None = None,
                  realm: str = "callflow", rtp_ports: tuple[int, int] = (20000, 29999),
                  user_agent: str = "Callflow", media: MediaBackend | None = None,
-                 bus: EventBus | None = None, screen=None) -> None:  # type: ignore[no-untyped-def]
+                 bus: EventBus | None = None, tls: ssl.SSLContext | None = None,
+                 client_tls: ssl.SSLContext | None = None,
+                 screen: Callable[[Request], Refusal | None] | None = check_request) -> None:
+        if isinstance(listen, tuple):
+            listen = [ListenSpec("udp", listen[0], listen[1])]
         self.listen = listen
-        self.advertise = advertise or _advertise_for(listen[0])
-        self.port = listen[1]
+        host = listen[0].host
+        self.advertise = advertise or _advertise_for(host)
+        self.port = listen[0].port
+        self.ports: dict[str, int] = {}
+        self.tls = tls
+        self.client_tls = client_tls
         self.realm = realm
         self.user_agent = user_agent
         self.bus = bus or EventBus()
         self.layer = TransactionLayer(screen=screen, server_header=user_agent)
         self.endpoint = SipEndpoint(self.layer, self.on_event)
-        self.media: MediaBackend = media or MediaRelay(listen[0] if listen[0] != "0.0.0.0" else "0.0.0.0",
+        self.media: MediaBackend = media or MediaRelay(host if host not in ("", "::") else "0.0.0.0",
                                                        rtp_ports, advertise=self.advertise)
         self.registrar = Registrar()
         self.users: dict[str, UserAccount] = {}
@@ -83,9 +92,15 @@ class Engine:
 
     # ---- lifecycle -------------------------------------------------------------------------------
     async def start(self) -> None:
-        local = await self.endpoint.listen_udp(*self.listen)
-        self.port = local[1]
-        log.info("event=listening transport=udp address=%s:%s advertise=%s", local[0], local[1], self.advertise)
+        if self.client_tls is not None:
+            self.endpoint.set_client_tls(self.client_tls)
+        for spec in self.listen:
+            local = await self.endpoint.listen(spec, self.tls)
+            self.ports.setdefault(spec.transport, local[1])
+            log.info("event=listening transport=%s address=%s:%s advertise=%s", spec.transport, local[0], local[1],
+                     self.advertise)
+        self.port = self.ports.get("udp") or next(iter(self.ports.values()))
+        self.layer.tcp_for_large = "tcp" in self.ports
 
     async def stop(self) -> None:
         for line in self.lines.values():
@@ -275,8 +290,8 @@ class Engine:
         call, leg_index = entry
         leg = call.leg_b
         if leg_index == 1 and leg is not None and leg.dialog is not None:
-            ack = leg.dialog.create_request("ACK", self.via(), cseq=resp.cseq[0])
-            self.send_ack(ack, leg.dialog, leg.destination)
+            ack = leg.dialog.create_request("ACK", self.via(leg.transport), cseq=resp.cseq[0])
+            self.send_ack(ack, leg.dialog, leg.destination, leg.transport)
 
     # ---- what call sessions use ---------------------------------------------------------------------
     def route(self, call: CallSession) -> None:
@@ -303,13 +318,14 @@ class Engine:
         legs = []
         for binding in bindings:
             h = self._invite_headers(call, from_uri=f"sip:{caller}@{self.advertise}", display=display,
-                                     to_uri=f"sip:{target.number or target.name}@{self.advertise}")
+                                     to_uri=f"sip:{target.number or target.name}@{self.advertise}",
+                                     transport=binding.transport)
             invite = Request("INVITE", binding.contact, h)
             if offer:
                 invite.set_body(offer, "application/sdp")
             else:
                 invite.headers.add("Content-Length", "0")
-            legs.append(OutboundLeg(call, target, binding.source, invite, None))
+            legs.append(OutboundLeg(call, target, binding.source, invite, None, binding.transport))
         return legs, None
 
     def _fork_to_line(self, call: CallSession, target: Target,
@@ -324,23 +340,25 @@ class Engine:
         host = cfg.server_host
         hostport = host if cfg.server_port == 5060 else f"{host}:{cfg.server_port}"
         h = self._invite_headers(call, from_uri=f"sip:{cfg.username}@{host}", display=cfg.display,
-                                 to_uri=f"sip:{number}@{host}")
+                                 to_uri=f"sip:{number}@{host}", transport=cfg.transport)
         caller_id = call.caller_id_override or cfg.caller_id or (
             self.users[call.peer_name].caller_id if call.peer_type == "USER" and call.peer_name in self.users
             else None)
         if caller_id:
             h.add("P-Asserted-Identity", f"<sip:{caller_id}@{host}>")
-        invite = Request("INVITE", f"sip:{number}@{hostport}", h)
+        ruri = f"sip:{number}@{hostport}" + ("" if cfg.transport == "udp" else f";transport={cfg.transport}")
+        invite = Request("INVITE", ruri, h)
         if offer:
             invite.set_body(offer, "application/sdp")
         else:
             invite.headers.add("Content-Length", "0")
         auth = line.auth.__class__(cfg.auth_username or cfg.username, cfg.password)
-        return [OutboundLeg(call, target, line.address, invite, auth)], None
+        return [OutboundLeg(call, target, line.address, invite, auth, cfg.transport)], None
 
-    def _invite_headers(self, call: CallSession, *, from_uri: str, display: str | None, to_uri: str) -> Headers:
+    def _invite_headers(self, call: CallSession, *, from_uri: str, display: str | None, to_uri: str,
+                        transport: str) -> Headers:
         h = Headers()
-        h.add("Via", f"{self.via()};branch={new_branch()}")
+        h.add("Via", f"{self.via(transport)};branch={new_branch()}")
         mf = call.invite.headers.get("max-forwards")
         hops = int(mf) - 1 if mf and mf.strip().isdigit() else 70
         h.add("Max-Forwards", str(max(0, min(hops, 70))))
@@ -349,7 +367,7 @@ class Engine:
         h.add("To", f"<{to_uri}>")
         h.add("Call-ID", f"{call.id}-{new_tag()}@callflow")
         h.add("CSeq", "1 INVITE")
-        h.add("Contact", self.contact())
+        h.add("Contact", self.contact(transport))
         h.add("Allow", ALLOW)
         h.add("User-Agent", self.user_agent)
         for name_, value in call.extra_headers:
@@ -357,18 +375,20 @@ class Engine:
         return h
 
     def send_leg_invite(self, leg: OutboundLeg) -> None:
-        leg.txn = self.send_request(leg.invite, leg.destination, leg)
+        leg.txn = self.send_request(leg.invite, leg.destination, leg, leg.transport)
 
-    def send_request(self, req: Request, destination: Address, owner: object) -> ClientTransaction:
-        txn = self.layer.send_request(req, destination, self.now())
+    def send_request(self, req: Request, destination: Address, owner: object,
+                     transport: str = "udp") -> ClientTransaction:
+        txn = self.layer.send_request(req, destination, self.now(), transport)
         txn.user_data = owner
         return txn
 
-    def send_in_dialog(self, req: Request, dialog: Dialog, owner: object, fallback: Address) -> None:
-        self.send_request(req, self.next_hop(dialog, fallback), owner)
+    def send_in_dialog(self, req: Request, dialog: Dialog, owner: object, fallback: Address,
+                       transport: str = "udp") -> None:
+        self.send_request(req, self.next_hop(dialog, fallback), owner, transport)
 
-    def send_ack(self, ack: Request, dialog: Dialog, fallback: Address) -> None:
-        self.layer.send_stateless(ack, self.next_hop(dialog, fallback))
+    def send_ack(self, ack: Request, dialog: Dialog, fallback: Address, transport: str = "udp") -> None:
+        self.layer.send_stateless(ack, self.next_hop(dialog, fallback), transport)
 
     def next_hop(self, dialog: Dialog, fallback: Address) -> Address:
         """Follow the route set when there is one; otherwise the address the leg is known at (a phone
@@ -394,11 +414,18 @@ class Engine:
             if dialog is not None:
                 self.dialogs.pop((dialog.call_id, dialog.local_tag), None)
 
-    def via(self) -> str:
-        return f"SIP/2.0/UDP {self.advertise}:{self.port};rport"
+    def port_for(self, transport: str) -> int:
+        return self.ports.get(transport, self.port)
 
-    def contact(self) -> str:
-        return f"<sip:callflow@{self.advertise}:{self.port}>"
+    def via(self, transport: str = "udp") -> str:
+        return f"SIP/2.0/{transport.upper()} {self.advertise}:{self.port_for(transport)};rport"
+
+    def contact_uri(self, user: str, transport: str = "udp") -> str:
+        uri = f"sip:{user}@{self.advertise}:{self.port_for(transport)}"
+        return uri if transport == "udp" else f"{uri};transport={transport}"
+
+    def contact(self, transport: str = "udp") -> str:
+        return f"<{self.contact_uri('callflow', transport)}>"
 
     def _password_for(self, user: str) -> str | None:
         account = self.users.get(user)

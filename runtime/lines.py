@@ -115,13 +115,13 @@ class LineClient:
         if expires is None:
             expires = cfg.register_every or 300
         h = Headers()
-        h.add("Via", f"{engine.via()};branch={new_branch()}")
+        h.add("Via", f"{engine.via(cfg.transport)};branch={new_branch()}")
         h.add("Max-Forwards", "70")
         h.add("From", f"<{aor}>;tag={self.from_tag}")
         h.add("To", f"<{aor}>")
         h.add("Call-ID", self.call_id)
         h.add("CSeq", f"{self.cseq} REGISTER")
-        h.add("Contact", f"<sip:{cfg.username}@{engine.advertise}:{engine.port}>")
+        h.add("Contact", f"<{engine.contact_uri(cfg.username, cfg.transport)}>")
         h.add("Expires", str(expires))
         if authorization:
             h.add(*authorization)
@@ -132,7 +132,7 @@ class LineClient:
 
     def _send(self, req: Request, _: object) -> None:
         assert self.address is not None
-        self._txn = self.engine.send_request(req, self.address, self)
+        self._txn = self.engine.send_request(req, self.address, self, self.config.transport)
         self._last_request = req
 
     # ---- transaction results -------------------------------------------------------------------
@@ -191,7 +191,7 @@ class LineClient:
         self._failed(408, "Request Timeout (the provider did not answer)")
 
     def _granted_expires(self, resp: Response) -> int:
-        ours = f"@{self.engine.advertise}:{self.engine.port}"
+        ours = f"@{self.engine.advertise}:{self.engine.port_for(self.config.transport)}"
         try:
             for c in resp.contacts:
                 if ours in str(c.uri) or len(resp.contacts) == 1:

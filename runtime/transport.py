@@ -1,19 +1,39 @@
-"""asyncio adapters that pump datagrams through the sans-IO transaction layer.
+"""asyncio adapters that pump bytes through the sans-IO transaction layer: UDP, TCP, TLS, WebSocket.
 
 All the protocol lives in runtime.sip; this module only moves bytes, keeps one timer armed at the
 layer's next deadline, and hands the layer's events to the engine. Everything leaves in the order
 the layer queued it, so a dialog's messages never overtake each other.
+
+Stream transports (RFC 3261 18.3): a response goes back on the connection its request came in on;
+a request to an address we already have a connection with reuses it (RFC 5923's spirit), otherwise
+a connection is opened and the message waits for it. Double-CRLF pings get a CRLF pong (RFC 5626).
+WebSocket (RFC 7118) carries one SIP message per frame, sub-protocol "sip".
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 from collections.abc import Callable
+from dataclasses import dataclass
 
+from .sip.errors import SipSyntaxError
+from .sip.message import StreamFramer
 from .sip.transaction import Address, Event, TransactionLayer
 
 log = logging.getLogger("callflow.transport")
+
+STREAM_TRANSPORTS = ("tcp", "tls")
+IDLE_TIMEOUT = 900.0     # close a stream connection nobody used for this long
+CONNECT_TIMEOUT = 5.0
+
+
+@dataclass(frozen=True, slots=True)
+class ListenSpec:
+    transport: str   # udp | tcp | tls | ws | wss
+    host: str
+    port: int
 
 
 class UdpProtocol(asyncio.DatagramProtocol):
@@ -25,12 +45,93 @@ class UdpProtocol(asyncio.DatagramProtocol):
         self.transport = transport  # type: ignore[assignment]
 
     def datagram_received(self, data: bytes, addr: tuple) -> None:  # type: ignore[type-arg]
-        self.endpoint.datagram_received(data, (addr[0], addr[1]), "udp")
+        self.endpoint.message_received(data, (addr[0], addr[1]), "udp")
 
     def error_received(self, exc: Exception) -> None:
         # ICMP port unreachable and friends: the transaction timers will notice; nothing to crash over
         if log.isEnabledFor(logging.DEBUG):
             log.debug("udp error: %s", exc)
+
+
+class StreamConnection(asyncio.Protocol):
+    """One TCP or TLS connection, inbound or outbound, framed by Content-Length."""
+
+    def __init__(self, endpoint: SipEndpoint, transport_name: str) -> None:
+        self.endpoint = endpoint
+        self.name = transport_name
+        self.framer = StreamFramer()
+        self.transport: asyncio.Transport | None = None
+        self.peer: Address = ("", 0)
+        self.last_used = 0.0
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        peer = transport.get_extra_info("peername")
+        self.peer = (peer[0], peer[1])
+        self.last_used = self.endpoint.now()
+        self.endpoint.connections[(self.name, self.peer)] = self
+
+    def data_received(self, data: bytes) -> None:
+        self.last_used = self.endpoint.now()
+        try:
+            messages = self.framer.feed(data)
+        except SipSyntaxError as exc:
+            log.info("event=connection_closed transport=%s peer=%s:%s reason=%r", self.name, *self.peer, str(exc))
+            if self.transport:
+                self.transport.close()
+            return
+        pings = self.framer.take_pings()
+        if pings and self.transport is not None:
+            self.transport.write(b"\r\n" * pings)
+        for message in messages:
+            self.endpoint.message_received(message, self.peer, self.name)
+
+    def send(self, data: bytes) -> None:
+        self.last_used = self.endpoint.now()
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.write(data)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        key = (self.name, self.peer)
+        if self.endpoint.connections.get(key) is self:
+            del self.endpoint.connections[key]
+
+
+class WebSocketConnection:
+    """A browser phone's connection (RFC 7118): one SIP message per WebSocket message."""
+
+    def __init__(self, endpoint: SipEndpoint, websocket, transport_name: str) -> None:  # type: ignore[no-untyped-def]
+        self.endpoint = endpoint
+        self.ws = websocket
+        self.name = transport_name
+        addr = websocket.remote_address
+        self.peer: Address = (addr[0], addr[1])
+        self.last_used = endpoint.now()
+
+    def send(self, data: bytes) -> None:
+        self.last_used = self.endpoint.now()
+        # text frames: SIP over WebSocket is UTF-8 text in every browser stack we know
+        task = asyncio.ensure_future(self.ws.send(data.decode("utf-8", "replace")))
+        task.add_done_callback(_ignore_result)
+
+    async def serve(self) -> None:
+        key = (self.name, self.peer)
+        self.endpoint.connections[key] = self
+        try:
+            async for message in self.ws:
+                data = message.encode("utf-8") if isinstance(message, str) else bytes(message)
+                self.last_used = self.endpoint.now()
+                self.endpoint.message_received(data, self.peer, self.name)
+        except Exception as exc:  # a dropped browser is normal; log and forget it
+            log.debug("websocket %s:%s closed: %r", *self.peer, exc)
+        finally:
+            if self.endpoint.connections.get(key) is self:
+                del self.endpoint.connections[key]
+
+
+def _ignore_result(task: asyncio.Future) -> None:  # type: ignore[type-arg]
+    if not task.cancelled():
+        task.exception()
 
 
 class SipEndpoint:
@@ -41,29 +142,72 @@ class SipEndpoint:
         self.on_event = on_event
         self.loop = asyncio.get_event_loop()
         self.udp: UdpProtocol | None = None
-        self.local: Address = ("127.0.0.1", 5060)
+        self.local: dict[str, Address] = {}
+        self.connections: dict[tuple[str, Address], StreamConnection | WebSocketConnection] = {}
+        self._pending: dict[tuple[str, Address], list[bytes]] = {}
+        self._servers: list[asyncio.AbstractServer] = []
+        self._ws_servers: list[object] = []
+        self._client_ssl: ssl.SSLContext | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
         self._pumping = False
+        self._sweeper: asyncio.TimerHandle | None = None
+
+    # ---- listening -------------------------------------------------------------------------------
+    async def listen(self, spec: ListenSpec, ssl_context: ssl.SSLContext | None = None) -> Address:
+        t = spec.transport
+        if t == "udp":
+            transport, protocol = await self.loop.create_datagram_endpoint(
+                lambda: UdpProtocol(self), local_addr=(spec.host, spec.port))
+            self.udp = protocol
+            sock = transport.get_extra_info("sockname")
+        elif t in STREAM_TRANSPORTS:
+            if t == "tls" and ssl_context is None:
+                raise ValueError("listening on TLS needs a certificate and key (tls cert / tls key)")
+            server = await self.loop.create_server(lambda: StreamConnection(self, t), spec.host, spec.port,
+                                                   ssl=ssl_context if t == "tls" else None)
+            self._servers.append(server)
+            sock = server.sockets[0].getsockname()
+        elif t in ("ws", "wss"):
+            from websockets.asyncio.server import serve
+
+            if t == "wss" and ssl_context is None:
+                raise ValueError("listening on WSS needs a certificate and key (tls cert / tls key)")
+
+            async def handler(websocket) -> None:  # type: ignore[no-untyped-def]
+                await WebSocketConnection(self, websocket, t).serve()
+
+            server = await serve(handler, spec.host, spec.port, subprotocols=["sip"],  # type: ignore[list-item]
+                                 ssl=ssl_context if t == "wss" else None)
+            self._ws_servers.append(server)
+            sock = next(iter(server.sockets)).getsockname()
+        else:
+            raise ValueError(f"unknown transport {t!r}: use udp, tcp, tls, ws or wss")
+        self.local[t] = (sock[0], sock[1])
+        if self._sweeper is None:
+            self._sweeper = self.loop.call_later(60, self._sweep)
+        return self.local[t]
 
     async def listen_udp(self, host: str, port: int) -> Address:
-        transport, protocol = await self.loop.create_datagram_endpoint(
-            lambda: UdpProtocol(self), local_addr=(host, port))
-        self.udp = protocol
-        sock = transport.get_extra_info("sockname")
-        self.local = (sock[0], sock[1])
-        return self.local
+        return await self.listen(ListenSpec("udp", host, port))
+
+    def set_client_tls(self, context: ssl.SSLContext) -> None:
+        self._client_ssl = context
 
     def now(self) -> float:
         return self.loop.time()
 
-    def datagram_received(self, data: bytes, source: Address, transport: str) -> None:
+    # ---- input ---------------------------------------------------------------------------------
+    def message_received(self, data: bytes, source: Address, transport: str) -> None:
         try:
             self.layer.receive(data, source, self.loop.time(), transport)
         except Exception:  # the layer promises not to raise; if it ever does, lose the message, not the server
             log.exception("internal error on a message from %s:%s", *source)
         self.pump()
 
+    datagram_received = message_received
+
+    # ---- output --------------------------------------------------------------------------------
     def pump(self) -> None:
         """Send what is queued, deliver events, re-arm the timer; re-entrant calls just return."""
         if self._pumping:
@@ -91,12 +235,55 @@ class SipEndpoint:
             return
         udp = self.udp.transport if self.udp else None
         for transport, dest, data in out:
-            if udp is not None and transport in ("udp", "UDP"):
-                try:
-                    udp.sendto(data, dest)
-                except OSError as exc:
-                    log.warning("event=send_failed dest=%s:%s error=%r", dest[0], dest[1], str(exc))
+            if transport == "udp" or transport == "UDP":
+                if udp is not None:
+                    try:
+                        udp.sendto(data, dest)
+                    except OSError as exc:
+                        log.warning("event=send_failed dest=%s:%s error=%r", dest[0], dest[1], str(exc))
+                continue
+            name = transport.lower()
+            conn = self.connections.get((name, dest))
+            if conn is not None:
+                conn.send(data)
+            elif name in STREAM_TRANSPORTS:
+                self._connect_and_send(name, dest, data)
+            else:
+                # a WebSocket phone that went away: nobody to send to; the transaction will time out
+                log.info("event=send_failed transport=%s dest=%s:%s reason=%s", name, dest[0], dest[1],
+                         '"no connection"')
 
+    def _connect_and_send(self, name: str, dest: Address, data: bytes) -> None:
+        key = (name, dest)
+        queued = self._pending.get(key)
+        if queued is not None:
+            queued.append(data)  # a connection is on its way: keep the order
+            return
+        self._pending[key] = [data]
+        task = self.loop.create_task(self._connect(name, dest))
+        task.add_done_callback(_ignore_result)
+
+    async def _connect(self, name: str, dest: Address) -> None:
+        key = (name, dest)
+        try:
+            context = None
+            if name == "tls":
+                context = self._client_ssl or ssl.create_default_context()
+            _, conn = await asyncio.wait_for(
+                self.loop.create_connection(lambda: StreamConnection(self, name), dest[0], dest[1], ssl=context),
+                CONNECT_TIMEOUT)
+            # connection_made registered it under the peer address, which is `dest`
+            self.connections[key] = conn
+            for data in self._pending.pop(key, []):
+                conn.send(data)
+        except (TimeoutError, OSError, ssl.SSLError) as exc:
+            dropped = self._pending.pop(key, [])
+            log.warning("event=connect_failed transport=%s dest=%s:%s error=%r dropped=%d", name, dest[0],
+                        dest[1], str(exc) or type(exc).__name__, len(dropped))
+            self.layer.transport_failed(name, dest, self.loop.time())
+            self.pump()
+
+    # ---- timers ---------------------------------------------------------------------------------
     def _arm(self) -> None:
         deadline = self.layer.get_timer()
         if deadline is None:
@@ -121,8 +308,25 @@ class SipEndpoint:
             log.exception("internal error in the transaction timers")
         self.pump()
 
+    def _sweep(self) -> None:
+        """Close stream connections idle for long (the phone re-connects when it next registers)."""
+        now = self.now()
+        for conn in list(self.connections.values()):
+            if isinstance(conn, StreamConnection) and now - conn.last_used > IDLE_TIMEOUT and conn.transport:
+                conn.transport.close()
+        self._sweeper = self.loop.call_later(60, self._sweep)
+
     def close(self) -> None:
         if self._timer:
             self._timer.cancel()
+        if self._sweeper:
+            self._sweeper.cancel()
         if self.udp and self.udp.transport:
             self.udp.transport.close()
+        for server in self._servers:
+            server.close()
+        for ws_server in self._ws_servers:
+            ws_server.close()  # type: ignore[attr-defined]
+        for conn in list(self.connections.values()):
+            if isinstance(conn, StreamConnection) and conn.transport:
+                conn.transport.close()

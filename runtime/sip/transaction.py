@@ -23,6 +23,7 @@ T1 = 0.5
 T2 = 4.0
 T4 = 5.0
 MAGIC = "z9hG4bK"
+UDP_SIZE_LIMIT = 1300  # RFC 3261 18.1.1: path MTU 1500 minus 200
 
 Address = tuple[str, int]
 
@@ -130,12 +131,13 @@ class Transaction:
 
 
 class ClientTransaction(Transaction):
-    __slots__ = ("encoded", "ack")
+    __slots__ = ("encoded", "ack", "size_switched")
 
     def __init__(self, *args: object) -> None:
         super().__init__(*args)  # type: ignore[arg-type]
         self.encoded = b""
         self.ack: bytes | None = None
+        self.size_switched = False
 
 
 class ServerTransaction(Transaction):
@@ -155,6 +157,7 @@ class TransactionLayer:
         self.t1, self.t2, self.t4 = t1, t2, t4
         self.screen = screen
         self.server_header = server_header
+        self.tcp_for_large = False  # set when a TCP transport is listening (RFC 3261 18.1.1)
         self.max_transactions = max_transactions
         self.server: dict[tuple, ServerTransaction] = {}
         self.client: dict[tuple, ClientTransaction] = {}
@@ -197,7 +200,7 @@ class TransactionLayer:
         if not data.strip(b"\r\n"):
             return  # keep-alive
         try:
-            msg = parse_message(data, stream=transport != "udp")
+            msg = parse_message(data)  # stream transports frame by Content-Length before this
             msg.validate()
         except SipSyntaxError as exc:
             self._reject_unreadable(data, exc, source, transport)
@@ -309,9 +312,18 @@ class TransactionLayer:
         method = req.method
         if method == "ACK":
             raise ValueError("ACK for a 2xx is sent with send_stateless, not in a transaction")
+        encoded = bytes(req)
+        switched = False
+        if transport == "udp" and self.tcp_for_large and len(encoded) > UDP_SIZE_LIMIT:
+            # RFC 3261 18.1.1: a request this close to the path MTU goes over a congestion-controlled
+            # transport, and its Via says so; if that connection fails we fall back to UDP
+            _rewrite_top_via_transport(req, "TCP")
+            transport, switched = "tcp", True
+            encoded = bytes(req)
         txn = ClientTransaction(self, (via.branch, method), req, transport, destination)
+        txn.size_switched = switched
         self.client[txn.key] = txn
-        txn.encoded = bytes(req)
+        txn.encoded = encoded
         self._out.append((transport, destination, txn.encoded))
         if method == "INVITE":
             txn.state = State.CALLING
@@ -358,6 +370,24 @@ class TransactionLayer:
     def send_stateless(self, msg: Request | Response, destination: Address, transport: str = "udp") -> None:
         """ACKs for 2xx and the UAS core's 2xx retransmissions live outside transactions."""
         self._out.append((transport, destination, bytes(msg)))
+
+    def transport_failed(self, transport: str, destination: Address, now: float) -> None:
+        """A connection could not be made or broke: its client transactions fail at once, as on a
+        timeout (RFC 3261 8.1.3.1 says treat it as 503), instead of waiting 32 s for timer B/F."""
+        for txn in [t for t in self.client.values() if t.transport == transport and t.peer == destination]:
+            if txn.state not in (State.CALLING, State.TRYING, State.PROCEEDING):
+                continue
+            if txn.size_switched:  # RFC 3261 18.1.1: TCP for size failed, so UDP after all
+                txn.size_switched = False
+                _rewrite_top_via_transport(txn.request, "UDP")
+                txn.transport = "udp"
+                txn.encoded = bytes(txn.request)
+                self._out.append(("udp", destination, txn.encoded))
+                txn.retransmit_interval = self.t1
+                self._set_timer(txn, "A" if txn.method == "INVITE" else "E", now, self.t1)
+                continue
+            self.terminate(txn)
+            self._events.append(TransactionTimeout(txn))
 
     def find_invite(self, cancel: Request) -> ServerTransaction | None:
         """The INVITE server transaction a CANCEL refers to (RFC 3261 9.2)."""
@@ -439,6 +469,12 @@ def _rewrite_top_via(headers: Headers, via) -> None:  # type: ignore[no-untyped-
             else:
                 items[i : i + 1] = [(k, n, str(via)), (k, n, ",".join(parts[1:]).strip())]
             return
+
+
+def _rewrite_top_via_transport(req: Request, transport: str) -> None:
+    via = req.top_via
+    via.transport = transport
+    _rewrite_top_via(req.headers, via)
 
 
 def _stamp_received(via, source: Address) -> bool:  # type: ignore[no-untyped-def]

@@ -259,3 +259,47 @@ def test_keepalive_crlf_is_ignored() -> None:
     layer = TransactionLayer()
     layer.receive(b"\r\n\r\n", PEER, 0.0)
     assert sent(layer) == [] and events(layer) == []
+
+
+# ---- transports ------------------------------------------------------------------------------------
+def big_invite() -> Request:
+    req = request()
+    req.set_body(b"v=0\r\n" + b"a=x-padding:" + b"x" * 1400 + b"\r\n", "application/sdp")
+    return req
+
+
+def test_request_over_1300_bytes_goes_over_tcp_when_tcp_is_available() -> None:
+    layer = TransactionLayer()
+    layer.tcp_for_large = True
+    txn = layer.send_request(big_invite(), PEER, 0.0)
+    ((transport, _, data),) = layer.datagrams_to_send()
+    assert transport == "tcp" and txn.transport == "tcp"
+    assert b"Via: SIP/2.0/TCP " in data
+    assert run_until(layer, 10.0) == []  # reliable transport: no timer A retransmissions
+
+
+def test_large_request_falls_back_to_udp_when_the_tcp_connection_fails() -> None:
+    layer = TransactionLayer()
+    layer.tcp_for_large = True
+    txn = layer.send_request(big_invite(), PEER, 0.0)
+    layer.datagrams_to_send()
+    layer.transport_failed("tcp", PEER, 0.1)
+    ((transport, _, data),) = layer.datagrams_to_send()
+    assert transport == "udp" and b"Via: SIP/2.0/UDP " in data
+    assert not txn.terminated and events(layer) == []
+
+
+def test_small_request_stays_on_udp() -> None:
+    layer = TransactionLayer()
+    layer.tcp_for_large = True
+    layer.send_request(request(), PEER, 0.0)
+    ((transport, _, _),) = layer.datagrams_to_send()
+    assert transport == "udp"
+
+
+def test_failed_connection_fails_its_transactions_at_once() -> None:
+    layer = TransactionLayer()
+    txn = layer.send_request(request("OPTIONS"), PEER, 0.0, "tcp")
+    layer.transport_failed("tcp", PEER, 0.2)
+    assert txn.terminated
+    assert [type(e) for e in events(layer)] == [TransactionTimeout]
