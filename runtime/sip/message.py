@@ -15,6 +15,7 @@ import re
 import sys
 from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass, field
+from operator import itemgetter
 from typing import Any, NamedTuple, TypeVar
 
 from .errors import REASONS, SipSyntaxError
@@ -43,6 +44,10 @@ _VIA_RE = re.compile(
     r"(?:[ \t]*:[ \t]*([0-9]{1,5}))?[ \t]*\Z",
     re.I,
 )
+_VIA_FAST_RE = re.compile(
+    r"SIP/2\.0/([A-Za-z]+) ([A-Za-z0-9\-._]+)(?::([0-9]{1,5}))?"
+    r"((?:;[A-Za-z0-9\-.!%*_+`'~]+(?:=[^;=\x00-\x20\x7f\"]+)?)*)\Z"
+)
 _HOSTPORT_RE = re.compile(r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-._]+)(?::([0-9]{1,5}))?\Z")
 _DATE_RE = re.compile(
     r"(?:Mon|Tue|Wed|Thu|Fri|Sat|Sun), [0-9]{2} (?:Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec)"
@@ -59,6 +64,7 @@ _key_cache: dict[str, str] = {}
 # raw text before the colon of a header line -> (lookup key, header name as written)
 _name_cache: dict[str, tuple[str, str]] = {}
 _T = TypeVar("_T")
+_second = itemgetter(1)
 
 
 def header_key(name: str) -> str:
@@ -95,7 +101,19 @@ class Via:
 
     @classmethod
     def parse(cls, text: str) -> Via:
-        """Read one via-parm; the common `SIP/2.0/UDP host:port;branch=...` shape skips the regex."""
+        """Read one via-parm; the common `SIP/2.0/UDP host:port;branch=...` shape is one regex match."""
+        m = _VIA_FAST_RE.match(text)
+        if m is not None:
+            transport, host, port_text, ptext = m.groups()
+            params: dict[str, str | None] = {}
+            if ptext:
+                for item in ptext[1:].split(";"):
+                    name, eq, value = item.partition("=")
+                    params[name.lower()] = value if eq else None
+            port = int(port_text) if port_text else None
+            if port is not None and port > 65535:
+                raise SipSyntaxError(f"Via port {port} out of range")
+            return cls(transport.upper(), host, port, params)
         if text.startswith("SIP/2.0/") and '"' not in text:
             sp = text.find(" ", 8)
             if sp > 8:
@@ -105,7 +123,7 @@ class Via:
                     sent_by, semi, ptext = rest.partition(";")
                     m = _HOSTPORT_RE.match(sent_by)
                     if m is not None and (transport in _TRANSPORTS or _TOKEN_RE.match(transport)):
-                        params: dict[str, str | None] = {}
+                        params = {}
                         if semi:
                             for item in ptext.split(";"):
                                 name, eq, value = item.partition("=")
@@ -298,15 +316,7 @@ class Message:
         values = self.headers.get_all("cseq")
         if len(values) != 1:
             raise SipSyntaxError("missing CSeq" if not values else "more than one CSeq")
-        parts = values[0].split()
-        if len(parts) != 2 or not (parts[0].isascii() and parts[0].isdigit()) or len(parts[0]) > 10:
-            raise SipSyntaxError(f"unreadable CSeq {values[0]!r}")
-        if parts[1] not in _COMMON_METHODS and not _TOKEN_RE.match(parts[1]):
-            raise SipSyntaxError(f"unreadable CSeq {values[0]!r}")
-        number = int(parts[0])
-        if number >= 2**31:
-            raise SipSyntaxError(f"CSeq number {number} too large")
-        return number, parts[1]
+        return _parse_cseq_value(values[0])
 
     @property
     def vias(self) -> list[Via]:
@@ -413,26 +423,39 @@ class Message:
     def validate(self) -> None:
         """Check the headers every transaction needs, so a bad message fails here, not deep in a call.
 
-        One pass counts the single-valued headers; the typed views it touches are cached for the
-        transaction and dialog layers, so a valid message pays for each parse once.
+        The typed views it builds (CSeq, top Via, From, To, Contact) are cached for the transaction
+        and dialog layers, so a valid message pays for each parse once.
         """
-        keys = [k for k, _, _ in self.headers._items]
+        self._validate_common()
+
+    def _validate_common(self) -> list[str]:
+        # One list of keys, searched in C (count/index), instead of a scan per header asked for.
+        items = self.headers._items
+        cache = self.headers._cache
+        keys = [k for k, _, _ in items]
         if keys.count("call-id") != 1:
             raise SipSyntaxError("missing Call-ID" if "call-id" not in keys else "more than one Call-ID")
+        if not items[keys.index("call-id")][2]:
+            raise SipSyntaxError("empty Call-ID")
         if keys.count("from") != 1 or keys.count("to") != 1:
             raise SipSyntaxError("exactly one From and one To are required")
-        if not self.call_id.strip():
-            raise SipSyntaxError("empty Call-ID")
-        self.cseq  # noqa: B018
-        self.top_via  # noqa: B018
-        self.from_  # noqa: B018
-        self.to  # noqa: B018
-        if "contact" in keys:
+        if "#cseq" not in cache:
+            if keys.count("cseq") != 1:
+                raise SipSyntaxError("missing CSeq" if "cseq" not in keys else "more than one CSeq")
+            cache["#cseq"] = _parse_cseq_value(items[keys.index("cseq")][2])
+        if "#topvia" not in cache:
+            self.top_via  # noqa: B018
+        if "#from" not in cache:
+            cache["#from"] = NameAddr.parse(items[keys.index("from")][2])
+        if "#to" not in cache:
+            cache["#to"] = NameAddr.parse(items[keys.index("to")][2])
+        if "contact" in keys and "#contact" not in cache:
             self.contacts  # noqa: B018
         if "date" in keys:
-            date = self.headers.get("date") or ""
+            date = items[keys.index("date")][2]
             if not _DATE_RE.match(date):
                 raise SipSyntaxError(f"Date is not an RFC 1123 GMT date: {date[:60]!r}")
+        return keys
 
     def encode_head(self, first_line: str) -> bytes:
         out = [first_line, "\r\n"]
@@ -473,16 +496,17 @@ class Request(Message):
         self._ruri = None
 
     def validate(self) -> None:
-        super().validate()
-        number, method = self.cseq
+        keys = self._validate_common()
+        method = self.headers._cache["#cseq"][1]
         if method != self.method:
             raise SipSyntaxError(f"CSeq method {method} does not match request method {self.method}")
-        items = self.headers._items
-        mf = [v for k, _, v in items if k == "max-forwards"]
+        mf = keys.count("max-forwards")
         if mf:
-            if len(mf) > 1:
+            if mf > 1:
                 raise SipSyntaxError("more than one Max-Forwards")
-            self.max_forwards  # noqa: B018
+            value = self.headers._items[keys.index("max-forwards")][2]
+            if not (value.isascii() and value.isdigit() and len(value) <= 3 and int(value) <= 255):
+                self.max_forwards  # noqa: B018  (raises with the general reading's message)
         uri = self.uri
         scheme = uri[:5].lower()
         if scheme.startswith("sip:") or scheme == "sips:":
@@ -524,6 +548,19 @@ class Response(Message):
 
     def __repr__(self) -> str:
         return f"<Response {self.status} {self.reason}>"
+
+
+def _parse_cseq_value(value: str) -> tuple[int, str]:
+    """`CSeq: 314159 INVITE`: a number below 2**31 (RFC 3261 8.1.1.5) and a method token."""
+    parts = value.split()
+    if len(parts) != 2 or not (parts[0].isascii() and parts[0].isdigit()) or len(parts[0]) > 10:
+        raise SipSyntaxError(f"unreadable CSeq {value[:60]!r}")
+    if parts[1] not in _COMMON_METHODS and not _TOKEN_RE.match(parts[1]):
+        raise SipSyntaxError(f"unreadable CSeq {value[:60]!r}")
+    number = int(parts[0])
+    if number >= 2**31:
+        raise SipSyntaxError(f"CSeq number {number} too large")
+    return number, parts[1]
 
 
 def _one_name_addr(headers: Headers, name: str) -> NameAddr:
@@ -625,16 +662,18 @@ def _parse_head(head: str, nl: str) -> tuple[Request | Response, str]:
     if len(lines) > MAX_HEADERS + 1:
         raise SipSyntaxError(f"more than {MAX_HEADERS} header fields", 513)
     first = lines[0]
-    items: list[tuple[str, str, str]] = []
-    names = _name_cache
-    for line in lines[1:] if len(lines) > 1 else ():
-        name, colon, value = line.partition(":")
-        if not colon:
-            raise SipSyntaxError(f"header line without a colon: {line[:60]!r}")
-        known = names.get(name)
-        if known is None:
-            known = _header_name(name)
-        items.append((known[0], known[1], value.strip(" \t")))
+    parts = [line.partition(":") for line in lines[1:]]
+    try:
+        if "" in map(_second, parts):
+            raise KeyError  # a line without a colon: the loop below names it
+        names = _name_cache
+        items = [(*names[name], value.strip(" \t")) for name, _, value in parts]
+    except KeyError:
+        items = []
+        for name, colon, value in parts:
+            if not colon:
+                raise SipSyntaxError(f"header line without a colon: {name[:60]!r}") from None
+            items.append((*_header_name(name), value.strip(" \t")))
     headers = Headers.__new__(Headers)
     headers._items = items
     headers._cache = {}

@@ -20,6 +20,16 @@ _TOKEN_RE = re.compile(r"[A-Za-z0-9\-.!%*_+`'~]+\Z")
 _BAD_URI_CHARS = re.compile(r'[\x00-\x20\x7f<>"]')
 _PCT_RE = re.compile(r"%([0-9A-Fa-f]{2})")
 _KNOWN_SCHEMES = frozenset({"sip", "sips", "tel"})
+# The shape nearly every sip/sips URI has: one regex match instead of a dozen string operations.
+_SIP_FAST_RE = re.compile(
+    r"(sips?):(?:([^@:;?\x00-\x20\x7f<>\"\[\]]+)(?::([^@;?\x00-\x20\x7f<>\"]*))?@)?"
+    r"([A-Za-z0-9\-._]+)(?::([0-9]{1,5}))?((?:;[^;?@\x00-\x20\x7f<>\"]+)*)\Z"
+)
+_NAME_ADDR_FAST_RE = re.compile(
+    r'(?:"([^"\\]*)"[ \t]*|([A-Za-z0-9\-.!%*_+`\'~]+(?:[ \t]+[A-Za-z0-9\-.!%*_+`\'~]+)*)[ \t]*)?'
+    r"<([^<>\x00-\x20\x7f\"]+)>"
+    r"((?:[ \t]*;[ \t]*[A-Za-z0-9\-.!%*_+`'~]+(?:[ \t]*=[ \t]*[^;\x00-\x20\x7f\"<>,]+)?)*)[ \t]*\Z"
+)
 
 
 def unescape(text: str) -> str:
@@ -91,6 +101,24 @@ class SipUri:
     @classmethod
     def parse(cls, text: str) -> SipUri:
         """Read a URI; sip/sips hosts, ports and IPv6 references are checked, other schemes kept opaque."""
+        m = _SIP_FAST_RE.match(text)
+        if m is not None:
+            scheme, user, password, host, port_text, ptext = m.groups()
+            params: dict[str, str | None] = {}
+            if ptext:
+                for item in ptext[1:].split(";"):
+                    name, eq, value = item.partition("=")
+                    params[name.lower()] = value if eq else None
+            port = None
+            if port_text:
+                port = int(port_text)
+                if port > 65535:
+                    raise SipSyntaxError(f"port {port} out of range in URI {text!r}")
+            return cls(scheme, user, password, host, port, params, None)
+        return cls._parse_general(text)
+
+    @classmethod
+    def _parse_general(cls, text: str) -> SipUri:
         text = text.strip(" \t")
         colon = text.find(":")
         if colon <= 0 or _BAD_URI_CHARS.search(text):
@@ -244,6 +272,15 @@ class NameAddr:
     @classmethod
     def parse(cls, text: str) -> NameAddr:
         """Read name-addr or addr-spec (RFC 3261 20.10); header parameters after the URI go to `params`."""
+        m = _NAME_ADDR_FAST_RE.match(text)
+        if m is not None:
+            quoted, tokens, raw_uri, ptext = m.groups()
+            params: dict[str, str | None] = {}
+            if ptext:
+                for item in ptext.split(";")[1:]:
+                    name, eq, value = item.partition("=")
+                    params[name.strip(" \t").lower()] = value.strip(" \t") if eq else None
+            return cls(quoted if quoted is not None else tokens, SipUri.parse(raw_uri), params, raw_uri)
         text = text.strip(" \t")
         if not text:
             raise SipSyntaxError("empty address")
@@ -275,7 +312,7 @@ class NameAddr:
         if not raw_uri or raw_uri[0] in " \t" or raw_uri[-1] in " \t":
             raise SipSyntaxError(f"whitespace or nothing inside <> in {text!r}")
         rest = text[gt + 1 :]
-        params: dict[str, str | None] = {}
+        params = {}
         if rest:
             rest = rest.strip(" \t")
             if rest:
