@@ -1,0 +1,22 @@
+"""Every ```flow example in docs/language.md compiles without errors."""
+
+import re
+from pathlib import Path
+
+import pytest
+
+from flowlang import compile_source
+
+DOC = Path(__file__).resolve().parents[2] / "docs" / "language.md"
+BLOCKS = re.findall(r"```flow\n(.*?)```", DOC.read_text(encoding="utf-8"), re.S)
+ENV = {"BOB_PASSWORD": "b", "EXT1003_PASSWORD": "e", "ITSP1_PASSWORD": "i",
+       "CALLFLOW_TLS_KEY_PATH": "/etc/callflow/key.pem"}
+
+
+def test_the_reference_has_examples():
+    assert len(BLOCKS) >= 10
+
+
+@pytest.mark.parametrize("block", BLOCKS, ids=[f"example-{i + 1}" for i in range(len(BLOCKS))])
+def test_each_example_in_the_reference_compiles(block):
+    compile_source(block, "language.md", env=ENV)
