@@ -24,6 +24,13 @@ Symmetric RTP latching (the NAT rule), per socket, so RTP and RTCP latch indepen
   ``foreign``; they are neither relayed nor allowed to steal the stream. A new SDP address (re-INVITE:
   the phone moved) resets the remote to it and reopens the window; the same address again (session
   refresh, hold) changes nothing.
+
+Cost (bench/rtp_relay.py, uvloop, loopback): 12-18 us of CPU per relayed packet, so about 550-600
+G.711 calls (100 packets/s in, 100 out) per core. perf puts about two thirds of it in the kernel
+(recvmsg, the EAGAIN probe libuv makes after each datagram, epoll, sendmsg including loopback
+delivery), a quarter in uvloop, libc and the interpreter's call machinery, and about a tenth in
+``datagram_received`` itself; going faster needs fewer syscalls per packet (recvmmsg, or rtpengine's
+in-kernel forwarding behind the same seam), not leaner Python.
 """
 
 from __future__ import annotations
