@@ -180,6 +180,7 @@ class _Endpoint(asyncio.DatagramProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.transport = None
+        self.remote = None  # the peer socket now drops instead of sending through a closed transport
         self._on_lost()
 
 
