@@ -526,11 +526,12 @@ def _raw_error_response(data: bytes, status: int, reason: str) -> bytes | None:
     froms = wanted["from"] + wanted["f"]
     tos = wanted["to"] + wanted["t"]
     cids = wanted["call-id"] + wanted["i"]
-    if not (vias and froms and tos and cids and wanted["cseq"]):
-        return None
-    to_line = tos[0]
-    if "tag=" not in to_line.lower():
-        to_line += ";tag=" + new_tag()
-    out = [f"SIP/2.0 {status} {reason}", *vias, froms[0], to_line, cids[0], wanted["cseq"][0],
-           "Content-Length: 0", "", ""]
+    if not vias:
+        return None  # nowhere a response could be routed back to
+    # copy what there is: RFC 4475 3.3.1 (insuf) wants a 400 even when From, To or Call-ID is missing
+    out = [f"SIP/2.0 {status} {reason}", *vias, *froms[:1]]
+    if tos:
+        to_line = tos[0]
+        out.append(to_line if "tag=" in to_line.lower() else f"{to_line};tag={new_tag()}")
+    out += [*cids[:1], *wanted["cseq"][:1], "Content-Length: 0", "", ""]
     return "\r\n".join(out).encode("utf-8", "surrogateescape")
