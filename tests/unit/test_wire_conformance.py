@@ -26,7 +26,7 @@ def exchange(engine_port: int, data: bytes, wait: float = 0.3) -> list[int]:
                 codes.append(int(reply.split(b" ", 2)[1]))
                 if codes[-1] >= 200:
                     break
-        except (TimeoutError, socket.timeout):
+        except TimeoutError:
             pass
         return codes
 
