@@ -15,7 +15,7 @@ from datetime import UTC, datetime, tzinfo
 from types import MappingProxyType
 
 from .diagnostics import Position
-from .model import Accept, Attempt, CallInfo, Decision, Target, Template
+from .model import EMPTY, Accept, Attempt, CallInfo, Decision, Target, Template
 
 # ------------------------------------------------------------------ matchers
 
@@ -118,7 +118,11 @@ class Rule:
 
     @property
     def id(self) -> str:
-        return str(self.position)
+        return self.header_id
+
+    @property
+    def header_id(self) -> str:
+        return _ids.get(self.position) or _ids.setdefault(self.position, str(self.position))
 
     def peer_matches(self, call: CallInfo) -> bool:
         if self.peer_kind == "any":
@@ -140,26 +144,36 @@ class Rule:
         return None
 
     def decision(self, call: CallInfo, captures: tuple[str, ...], named: dict[str, str]) -> Decision:
+        """The plan with this call's numbers filled in: the hot path of every routed call, kept lean."""
         values = call.values()
-        for i, c in enumerate(captures, 1):
-            values[str(i)] = c
-        values.update(named)
-        plan = self.plan
-        if self.dynamic:
-            plan = tuple(
-                _render_attempt(a, tpls, values) for a, tpls in zip(self.plan, self.number_templates, strict=True)
-            )
-        return Decision(self.id, captures, plan, MappingProxyType(dict(named)), MappingProxyType(values))
+        if captures:
+            values.update(zip(_NUMBERS, captures, strict=False))
+        if named:
+            values.update(named)
+        plan = _render_plan(self.plan, self.number_templates, values) if self.dynamic else self.plan
+        return Decision(self.id, captures, plan, MappingProxyType(named) if named else EMPTY,
+                        MappingProxyType(values))
 
 
-def _render_attempt(a: Attempt, tpls: tuple[Template | None, ...], values: Mapping[str, str]) -> Attempt:
-    if not isinstance(a.terminal, Accept) or not any(tpls):
-        return a
-    targets = tuple(
-        t if tpl is None else Target(t.kind, t.name, tpl.render(values))
-        for t, tpl in zip(a.terminal.targets, tpls, strict=True)
-    )
-    return Attempt(a.actions, Accept(targets, a.terminal.timeout))
+_ids: dict[Position, str] = {}
+_NUMBERS = tuple(str(i) for i in range(1, 100))
+
+
+def _render_plan(
+    plan: tuple[Attempt, ...], templates: tuple[tuple[Template | None, ...], ...], values: Mapping[str, str]
+) -> tuple[Attempt, ...]:
+    out = []
+    for a, tpls in zip(plan, templates, strict=True):
+        t = a.terminal
+        if not isinstance(t, Accept) or not any(tpls):
+            out.append(a)
+            continue
+        targets = tuple(
+            tg if tpl is None else Target(tg.kind, tg.name, tpl.render(values))
+            for tg, tpl in zip(t.targets, tpls, strict=True)
+        )
+        out.append(Attempt(a.actions, Accept(targets, t.timeout)))
+    return tuple(out)
 
 
 def now() -> datetime:
