@@ -106,7 +106,11 @@ class Engine:
         for line in self.lines.values():
             line.stop()
         self.endpoint.pump()
-        await asyncio.sleep(0.05)
+        # give the providers a moment to confirm the unregistrations (a challenge round trip), bounded
+        for _ in range(20):
+            if not any(line.unregistering for line in self.lines.values()):
+                break
+            await asyncio.sleep(0.05)
         self.endpoint.close()
         await self.media.close()
 

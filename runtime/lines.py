@@ -67,6 +67,10 @@ class LineClient:
         self._unregistering = False
 
     @property
+    def unregistering(self) -> bool:
+        return self._unregistering
+
+    @property
     def registered(self) -> bool:
         return self.state == "registered"
 
@@ -139,11 +143,11 @@ class LineClient:
     def on_response(self, resp: Response, txn: ClientTransaction | None) -> None:
         if txn is not self._txn or resp.status < 200:
             return
-        if self._unregistering:
+        status = resp.status
+        if self._unregistering and status not in (401, 407):
             self._unregistering = False
             self.engine.bus.emit("line_unregistered", line=self.config.name, code=resp.status)
             return
-        status = resp.status
         if status in (401, 407):
             header = "www-authenticate" if status == 401 else "proxy-authenticate"
             challenge = select_challenge(resp.headers.get_all(header))
@@ -157,6 +161,9 @@ class LineClient:
                     return
                 self.sent_credentials = True
                 self._send(self._build(self._last_expires, (name, value)), None)
+                return
+            if self._unregistering:
+                self._unregistering = False
                 return
             self._failed(status, resp.reason or "Unauthorized")
             return
