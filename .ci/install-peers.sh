@@ -1,7 +1,10 @@
 #!/bin/bash
 # Installs the third-party SIP peers used by the integration tests (tests/rig):
 #   kamailio        - stands in for the IP-telephony provider (registrar + proxy)
+#   kamailio-tls-modules - tls.so, for the provider's SIP-over-TLS listener (tests/rig/kamailio.py
+#                     transports=("udp", "tcp", "tls"); TCP needs no extra package)
 #   baresip         - headless phones driven over ctrl_tcp (baresip-core ships every module we load)
+#   openssl         - fallback for tests/rig/certs.py when the `cryptography` package is missing
 #   gcc, libc6-dev  - build tests/rig/bindlo.c, the LD_PRELOAD shim that keeps baresip's RTP and DNS
 #                     sockets on 127.0.0.1 (baresip 1.0 binds them to 0.0.0.0 unconditionally)
 # Idempotent; run as root (CI runs as root). Returns at once when everything is installed
@@ -17,16 +20,22 @@ export DEBIAN_FRONTEND=noninteractive
 
 have() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"; }
 if [ -z "${INSTALL_PEERS_FORCE:-}" ] \
-        && have kamailio && have baresip && have baresip-core && have gcc && have libc6-dev; then
-    echo "install-peers.sh: kamailio, baresip, gcc already installed"
+        && have kamailio && have kamailio-tls-modules && have baresip && have baresip-core \
+        && have gcc && have libc6-dev && have openssl; then
+    echo "install-peers.sh: kamailio, kamailio-tls-modules, baresip, gcc, openssl already installed"
     exit 0
 fi
 
 apt-get update
 # kamailio: the core package carries every module the provider config loads (tm, sl, rr, pv,
 # textops, siputils, xlog, sanity, usrloc, registrar, auth, htable, maxfwd).
-# baresip: pulls baresip-core (binary + g711, ausine, aubridge, ctrl_tcp, menu, account modules).
-apt-get install -y --no-install-recommends kamailio baresip gcc libc6-dev
+# kamailio-tls-modules: tls.so (the rig writes its own tls.cfg; certificates come from
+# tests/rig/certs.py, which uses the `cryptography` Python package, else the openssl CLI: openssl
+# is installed as that fallback).
+# baresip: pulls baresip-core (binary + g711, ausine, aubridge, ctrl_tcp, menu, account modules);
+# its SIP over TCP and TLS is built in (libre with OpenSSL), no extra package.
+apt-get install -y --no-install-recommends kamailio kamailio-tls-modules baresip gcc libc6-dev \
+    openssl
 
 # The Debian kamailio package enables a system service on install; tests run their own instance
 # on their own ports, so stop the packaged one if a service manager started it (it may bind 5060).

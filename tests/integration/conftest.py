@@ -2,9 +2,13 @@
 
 Fixtures:
   kamailio          module-scoped started Kamailio provider (127.0.0.1:5080, or a free port if taken)
-  kamailio_factory  function-scoped: start extra providers (own port, custom accounts), stopped after
+  kamailio_tls      module-scoped provider on UDP+TCP (.port) and TLS (.tls_port), free ports
+  kamailio_factory  function-scoped: start extra providers (own port, custom accounts, transports),
+                    stopped after
   phone_factory     function-scoped: start baresip phones; every phone is stopped at teardown
   rig_ports         the shared PortAllocator (free ports for Callflow under test, etc.)
+  rig_certs         session-scoped throwaway CA + certificate for 127.0.0.1 (tests/rig/certs.py);
+                    TLS providers and phones use it, Callflow's own certificate can be issued from it
 
 A missing kamailio/baresip skips the tests on a developer machine, but fails them under CI (CI set),
 so a broken install can never turn the suite green by skipping it.
@@ -27,6 +31,7 @@ except ImportError:  # plain `pytest` does not put the repo root on sys.path
 
 from tests.rig import (  # noqa: E402
     DEFAULT_PORT,
+    Certs,
     Kamailio,
     PhoneFactory,
     PortAllocator,
@@ -34,7 +39,9 @@ from tests.rig import (  # noqa: E402
     kamailio_binary,
     missing_modules,
     ports,
+    tls_module_problem,
 )
+from tests.rig.certs import certs_problem, make_ca_and_cert  # noqa: E402
 from tests.rig.proc import log_tail  # noqa: E402
 from tests.rig.shim import shim_problem  # noqa: E402
 
@@ -65,6 +72,10 @@ def kamailio_problem() -> str | None:
     if kamailio_binary():
         return None
     return f"no kamailio executable{_override_note('RIG_KAMAILIO')}"
+
+
+def kamailio_tls_problem() -> str | None:
+    return kamailio_problem() or tls_module_problem() or certs_problem()
 
 
 def baresip_problem() -> str | None:
@@ -102,6 +113,35 @@ def rig_ports() -> PortAllocator:
     return ports
 
 
+@pytest.fixture(scope="session")
+def rig_certs(tmp_path_factory: pytest.TempPathFactory) -> Certs:
+    """A throwaway CA and a certificate for 127.0.0.1 signed by it (ca_cert, cert, key, combined_pem).
+
+    For Callflow's own TLS certificate use tests.rig.certs.issue_cert(rig_certs, "callflow").
+    """
+    require_peer("TLS certificates", certs_problem())
+    return make_ca_and_cert(tmp_path_factory.mktemp("rig-certs"))
+
+
+ALL_TRANSPORTS = ("udp", "tcp", "tls")
+
+
+@pytest.fixture(scope="module")
+def kamailio_tls(tmp_path_factory: pytest.TempPathFactory, rig_certs: Certs) -> Iterator[Kamailio]:
+    """A started provider (same accounts and routing as `kamailio`) listening on UDP and TCP at
+    `.port` (`.hostport`, `.tcp_hostport`) and on TLS at `.tls_port` (`.tls_hostport`), with the
+    `rig_certs` server certificate. Free ports, so it can run next to `kamailio`."""
+    require_peer("kamailio with TLS", kamailio_tls_problem())
+    port = ports.port()
+    provider = Kamailio(port, run_dir=tmp_path_factory.mktemp(f"kamailio-tls-{port}-"),
+                        transports=ALL_TRANSPORTS, certs=rig_certs)
+    try:
+        provider.start()
+        yield provider
+    finally:
+        provider.stop()
+
+
 @pytest.fixture(scope="module")
 def kamailio(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Kamailio]:
     """A started provider (trunk1/s3cret with DID +15551230000, pstn/pstnpw) for this test module.
@@ -124,27 +164,35 @@ def kamailio(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Kamailio]:
 
 @pytest.fixture(autouse=True)
 def _provider_log_on_failure(request: pytest.FixtureRequest) -> Iterator[None]:
-    """When a test using `kamailio` fails, print what the provider logged during that test."""
-    if "kamailio" not in request.fixturenames:
+    """When a test using `kamailio` (or `kamailio_tls`) fails, print what the provider logged
+    during that test."""
+    names = [n for n in ("kamailio", "kamailio_tls") if n in request.fixturenames]
+    if not names:
         yield
         return
-    provider: Kamailio = request.getfixturevalue("kamailio")
-    mark = provider.log_mark()
+    providers: list[Kamailio] = [request.getfixturevalue(n) for n in names]
+    marks = [p.log_mark() for p in providers]
     yield
     if _test_failed(request):
-        lines = provider.log_text()[mark:].splitlines()[-80:]
-        sys.stderr.write(f"\n==== kamailio {provider.hostport} log during the test "
-                         f"({provider.log_path}) ====\n" + "\n".join(lines) + "\n")
+        for provider, mark in zip(providers, marks, strict=True):
+            lines = provider.log_text()[mark:].splitlines()[-80:]
+            sys.stderr.write(f"\n==== kamailio {provider.hostport} ({'/'.join(provider.transports)}) "
+                             f"log during the test ({provider.log_path}) ====\n"
+                             + "\n".join(lines) + "\n")
 
 
 @pytest.fixture
 def kamailio_factory(request: pytest.FixtureRequest,
                      tmp_path: Path) -> Iterator[Callable[..., Kamailio]]:
-    """Start extra providers: factory(port=None, accounts=None, extra_accounts=None) -> Kamailio."""
+    """Start extra providers: factory(port=None, accounts=None, extra_accounts=None,
+    transports=("udp",), ...) -> Kamailio. With "tls" in transports the provider gets `rig_certs`."""
     require_peer("kamailio", kamailio_problem())
     started: list[Kamailio] = []
 
     def start(port: int | None = None, **kwargs: Any) -> Kamailio:
+        if "tls" in kwargs.get("transports", ()):
+            require_peer("kamailio with TLS", kamailio_tls_problem())
+            kwargs.setdefault("certs", request.getfixturevalue("rig_certs"))
         port = port or ports.port()
         provider = Kamailio(port, run_dir=tmp_path / f"kamailio-{port}", **kwargs)
         started.append(provider)
@@ -162,9 +210,11 @@ def kamailio_factory(request: pytest.FixtureRequest,
 
 @pytest.fixture
 def phone_factory(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[PhoneFactory]:
-    """phone_factory(account_line, name=...) -> started Phone; all phones stop after the test."""
+    """phone_factory(account_line, name=...) -> started Phone; all phones stop after the test.
+
+    Phones whose account uses ;transport=tls get `rig_certs` (sip_certificate + sip_cafile)."""
     require_peer("baresip", baresip_problem())
-    factory = PhoneFactory(tmp_path)
+    factory = PhoneFactory(tmp_path, certs=lambda: request.getfixturevalue("rig_certs"))
     try:
         yield factory
     finally:

@@ -30,6 +30,17 @@ Facts about baresip 1.0.0 (Debian 12) this module relies on, learned the hard wa
   interfaces"), and so are its DNS client sockets (0.0.0.0 and [::]). The rig preloads bindlo.so
   (tests/rig/bindlo.c, built by shim.py), which turns wildcard binds into 127.0.0.1 / ::1.
 * No packet table at all is printed for a call that sent and received nothing.
+* SIP over TCP/TLS: put ;transport=tcp or ;transport=tls in the account URI
+  (<sip:pstn@127.0.0.1:5081;transport=tls>). baresip registers over it and its Contact is
+  <sip:user-0x..@127.0.0.1:P;transport=tcp> (TCP listens on P) or ...:P+1;transport=tls. It appends
+  the account URI's parameters to every URI it dials (so Phone.dial drops a duplicate ;transport=).
+* TLS in 1.0 knows two config options only: `sip_certificate` (ONE pem file holding the certificate
+  and its key, presented by the TLS listener on P+1) and `sip_cafile` (CAs added to the trust
+  store). There is no `sip_verify_server` (that is baresip 2.x) and libre 1.1 accepts any server
+  certificate: a phone registers over TLS with no sip_cafile, or with one of an unrelated CA.
+  Without `sip_certificate` the TLS listener fails every handshake ("tls: accept error"), so calls
+  TO a phone registered over TLS fail (Kamailio opens a new connection to the Contact's P+1): the
+  rig gives TLS phones a certificate (Phone(certs=...), PhoneFactory(certs=...)).
 * SIGTERM makes baresip unregister and wait for the answer (up to 32 s if the registrar is gone);
   a second SIGTERM makes it exit at once. The rig sends `quit`, then SIGTERM twice, then SIGKILL.
 """
@@ -46,12 +57,13 @@ import subprocess
 import tempfile
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from .certs import Certs
 from .ports import PortAllocator, ports
 from .proc import describe, stop_process, wait_until
 from .shim import bindlo_path
@@ -83,13 +95,19 @@ def missing_modules() -> list[str]:
 
 def account_line(user: str, hostport: str, *, auth_user: str | None = None, auth_pass: str | None = None,
                  regint: int = 60, answermode: str = "manual", audio_codecs: str = "PCMU", ptime: int = 20,
-                 display: str | None = None, **extra: str | int) -> str:
+                 display: str | None = None, transport: str | None = None, **extra: str | int) -> str:
     """A baresip account line, e.g. <sip:alice@127.0.0.1:5060>;auth_user=alice;auth_pass=...;regint=60.
 
     regint=0 makes a phone that never registers and only places/receives direct calls. `auth_user`
     defaults to `user` when a password is given. Extra keyword arguments become ;key=value params.
+    transport "tcp" or "tls" goes into the URI (<sip:alice@127.0.0.1:5061;transport=tls>): baresip
+    then registers over it and advertises a Contact on that transport. A TLS phone needs
+    `certs` (Phone/PhoneFactory) so it can serve TLS when called back.
     """
-    aor = f"<sip:{user}@{hostport}>"
+    if transport not in (None, "udp", "tcp", "tls"):
+        raise ValueError(f"transport {transport!r}: use 'udp', 'tcp' or 'tls'")
+    param = f";transport={transport}" if transport in ("tcp", "tls") else ""
+    aor = f"<sip:{user}@{hostport}{param}>"
     ensure_loopback_uri(aor)
     if display:
         aor = f'"{display}" {aor}'
@@ -119,15 +137,25 @@ def ensure_loopback_uri(uri: str) -> None:
             raise ValueError(f"refusing SIP URI {uri!r}: host must be 127.0.0.1, ::1 or localhost") from exc
 
 
-def render_config(name: str, sip_port: int, rtp_range: tuple[int, int], ctrl_port: int) -> str:
-    """The headless baresip `config` file (port of the shared baresip-conf.sh)."""
+def render_config(name: str, sip_port: int, rtp_range: tuple[int, int], ctrl_port: int, *,
+                  certificate: Path | None = None, cafile: Path | None = None) -> str:
+    """The headless baresip `config` file (port of the shared baresip-conf.sh).
+
+    `certificate` (cert + key in one PEM file) is what the phone presents on its TLS listener and
+    when it connects over TLS; `cafile` holds the CA certificates it trusts (see the module doc).
+    """
     rtp_min, rtp_max = rtp_range
+    tls = ""
+    if certificate is not None:
+        tls += f"sip_certificate\t\t{certificate}\n"
+    if cafile is not None:
+        tls += f"sip_cafile\t\t{cafile}\n"
     return f"""\
 # written by tests/rig/baresip.py: headless phone '{name}', loopback only
 poll_method\t\tepoll
 # also binds TCP on this port and TLS on port+1
 sip_listen\t\t127.0.0.1:{sip_port}
-call_local_timeout\t120
+{tls}call_local_timeout\t120
 call_max_calls\t\t4
 audio_path\t\t/usr/share/baresip
 # no sound card: a 440 Hz sine is the microphone, aubridge to an unused device is a null speaker
@@ -239,7 +267,11 @@ class Phone:
     def __init__(self, account: str, *, name: str = "phone", lifetime: float = 300.0,
                  sip_port: int | None = None, rtp_range: tuple[int, int] | None = None,
                  ctrl_port: int | None = None, base_dir: Path | None = None,
-                 allocator: PortAllocator = ports, bind_loopback: bool = True) -> None:
+                 allocator: PortAllocator = ports, bind_loopback: bool = True,
+                 certs: Certs | None = None, certificate: Path | None = None,
+                 cafile: Path | None = None) -> None:
+        """`certs` (tests/rig/certs.py) sets both `certificate` (certs.combined_pem) and `cafile`
+        (certs.ca_cert) for SIP over TLS; the explicit arguments override it."""
         if not re.fullmatch(r"[A-Za-z0-9_-]+", name):
             raise ValueError(f"phone name {name!r}: use letters, digits, '-' and '_' only")
         self.account = account
@@ -249,6 +281,8 @@ class Phone:
         self.sip_port = sip_port or allocator.sip_port()
         self.rtp_range = rtp_range or allocator.rtp_range()
         self.ctrl_port = ctrl_port or allocator.port()
+        self.certificate = certificate or (certs.combined_pem if certs else None)
+        self.cafile = cafile or (certs.ca_cert if certs else None)
         self._own_dir = base_dir is None
         self.dir = Path(base_dir or tempfile.mkdtemp(prefix=f"baresip-{name}-"))
         self.log_path = self.dir / "baresip.log"
@@ -276,6 +310,17 @@ class Phone:
         return f"127.0.0.1:{self.sip_port}"
 
     @property
+    def tls_hostport(self) -> str:
+        """Where this phone listens for SIP over TLS: '127.0.0.1:SIP_PORT+1' (TCP is on SIP_PORT)."""
+        return f"127.0.0.1:{self.sip_port + 1}"
+
+    @property
+    def transport(self) -> str:
+        """The account's transport: 'udp', or 'tcp'/'tls' from ;transport= in its URI."""
+        m = re.search(r";transport=(\w+)", self.aor, re.I)
+        return m.group(1).lower() if m else "udp"
+
+    @property
     def running(self) -> bool:
         return self._proc is not None and self._proc.poll() is None
 
@@ -285,8 +330,9 @@ class Phone:
         if binary is None:
             raise FileNotFoundError("baresip is not installed (run .ci/install-peers.sh as root)")
         self.dir.mkdir(parents=True, exist_ok=True)
-        (self.dir / "config").write_text(render_config(self.name, self.sip_port, self.rtp_range,
-                                                       self.ctrl_port))
+        (self.dir / "config").write_text(render_config(
+            self.name, self.sip_port, self.rtp_range, self.ctrl_port,
+            certificate=self.certificate, cafile=self.cafile))
         (self.dir / "accounts").write_text("")
         (self.dir / "contacts").write_text("")
         env = dict(os.environ)
@@ -428,8 +474,20 @@ class Phone:
         return response
 
     def dial(self, uri: str) -> dict:
-        """Place a call to `uri` (a loopback SIP URI; the call's progress arrives as events)."""
+        """Place a call to `uri` (a loopback SIP URI; the call's progress arrives as events).
+
+        baresip appends the account URI's parameters (;transport=tcp/tls) to every dialed URI, so a
+        TLS phone must dial a TLS address (e.g. kamailio.uri(number, transport="tls")); a
+        ;transport= equal to the account's is dropped here so it does not appear twice.
+        """
         ensure_loopback_uri(uri)
+        if self.transport != "udp":
+            m = re.search(r";transport=(\w+)", uri, re.I)
+            if m and m.group(1).lower() != self.transport:
+                raise ValueError(f"phone '{self.name}' registers over {self.transport} and baresip adds "
+                                 f";transport={self.transport} to every dialed URI: cannot dial {uri!r}")
+            if m:
+                uri = uri[:m.start()] + uri[m.end():]
         return self.command("dial", uri)
 
     def accept(self) -> dict:
@@ -532,13 +590,21 @@ class Phone:
 class PhoneFactory:
     """Starts phones for one test and stops them all afterwards (the `phone_factory` fixture)."""
 
-    def __init__(self, base_dir: Path) -> None:
+    def __init__(self, base_dir: Path, certs: Certs | Callable[[], Certs] | None = None) -> None:
+        """`certs` (or a function making them, called at most once) is handed to every phone whose
+        account uses ;transport=tls and that was given no certs/certificate/cafile of its own."""
         self.base_dir = base_dir
         self.phones: list[Phone] = []
+        self._certs = certs
 
     def __call__(self, account: str, *, name: str | None = None, start_timeout: float = 15.0,
                  **kwargs: Any) -> Phone:
         """Start a phone for `account` (a baresip account line); kwargs go to Phone()."""
+        if (self._certs is not None and re.search(r";transport=tls\b", account, re.I)
+                and not {"certs", "certificate", "cafile"} & kwargs.keys()):
+            if callable(self._certs):
+                self._certs = self._certs()
+            kwargs["certs"] = self._certs
         name = name or f"phone{len(self.phones) + 1}"
         if any(p.name == name for p in self.phones):
             raise ValueError(f"phone name {name!r} already used in this test")
