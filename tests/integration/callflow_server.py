@@ -32,7 +32,7 @@ def parse_logfmt(line: str) -> dict[str, str]:
 
 class CallflowServer:
     def __init__(self, flow_text: str, workdir: Path, port: int, rtp_range: tuple[int, int],
-                 env: dict[str, str] | None = None) -> None:
+                 env: dict[str, str] | None = None, extra_args: list[str] | None = None) -> None:
         self.dir = workdir
         self.dir.mkdir(parents=True, exist_ok=True)
         self.flow_path = self.dir / "main.flow"
@@ -41,6 +41,7 @@ class CallflowServer:
         self.rtp_range = rtp_range
         self.log_path = self.dir / "callflow.log"
         self.env = env or {}
+        self.extra_args = extra_args or []
         self._proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -49,7 +50,7 @@ class CallflowServer:
 
     def start(self, timeout: float = 15.0) -> CallflowServer:
         cmd = [sys.executable, "-m", "runtime.cli", "run", str(self.flow_path), "--listen", self.hostport,
-               "--rtp-ports", f"{self.rtp_range[0]}-{self.rtp_range[1]}"]
+               "--rtp-ports", f"{self.rtp_range[0]}-{self.rtp_range[1]}", *self.extra_args]
         env = dict(os.environ, **self.env)
         env["PYTHONPATH"] = str(Path(__file__).resolve().parents[2]) + os.pathsep + env.get("PYTHONPATH", "")
         self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
