@@ -92,9 +92,10 @@ def work(args: tuple[int, int, int]) -> tuple[int, int, list[str]]:
                 except SipSyntaxError:
                     pass
         except SipSyntaxError:
-            escapes += 1  # parse of our own output failed: that is an escape too
+            # check_request promises never to raise, and what we serialise must parse again
+            escapes += 1
             if len(reports) < 3:
-                reports.append(f"re-parse of our output failed for {data[:200]!r}")
+                reports.append(f"{traceback.format_exc(limit=4)}input: {data!r}")
         except Exception:  # noqa: BLE001 - counting them is the point
             escapes += 1
             if len(reports) < 3:

@@ -19,7 +19,7 @@ from operator import itemgetter
 from typing import Any, NamedTuple, TypeVar
 
 from .errors import REASONS, SipSyntaxError
-from .uri import NameAddr, SipUri, _check_ipv6, split_params, split_quoted
+from .uri import NameAddr, SipUri, _check_ipv6, name_addr_ok, sip_uri_ok, split_params, split_quoted
 
 MAX_MESSAGE_SIZE = 65535
 MAX_HEADERS = 256
@@ -445,12 +445,21 @@ class Message:
             cache["#cseq"] = _parse_cseq_value(items[keys.index("cseq")][2])
         if "#topvia" not in cache:
             self.top_via  # noqa: B018
+        # From, To and Contact of the usual shape are checked by one regex each and parsed only when
+        # a view asks (the dialog layer); anything unusual is parsed now, which raises if it is bad.
         if "#from" not in cache:
-            cache["#from"] = NameAddr.parse(items[keys.index("from")][2])
+            value = items[keys.index("from")][2]
+            if not name_addr_ok(value):
+                cache["#from"] = NameAddr.parse(value)
         if "#to" not in cache:
-            cache["#to"] = NameAddr.parse(items[keys.index("to")][2])
+            value = items[keys.index("to")][2]
+            if not name_addr_ok(value):
+                cache["#to"] = NameAddr.parse(value)
         if "contact" in keys and "#contact" not in cache:
-            self.contacts  # noqa: B018
+            for k, _, value in items:
+                if k == "contact" and ("," in value or not name_addr_ok(value)):
+                    self.contacts  # noqa: B018
+                    break
         if "date" in keys:
             date = items[keys.index("date")][2]
             if not _DATE_RE.match(date):
@@ -510,7 +519,7 @@ class Request(Message):
         uri = self.uri
         scheme = uri[:5].lower()
         if scheme.startswith("sip:") or scheme == "sips:":
-            if self.request_uri.headers is not None:
+            if not sip_uri_ok(uri) and self.request_uri.headers is not None:
                 # RFC 3261 19.1.1: headers are not allowed in a Request-URI (RFC 4475 escruri: we refuse)
                 raise SipSyntaxError(f"headers in the Request-URI {uri[:80]!r}")
         elif not _ABS_URI_RE.match(uri):
@@ -667,7 +676,7 @@ def _parse_head(head: str, nl: str) -> tuple[Request | Response, str]:
         if "" in map(_second, parts):
             raise KeyError  # a line without a colon: the loop below names it
         names = _name_cache
-        items = [(*names[name], value.strip(" \t")) for name, _, value in parts]
+        items = [(kn[0], kn[1], value.strip(" \t")) for name, _, value in parts for kn in (names[name],)]
     except KeyError:
         items = []
         for name, colon, value in parts:
@@ -786,8 +795,13 @@ def check_request(req: Request, *, supported: Collection[str] = SUPPORTED_OPTION
     """
     try:
         req.validate()
-    except SipSyntaxError as exc:
+        return _refusal(req, supported, schemes, body_types, final_methods)
+    except SipSyntaxError as exc:  # a list header with broken quoting, say: still only a 400
         return Refusal(exc.status, exc.reason)
+
+
+def _refusal(req: Request, supported: Collection[str], schemes: Collection[str],
+             body_types: Collection[str], final_methods: Collection[str]) -> Refusal | None:
     method = req.method
     if method == "ACK":
         return None

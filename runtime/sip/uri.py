@@ -32,6 +32,20 @@ _NAME_ADDR_FAST_RE = re.compile(
 )
 
 
+def sip_uri_ok(text: str) -> bool:
+    """True when `text` is a sip/sips URI of the common shape (no IPv6, no URI headers) that
+    `SipUri.parse` would accept: a syntax check that builds nothing, for `validate()`."""
+    m = _SIP_FAST_RE.match(text)
+    return m is not None and (not m.group(5) or int(m.group(5)) <= 65535)
+
+
+def name_addr_ok(text: str) -> bool:
+    """True when `text` is `[display] <sip-uri>[;params]` of the common shape that `NameAddr.parse`
+    accepts; False means "ask the full parser" (which raises if it really is bad)."""
+    m = _NAME_ADDR_FAST_RE.match(text)
+    return m is not None and sip_uri_ok(m.group(3))
+
+
 def unescape(text: str) -> str:
     """Undo %HH escapes (RFC 3261 19.1.2); the user part of a tel-like URI is compared unescaped."""
     if "%" not in text:

@@ -410,3 +410,8 @@ def test_a_framed_message_parses_as_a_stream_message() -> None:
     framer = StreamFramer()
     (data,) = framer.feed(invite())
     assert parse_message(data, stream=True).body == SDP
+
+
+def test_broken_quoting_in_a_list_header_is_a_400_refusal_not_an_exception() -> None:
+    verdict = check_request(request(invite('Require: a, b"c')))
+    assert verdict is not None and verdict.status == 400
