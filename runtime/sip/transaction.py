@@ -201,7 +201,14 @@ class TransactionLayer:
             return  # keep-alive
         try:
             msg = parse_message(data)  # stream transports frame by Content-Length before this
-            msg.validate()
+            if isinstance(msg, Request) and self.screen is not None:
+                # the screen validates first thing, so a request is checked once, not twice
+                verdict = self.screen(msg)
+                if verdict is not None:
+                    self._refuse(msg, verdict, source, transport)
+                    return
+            else:
+                msg.validate()
         except SipSyntaxError as exc:
             self._reject_unreadable(data, exc, source, transport)
             return
@@ -238,14 +245,6 @@ class TransactionLayer:
         if method == "ACK":
             self._events.append(RequestReceived(req, source, transport, None))
             return
-        if self.screen is not None:
-            verdict = self.screen(req)
-            if verdict is not None:
-                code, reason, extra = verdict
-                self._send_stateless_response(create_response(req, code, reason, to_tag=new_tag(),
-                                                              headers=extra), transport, source)
-                self._events.append(MessageDiscarded(source, f"{req.method} refused: {code} {reason}", code))
-                return
         if len(self.server) >= self.max_transactions:
             self._send_stateless_response(create_response(req, 503, "Service Unavailable",
                                                           headers=[("Retry-After", "5")]), transport, source)
@@ -447,6 +446,15 @@ class TransactionLayer:
         if self.server_header:
             resp.headers.add("Server", self.server_header)
         self._out.append((transport, destination, bytes(resp)))
+
+    def _refuse(self, req: Request, verdict: tuple, source: Address, transport: str) -> None:  # type: ignore[type-arg]
+        """A request the screen refused: answered statelessly (an ACK is never answered)."""
+        code, reason, extra = verdict
+        if req.method != "ACK":
+            self._send_stateless_response(create_response(req, code, reason, to_tag=new_tag(), headers=extra),
+                                          transport, source)
+        self._events.append(MessageDiscarded(source, f"{req.method} refused: {code} {reason}",
+                                             code if req.method != "ACK" else None))
 
     def _reject_unreadable(self, data: bytes, exc: SipSyntaxError, source: Address, transport: str) -> None:
         """Answer a bad request with 400 (or the code the error names) when a response can be formed;
