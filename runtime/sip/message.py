@@ -654,13 +654,12 @@ def parse_message(data: bytes, *, stream: bool = False) -> Request | Response:
 def _parse_head(head: str, nl: str) -> tuple[Request | Response, str]:
     """The start line and header fields; the caller frames the body."""
     if nl == "\r\n":
-        n = head.count("\n")
-        if head.count("\r") != n or head.count("\r\n") != n:
+        lines = raw_lines = head.split(nl)
+        n = len(lines) - 1  # every CR and LF must belong to one of these n CRLFs
+        if head.count("\n") != n or head.count("\r") != n:
             raise SipSyntaxError("bare CR or LF inside the header")
         if "\r\n " in head or "\r\n\t" in head:
             lines, raw_lines = _unfold(head, nl)
-        else:
-            lines = raw_lines = head.split(nl)
     else:
         if "\r" in head:
             raise SipSyntaxError("mixed line ends in the header")
