@@ -1,0 +1,728 @@
+"""Sustained calls per second through one Callflow process, next to Kamailio on the same machine.
+
+SIPp drives complete calls through the server under test and counts them:
+
+    SIPp UAC (the provider, line `load`)  ->  server  ->  SIPp UAS (the far end, line `far`)
+    INVITE -> 100 -> 180 -> 200 -> ACK -> hold (--hold-ms, default 0) -> BYE -> 200
+
+Callflow runs bench/flows/load.flow: two IP-authenticated lines (no registration; a line's calls are
+recognised by source IP *and* port) and `on incoming from line load accept to line far`, so every
+call is a full B2BUA call, two dialogs and (with SDP) an RTP relay session of two port pairs. It runs
+with `--log-level warning` so per-call logging is not what gets measured. Kamailio, the named peer,
+runs a minimal stateful proxy (tm + sl + rr: record_route, t_relay to the UAS) with one UDP worker
+(`-n 1`, children=1) so the per-core figure compares like with like.
+
+The rate is stepped (--rates, --kamailio-rates), --seconds per step (`sipp -r RATE -m RATE*SECONDS
+-l LIMIT`), and stepping stops after a step with more than 1 % failed calls, or one whose completed
+rate fell below 90 % of the offered rate (the server saturated). Between steps the script waits until
+the server is idle again. Series: Callflow with SDP bodies (media relay allocates ports), Kamailio
+with the same scenario, then Callflow without SDP (signalling only; --media sdp skips it).
+
+Per step: offered rate, calls placed, completed, failed, completed calls/s, the server's CPU %
+(utime+stime deltas from /proc/PID/stat, summed over the process and its children: Kamailio's
+workers, timers and main process), calls/s per core (completed calls/s / CPU fraction) and SIPp's
+own CPU % (on 2 cores the load generator competes with the server). For Callflow also the RTP
+sockets it still holds once idle after the step (should be 0: a leak check for the media relay).
+
+Needs SIPp (Debian package `sip-tester`, binary `sipp`) and Kamailio; run by hand, not by CI:
+
+    apt-get install -y sip-tester kamailio
+    python bench/calls_per_second.py                       # default steps, under 3 minutes
+    python bench/calls_per_second.py --rates 100,200 --seconds 5 --no-kamailio
+    python bench/calls_per_second.py --profile 300         # py-spy record Callflow at the 300 cps step
+
+Files (SIPp stats and screens, server logs, Kamailio config, profiles) stay in the printed work dir.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+FLOW = ROOT / "bench" / "flows" / "load.flow"
+HOST = "127.0.0.1"
+RTP_PORTS = (30000, 39999)  # 5000 pairs: 2 per relayed call, far above the concurrency of these steps
+TARGET = 600  # the project's target, calls/s through one process
+PEERS = "Sippy (Python B2BUA) 250 calls/s at 75 % of a core; Kamailio (C proxy) 3,650 calls/s"
+BUDGET = 170.0  # seconds for the whole run; steps that would not fit are skipped
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+MAX_FAIL = 0.01
+MIN_ACHIEVED = 0.90
+
+
+# --- SIPp scenarios ------------------------------------------------------------------------------
+# The built-in `uac`/`uas` with the SDP made optional; a 180 is optional on the UAC side. Responses
+# are matched to their transaction (start_txn/response_txn): without that SIPp takes a retransmitted
+# 200 OK for the INVITE (the server never saw our ACK) as the answer to the BYE and counts a call
+# the server still holds as completed.
+
+SDP = """v=0
+      o=user1 53655765 2353687637 IN IP[local_ip_type] [local_ip]
+      s=-
+      c=IN IP[media_ip_type] [media_ip]
+      t=0 0
+      m=audio [media_port] RTP/AVP 0
+      a=rtpmap:0 PCMU/8000
+"""
+
+
+def uac_xml(sdp: bool) -> str:
+    body = ("Content-Type: application/sdp\n      Content-Length: [len]\n\n      " + SDP) if sdp else \
+        "Content-Length: 0\n"
+    return f"""<?xml version="1.0" encoding="ISO-8859-1" ?>
+<scenario name="callflow bench uac ({'sdp' if sdp else 'no sdp'})">
+  <send retrans="500" start_txn="invite">
+    <![CDATA[
+      INVITE sip:[service]@[remote_ip]:[remote_port] SIP/2.0
+      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+      From: sipp <sip:sipp@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
+      To: <sip:[service]@[remote_ip]:[remote_port]>
+      Call-ID: [call_id]
+      CSeq: 1 INVITE
+      Contact: sip:sipp@[local_ip]:[local_port]
+      Max-Forwards: 70
+      Subject: Performance Test
+      {body}
+    ]]>
+  </send>
+  <recv response="100" optional="true" response_txn="invite"/>
+  <recv response="180" optional="true" response_txn="invite"/>
+  <recv response="183" optional="true" response_txn="invite"/>
+  <recv response="200" rtd="true" response_txn="invite"/>
+  <send ack_txn="invite">
+    <![CDATA[
+      ACK sip:[service]@[remote_ip]:[remote_port] SIP/2.0
+      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+      From: sipp <sip:sipp@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
+      To: <sip:[service]@[remote_ip]:[remote_port]>[peer_tag_param]
+      Call-ID: [call_id]
+      CSeq: 1 ACK
+      [routes]
+      Contact: sip:sipp@[local_ip]:[local_port]
+      Max-Forwards: 70
+      Content-Length: 0
+
+    ]]>
+  </send>
+  <pause/>
+  <send retrans="500" start_txn="bye">
+    <![CDATA[
+      BYE sip:[service]@[remote_ip]:[remote_port] SIP/2.0
+      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+      From: sipp <sip:sipp@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
+      To: <sip:[service]@[remote_ip]:[remote_port]>[peer_tag_param]
+      Call-ID: [call_id]
+      CSeq: 2 BYE
+      [routes]
+      Contact: sip:sipp@[local_ip]:[local_port]
+      Max-Forwards: 70
+      Content-Length: 0
+
+    ]]>
+  </send>
+  <recv response="200" crlf="true" response_txn="bye"/>
+  <ResponseTimeRepartition value="10, 20, 50, 100, 200, 500, 1000, 2000"/>
+  <CallLengthRepartition value="10, 50, 100, 500, 1000, 5000, 10000"/>
+</scenario>
+"""
+
+
+def uas_xml(sdp: bool) -> str:
+    answer = ("Content-Type: application/sdp\n      Content-Length: [len]\n\n      " + SDP) if sdp else \
+        "Content-Length: 0\n"
+    return f"""<?xml version="1.0" encoding="ISO-8859-1" ?>
+<scenario name="callflow bench uas ({'sdp' if sdp else 'no sdp'})">
+  <recv request="INVITE" crlf="true"/>
+  <send>
+    <![CDATA[
+      SIP/2.0 180 Ringing
+      [last_Via:]
+      [last_From:]
+      [last_To:];tag=[pid]SIPpTag01[call_number]
+      [last_Call-ID:]
+      [last_CSeq:]
+      [last_Record-Route:]
+      Contact: <sip:[local_ip]:[local_port];transport=[transport]>
+      Content-Length: 0
+
+    ]]>
+  </send>
+  <send retrans="500">
+    <![CDATA[
+      SIP/2.0 200 OK
+      [last_Via:]
+      [last_From:]
+      [last_To:];tag=[pid]SIPpTag01[call_number]
+      [last_Call-ID:]
+      [last_CSeq:]
+      [last_Record-Route:]
+      Contact: <sip:[local_ip]:[local_port];transport=[transport]>
+      {answer}
+    ]]>
+  </send>
+  <recv request="ACK" optional="true" rtd="true" crlf="true"/>
+  <recv request="BYE"/>
+  <send>
+    <![CDATA[
+      SIP/2.0 200 OK
+      [last_Via:]
+      [last_From:]
+      [last_To:]
+      [last_Call-ID:]
+      [last_CSeq:]
+      Contact: <sip:[local_ip]:[local_port];transport=[transport]>
+      Content-Length: 0
+
+    ]]>
+  </send>
+  <timewait milliseconds="2000"/>
+</scenario>
+"""
+
+
+KAMAILIO_CFG = """#!KAMAILIO
+# Minimal stateful proxy for bench/calls_per_second.py: every initial request is record-routed and
+# relayed statefully to the SIPp UAS; in-dialog requests follow the route set to the same UAS.
+debug=0
+log_stderror=yes
+children={children}
+disable_tcp=yes
+auto_aliases=no
+listen=udp:{host}:{port}
+mpath="{mpath}"
+loadmodule "tm.so"
+loadmodule "sl.so"
+loadmodule "rr.so"
+loadmodule "pv.so"
+loadmodule "siputils.so"
+loadmodule "textops.so"
+
+request_route {{
+    if (is_method("OPTIONS") && uri==myself && !has_totag()) {{
+        sl_send_reply("200", "OK");
+        exit;
+    }}
+    if (is_method("CANCEL")) {{
+        if (t_check_trans()) t_relay_to_udp("{uas_host}", "{uas_port}");
+        exit;
+    }}
+    if (has_totag()) {{
+        loose_route();
+        t_relay_to_udp("{uas_host}", "{uas_port}");
+        exit;
+    }}
+    record_route();
+    if (!t_relay_to_udp("{uas_host}", "{uas_port}")) sl_reply_error();
+}}
+"""
+
+
+# --- processes and /proc -------------------------------------------------------------------------
+
+
+def free_udp_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind((HOST, 0))
+        return s.getsockname()[1]
+
+
+def cpu_ticks(pid: int) -> int:
+    """utime + stime of pid and every live descendant, in clock ticks (0 for a process gone)."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            st = _stat(int(entry))
+            if st is not None:
+                children.setdefault(int(st[1]), []).append(int(entry))
+    total, todo, seen = 0, [pid], set()
+    for _ in range(10_000):
+        if not todo:
+            break
+        p = todo.pop()
+        if p in seen:
+            continue
+        seen.add(p)
+        st = _stat(p)
+        if st is not None:
+            total += int(st[11]) + int(st[12])  # fields 14 and 15 of /proc/PID/stat
+            todo.extend(children.get(p, ()))
+    return total
+
+
+def _stat(pid: int) -> list[str] | None:
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    # the command name may hold spaces and parentheses: fields start after the last ')'
+    return text[text.rindex(")") + 2:].split()
+
+
+def machine_busy() -> float:
+    """CPU seconds all CPUs spent busy since boot (everything but idle and iowait), from /proc/stat."""
+    fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
+    ticks = [int(x) for x in fields[:8]]
+    return (sum(ticks) - ticks[3] - ticks[4]) / CLK_TCK
+
+
+def udp_drops(ports: tuple[int, ...]) -> dict[int, int]:
+    """The kernel's receive-buffer drop counter of the UDP sockets bound to HOST on these ports."""
+    drops = dict.fromkeys(ports, 0)
+    try:
+        lines = Path("/proc/net/udp").read_text().splitlines()[1:]
+    except OSError:
+        return drops
+    for line in lines:
+        parts = line.split()
+        port = int(parts[1].rsplit(":", 1)[1], 16)
+        if port in drops:
+            drops[port] += int(parts[-1])
+    return drops
+
+
+def held_rtp_sockets(pid: int) -> int:
+    """UDP sockets of pid bound in the RTP range: what the media relay still holds."""
+    inodes = set()
+    try:
+        for fd in os.listdir(f"/proc/{pid}/fd"):
+            try:
+                target = os.readlink(f"/proc/{pid}/fd/{fd}")
+            except OSError:
+                continue
+            if target.startswith("socket:["):
+                inodes.add(target[8:-1])
+    except OSError:
+        return -1
+    held = 0
+    for table in ("/proc/net/udp", "/proc/net/udp6"):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            parts = line.split()
+            port = int(parts[1].rsplit(":", 1)[1], 16)
+            if parts[9] in inodes and RTP_PORTS[0] <= port <= RTP_PORTS[1]:
+                held += 1
+    return held
+
+
+def sip_ping(port: int, timeout: float) -> bool:
+    """Send OPTIONS until a response comes back or the time runs out."""
+    deadline = time.monotonic() + timeout
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind((HOST, 0))
+        s.settimeout(0.2)
+        me = s.getsockname()[1]
+        for n in range(1000):
+            if time.monotonic() > deadline:
+                return False
+            msg = (f"OPTIONS sip:ping@{HOST}:{port} SIP/2.0\r\n"
+                   f"Via: SIP/2.0/UDP {HOST}:{me};branch=z9hG4bKbenchping{n}\r\n"
+                   f"From: <sip:bench@{HOST}>;tag=bench{n}\r\nTo: <sip:ping@{HOST}:{port}>\r\n"
+                   f"Call-ID: benchping{n}@{HOST}\r\nCSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\n"
+                   "Content-Length: 0\r\n\r\n")
+            s.sendto(msg.encode(), (HOST, port))
+            try:
+                if s.recv(65535).startswith(b"SIP/2.0 "):
+                    return True
+            except OSError:
+                time.sleep(0.1)
+    return False
+
+
+PIN: dict[str, list[str]] = {"server": [], "sipp": []}  # taskset prefixes, set by --pin
+
+
+class Proc:
+    """A child process we started; stop() ends it (and only it) by its pid."""
+
+    def __init__(self, name: str, argv: list[str], log: Path, **kw: object) -> None:
+        self.name = name
+        self.port = 0
+        argv = PIN["sipp" if name.startswith("sipp") else "server"] + argv
+        self.log = log
+        self.fh = open(log, "wb")  # noqa: SIM115 - closed in stop()
+        self.p = subprocess.Popen(argv, stdout=self.fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                  **kw)  # type: ignore[call-overload]
+
+    @property
+    def pid(self) -> int:
+        return self.p.pid
+
+    def alive(self) -> bool:
+        return self.p.poll() is None
+
+    def stop(self) -> None:
+        if self.p.poll() is None:
+            self.p.send_signal(signal.SIGTERM)
+            try:
+                self.p.wait(5)
+            except subprocess.TimeoutExpired:
+                self.p.kill()
+                self.p.wait(5)
+        self.fh.close()
+
+
+# --- one step ------------------------------------------------------------------------------------
+
+
+@dataclass
+class Step:
+    rate: int
+    placed: int = 0
+    completed: int = 0
+    failed: int = 0
+    seconds: float = 0.0
+    cpu: float = 0.0          # server CPU, fraction of one core
+    sipp_cpu: float = 0.0     # UAC + UAS
+    other_cpu: float = 0.0    # everything else on the machine, in cores
+    drops_server: int = 0     # datagrams the kernel dropped on the server's SIP socket (full buffer)
+    drops_sipp: int = 0       # ... on the UAC's and UAS's sockets
+    held_rtp: int | None = None
+    reasons: dict[str, int] = field(default_factory=dict)
+    note: str = ""
+
+    @property
+    def cps(self) -> float:
+        return self.completed / self.seconds if self.seconds else 0.0
+
+    @property
+    def per_core(self) -> float:
+        return self.cps / self.cpu if self.cpu > 0.01 else 0.0
+
+    @property
+    def fail_ratio(self) -> float:
+        return self.failed / self.placed if self.placed else 1.0
+
+
+def run_step(work: Path, tag: str, rate: int, args: argparse.Namespace, server_pid: int, server_port: int,
+             uac_port: int, uas: Proc, sdp: bool, profile: bool) -> Step:
+    step = Step(rate)
+    total = max(1, int(rate * args.seconds))
+    limit = max(50, int(rate * (args.hold_ms / 1000 + 2)))  # concurrent-call cap: headroom for 2 s latency
+    stats = work / f"{tag}_{rate}_stat.csv"
+    screen = work / f"{tag}_{rate}_screen.log"
+    for f in (stats, screen):
+        f.unlink(missing_ok=True)
+    argv = ["sipp", "-sf", str(work / f"uac_{'sdp' if sdp else 'nosdp'}.xml"), "-i", HOST, "-p", str(uac_port),
+            "-s", "1000", f"{HOST}:{server_port}", "-r", str(rate), "-m", str(total), "-l", str(limit),
+            "-d", str(args.hold_ms), "-nostdin", "-recv_timeout", "8000", "-timeout", f"{int(args.seconds) + 15}s",
+            "-trace_stat", "-stf", str(stats), "-fd", "3600", "-trace_screen", "-screen_file", str(screen),
+            "-trace_err", "-error_file", str(work / f"{tag}_{rate}_errors.log")]
+    spy = None
+    if profile:
+        if shutil.which("py-spy") is None:
+            print("  (--profile: py-spy is not installed: pip install py-spy)")
+        else:
+            out = work / f"{tag}_{rate}_profile.txt"
+            spy = subprocess.Popen(["py-spy", "record", "-d", str(int(args.seconds)), "-r", "200", "-p",
+                                    str(server_pid), "-o", str(out), "-f", "raw"],
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            step.note = f"profile {out.name}"
+    ports = (server_port, uac_port, uas.port)
+    _child_cpu_delta()
+    d0, m0 = udp_drops(ports), machine_busy()
+    s0, u0, t0 = cpu_ticks(server_pid), cpu_ticks(uas.pid), time.monotonic()
+    uac = subprocess.Popen(PIN["sipp"] + argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                           stdin=subprocess.DEVNULL)
+    try:
+        uac.wait(timeout=args.seconds + 25)
+    except subprocess.TimeoutExpired:
+        uac.kill()
+        uac.wait(5)
+        step.note = "SIPp killed (did not finish)"
+    t1 = time.monotonic()
+    s1, u1, m1, d1 = cpu_ticks(server_pid), cpu_ticks(uas.pid), machine_busy(), udp_drops(ports)
+    step.seconds = t1 - t0
+    step.cpu = (s1 - s0) / CLK_TCK / step.seconds
+    uac_cpu = _child_cpu_delta()  # the UAC has exited and been reaped: its CPU is in our rusage
+    step.sipp_cpu = ((u1 - u0) / CLK_TCK + uac_cpu) / step.seconds
+    step.other_cpu = max(0.0, (m1 - m0) / step.seconds - step.cpu - step.sipp_cpu)
+    step.drops_server = d1[server_port] - d0[server_port]
+    step.drops_sipp = d1[uac_port] - d0[uac_port] + d1[uas.port] - d0[uas.port]
+    if spy is not None:
+        try:
+            spy.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            spy.kill()
+            spy.wait(5)
+    _read_stats(stats, step, total)
+    return step
+
+
+_last_rusage = [0.0]
+
+
+def _child_cpu_delta() -> float:
+    """CPU seconds of our reaped children (the SIPp UACs) since the last call."""
+    import resource
+
+    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+    now = ru.ru_utime + ru.ru_stime
+    delta, _last_rusage[0] = now - _last_rusage[0], now
+    return delta
+
+
+def _read_stats(path: Path, step: Step, total: int) -> None:
+    try:
+        rows = list(csv.reader(path.open(), delimiter=";"))
+    except OSError:
+        rows = []
+    if len(rows) < 2:
+        step.failed = total
+        step.placed = total
+        step.note = (step.note + "; " if step.note else "") + "no SIPp statistics"
+        return
+    head, last = rows[0], rows[-1]
+
+    def val(name: str) -> int:
+        try:
+            return int(float(last[head.index(name)]))
+        except (ValueError, IndexError):
+            return 0
+
+    step.placed = val("OutgoingCall(C)")
+    step.completed = val("SuccessfulCall(C)")
+    step.failed = step.placed - step.completed  # failed, plus any still running when SIPp stopped
+    for i, name in enumerate(head):
+        if name.startswith("Failed") and name.endswith("(C)") and name != "FailedCall(C)":
+            try:
+                n = int(float(last[i]))
+            except ValueError:
+                continue
+            if n:
+                step.reasons[name[6:-3]] = n
+
+
+def settle(pid: int, limit: float) -> None:
+    """Wait until the server uses under 3 % of a core over 0.3 s (its leftover calls are done)."""
+    deadline = time.monotonic() + limit
+    for _ in range(1000):
+        if time.monotonic() > deadline:
+            return
+        a = cpu_ticks(pid)
+        time.sleep(0.3)
+        if (cpu_ticks(pid) - a) / CLK_TCK / 0.3 < 0.03:
+            return
+
+
+# --- servers -------------------------------------------------------------------------------------
+
+
+def start_callflow(work: Path, tag: str, port: int, uac_port: int, uas_port: int) -> Proc:
+    env = dict(os.environ, CALLFLOW_BENCH_UAC=f"{HOST}:{uac_port}", CALLFLOW_BENCH_UAS=f"{HOST}:{uas_port}",
+               PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    argv = [sys.executable, "-m", "runtime.cli", "run", str(FLOW), "--listen", f"{HOST}:{port}",
+            "--rtp-ports", f"{RTP_PORTS[0]}-{RTP_PORTS[1]}", "--log-level", "warning"]
+    return Proc("callflow", argv, work / f"{tag}.log", cwd=str(ROOT), env=env)
+
+
+def start_kamailio(work: Path, port: int, uas_port: int, workers: int) -> Proc:
+    mpath = next((p for p in ("/usr/lib/x86_64-linux-gnu/kamailio/modules", "/usr/lib/kamailio/modules",
+                              "/usr/local/lib64/kamailio/modules") if Path(p).is_dir()), "")
+    cfg = work / "kamailio.cfg"
+    cfg.write_text(KAMAILIO_CFG.format(children=workers, host=HOST, port=port, mpath=mpath, uas_host=HOST,
+                                       uas_port=uas_port))
+    run = work / "kamailio-run"
+    run.mkdir(exist_ok=True)
+    argv = ["kamailio", "-f", str(cfg), "-DD", "-E", "-n", str(workers), "-m", "256", "-M", "16",
+            "-P", str(run / "kamailio.pid"), "-Y", str(run)]
+    return Proc("kamailio", argv, work / "kamailio.log")
+
+
+def start_uas(work: Path, port: int, sdp: bool, tag: str) -> Proc:
+    argv = ["sipp", "-sf", str(work / f"uas_{'sdp' if sdp else 'nosdp'}.xml"), "-i", HOST, "-p", str(port),
+            "-nostdin", "-timeout", "170s", "-trace_screen", "-screen_file", str(work / f"uas_{tag}_screen.log")]
+    uas = Proc("sipp-uas", argv, work / f"uas_{tag}.log")
+    uas.port = port
+    return uas
+
+
+# --- the series ----------------------------------------------------------------------------------
+
+
+def series(name: str, tag: str, rates: list[int], args: argparse.Namespace, work: Path, started: float,
+           sdp: bool, kind: str) -> list[Step]:
+    server_port, uac_port, uas_port = free_udp_port(), free_udp_port(), free_udp_port()
+    uas = start_uas(work, uas_port, sdp, tag)
+    if kind == "callflow":
+        server = start_callflow(work, tag, server_port, uac_port, uas_port)
+    else:
+        server = start_kamailio(work, server_port, uas_port, args.kamailio_workers)
+    steps: list[Step] = []
+    try:
+        if not sip_ping(server_port, 15) or not server.alive():
+            print(f"{name}: did not answer OPTIONS on {HOST}:{server_port}; log {server.log}:")
+            print(server.log.read_text(errors="replace")[-2000:])
+            return steps
+        print(f"\n{name}: pid {server.pid} on {HOST}:{server_port}; SIPp UAC {HOST}:{uac_port} -> "
+              f"UAS {HOST}:{uas_port}; {'SDP offer/answer' if sdp else 'no SDP'}; hold {args.hold_ms} ms")
+        print(HEADER)
+        print("-" * len(HEADER))
+        for rate in rates:
+            left = BUDGET - (time.monotonic() - started)
+            if left < args.seconds + 8:
+                print(f"{rate:>8}  skipped: {left:.0f} s left of the {BUDGET:.0f} s budget")
+                continue
+            step = run_step(work, tag, rate, args, server.pid, server_port, uac_port, uas, sdp,
+                            profile=kind == "callflow" and sdp and rate == args.profile)
+            settle(server.pid, 6)
+            if kind == "callflow":
+                step.held_rtp = held_rtp_sockets(server.pid)
+            if not server.alive():
+                step.note = (step.note + "; " if step.note else "") + f"SERVER EXITED (code {server.p.poll()})"
+            steps.append(step)
+            print(row(step))
+            if not server.alive():
+                break
+            if step.fail_ratio > MAX_FAIL:
+                print(f"{'':>8}  stop: {100 * step.fail_ratio:.1f} % of calls failed (> {100 * MAX_FAIL:.0f} %)")
+                break
+            if step.cps < MIN_ACHIEVED * rate:
+                print(f"{'':>8}  stop: completed {step.cps:.0f} calls/s of {rate} offered (saturated)")
+                break
+    finally:
+        server.stop()
+        uas.stop()
+    return steps
+
+
+HEADER = (f"{'offered':>8} {'placed':>7} {'completed':>9} {'failed':>7} {'calls/s':>8} {'server CPU':>10} "
+          f"{'calls/s/core':>12} {'SIPp CPU':>8} {'other CPU':>9} {'drops srv/SIPp':>14} {'RTP held':>8}  notes")
+
+
+def row(s: Step) -> str:
+    reasons = ", ".join(f"{k} {v}" for k, v in sorted(s.reasons.items(), key=lambda kv: -kv[1]))
+    notes = "; ".join(x for x in (reasons, s.note) if x)
+    held = "" if s.held_rtp is None else str(s.held_rtp)
+    return (f"{s.rate:>8} {s.placed:>7} {s.completed:>9} {s.failed:>7} {s.cps:>8.0f} {100 * s.cpu:>9.0f}% "
+            f"{s.per_core:>12.0f} {100 * s.sipp_cpu:>7.0f}% {100 * s.other_cpu:>8.0f}% "
+            f"{f'{s.drops_server}/{s.drops_sipp}':>14} {held:>8}  {notes}")
+
+
+def best(steps: list[Step]) -> Step | None:
+    clean = [s for s in steps if s.fail_ratio <= MAX_FAIL and s.cps >= MIN_ACHIEVED * s.rate]
+    return max(clean, key=lambda s: s.cps) if clean else None
+
+
+def log_findings(path: Path) -> list[str]:
+    """Distinct warning/error lines of a server log, with counts (call ids and numbers folded)."""
+    try:
+        text = path.read_text(errors="replace")
+    except OSError:
+        return []
+    counts: dict[str, int] = {}
+    for line in text.splitlines():
+        if re.search(r"WARNING|ERROR|CRITICAL|Traceback|Error", line):
+            key = re.sub(r"^\S+ \S+ ", "", line)
+            key = re.sub(r"\b[0-9a-f]{8}\b|\d+", "N", key)[:160]
+            counts[key] = counts.get(key, 0) + 1
+    return [f"{n:>7} x {k}" for k, n in sorted(counts.items(), key=lambda kv: -kv[1])[:8]]
+
+
+def parse_rates(text: str) -> list[int]:
+    return [int(x) for x in text.split(",") if x.strip()]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rates", type=parse_rates, default=parse_rates("100,200,300,600,900"),
+                        help="Callflow's offered rates, calls/s (default 100,200,300,600,900)")
+    parser.add_argument("--kamailio-rates", type=parse_rates, default=parse_rates("600,1200,1800,3600"),
+                        help="Kamailio's offered rates (default 600,1200,1800,3600)")
+    parser.add_argument("--seconds", type=float, default=10.0, help="length of each step (default 10)")
+    parser.add_argument("--hold-ms", type=int, default=0, help="time between ACK and BYE (default 0)")
+    parser.add_argument("--media", choices=["sdp", "both"], default="both",
+                        help="both (default): Callflow also without SDP after the SDP series")
+    parser.add_argument("--kamailio-workers", type=int, default=1, help="Kamailio UDP workers (default 1)")
+    parser.add_argument("--no-kamailio", action="store_true", help="skip the Kamailio series")
+    parser.add_argument("--profile", type=int, metavar="RATE",
+                        help="py-spy record Callflow during its SDP step at RATE (raw stacks in the work dir)")
+    parser.add_argument("--pin", choices=["on", "off"], default="on" if (os.cpu_count() or 1) >= 2 else "off",
+                        help="on (default with 2+ CPUs): server on CPU 0, SIPp on CPU 1 (taskset), so the load "
+                             "generator does not preempt the server on its core")
+    parser.add_argument("--work-dir", help="where SIPp and server files go (default: a new temp dir)")
+    args = parser.parse_args()
+    if not 1 <= args.seconds <= 30:
+        parser.error("--seconds must be within 1..30")
+
+    missing = [name for name in ("sipp",) + (() if args.no_kamailio else ("kamailio",)) if shutil.which(name) is None]
+    if missing:
+        print(f"calls_per_second: {', '.join(missing)} not installed. Install with:\n"
+              "    apt-get install -y sip-tester kamailio    # Debian's SIPp package is named sip-tester\n"
+              "(or pass --no-kamailio to measure Callflow alone)", file=sys.stderr)
+        return 2
+
+    if args.pin == "on" and shutil.which("taskset"):
+        PIN["server"], PIN["sipp"] = ["taskset", "-c", "0"], ["taskset", "-c", "1"]
+    started = time.monotonic()
+    work = Path(args.work_dir) if args.work_dir else Path(tempfile.mkdtemp(prefix="callflow-cps-"))
+    work.mkdir(parents=True, exist_ok=True)
+    for sdp in (True, False):
+        suffix = "sdp" if sdp else "nosdp"
+        (work / f"uac_{suffix}.xml").write_text(uac_xml(sdp))
+        (work / f"uas_{suffix}.xml").write_text(uas_xml(sdp))
+    _child_cpu_delta()
+
+    sipp_version = subprocess.run(["sipp", "-v"], capture_output=True, text=True).stdout.strip().splitlines()
+    commit = subprocess.run(["git", "-C", str(ROOT), "describe", "--always", "--dirty"], capture_output=True,
+                            text=True).stdout.strip()
+    print(f"calls per second: {os.cpu_count()} CPUs; {args.seconds:g} s per step; hold {args.hold_ms} ms; "
+          f"SIPp {sipp_version[0].split()[1] if sipp_version else '?'}; Callflow {commit or '?'}; work dir {work}")
+    print(f"Callflow: one process, {FLOW.relative_to(ROOT)}, --log-level warning (logging cost not measured), "
+          f"--rtp-ports {RTP_PORTS[0]}-{RTP_PORTS[1]}")
+    if not args.no_kamailio:
+        print(f"Kamailio: stateful proxy (tm, sl, rr; record_route, t_relay), {args.kamailio_workers} UDP worker "
+              f"(-n {args.kamailio_workers}); CPU summed over all its processes")
+    if PIN["server"]:
+        print("pinned: server on CPU 0, SIPp UAC and UAS on CPU 1 (taskset; --pin off to let them float)")
+    load1 = Path("/proc/loadavg").read_text().split()[0]
+    print(f"machine load average (1 min) before the run: {load1}; 'other CPU' below is what the rest of the "
+          "machine used during each step: figures taken beside other load understate the servers")
+    print(f"stepping stops after > {100 * MAX_FAIL:.0f} % failed calls or < {100 * MIN_ACHIEVED:.0f} % of the "
+          "offered rate completed; CPU % is of one core")
+
+    results: dict[str, list[Step]] = {}
+    results["Callflow, SDP (B2BUA + RTP relay)"] = series(
+        "Callflow, SDP (B2BUA + RTP relay)", "callflow_sdp", args.rates, args, work, started, True, "callflow")
+    if not args.no_kamailio:
+        results["Kamailio, SDP (stateful proxy)"] = series(
+            "Kamailio, SDP (stateful proxy)", "kamailio", args.kamailio_rates, args, work, started, True, "kamailio")
+    if args.media == "both":
+        results["Callflow, no SDP (signalling only)"] = series(
+            "Callflow, no SDP (signalling only)", "callflow_nosdp", args.rates, args, work, started, False,
+            "callflow")
+
+    print(f"\nsummary (best step with <= {100 * MAX_FAIL:.0f} % failed and >= {100 * MIN_ACHIEVED:.0f} % of the "
+          "offered rate completed):")
+    for name, steps in results.items():
+        b = best(steps)
+        if b is None:
+            print(f"  {name:<36} no clean step")
+        else:
+            print(f"  {name:<36} {b.cps:>6.0f} calls/s at {100 * b.cpu:.0f} % CPU = {b.per_core:.0f} calls/s per core")
+    print(f"  target: Callflow >= {TARGET} calls/s through one process; reference figures: {PEERS}")
+    for tag in ("callflow_sdp", "callflow_nosdp"):
+        findings = log_findings(work / f"{tag}.log")
+        if findings:
+            print(f"\nCallflow log warnings/errors ({work / f'{tag}.log'}):")
+            print("\n".join(findings))
+    print(f"\ntotal {time.monotonic() - started:.0f} s; SIPp screens, stats and logs in {work}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
