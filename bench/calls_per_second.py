@@ -18,9 +18,12 @@ rate fell below 90 % of the offered rate (the server saturated). Between steps t
 the server is idle again. Series: Callflow with SDP bodies (media relay allocates ports), Kamailio
 with the same scenario, then Callflow without SDP (signalling only; --media sdp skips it).
 
-Per step: offered rate, calls placed, completed, failed, completed calls/s, the server's CPU %
-(utime+stime deltas from /proc/PID/stat, summed over the process and its children: Kamailio's
-workers, timers and main process), calls/s per core (completed calls/s / CPU fraction) and SIPp's
+Per step: offered rate, calls placed, completed, failed (totals of the step); completed calls/s and
+the server's CPU % over the steady window (1 s after the start to the end of the offered load, from
+SIPp's per-second stats and /proc/PID/stat utime+stime samples, summed over the process and its
+children: Kamailio's workers, timers and main process), so the tail of a step (a failed call waits
+8 s for SIPp's receive timeout) does not drag them down; calls/s per core (completed calls/s / CPU
+fraction); the kernel's receive-buffer drops on the server's and SIPp's SIP sockets; and SIPp's
 own CPU % (on 2 cores the load generator competes with the server). For Callflow also the RTP
 sockets it still holds once idle after the step (should be 0: a leak check for the media relay).
 
@@ -394,10 +397,7 @@ class Step:
     held_rtp: int | None = None
     reasons: dict[str, int] = field(default_factory=dict)
     note: str = ""
-
-    @property
-    def cps(self) -> float:
-        return self.completed / self.seconds if self.seconds else 0.0
+    cps: float = 0.0          # completed calls/s over the steady window (whole step if no periodic stats)
 
     @property
     def per_core(self) -> float:
@@ -420,7 +420,7 @@ def run_step(work: Path, tag: str, rate: int, args: argparse.Namespace, server_p
     argv = ["sipp", "-sf", str(work / f"uac_{'sdp' if sdp else 'nosdp'}.xml"), "-i", HOST, "-p", str(uac_port),
             "-s", "1000", f"{HOST}:{server_port}", "-r", str(rate), "-m", str(total), "-l", str(limit),
             "-d", str(args.hold_ms), "-nostdin", "-recv_timeout", "8000", "-timeout", f"{int(args.seconds) + 15}s",
-            "-trace_stat", "-stf", str(stats), "-fd", "3600", "-trace_screen", "-screen_file", str(screen),
+            "-trace_stat", "-stf", str(stats), "-fd", "1", "-trace_screen", "-screen_file", str(screen),
             "-trace_err", "-error_file", str(work / f"{tag}_{rate}_errors.log")]
     spy = None
     if profile:
@@ -438,16 +438,20 @@ def run_step(work: Path, tag: str, rate: int, args: argparse.Namespace, server_p
     s0, u0, t0 = cpu_ticks(server_pid), cpu_ticks(uas.pid), time.monotonic()
     uac = subprocess.Popen(PIN["sipp"] + argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                            stdin=subprocess.DEVNULL)
-    try:
-        uac.wait(timeout=args.seconds + 25)
-    except subprocess.TimeoutExpired:
+    samples = [(time.time(), s0)]  # (epoch, server CPU ticks), to cut the steady window out afterwards
+    for _ in range(int((args.seconds + 25) / 0.25)):
+        if uac.poll() is not None:
+            break
+        time.sleep(0.25)
+        samples.append((time.time(), cpu_ticks(server_pid)))
+    if uac.poll() is None:
         uac.kill()
         uac.wait(5)
         step.note = "SIPp killed (did not finish)"
     t1 = time.monotonic()
     s1, u1, m1, d1 = cpu_ticks(server_pid), cpu_ticks(uas.pid), machine_busy(), udp_drops(ports)
     step.seconds = t1 - t0
-    step.cpu = (s1 - s0) / CLK_TCK / step.seconds
+    step.cpu = (s1 - s0) / CLK_TCK / step.seconds  # whole step; _steady narrows it to the steady window
     uac_cpu = _child_cpu_delta()  # the UAC has exited and been reaped: its CPU is in our rusage
     step.sipp_cpu = ((u1 - u0) / CLK_TCK + uac_cpu) / step.seconds
     step.other_cpu = max(0.0, (m1 - m0) / step.seconds - step.cpu - step.sipp_cpu)
@@ -460,7 +464,51 @@ def run_step(work: Path, tag: str, rate: int, args: argparse.Namespace, server_p
             spy.kill()
             spy.wait(5)
     _read_stats(stats, step, total)
+    _steady(stats, step, samples, args.seconds)
     return step
+
+
+def _steady(path: Path, step: Step, samples: list[tuple[float, int]], seconds: float) -> None:
+    """Completed calls/s and server CPU over the steady window, from 1 s after SIPp started to the end
+    of its offered load. The tail after it (a failed call waits 8 s for its receive timeout) would
+    otherwise drag both figures down and hide a server that kept up."""
+    rows = _stat_rows(path)
+    if len(rows) < 3 or len(samples) < 3:
+        return
+    start = rows[0][0]
+    inside = [r for r in rows if start + 1 <= r[0] <= start + seconds + 0.5]
+    if len(inside) < 2:
+        return
+    (ta, done_a), (tb, done_b) = inside[0], inside[-1]
+
+    def ticks_at(t: float) -> int:
+        return min(samples, key=lambda s: abs(s[0] - t))[1]
+
+    span = tb - ta
+    step.cps = (done_b - done_a) / span
+    step.cpu = (ticks_at(tb) - ticks_at(ta)) / CLK_TCK / span
+
+
+def _stat_rows(path: Path) -> list[tuple[float, int]]:
+    """(epoch of the dump, successful calls so far) for each periodic row of a SIPp stat file."""
+    try:
+        rows = list(csv.reader(path.open(), delimiter=";"))
+    except OSError:
+        return []
+    if not rows:
+        return []
+    head = rows[0]
+    try:
+        when, ok = head.index("CurrentTime"), head.index("SuccessfulCall(C)")
+    except ValueError:
+        return []
+    out = []
+    for r in rows[1:]:
+        try:
+            out.append((float(r[when].split()[-1]), int(r[ok])))
+        except (ValueError, IndexError):
+            continue
+    return out
 
 
 _last_rusage = [0.0]
@@ -496,6 +544,7 @@ def _read_stats(path: Path, step: Step, total: int) -> None:
 
     step.placed = val("OutgoingCall(C)")
     step.completed = val("SuccessfulCall(C)")
+    step.cps = step.completed / step.seconds if step.seconds else 0.0
     step.failed = step.placed - step.completed  # failed, plus any still running when SIPp stopped
     for i, name in enumerate(head):
         if name.startswith("Failed") and name.endswith("(C)") and name != "FailedCall(C)":
