@@ -45,6 +45,8 @@ from .transport import ListenSpec, SipEndpoint
 log = logging.getLogger("callflow.engine")
 
 ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, REGISTER, UPDATE, INFO, MESSAGE, NOTIFY, REFER"
+LAG_PROBE = 0.1        # seconds between event-loop lag probes
+OVERLOAD_LAG = 0.3     # a timer this late means the loop is saturated: shed new calls
 KNOWN_METHODS = frozenset({"INVITE", "ACK", "CANCEL", "BYE", "OPTIONS", "REGISTER", "UPDATE", "INFO",
                            "MESSAGE", "NOTIFY", "REFER", "SUBSCRIBE", "PUBLISH", "PRACK"})
 
@@ -89,6 +91,8 @@ class Engine:
         self.program: object = None
         self.router: Callable[[CallSession], None] = lambda call: call.reject(404, "Not Found (no routing)")
         self._line_starts: set[asyncio.Task] = set()
+        self.overloaded = False
+        self._lag_timer: asyncio.TimerHandle | None = None
 
     # ---- lifecycle -------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -101,8 +105,16 @@ class Engine:
                      self.advertise)
         self.port = self.ports.get("udp") or next(iter(self.ports.values()))
         self.layer.tcp_for_large = "tcp" in self.ports
+        self._probe_lag(self.now())
 
     async def stop(self) -> None:
+        """End the calls (BYE, CANCEL or 503 as their state needs), unregister the lines, close."""
+        for call in list(self.calls.values()):
+            call.hangup()
+        for _ in range(40):  # bounded: a peer that never answers its BYE does not hold up a shutdown
+            if not self.calls:
+                break
+            await asyncio.sleep(0.05)
         for line in self.lines.values():
             line.stop()
         self.endpoint.pump()
@@ -111,11 +123,26 @@ class Engine:
             if not any(line.unregistering for line in self.lines.values()):
                 break
             await asyncio.sleep(0.05)
+        if self._lag_timer is not None:
+            self._lag_timer.cancel()
         self.endpoint.close()
         await self.media.close()
 
     def now(self) -> float:
         return self.endpoint.loop.time()
+
+    def _probe_lag(self, expected: float) -> None:
+        """Watch how late the event loop runs a timer: when it falls far behind, new calls get 503
+        so the calls already up (and their retransmissions) are not drowned (RFC 3261 21.5.4)."""
+        lag = self.now() - expected
+        if lag > OVERLOAD_LAG and not self.overloaded:
+            self.overloaded = True
+            log.warning("event=overload lag_ms=%d action=%s", lag * 1000, '"new calls get 503"')
+        elif lag < OVERLOAD_LAG / 4 and self.overloaded:
+            self.overloaded = False
+            log.warning("event=overload_over lag_ms=%d", lag * 1000)
+        due = self.now() + LAG_PROBE
+        self._lag_timer = self.endpoint.loop.call_at(due, self._probe_lag, due)
 
     # ---- the SDK facade ----------------------------------------------------------------------------
     def add_user(self, name: str, password: str, caller_id: str | None = None,
@@ -245,6 +272,9 @@ class Engine:
 
     def _on_invite(self, event: RequestReceived, txn: ServerTransaction) -> None:
         req = txn.request
+        if self.overloaded:
+            self.respond(txn, 503, "Service Unavailable (overloaded)", [("Retry-After", "2")])
+            return
         line = self.line_for_source(txn.peer)
         if line is not None:
             peer_type, peer_name = "LINE", line.config.name
