@@ -8,10 +8,11 @@ that keeps a dialog's messages in order even when a step awaits the media backen
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import secrets
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -143,6 +144,7 @@ class CallSession:
         self.closed_event = asyncio.Event()
         self._queue: deque[tuple[Callable[..., object], tuple]] = deque()
         self._running = False
+        self._tasks: set[asyncio.Task] = set()  # type: ignore[type-arg]
         uri = self.invite.request_uri
         self.caller_id = self.invite.from_.uri.user or ""
         self.caller_name = self.invite.from_.display
@@ -150,12 +152,15 @@ class CallSession:
 
     # ---- the serial executor ---------------------------------------------------------------------
     def post(self, fn: Callable[..., object], *args: object) -> None:
+        """Run `fn` after every step posted before it. Steps run at once (no task, no loop turn)
+        unless one really waits (the media backend doing I/O): then it, and whatever was posted
+        meanwhile, continue in a task, still in order."""
         self._queue.append((fn, args))
         if not self._running:
             self._running = True
-            asyncio.get_running_loop().create_task(self._drain())
+            self._run()
 
-    async def _drain(self) -> None:
+    def _run(self) -> None:
         try:
             for _ in range(1_000_000):
                 if not self._queue:
@@ -163,15 +168,46 @@ class CallSession:
                 fn, args = self._queue.popleft()
                 try:
                     result = fn(*args)
-                    if isinstance(result, Awaitable):
-                        await result
+                    if inspect.iscoroutine(result):
+                        try:
+                            waiting_on = result.send(None)
+                        except StopIteration:
+                            continue  # finished without waiting: the common case
+                        task = asyncio.get_running_loop().create_task(self._resume(fn, result, waiting_on))
+                        self._tasks.add(task)
+                        task.add_done_callback(self._tasks.discard)
+                        return
                 except Exception:
-                    log.exception("call=%s internal error in %s", self.id, getattr(fn, "__name__", fn))
-                    self._internal_failure()
-                finally:
-                    self.engine.endpoint.pump()
-        finally:
+                    self._step_failed(fn)
             self._running = False
+        finally:
+            self.engine.endpoint.pump()
+
+    async def _resume(self, fn: Callable[..., object], coro: Coroutine[object, object, object],
+                      waiting_on: object) -> None:
+        """Drive a step's coroutine on from where it first waited, as a Task would, then go on
+        with the queue. Only asyncio futures (or a bare yield) are awaited by our steps."""
+        try:
+            for _ in range(1_000_000):
+                if isinstance(waiting_on, asyncio.Future):
+                    waiting_on._asyncio_future_blocking = False
+                    await asyncio.wait((waiting_on,))
+                else:
+                    await asyncio.sleep(0)
+                try:
+                    waiting_on = coro.send(None)  # the future's own __await__ returns or raises its result
+                except StopIteration:
+                    break
+        except Exception:
+            self._step_failed(fn)
+        self._run()
+
+    def _step_failed(self, fn: Callable[..., object]) -> None:
+        log.exception("call=%s internal error in %s", self.id, getattr(fn, "__name__", fn))
+        try:
+            self._internal_failure()
+        except Exception:
+            log.exception("call=%s could not end after an internal error", self.id)
 
     # ---- setup and routing ---------------------------------------------------------------------------
     async def start(self) -> None:
