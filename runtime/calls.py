@@ -356,6 +356,8 @@ class CallSession:
         return True
 
     def _fork_failed(self, leg: OutboundLeg, failure: Failure) -> None:
+        if leg not in self.forks:
+            return  # a fork of an earlier attempt (cancelled on no answer) ending late
         self.last_failure = failure
         if self.state != "dialing":
             return
