@@ -284,7 +284,7 @@ class CallSession:
             if status == 100:
                 return
             leg.provisional = True
-            if resp.to.tag:
+            if resp.to_tag:
                 leg.dialog = Dialog.as_uac(leg.invite, resp)
             if leg.cancel_pending:
                 self._send_cancel(leg)

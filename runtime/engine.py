@@ -210,12 +210,12 @@ class Engine:
         txn = event.transaction
         method = req.method
         if txn is None:  # an ACK for a 2xx: the dialog's business
-            entry = self.dialogs.get((req.call_id, req.to.tag or ""))
+            entry = self.dialogs.get((req.call_id, req.to_tag or ""))
             if entry is not None and entry[1] == 0:
                 call = entry[0]
                 call.post(call.ack_from_a, req)
             return
-        to_tag = req.to.tag
+        to_tag = req.to_tag
         if method == "REGISTER":
             self._on_register(txn)
         elif method == "CANCEL":
@@ -318,7 +318,7 @@ class Engine:
 
     def _stray_2xx(self, resp: Response, source: Address) -> None:
         """A retransmitted 2xx for an INVITE of ours: the ACK was lost, send it again."""
-        entry = self.dialogs.get((resp.call_id, resp.from_.tag or ""))
+        entry = self.dialogs.get((resp.call_id, resp.from_tag or ""))
         if entry is None:
             return
         call, leg_index = entry

@@ -34,7 +34,7 @@ class Dialog:
         return cls(
             call_id=invite.call_id,
             local_tag=local_tag,
-            remote_tag=invite.from_.tag,
+            remote_tag=invite.from_tag,
             local_uri=_strip_tag(invite.headers.get("to") or ""),
             remote_uri=_strip_tag(invite.headers.get("from") or ""),
             remote_target=target,
@@ -50,8 +50,8 @@ class Dialog:
         target = str(contacts[0].uri) if contacts else invite.uri
         return cls(
             call_id=invite.call_id,
-            local_tag=invite.from_.tag or "",
-            remote_tag=response.to.tag,
+            local_tag=invite.from_tag or "",
+            remote_tag=response.to_tag,
             local_uri=_strip_tag(invite.headers.get("from") or ""),
             remote_uri=_strip_tag(response.headers.get("to") or ""),
             remote_target=target,

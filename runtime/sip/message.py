@@ -364,6 +364,16 @@ class Message:
         return self._cached("#to", lambda: _one_name_addr(self.headers, "to"))
 
     @property
+    def to_tag(self) -> str | None:
+        """The To tag without building the whole name-addr: looked up on every request to find its
+        dialog, so it stays cheap."""
+        return tag_of(self.headers.get("to") or "")
+
+    @property
+    def from_tag(self) -> str | None:
+        return tag_of(self.headers.get("from") or "")
+
+    @property
     def contacts(self) -> list[NameAddr]:
         """Contact entries; `*` (unregister all) is returned as an empty list plus `contact_star`."""
         def build() -> list[NameAddr]:
@@ -736,7 +746,7 @@ def create_response(request: Request, status: int, reason: str, *, to_tag: str |
         if key in ("via", "from", "call-id", "cseq"):
             items.append(entry)
         elif key == "to":
-            if to_tag and status != 100 and "tag" not in _to_params(entry[2]):
+            if to_tag and status != 100 and tag_of(entry[2]) is None:
                 entry = (key, entry[1], f"{entry[2]};tag={to_tag}")
             items.append(entry)
         elif key == "record-route" and 100 < status < 300:
@@ -755,11 +765,15 @@ def create_response(request: Request, status: int, reason: str, *, to_tag: str |
     return Response(status, reason, h, body)
 
 
-def _to_params(value: str) -> dict[str, str | None]:
-    try:
-        return NameAddr.parse(value).params
-    except SipSyntaxError:
-        return {"tag": None} if "tag=" in value.replace(" ", "").lower() else {}
+_TAG_RE = re.compile(r";[ \t]*tag[ \t]*=[ \t]*([^;, \t>]*)", re.I)
+
+
+def tag_of(value: str) -> str | None:
+    """The tag parameter of a From/To value: after the `>` of a name-addr, anywhere in an addr-spec
+    (whose parameters are the header's, RFC 3261 20.10). An empty `tag=` is no tag."""
+    gt = value.rfind(">")
+    m = _TAG_RE.search(value, gt + 1 if gt >= 0 else 0)
+    return m.group(1) or None if m else None
 
 
 # ---- message-level acceptance (RFC 3261 8.2 and 16.3) -------------------------------------------

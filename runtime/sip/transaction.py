@@ -411,7 +411,7 @@ class TransactionLayer:
         if branch and branch.startswith(MAGIC):
             return (branch, via.host, via.port, m)
         # RFC 2543 peers: match on the request's identity (RFC 3261 17.2.3)
-        return ("2543", req.uri, req.from_.tag, req.call_id, req.cseq[0], via.host, via.port, m)
+        return ("2543", req.uri, req.from_tag, req.call_id, req.cseq[0], via.host, via.port, m)
 
     def _set_timer(self, txn: Transaction, name: str, now: float, delay: float) -> None:
         seq = next(self._seq)
