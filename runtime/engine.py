@@ -92,6 +92,7 @@ class Engine:
         self.router: Callable[[CallSession], None] = lambda call: call.reject(404, "Not Found (no routing)")
         self._line_starts: set[asyncio.Task] = set()
         self.overloaded = False
+        self._late = False
         self._lag_timer: asyncio.TimerHandle | None = None
 
     # ---- lifecycle -------------------------------------------------------------------------------
@@ -135,12 +136,15 @@ class Engine:
         """Watch how late the event loop runs a timer: when it falls far behind, new calls get 503
         so the calls already up (and their retransmissions) are not drowned (RFC 3261 21.5.4)."""
         lag = self.now() - expected
-        if lag > OVERLOAD_LAG and not self.overloaded:
+        late = lag > OVERLOAD_LAG
+        # one late timer can be the machine descheduling us; two in a row is a saturated loop
+        if late and (self._late or lag > 3 * OVERLOAD_LAG) and not self.overloaded:
             self.overloaded = True
             log.warning("event=overload lag_ms=%d action=%s", lag * 1000, '"new calls get 503"')
         elif lag < OVERLOAD_LAG / 4 and self.overloaded:
             self.overloaded = False
             log.warning("event=overload_over lag_ms=%d", lag * 1000)
+        self._late = late
         due = self.now() + LAG_PROBE
         self._lag_timer = self.endpoint.loop.call_at(due, self._probe_lag, due)
 
