@@ -267,13 +267,22 @@ class Headers:
         """True while the fields are exactly those parsed (so the received bytes are still right)."""
         return self._src is not None and self._items == self._src
 
+    def _raw_map(self) -> dict[int, str]:
+        """Received entry -> its line as received; built once per parsed message and shared with
+        the responses made from it (the entries are the same objects)."""
+        raw_of = self._cache.get("#raw")
+        if raw_of is None:
+            raw_of = {id(entry): line for entry, line in zip(self._src or (), self._lines or (), strict=False)}
+            self._cache["#raw"] = raw_of
+        return raw_of
+
     def encode_into(self, out: list[str]) -> None:
         src = self._src
         if src is None:
             for _, name, value in self._items:
                 out.append(f"{name}: {value}\r\n")
             return
-        raw_of = {id(entry): line for entry, line in zip(src, self._lines or (), strict=False)}
+        raw_of = self._raw_map()
         for entry in self._items:
             line = raw_of.get(id(entry))
             if line is None:
@@ -762,6 +771,8 @@ def create_response(request: Request, status: int, reason: str, *, to_tag: str |
         if content_type:
             h.add("Content-Type", content_type)
     h.add("Content-Length", str(len(body)))
+    if h._src is not None:
+        h._cache["#raw"] = request.headers._raw_map()
     return Response(status, reason, h, body)
 
 
