@@ -25,6 +25,19 @@ Symmetric RTP latching (the NAT rule), per socket, so RTP and RTCP latch indepen
   the phone moved) resets the remote to it and reopens the window; the same address again (session
   refresh, hold) changes nothing.
 
+Sockets outlive calls. Binding a call's four sockets and wrapping them in the loop's transports
+cost more CPU than the rest of its setup (bench/rtp_relay.py: about 4,000 allocate + close per CPU
+second that way, 70,000 with reuse), so a leg (its RTP and RTCP socket, protocol and transport)
+that a closed call gives back stays bound on the relay's free list, and a later call takes it
+instead of binding anew. The free list hands out the leg released longest ago, and, while the
+pool still has ports no leg holds, only once it has rested ``reuse_after`` seconds: the last
+packets of the call that had it die there instead of reaching (and latching) the new call. A
+resting leg relays nothing; whatever arrives on it is dropped. A leg taken from the list starts
+like a freshly bound one: no remote, an open latch window, zeroed counters, no peer. The list
+holds at most ``max_idle_legs`` legs; a leg beyond that, a leg that lost a socket, and every leg
+when the relay closes are really closed. Ports stay the ``PortPool``'s: a resting leg's port is
+parked, free for the next call (``ports_free``, ``ports_idle``) without being bound again.
+
 Cost (bench/rtp_relay.py, uvloop, loopback): 12-18 us of CPU per relayed packet, so about 550-600
 G.711 calls (100 packets/s in, 100 out) per core. perf puts about two thirds of it in the kernel
 (recvmsg, the EAGAIN probe libuv makes after each datagram, epoll, sendmsg including loopback
@@ -39,6 +52,7 @@ import asyncio
 import errno
 import ipaddress
 import socket
+import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -52,10 +66,32 @@ __all__ = ["LATCH_WINDOW", "MediaError", "MediaLeg", "MediaRelay", "PortPool", "
 Address = tuple[Any, ...]  # (host, port) for IPv4, (host, port, flowinfo, scope_id) for IPv6
 
 LATCH_WINDOW = 16
+# legs kept bound for reuse after their call ended (at most, and at most 1/8 of the process's file
+# descriptor limit, since each holds two), and how long one rests before a new call gets it
+MAX_IDLE_LEGS = 1024
+REUSE_AFTER = 1.0
 _MAX_DATAGRAM = 65535
 # bind attempts per leg before giving up when other programs hold ports in our range
 _MAX_BIND_ATTEMPTS = 32
 _BIND_CONFLICTS = (errno.EADDRINUSE, errno.EACCES, errno.EADDRNOTAVAIL)
+
+# MediaLeg.state
+_ACTIVE = "active"  # in a session (or being wrapped for one)
+_IDLE = "idle"  # bound, on the relay's free list, relaying nothing
+_CLOSING = "closing"  # sockets closing; the port is released when the loop has closed both
+_CLOSED = "closed"
+
+
+def _default_idle_legs() -> int:
+    """MAX_IDLE_LEGS, or fewer so that resting sockets take at most a quarter of the fd limit."""
+    try:
+        import resource
+    except ImportError:  # pragma: no cover - not on Unix
+        return MAX_IDLE_LEGS
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY or soft < 0:
+        return MAX_IDLE_LEGS
+    return max(0, min(MAX_IDLE_LEGS, soft // 8))
 
 
 class PortPool:
@@ -64,6 +100,11 @@ class PortPool:
     Free ports are handed out oldest-released first, so a port just given back is reused last and late
     packets of the call that had it do not land in a new call. A port is never handed out twice: the
     pool tracks which ports are out and refuses to release one it did not hand out.
+
+    A port can also be parked: its call ended but its sockets stay bound, waiting on the relay's free
+    list for the next call. A parked port counts as free (a new call can have it) but ``allocate``
+    does not hand it out; the relay takes it back with ``unpark``, or closes its sockets and
+    ``release``s it.
     """
 
     def __init__(self, lo: int, hi: int) -> None:
@@ -76,21 +117,41 @@ class PortPool:
         self._range = f"{lo}-{hi}"
         self._free: deque[int] = deque(self._ports)
         self._in_use: set[int] = set()
+        self._parked: set[int] = set()
 
     def allocate(self) -> int:
-        """An even RTP port nobody holds; raises MediaError when all are out."""
+        """An even RTP port nobody holds or has parked; raises MediaError when there is none."""
         if not self._free:
+            if self._parked:
+                raise MediaError(f"no unbound RTP port left in {self._range}: {len(self._parked)} are parked")
             raise MediaError(f"RTP port pool exhausted: all {len(self._ports)} pairs in {self._range} are in use")
         port = self._free.popleft()
         self._in_use.add(port)
         return port
 
     def release(self, port: int) -> None:
-        """Give a port back; releasing one that is not out is a bug and raises MediaError."""
-        if port not in self._in_use:
+        """Give a port back (in use or parked); releasing one that is not out is a bug: MediaError."""
+        if port in self._in_use:
+            self._in_use.remove(port)
+        elif port in self._parked:
+            self._parked.remove(port)
+        else:
             raise MediaError(f"port {port} released but not allocated")
-        self._in_use.remove(port)
         self._free.append(port)
+
+    def park(self, port: int) -> None:
+        """A port in use whose sockets stay bound for the next call: free, but not for ``allocate``."""
+        if port not in self._in_use:
+            raise MediaError(f"port {port} parked but not in use")
+        self._in_use.remove(port)
+        self._parked.add(port)
+
+    def unpark(self, port: int) -> None:
+        """A parked port goes back into use (a new call took its bound sockets)."""
+        if port not in self._parked:
+            raise MediaError(f"port {port} unparked but not parked")
+        self._parked.remove(port)
+        self._in_use.add(port)
 
     @property
     def capacity(self) -> int:
@@ -98,7 +159,17 @@ class PortPool:
 
     @property
     def free(self) -> int:
+        """Ports a new call can have: never bound or given back, plus parked ones."""
+        return len(self._free) + len(self._parked)
+
+    @property
+    def unbound(self) -> int:
+        """Free ports with no socket bound on them: what ``allocate`` can hand out."""
         return len(self._free)
+
+    @property
+    def parked(self) -> int:
+        return len(self._parked)
 
     @property
     def in_use(self) -> int:
@@ -109,7 +180,10 @@ class PortPool:
 
 
 class _Endpoint(asyncio.DatagramProtocol):
-    """One bound socket: a leg's RTP or its RTCP. What arrives here leaves from ``peer``'s socket."""
+    """One bound socket: a leg's RTP or its RTCP. What arrives here leaves from ``peer``'s socket.
+
+    Without a peer (the leg rests on the relay's free list) it relays nothing: every packet is dropped.
+    """
 
     __slots__ = (
         "transport", "peer", "remote", "sdp_remote", "latched", "window", "latch_window",
@@ -118,18 +192,22 @@ class _Endpoint(asyncio.DatagramProtocol):
 
     def __init__(self, latch_window: int, on_lost: Callable[[], None]) -> None:
         self.transport: asyncio.DatagramTransport | None = None
+        self.latch_window = latch_window
+        self._on_lost = on_lost
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget everything about a call: as if the socket had just been bound."""
         self.peer: _Endpoint | None = None
         self.remote: Address | None = None
         self.sdp_remote: Address | None = None
         self.latched = False
-        self.latch_window = latch_window
-        self.window = latch_window
+        self.window = self.latch_window
         self.packets = 0  # received here and relayed
         self.bytes = 0
-        self.dropped = 0  # received here while the other leg's remote was unknown
+        self.dropped = 0  # received here while the other leg's remote was unknown (or while resting)
         self.foreign = 0  # from a source that is not the latched peer, after the window
         self.errors = 0
-        self._on_lost = on_lost
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -140,6 +218,7 @@ class _Endpoint(asyncio.DatagramProtocol):
 
     def datagram_received(self, data: bytes, addr: Address) -> None:
         # The hot path. Keep it this short: it runs 50 times a second per direction per call.
+        # A resting endpoint has no remote, so every packet takes the _admit branch, which drops it.
         if addr != self.remote or self.window:
             if not self._admit(addr):
                 return
@@ -154,6 +233,9 @@ class _Endpoint(asyncio.DatagramProtocol):
 
     def _admit(self, addr: Address) -> bool:
         """The latching rule (module docstring): may a packet from ``addr`` pass, and does it latch?"""
+        if self.peer is None:  # resting on the free list (or never linked): relay nothing, learn nothing
+            self.dropped += 1
+            return False
         if self.window:
             self.window -= 1
         elif self.remote is not None:
@@ -185,15 +267,22 @@ class _Endpoint(asyncio.DatagramProtocol):
 
 
 class MediaLeg:
-    """One side of a call: an RTP socket on ``local_port`` and its RTCP socket on ``local_port + 1``."""
+    """One side of a call: an RTP socket on ``local_port`` and its RTCP socket on ``local_port + 1``.
 
-    __slots__ = ("index", "local_port", "rtp", "rtcp", "_open", "_release")
+    A leg outlives its call: the relay keeps it bound on its free list and hands it to a later call.
+    ``release`` is called once, when the loop has closed both sockets (the port may be bound again).
+    """
+
+    __slots__ = ("index", "local_port", "rtp", "rtcp", "session", "state", "idle_since", "_open", "_release")
 
     def __init__(self, index: int, local_port: int, latch_window: int, release: Callable[[MediaLeg], None]):
         self.index = index
         self.local_port = local_port
         self.rtp = _Endpoint(latch_window, self._socket_lost)
         self.rtcp = _Endpoint(latch_window, self._socket_lost)
+        self.session: RelaySession | None = None
+        self.state = _ACTIVE
+        self.idle_since = 0.0
         self._open = 2
         self._release = release
 
@@ -215,8 +304,25 @@ class MediaLeg:
         """True once the RTP remote was taken from a packet's source rather than from SDP."""
         return self.rtp.latched
 
+    @property
+    def bound(self) -> bool:
+        """Both sockets open and not closing: the leg can carry (another) call."""
+        return self.state in (_ACTIVE, _IDLE) and self.rtp.transport is not None and self.rtcp.transport is not None
+
+    def reset(self) -> None:
+        self.rtp.reset()
+        self.rtcp.reset()
+
+    def close(self) -> None:
+        """Close both sockets; ``release`` follows once the loop has closed them."""
+        self.state = _CLOSING
+        for endpoint in (self.rtp, self.rtcp):
+            endpoint.peer = endpoint.remote = None  # until the loop stops reading, drop what arrives
+            if endpoint.transport is not None:
+                endpoint.transport.close()
+
     def _socket_lost(self) -> None:
-        """Both sockets closed by the loop: only now is the port truly free to bind again."""
+        """A socket closed by the loop: once both are, the port is truly free to bind again."""
         self._open -= 1
         if self._open == 0:
             self._release(self)
@@ -233,22 +339,29 @@ def _normalize(host: str, port: int, family: int) -> Address:
 
 
 class RelaySession(MediaSession):
-    """One call's relayed media: leg 0 faces the caller (channel ZERO), leg 1 the callee (channel ONE)."""
+    """One call's relayed media: leg 0 faces the caller (channel ZERO), leg 1 the callee (channel ONE).
+
+    Once closed, its legs belong to the relay again (a later call may be using them): the counters
+    keep their final values, and ``set_remote``/``anchor`` no longer touch the legs.
+    """
 
     def __init__(self, relay: MediaRelay, call_id: str, legs: tuple[MediaLeg, MediaLeg]) -> None:
         self.call_id = call_id
         self.legs = legs
         self.closed = False
         self._relay = relay
-        self._done = asyncio.get_running_loop().create_future()
-        self._pending = 2
+        self._done: asyncio.Future[None] | None = None  # made only when someone waits
+        self._pending = 0  # legs of this session whose sockets are closing
+        self._final: tuple[tuple[int, int], ...] | None = None  # counters as they were at close
 
     def set_remote(self, leg: int, addr: tuple[str, int], rtcp: tuple[str, int] | None = None) -> None:
         """Where ``leg``'s phone wants media, from its SDP; RTCP defaults to the RTP port + 1.
 
         Until that phone's packets arrive this is where we send; their source may then override it
-        (see the latching rule in the module docstring).
+        (see the latching rule in the module docstring). Ignored once the session is closed.
         """
+        if self.closed:
+            return
         family = self._relay.family
         host, port = addr
         rhost, rport = rtcp if rtcp is not None else (host, port + 1)
@@ -259,60 +372,72 @@ class RelaySession(MediaSession):
         """Learn ``from_leg``'s address from its SDP; return that SDP pointed at the other leg's ports.
 
         The first audio stream with a port is relayed; other streams (video, a second audio) are
-        answered with port 0 for now, since a session relays one RTP/RTCP pair per leg.
+        answered with port 0 for now, since a session relays one RTP/RTCP pair per leg. On a closed
+        session every stream gets port 0: its ports may already carry another call.
         """
         desc = parse_sdp(sdp)
-        stream = next(
-            (i for i, m in enumerate(desc.media) if m.kind == "audio" and m.port != 0),
-            None,
-        )
-        ports = [0] * len(desc.media)
-        if stream is not None:
-            endpoint = desc.endpoint(stream)
-            if endpoint is not None:  # None: hold by 0.0.0.0; keep sending where we were
-                rtcp_port = desc.media[stream].rtcp_port
-                self.set_remote(from_leg, endpoint, (endpoint[0], rtcp_port) if rtcp_port else None)
-            ports[stream] = self.legs[1 - from_leg].local_port
-        return rewrite_sdp(sdp, self._relay.advertise, ports)
+        media = desc.media
+        ports = [0] * len(media)
+        if not self.closed:
+            for stream, m in enumerate(media):
+                if m.kind == "audio" and m.port != 0:
+                    endpoint = desc.endpoint(stream)
+                    if endpoint is not None:  # None: hold by 0.0.0.0; keep sending where we were
+                        rtcp_port = m.rtcp_port
+                        self.set_remote(from_leg, endpoint, (endpoint[0], rtcp_port) if rtcp_port else None)
+                    ports[stream] = self.legs[1 - from_leg].local_port
+                    break
+        return rewrite_sdp(sdp, self._relay.advertise, ports, parsed=desc)
 
     # Counters, per direction: index 0 is caller -> callee (arrived on leg 0), index 1 the reverse.
     @property
     def packets(self) -> tuple[int, int]:
+        if self._final is not None:
+            return self._final[0]
         return self.legs[0].rtp.packets, self.legs[1].rtp.packets
 
     @property
     def bytes(self) -> tuple[int, int]:
+        if self._final is not None:
+            return self._final[1]
         return self.legs[0].rtp.bytes, self.legs[1].rtp.bytes
 
     @property
     def rtcp_packets(self) -> tuple[int, int]:
+        if self._final is not None:
+            return self._final[2]
         return self.legs[0].rtcp.packets, self.legs[1].rtcp.packets
 
     @property
     def dropped(self) -> tuple[int, int]:
         """Packets not relayed: the far leg's remote was unknown, or the source was foreign."""
+        if self._final is not None:
+            return self._final[3]
         return tuple(  # type: ignore[return-value]
             leg.rtp.dropped + leg.rtp.foreign + leg.rtcp.dropped + leg.rtcp.foreign for leg in self.legs
         )
 
     def close(self) -> None:
-        """Stop relaying; the ports go back to the pool once the loop has closed the sockets."""
+        """Stop relaying and give the legs back to the relay (kept bound for reuse, or closed)."""
         if self.closed:
             return
+        self._final = (self.packets, self.bytes, self.rtcp_packets, self.dropped)
         self.closed = True
-        for leg in self.legs:
-            for endpoint in (leg.rtp, leg.rtcp):
-                if endpoint.transport is not None:
-                    endpoint.transport.close()
         self._relay._session_closed(self)
+        if self._pending == 0 and self._done is not None and not self._done.done():
+            self._done.set_result(None)
 
     async def wait_closed(self) -> None:
-        """Until every socket is closed and both ports are back in the pool."""
-        await self._done
+        """Until the session is closed and both its ports are reusable (kept bound, or closed for good)."""
+        if self.closed and self._pending == 0:
+            return
+        if self._done is None:
+            self._done = asyncio.get_running_loop().create_future()
+        await asyncio.shield(self._done)
 
     def _leg_released(self) -> None:
         self._pending -= 1
-        if self._pending == 0 and not self._done.done():
+        if self._pending == 0 and self.closed and self._done is not None and not self._done.done():
             self._done.set_result(None)
 
     def __repr__(self) -> str:
@@ -321,7 +446,11 @@ class RelaySession(MediaSession):
 
 @dataclass(frozen=True)
 class RelayStats:
-    """A snapshot for status and metrics; packet totals include sessions already closed."""
+    """A snapshot for status and metrics; packet totals include sessions already closed.
+
+    ``ports_free`` counts the ports a new call can have, ``ports_idle`` those of them whose sockets
+    are still bound, resting on the relay's free list.
+    """
 
     sessions: int
     ports_in_use: int
@@ -329,10 +458,17 @@ class RelayStats:
     packets: int
     bytes: int
     dropped: int
+    ports_idle: int = 0
 
 
 class MediaRelay(MediaBackend):
-    """Allocates RelaySessions on ``host`` from ``port_range``; SDP names ``advertise`` (default: host)."""
+    """Allocates RelaySessions on ``host`` from ``port_range``; SDP names ``advertise`` (default: host).
+
+    ``max_idle_legs`` bounds how many legs (RTP + RTCP socket pairs) stay bound for reuse after
+    their call (0: close them at once; default ``MAX_IDLE_LEGS``, less when the file descriptor
+    limit is low); ``reuse_after`` is how long one rests before a new call gets it, while the pool
+    still has unbound ports.
+    """
 
     def __init__(
         self,
@@ -341,17 +477,27 @@ class MediaRelay(MediaBackend):
         advertise: str | None = None,
         *,
         latch_window: int = LATCH_WINDOW,
+        max_idle_legs: int | None = None,
+        reuse_after: float = REUSE_AFTER,
     ) -> None:
         ip = ipaddress.ip_address(host)
         if advertise is None and ip.is_unspecified:
             raise ValueError(f"listening on {host}: say which address to advertise in SDP")
+        if max_idle_legs is None:
+            max_idle_legs = _default_idle_legs()
+        if max_idle_legs < 0 or reuse_after < 0:
+            raise ValueError("max_idle_legs and reuse_after must not be negative")
         self.host = host
         self.advertise = advertise or host
         self.family = socket.AF_INET6 if ip.version == 6 else socket.AF_INET
         self.pool = PortPool(*port_range)
         self.latch_window = latch_window
+        self.max_idle_legs = max_idle_legs
+        self.reuse_after = reuse_after
         self._sessions: set[RelaySession] = set()
-        self._closing: set[RelaySession] = set()
+        self._idle: deque[MediaLeg] = deque()  # resting legs, released longest ago first
+        self._closing: set[MediaLeg] = set()  # legs whose sockets the loop is closing
+        self._all_closed: asyncio.Future[None] | None = None
         self._closed = False
         self._totals = [0, 0, 0]  # packets, bytes, dropped of closed sessions
 
@@ -360,58 +506,93 @@ class MediaRelay(MediaBackend):
         """How many sessions are relaying now."""
         return len(self._sessions)
 
+    @property
+    def idle_legs(self) -> int:
+        """How many legs rest bound on the free list."""
+        return len(self._idle)
+
     def stats(self) -> RelayStats:
         packets, nbytes, dropped = self._totals
         for s in self._sessions:
             packets += sum(s.packets) + sum(s.rtcp_packets)
             nbytes += sum(s.bytes)
             dropped += sum(s.dropped)
-        return RelayStats(len(self._sessions), self.pool.in_use, self.pool.free, packets, nbytes, dropped)
+        pool = self.pool
+        return RelayStats(len(self._sessions), pool.in_use, pool.free, packets, nbytes, dropped, pool.parked)
 
     async def allocate(self, call_id: str) -> RelaySession:
-        """Bind two legs x (RTP, RTCP) sockets; raises MediaError when no ports are left or bindable."""
+        """Two legs x (RTP, RTCP) sockets, reused or newly bound; MediaError when no ports are left."""
         if self._closed:
             raise MediaError("media relay is closed")
-        loop = asyncio.get_running_loop()
-        bound: list[tuple[int, socket.socket, socket.socket]] = []
+        legs: list[MediaLeg] = []
         try:
-            for _ in range(2):
-                bound.append(self._bind_pair())
+            while len(legs) < 2:
+                legs.append(self._take_idle(force=False) or await self._bind_leg())
+            if self._closed:  # closed while we were binding
+                raise MediaError("media relay is closed")
         except BaseException:
-            for port, rtp, rtcp in bound:
-                rtp.close()
-                rtcp.close()
-                self.pool.release(port)
+            for leg in legs:
+                self._give_back(leg)
             raise
-        session: RelaySession | None = None
-        legs = tuple(
-            MediaLeg(i, port, self.latch_window, lambda leg: self._leg_released(session, leg))
-            for i, (port, _, _) in enumerate(bound)
-        )
-        session = RelaySession(self, call_id, legs)  # type: ignore[arg-type]
-        legs[0].rtp.peer, legs[1].rtp.peer = legs[1].rtp, legs[0].rtp
-        legs[0].rtcp.peer, legs[1].rtcp.peer = legs[1].rtcp, legs[0].rtcp
-        socks = [(leg.rtp, bound[leg.index][1]) for leg in legs]
-        socks += [(leg.rtcp, bound[leg.index][2]) for leg in legs]
-        wrapped = 0
-        try:
-            for endpoint, sock in socks:
-                await loop.create_datagram_endpoint(lambda e=endpoint: e, sock=sock)
-                wrapped += 1
-        except BaseException:
-            # sockets the loop owns are closed through their transport (ports come back on
-            # connection_lost); the rest are still ours to close, so their legs count them lost here
-            for endpoint, sock in socks[wrapped:]:
-                sock.close()
-                endpoint._on_lost()
-            for endpoint, _ in socks[:wrapped]:
-                if endpoint.transport is not None:
-                    endpoint.transport.close()
-            session.closed = True
-            self._closing.add(session)
-            raise
+        leg0, leg1 = legs
+        leg0.index, leg1.index = 0, 1
+        session = RelaySession(self, call_id, (leg0, leg1))
+        leg0.session = leg1.session = session
+        leg0.rtp.peer, leg1.rtp.peer = leg1.rtp, leg0.rtp
+        leg0.rtcp.peer, leg1.rtcp.peer = leg1.rtcp, leg0.rtcp
         self._sessions.add(session)
         return session
+
+    def _take_idle(self, force: bool) -> MediaLeg | None:
+        """The leg that has rested longest, reset; None when there is none or it has not rested enough.
+
+        Unless ``force``d, a leg that has not rested ``reuse_after`` seconds is left alone while the
+        pool still has unbound ports (binding one costs more, but a late packet of the leg's last
+        call cannot reach the new one).
+        """
+        idle = self._idle
+        while idle:
+            leg = idle[0]
+            if not force and self.pool.unbound and time.monotonic() - leg.idle_since < self.reuse_after:
+                return None
+            idle.popleft()
+            self.pool.unpark(leg.local_port)
+            if not leg.bound:  # lost a socket while resting
+                leg.close()
+                self._closing.add(leg)
+                continue
+            leg.state = _ACTIVE
+            leg.reset()
+            return leg
+        return None
+
+    async def _bind_leg(self) -> MediaLeg:
+        """A newly bound leg; a resting one when no port can be bound (pool empty, ports held, no fds)."""
+        try:
+            port, rtp_sock, rtcp_sock = self._bind_pair()
+        except MediaError:
+            leg = self._take_idle(force=True)
+            if leg is None:
+                raise
+            return leg
+        leg = MediaLeg(0, port, self.latch_window, self._leg_released)
+        loop = asyncio.get_running_loop()
+        pending = [(leg.rtp, rtp_sock), (leg.rtcp, rtcp_sock)]
+        try:
+            while pending:
+                endpoint, sock = pending[0]
+                await loop.create_datagram_endpoint(lambda e=endpoint: e, sock=sock)  # type: ignore[misc]
+                pending.pop(0)
+        except BaseException:
+            # sockets the loop owns are closed through their transport (the port comes back on
+            # connection_lost); the rest are still ours to close, so the leg counts them lost here
+            leg.close()
+            self._closing.add(leg)
+            for endpoint, sock in pending:
+                sock.close()
+                endpoint._on_lost()
+            raise
+        return leg
 
     def _bind_pair(self) -> tuple[int, socket.socket, socket.socket]:
         """A pool port whose RTP and RTCP sockets both bind; ports other programs hold are skipped."""
@@ -434,26 +615,61 @@ class MediaRelay(MediaBackend):
             return port, socks[0], socks[1]
         raise MediaError(f"no bindable RTP port pair on {self.host} after {_MAX_BIND_ATTEMPTS} attempts")
 
+    def _give_back(self, leg: MediaLeg) -> None:
+        """A leg leaves its call: rest it on the free list, or close it (full list, lost socket, closing)."""
+        if not leg.bound:
+            if leg.state == _ACTIVE:  # lost a socket during the call: close the other one
+                leg.close()
+                self._closing.add(leg)
+            return
+        if self._closed or len(self._idle) >= self.max_idle_legs:
+            leg.close()
+            self._closing.add(leg)
+            return
+        leg.reset()  # no peer: whatever arrives now is dropped
+        leg.session = None
+        leg.state = _IDLE
+        leg.idle_since = time.monotonic()
+        self.pool.park(leg.local_port)
+        self._idle.append(leg)
+
     def _session_closed(self, session: RelaySession) -> None:
         if session in self._sessions:
             self._sessions.remove(session)
             self._totals[0] += sum(session.packets) + sum(session.rtcp_packets)
             self._totals[1] += sum(session.bytes)
             self._totals[2] += sum(session.dropped)
-        self._closing.add(session)
+        for leg in session.legs:
+            if leg.session is not session:
+                continue  # both its sockets died during the call; it is gone already
+            self._give_back(leg)
+            if leg.state == _CLOSING:
+                session._pending += 1  # its ports are reusable once the loop has closed the sockets
 
-    def _leg_released(self, session: RelaySession | None, leg: MediaLeg) -> None:
+    def _leg_released(self, leg: MediaLeg) -> None:
+        """Both of ``leg``'s sockets are closed: its port goes back to the pool."""
+        if leg.state == _IDLE:
+            self._idle.remove(leg)  # both sockets died while resting (rare)
+        leg.state = _CLOSED
+        self._closing.discard(leg)
         self.pool.release(leg.local_port)
-        if session is not None:
+        session, leg.session = leg.session, None
+        if session is not None and session.closed:
             session._leg_released()
-            if session._pending == 0:
-                self._closing.discard(session)
+        if not self._closing and self._all_closed is not None and not self._all_closed.done():
+            self._all_closed.set_result(None)
 
     async def close(self) -> None:
-        """Close every session and wait (bounded) until their sockets are closed and ports released."""
+        """Close every session and every resting leg; wait (bounded) until the sockets are closed."""
         self._closed = True
         for session in list(self._sessions):
             session.close()
-        waiting = [s.wait_closed() for s in self._closing]
-        if waiting:
-            await asyncio.wait_for(asyncio.gather(*waiting), timeout=5.0)
+        while self._idle:
+            leg = self._idle.popleft()
+            self.pool.unpark(leg.local_port)
+            leg.close()
+            self._closing.add(leg)
+        if self._closing:
+            if self._all_closed is None or self._all_closed.done():
+                self._all_closed = asyncio.get_running_loop().create_future()
+            await asyncio.wait_for(asyncio.shield(self._all_closed), timeout=5.0)

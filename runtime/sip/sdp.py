@@ -12,6 +12,7 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 __all__ = [
     "SdpError",
@@ -101,6 +102,7 @@ class SessionDescription:
         return address, m.port
 
 
+@lru_cache(maxsize=64)
 def address_type(address: str) -> str:
     """The address type (IP4 or IP6) of an address literal, as SDP's c= and o= lines spell it."""
     try:
@@ -159,7 +161,10 @@ def parse_sdp(body: bytes) -> SessionDescription:
     Lenient where peers are sloppy (bare LF line ends, missing t=, unknown line types) and strict where a
     mistake would send media to the wrong place (c=, o=, m= and the a=rtcp: port).
     """
-    lines = _split_lines(body)
+    return _parse_lines(_split_lines(body))
+
+
+def _parse_lines(lines: list[str]) -> SessionDescription:
     if not lines:
         raise SdpError("empty SDP body")
     session: SessionDescription | None = None
@@ -222,6 +227,7 @@ def rewrite_sdp(
     ports: Sequence[int],
     *,
     session_version: int | None = None,
+    parsed: SessionDescription | None = None,
 ) -> bytes:
     """Point every stream of ``body`` at ``address``: the SDP we forward to the other leg.
 
@@ -234,11 +240,16 @@ def rewrite_sdp(
       sends on a dialog changes, RFC 3264 section 8); otherwise the peer's version is kept.
     - every other line is kept byte for byte and in order (direction attributes, codecs, crypto);
       line ends become CRLF.
+
+    ``parsed`` is what ``parse_sdp(body)`` already returned for this very body, when the caller has it
+    (the relay reads the offer before rewriting it): the body is then not parsed a second time. Without
+    it the body is parsed first, so that a malformed body raises SdpError and is never half rewritten.
     """
-    parse_sdp(body)  # validate first: never half-rewrite a malformed body
-    addrtype = address_type(address)
     lines = _split_lines(body)
-    media_count = sum(1 for line in lines if line.startswith("m="))
+    if parsed is None:
+        parsed = _parse_lines(lines)  # validate first: never half-rewrite a malformed body
+    addrtype = address_type(address)
+    media_count = len(parsed.media)
     if len(ports) < media_count:
         raise SdpError(f"SDP has {media_count} m= lines but only {len(ports)} ports were given")
     out: list[str] = []

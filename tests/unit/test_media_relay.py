@@ -18,7 +18,8 @@ from hypothesis import strategies as st
 
 from runtime.media.base import MediaError
 from runtime.media.relay import MediaRelay, PortPool, RelaySession
-from runtime.sip.sdp import parse_sdp
+from runtime.sip import sdp as sdp_module
+from runtime.sip.sdp import SdpError, parse_sdp, rewrite_sdp
 
 HOST = "127.0.0.1"
 TIMEOUT = 2.0
@@ -162,6 +163,48 @@ class TestPortPool:
         pool.release(port)
         with pytest.raises(MediaError):
             pool.release(port)
+
+    def test_parked_ports_count_as_free_but_are_not_handed_out_by_allocate(self) -> None:
+        pool = PortPool(20000, 20003)
+        a, b = pool.allocate(), pool.allocate()
+        pool.park(a)
+        assert (pool.in_use, pool.free, pool.parked, pool.unbound) == (1, 1, 1, 0)
+        with pytest.raises(MediaError, match="parked"):
+            pool.allocate()
+        pool.unpark(a)
+        assert (pool.in_use, pool.free) == (2, 0)
+        pool.park(a)
+        pool.release(a)  # a parked port whose sockets were closed
+        pool.release(b)
+        assert (pool.in_use, pool.free, pool.parked, pool.unbound) == (0, 2, 0, 2)
+        with pytest.raises(MediaError):
+            pool.unpark(a)
+        with pytest.raises(MediaError):
+            pool.park(a)
+
+    @given(st.lists(st.tuples(st.integers(0, 3), st.integers(0, 1000)), max_size=300))
+    def test_parking_keeps_the_accounting_whole(self, steps: list[tuple[int, int]]) -> None:
+        pool = PortPool(20000, 20019)
+        held: list[int] = []
+        parked: list[int] = []
+        for op, pick in steps:
+            if op == 0 and pool.unbound:
+                port = pool.allocate()
+                assert port not in held and port not in parked
+                held.append(port)
+            elif op == 1 and held:
+                pool.park(port := held.pop(pick % len(held)))
+                parked.append(port)
+            elif op == 2 and parked:
+                pool.unpark(port := parked.pop(pick % len(parked)))
+                held.append(port)
+            elif op == 3 and (held or parked):
+                both = held + parked
+                port = both[pick % len(both)]
+                (held if port in held else parked).remove(port)
+                pool.release(port)
+            assert pool.in_use == len(held) and pool.parked == len(parked)
+            assert pool.in_use + pool.free == pool.capacity
 
     def test_a_range_without_a_whole_pair_is_refused(self) -> None:
         with pytest.raises(ValueError):
@@ -333,7 +376,7 @@ class TestRelay:
 
         run(scenario())
 
-    def test_close_closes_the_sockets_and_gives_the_ports_back(self, run: Any) -> None:
+    def test_close_gives_the_ports_back_and_keeps_the_sockets_bound_for_the_next_call(self, run: Any) -> None:
         async def scenario() -> None:
             relay = MediaRelay(HOST, free_range(4))  # room for exactly one call
             session, alice, bob = await call(relay)
@@ -343,8 +386,29 @@ class TestRelay:
             session.close()
             session.close()  # idempotent
             await asyncio.wait_for(session.wait_closed(), TIMEOUT)
-            assert all(port_is_free(p) and port_is_free(p + 1) for p in ports)
             assert relay.sessions == 0 and relay.pool.in_use == 0
+            stats = relay.stats()
+            assert (stats.ports_in_use, stats.ports_free, stats.ports_idle) == (0, 2, 2)
+            assert not any(port_is_free(p) or port_is_free(p + 1) for p in ports)  # still ours, bound
+
+            again = await relay.allocate("call-2")
+            assert [leg.local_port for leg in again.legs] == ports
+            assert relay.stats().ports_idle == 0 and relay.pool.in_use == 2
+            await relay.close()
+            assert all(port_is_free(p) and port_is_free(p + 1) for p in ports)
+            alice.close(), bob.close()
+
+        run(scenario())
+
+    def test_without_a_free_list_close_closes_the_sockets(self, run: Any) -> None:
+        async def scenario() -> None:
+            relay = MediaRelay(HOST, free_range(4), max_idle_legs=0)
+            session, alice, bob = await call(relay)
+            ports = [leg.local_port for leg in session.legs]
+            session.close()
+            await asyncio.wait_for(session.wait_closed(), TIMEOUT)
+            assert all(port_is_free(p) and port_is_free(p + 1) for p in ports)
+            assert relay.pool.in_use == 0 and relay.stats().ports_idle == 0
 
             again = await relay.allocate("call-2")
             assert [leg.local_port for leg in again.legs] == ports
@@ -411,3 +475,261 @@ class TestRelay:
             await relay.close()
 
         run(scenario())
+
+
+class TestReuse:
+    """Legs (RTP + RTCP sockets, protocols, transports) outlive their call on the relay's free list."""
+
+    def test_a_closed_calls_legs_are_reused_without_binding_a_socket(self, run: Any, monkeypatch: Any) -> None:
+        async def scenario() -> None:
+            relay = MediaRelay(HOST, free_range(100), reuse_after=0)
+            first = await relay.allocate("call-1")
+            legs = set(first.legs)
+
+            def sockets(s: RelaySession) -> set[Any]:
+                return {e.transport for leg in s.legs for e in (leg.rtp, leg.rtcp)}
+
+            transports = sockets(first)
+            first.close()
+            await asyncio.wait_for(first.wait_closed(), TIMEOUT)
+
+            def no_bind() -> None:
+                raise AssertionError("bound a socket although rested legs were there")
+
+            monkeypatch.setattr(relay, "_bind_pair", no_bind)
+            second = await relay.allocate("call-2")
+            assert set(second.legs) == legs
+            assert sockets(second) == transports and len(transports) == 4
+            assert [leg.index for leg in second.legs] == [0, 1]
+            assert second.legs[0].rtp.peer is second.legs[1].rtp and second.legs[1].rtcp.peer is second.legs[0].rtcp
+            alice, bob = await phone(), await phone()
+            second.set_remote(0, alice.addr)
+            second.set_remote(1, bob.addr)
+            alice.send(b"through a reused leg", second.legs[0].local_port)
+            assert await bob.receive() == (b"through a reused leg", (HOST, second.legs[1].local_port))
+            await relay.close()
+            alice.close(), bob.close()
+
+        run(scenario())
+
+    def test_the_leg_released_longest_ago_is_reused_first(self, run: Any) -> None:
+        async def scenario() -> None:
+            relay = MediaRelay(HOST, free_range(100), reuse_after=0)
+            a, b = await relay.allocate("a"), await relay.allocate("b")
+            a.close(), b.close()
+            c = await relay.allocate("c")
+            assert c.legs == a.legs
+            d = await relay.allocate("d")
+            assert d.legs == b.legs
+            await relay.close()
+
+        run(scenario())
+
+    def test_a_just_released_leg_rests_while_unbound_ports_remain(self, run: Any) -> None:
+        async def scenario() -> None:
+            relay = MediaRelay(HOST, free_range(100), reuse_after=60)
+            first = await relay.allocate("call-1")
+            first.close()
+            second = await relay.allocate("call-2")
+            assert not set(second.legs) & set(first.legs)
+            assert relay.stats().ports_idle == 2
+            await relay.close()
+
+            tight = MediaRelay(HOST, free_range(4), reuse_after=60)  # no other port: reuse at once
+            first = await tight.allocate("call-1")
+            first.close()
+            assert (await tight.allocate("call-2")).legs == first.legs
+            await tight.close()
+
+        run(scenario())
+
+    def test_a_packet_arriving_on_a_resting_leg_is_dropped(self, run: Any) -> None:
+        async def scenario() -> None:
+            relay = MediaRelay(HOST, free_range(4))
+            session, alice, bob = await call(relay)
+            leg0, leg1 = session.legs
+            alice.send(b"during the call", leg0.local_port)
+            await bob.receive()
+            session.close()
+
+            alice.send(b"late rtp", leg0.local_port)
+            alice.send(b"late rtcp", leg0.local_rtcp_port)
+            bob.send(b"late the other way", leg1.local_port)
+            await settle(lambda: leg0.rtp.dropped + leg0.rtcp.dropped + leg1.rtp.dropped == 3)
+            assert await bob.nothing_arrives() and await alice.nothing_arrives(0.0)
+            assert leg0.remote is None and not leg0.latched  # nothing learnt while resting
+            assert session.packets == (1, 0) and session.dropped == (0, 0)  # the call's own, as at close
+            assert relay.stats().packets == 1 and relay.stats().dropped == 0
+            await relay.close()
+            alice.close(), bob.close()
+
+        run(scenario())
+
+    def test_a_reused_leg_starts_unlatched_with_zeroed_counters(self, run: Any) -> None:
+        async def scenario() -> None:
+            relay = MediaRelay(HOST, free_range(4), latch_window=2)  # one call: the next reuses its legs
+            session, alice, bob = await call(relay)
+            natted, intruder = await phone(), await phone()
+            leg0, leg1 = session.legs
+            for _ in range(2):
+                natted.send(b"x" * 10, leg0.local_port)  # latches leg 0 and closes its window
+                await bob.receive()
+            intruder.send(b"foreign", leg0.local_port)
+            bob.send(b"y", leg1.local_rtcp_port)
+            await settle(lambda: leg0.rtp.foreign == 1 and leg1.rtcp.packets == 1)
+            assert leg0.latched and leg0.rtp.window == 0
+            session.close()
+            alice.send(b"stray while resting", leg0.local_port)
+            await settle(lambda: leg0.rtp.dropped == 1)
+
+            again = await relay.allocate("call-2")
+            assert set(again.legs) == {leg0, leg1}
+            for leg in again.legs:
+                for e in (leg.rtp, leg.rtcp):
+                    assert e.remote is None and e.sdp_remote is None and not e.latched
+                    assert e.window == 2
+                    assert (e.packets, e.bytes, e.dropped, e.foreign, e.errors) == (0, 0, 0, 0, 0)
+            assert again.packets == (0, 0) and again.bytes == (0, 0)
+            assert again.rtcp_packets == (0, 0) and again.dropped == (0, 0)
+            assert session.packets == (2, 0) and session.rtcp_packets == (0, 1) and session.dropped == (1, 0)
+
+            # the new call latches afresh: the intruder's old victim address means nothing now
+            carol, dave = await phone(), await phone()
+            again.set_remote(0, (HOST, unused_port()))
+            again.set_remote(1, dave.addr)
+            carol.send(b"new call", again.legs[0].local_port)
+            assert (await dave.receive())[0] == b"new call"
+            assert again.legs[0].remote == carol.addr and again.legs[0].latched
+            assert again.packets == (1, 0)
+            await relay.close()
+            for p in (alice, bob, natted, intruder, carol, dave):
+                p.close()
+
+        run(scenario())
+
+    def test_a_closed_session_no_longer_touches_its_legs(self, run: Any) -> None:
+        async def scenario() -> None:
+            relay = MediaRelay(HOST, free_range(4), advertise="192.0.2.1")
+            old = await relay.allocate("old")
+            old.close()
+            new, alice, bob = await call(relay)
+            assert new.legs == old.legs
+            before = [(leg.rtp.remote, leg.rtcp.remote) for leg in new.legs]
+            old.set_remote(0, ("10.9.9.9", 4000))
+            offer = b"v=0\r\no=- 1 1 IN IP4 10.0.0.7\r\ns=-\r\nc=IN IP4 10.0.0.7\r\nm=audio 4000 RTP/AVP 0\r\n"
+            late = await old.anchor(1, offer)
+            assert [(leg.rtp.remote, leg.rtcp.remote) for leg in new.legs] == before
+            assert parse_sdp(late).media[0].port == 0  # never point a phone at another call's port
+            await relay.close()
+            alice.close(), bob.close()
+
+        run(scenario())
+
+    def test_the_free_list_is_capped_and_legs_beyond_it_are_closed(self, run: Any) -> None:
+        async def scenario() -> None:
+            relay = MediaRelay(HOST, free_range(100), max_idle_legs=3)
+            a, b = await relay.allocate("a"), await relay.allocate("b")
+            a_ports = [leg.local_port for leg in a.legs]
+            b_ports = [leg.local_port for leg in b.legs]
+            a.close(), b.close()
+            await asyncio.wait_for(asyncio.gather(a.wait_closed(), b.wait_closed()), TIMEOUT)
+            assert relay.idle_legs == 3
+            stats = relay.stats()
+            assert (stats.sessions, stats.ports_in_use, stats.ports_idle) == (0, 0, 3)
+            assert stats.ports_free == relay.pool.capacity
+            assert not any(port_is_free(p) for p in a_ports + b_ports[:1])
+            assert port_is_free(b_ports[1]) and port_is_free(b_ports[1] + 1)  # the fourth was closed
+            await relay.close()
+
+        run(scenario())
+
+    def test_relay_close_closes_the_resting_sockets_too(self, run: Any) -> None:
+        async def scenario() -> None:
+            relay = MediaRelay(HOST, free_range(100))
+            live, rested = await relay.allocate("live"), await relay.allocate("rested")
+            ports = [leg.local_port for s in (live, rested) for leg in s.legs]
+            rested.close()
+            assert relay.idle_legs == 2
+            await relay.close()
+            assert live.closed and relay.idle_legs == 0
+            assert all(port_is_free(p) and port_is_free(p + 1) for p in ports)
+            stats = relay.stats()
+            assert (stats.sessions, stats.ports_in_use, stats.ports_idle) == (0, 0, 0)
+            assert stats.ports_free == relay.pool.capacity
+
+        run(scenario())
+
+    def test_a_leg_that_lost_a_socket_is_not_reused(self, run: Any) -> None:
+        async def scenario() -> None:
+            relay = MediaRelay(HOST, free_range(100), reuse_after=0)
+            first = await relay.allocate("call-1")
+            broken = first.legs[0]
+            broken.rtcp.transport.close()  # type: ignore[union-attr]  # as the loop does on a fatal error
+            await settle(lambda: broken.rtcp.transport is None)
+            first.close()
+            await asyncio.wait_for(first.wait_closed(), TIMEOUT)
+            assert port_is_free(broken.local_port) and port_is_free(broken.local_port + 1)
+            second = await relay.allocate("call-2")
+            assert broken not in second.legs and first.legs[1] in second.legs
+            assert relay.pool.in_use == 2
+            await relay.close()
+
+        run(scenario())
+
+    def test_anchor_parses_the_sdp_once_and_still_refuses_a_malformed_body(self, run: Any, monkeypatch: Any) -> None:
+        async def scenario() -> None:
+            relay = MediaRelay(HOST, free_range(100), advertise="192.0.2.1")
+            session = await relay.allocate("call-sdp")
+            parses = 0
+            real = sdp_module._parse_lines
+
+            def counting(lines: list[str]) -> Any:
+                nonlocal parses
+                parses += 1
+                return real(lines)
+
+            monkeypatch.setattr(sdp_module, "_parse_lines", counting)
+            offer = b"v=0\r\no=- 1 1 IN IP4 10.0.0.7\r\ns=-\r\nc=IN IP4 10.0.0.7\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0\r\n"
+            out = await session.anchor(0, offer)
+            assert parses == 1
+            assert out == rewrite_sdp(offer, "192.0.2.1", [session.legs[1].local_port])
+            for bad in (b"", b"hello", offer.replace(b"m=audio 4000", b"m=audio port"), offer + b"c=IN IP4\r\n"):
+                with pytest.raises(SdpError):
+                    await session.anchor(0, bad)
+            await relay.close()
+
+        run(scenario())
+
+    def test_allocate_and_close_keep_the_port_accounting_whole(self, run: Any) -> None:
+        async def scenario() -> None:
+            relay = MediaRelay(HOST, free_range(40), max_idle_legs=6, reuse_after=0)
+            rng = random.Random(7)
+            live: list[RelaySession] = []
+            for _ in range(200):
+                if live and (rng.random() < 0.5 or relay.pool.free < 2):
+                    live.pop(rng.randrange(len(live))).close()
+                else:
+                    live.append(await relay.allocate("c"))
+                stats = relay.stats()
+                assert stats.sessions == len(live)
+                assert stats.ports_idle == relay.idle_legs <= 6
+                assert stats.ports_in_use + stats.ports_free == relay.pool.capacity
+                ports = [leg.local_port for s in live for leg in s.legs]
+                assert len(set(ports)) == len(ports)
+            await relay.close()
+            assert relay.pool.in_use == 0 and relay.pool.parked == 0
+
+        run(scenario())
+
+    def test_the_default_free_list_leaves_most_file_descriptors_to_everything_else(self, monkeypatch: Any) -> None:
+        import resource
+
+        from runtime.media import relay as relay_module
+
+        monkeypatch.setattr(resource, "getrlimit", lambda _: (1024, 4096))
+        assert MediaRelay(HOST, (40000, 40099)).max_idle_legs == 128  # 256 sockets of 1024
+        monkeypatch.setattr(resource, "getrlimit", lambda _: (1 << 20, 1 << 20))
+        assert MediaRelay(HOST, (40000, 40099)).max_idle_legs == relay_module.MAX_IDLE_LEGS
+        assert MediaRelay(HOST, (40000, 40099), max_idle_legs=7).max_idle_legs == 7
+        with pytest.raises(ValueError):
+            MediaRelay(HOST, (40000, 40099), max_idle_legs=-1)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from runtime.sip.sdp import SdpError, parse_sdp, rewrite_sdp
+from runtime.sip import sdp as sdp_module
+from runtime.sip.sdp import SdpError, address_type, parse_sdp, rewrite_sdp
 
 
 def sdp(*lines: str) -> bytes:
@@ -249,3 +250,26 @@ class TestRewrite:
     def test_our_address_must_be_an_ip_literal(self) -> None:
         with pytest.raises(SdpError, match="not an IP address"):
             rewrite_sdp(BARESIP_OFFER, "pbx.example.com", [20000])
+
+    @pytest.mark.parametrize("body", [BARESIP_OFFER, KAMAILIO_OFFER, IPV6_OFFER, AUDIO_VIDEO_WITH_REJECTED])
+    def test_an_already_parsed_body_is_rewritten_the_same_without_a_second_parse(
+        self, body: bytes, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        parsed = parse_sdp(body)
+        expected = rewrite_sdp(body, "192.0.2.1", [20000, 20002, 20004], session_version=7)
+
+        def no_parse(lines: list[str]) -> None:
+            raise AssertionError("parsed again")
+
+        monkeypatch.setattr(sdp_module, "_parse_lines", no_parse)
+        assert rewrite_sdp(body, "192.0.2.1", [20000, 20002, 20004], session_version=7, parsed=parsed) == expected
+
+    def test_too_few_ports_is_an_error_for_a_parsed_body_too(self) -> None:
+        with pytest.raises(SdpError, match="ports"):
+            rewrite_sdp(AUDIO_VIDEO_WITH_REJECTED, "127.0.0.1", [20000], parsed=parse_sdp(AUDIO_VIDEO_WITH_REJECTED))
+
+    def test_a_bad_address_is_refused_every_time(self) -> None:
+        for _ in range(2):  # address_type is cached; failures must not be
+            with pytest.raises(SdpError, match="not an IP address"):
+                rewrite_sdp(BARESIP_OFFER, "example.com", [20000])
+        assert address_type("::1") == "IP6" and address_type("192.0.2.1") == "IP4"
