@@ -162,6 +162,7 @@ def cmd_graph(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=getattr(logging, args.log_level.upper()),
                         format="%(asctime)s level=%(levelname)s %(message)s", stream=sys.stderr)
+    _raise_open_file_limit()
     try:
         import uvloop  # type: ignore[import-not-found]
 
@@ -227,6 +228,20 @@ async def serve(args: argparse.Namespace, stop: asyncio.Event | None = None) -> 
     reloader.stop()
     await engine.stop()
     return 0
+
+
+def _raise_open_file_limit() -> None:
+    """Every call holds sockets (RTP and RTCP per leg, TCP/TLS connections): lift the soft limit of
+    open files to the hard one, as servers do, instead of failing calls at 1024 descriptors."""
+    try:
+        import resource
+
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        target = hard if hard != resource.RLIM_INFINITY else 1 << 20
+        if soft < target:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    except (ImportError, ValueError, OSError):
+        pass
 
 
 def _tls_contexts(cert: str | None, key: str | None, ca: str | None,
