@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import difflib
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence, Set
+from functools import lru_cache
 from types import MappingProxyType
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -28,7 +29,7 @@ from .model import (
     User,
     template_problems,
 )
-from .routing import Condition, Matcher, Router, Rule, ShadowIndex
+from .routing import Condition, Matcher, Router, Rule, ShadowIndex, compile_regex, plan_renders
 from .syntax import CondNode, Decl, HandlerNode, MatcherNode, RuleNode, Setting, Stmt, TargetNode, Value
 
 RESERVED = {"any"}
@@ -58,12 +59,22 @@ DEFAULT_PORTS = {"udp": 5060, "tcp": 5060, "tls": 5061, "ws": 80, "wss": 443}
 _DURATION = re.compile(r"([0-9]+(?:\.[0-9]+)?)(ms|s|m|h)")
 
 
+@lru_cache(maxsize=1024)  # a script repeats a few durations thousands of times
 def parse_duration(text: str) -> float:
     m = _DURATION.fullmatch(text)
     if not m:
         raise ValueError(text)
     n = float(m.group(1))
     return n * {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}[m.group(2)]
+
+
+# Templates are immutable: a script that logs or rewrites the same text in many rules parses it once.
+_template = lru_cache(maxsize=4096)(Template.parse)
+
+
+@lru_cache(maxsize=4096)
+def _template_problems(text: str) -> tuple[tuple[int, str], ...]:
+    return tuple(template_problems(text))
 
 
 def split_host_port(text: str, default_port: int) -> tuple[str, int] | None:
@@ -340,7 +351,7 @@ class Compiler:
             raw = raw[:-1]
         src = raw[1:-1].replace("\\/", "/")
         try:
-            rx = re.compile(src, flags)
+            rx = compile_regex(src, flags)
         except (re.error, OverflowError, RecursionError, ValueError) as e:
             col = m.col + 1 + (getattr(e, "pos", None) or 0)
             msg = getattr(e, "msg", None) or str(e)
@@ -441,14 +452,14 @@ class Compiler:
 
     def _rule(self, f: str, node: RuleNode, shadow: ShadowIndex) -> None:
         pos = Position(f, node.line, node.col)
-        before = len(self.r.errors())
+        before = self.r.error_count
         kind, name = self._peer(f, node.peer)
         matchers = [self._matcher(f, m) for m in node.matchers]
         conds = [self._condition(f, c) for c in node.conditions]
         groups, named = _capture_names(matchers)
-        allowed = RULE_VALUES | {str(i) for i in range(1, groups + 1)} | named
+        allowed = _allowed(groups) | named if named else _allowed(groups)
         plan, tpls = self._plan(f, node, allowed, groups, named)
-        if len(self.r.errors()) > before or plan is None:
+        if self.r.error_count > before or plan is None:
             return
         ms = tuple(m for m in matchers if m is not None)
         cs = tuple(c for c in conds if c is not None)
@@ -466,7 +477,8 @@ class Compiler:
         if len(header) > 100:
             header = header[:97] + "..."
         dynamic = any(t is not None for ts in tpls for t in ts)
-        self.rules.append(Rule(index, pos, kind, name, ms, cs, plan, tpls, dynamic, header))
+        self.rules.append(Rule(index, pos, kind, name, ms, cs, plan, tpls, dynamic, header, str(pos),
+                               plan_renders(plan, tpls) if dynamic else ()))
 
     def _plan(self, f: str, node: RuleNode, allowed: set[str], groups: int, named: set[str]):
         attempts: list[Attempt] = []
@@ -574,9 +586,9 @@ class Compiler:
                             self.r.error(f, t.line, t.col, f"\\{val}: no capture group named {val} in the rule")
                             ok = False
                         src += "{" + val + "}"
-                if not self._template_ok(f, src, t.line, t.col, allowed | {v for k, v in t.number if k != "text"}):
+                if not self._template_ok(f, src, t.line, t.col, allowed, t.number):
                     ok = False
-                tpl = Template.parse(src)
+                tpl = _template(src)
                 if tpl.is_constant:
                     targets.append(Target(t.kind, t.name, tpl.source.replace("{{", "{").replace("}}", "}")))
                     tpls.append(None)
@@ -600,14 +612,16 @@ class Compiler:
             return None
         return Reject(code, reason if reason is not None else REASONS.get(code, "Rejected"))
 
-    def _template_ok(self, f: str, text: str, line: int, col: int, allowed: set[str]) -> bool:
-        problems = template_problems(text)
+    def _template_ok(self, f: str, text: str, line: int, col: int, allowed: Set[str],
+                     parts: Sequence[tuple[str, str]] = ()) -> bool:
+        """Braces well formed; a warning for each name not in `allowed` (nor a capture among `parts`)."""
+        problems = _template_problems(text)
         for off, msg in problems:
             self.r.error(f, line, col + 1 + off, msg)
         if problems:
             return False
-        for name in Template.parse(text).names:
-            if name not in allowed:
+        for name in _template(text).names:
+            if name not in allowed and not any(k != "text" and v == name for k, v in parts):
                 self.r.warning(f, line, col, f"{{{name}}} is not a value known here; it will print as written")
         return True
 
@@ -616,12 +630,12 @@ class Compiler:
             text, line, col = st.args
             if not self._template_ok(f, text, line, col, allowed):
                 return None
-            return Log(Template.parse(text))
+            return Log(_template(text))
         if st.kind == "set_caller_id":
             text, line, col = st.args
             if not self._template_ok(f, text, line, col, allowed):
                 return None
-            return SetCallerId(Template.parse(text))
+            return SetCallerId(_template(text))
         if st.kind == "set_header":
             name, text, line, col = st.args
             if not re.fullmatch(r"[A-Za-z0-9!#$%&'*+.^_`|~-]+", name):
@@ -629,7 +643,7 @@ class Compiler:
                 return None
             if not self._template_ok(f, text, line, col, allowed):
                 return None
-            return SetHeader(name, Template.parse(text))
+            return SetHeader(name, _template(text))
         if st.kind == "play":
             path, answered = st.args
             if not path:
@@ -686,6 +700,12 @@ class Compiler:
                 p = u.position
                 self.r.warning(p.file, p.line, p.col,
                                f"user {name} is declared but no rule reaches it (no `accept to user {name}`)")
+
+
+@lru_cache(maxsize=128)
+def _allowed(groups: int) -> frozenset[str]:
+    """The values a rule with that many capture groups may use in its templates."""
+    return frozenset(RULE_VALUES | {str(i) for i in range(1, groups + 1)})
 
 
 def _capture_names(matchers: list[Matcher | None]) -> tuple[int, set[str]]:

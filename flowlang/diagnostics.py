@@ -7,12 +7,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal, ParamSpec, TypeVar
 
+from .frozen import fast_init
+
 P = ParamSpec("P")
 R = TypeVar("R")
 
 Severity = Literal["error", "warning"]
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class Position:
     """Where a declaration or rule starts; str() gives the `file:line:col` operators grep for."""
@@ -25,6 +28,7 @@ class Position:
         return f"{self.file}:{self.line}:{self.col}"
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class Diagnostic:
     """One error or warning at a place in a script (line 0 = about the file as a whole)."""
@@ -80,6 +84,7 @@ class Reporter:
     def __init__(self) -> None:
         self.diagnostics: list[Diagnostic] = []
         self._lines: dict[str, list[str]] = {}
+        self.error_count = 0  # errors so far: a cheap "did that add an error?" for the compiler
 
     def add_source(self, file: str, text: str) -> None:
         self._lines[file] = text.split("\n")
@@ -100,6 +105,8 @@ class Reporter:
         self._add(pos.file, pos.line, pos.col, severity, message)
 
     def _add(self, file: str, line: int, col: int, severity: Severity, message: str) -> None:
+        if severity == "error":
+            self.error_count += 1
         self.diagnostics.append(
             Diagnostic(file, line, col, severity, message, self.source_line(file, line))
         )

@@ -10,6 +10,7 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Literal
 
 from .diagnostics import Diagnostic, Position
+from .frozen import fast_init
 
 if TYPE_CHECKING:
     from .routing import Router
@@ -21,6 +22,7 @@ EMPTY: Mapping[str, str] = MappingProxyType({})
 _FIELD = re.compile(r"\{\{|\}\}|\{([A-Za-z0-9_]+)\}")
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class Template:
     """A string with `{name}` fields, filled from the call's values when the action runs.
@@ -69,7 +71,7 @@ class Template:
     def render(self, values: Mapping[str, object]) -> str:
         out: list[str] = []
         for p in self.parts:
-            if isinstance(p, str):
+            if type(p) is str:
                 out.append(p)
             else:
                 v = values.get(p[0]) if values is not None else None
@@ -111,6 +113,7 @@ def template_problems(text: str) -> list[tuple[int, str]]:
 Transport = Literal["udp", "tcp", "tls", "ws", "wss"]
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class Listen:
     transport: str
@@ -118,6 +121,7 @@ class Listen:
     port: int
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class ServerConfig:
     listen: tuple[Listen, ...] = ()
@@ -130,6 +134,7 @@ class ServerConfig:
     timezone: str | None = None  # default zone for `time`/`days` conditions; None = the call's own zone
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class User:
     name: str
@@ -139,6 +144,7 @@ class User:
     position: Position | None = None
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class Line:
     name: str
@@ -161,6 +167,7 @@ class Line:
 # ------------------------------------------------------------------ actions
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class Target:
     kind: Literal["user", "line"]
@@ -168,39 +175,46 @@ class Target:
     number: str | None = None  # rendered by decide(); None = keep the dialled number
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class Accept:
     targets: tuple[Target, ...]
     timeout: float | None = None
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class Reject:
     code: int
     reason: str
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class Hangup:
     pass
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class Log:
     template: Template
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class SetCallerId:
     value: Template
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class SetHeader:
     name: str
     value: Template
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class Play:
     file: str
@@ -211,6 +225,7 @@ Action = Log | SetCallerId | SetHeader | Play
 Terminal = Accept | Reject | Hangup
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class Attempt:
     """Actions run in order, then the terminal; the next attempt runs only if an Accept failed."""
@@ -219,6 +234,7 @@ class Attempt:
     terminal: Terminal | None
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class Decision:
     rule: str  # "office.flow:12:1"
@@ -229,6 +245,7 @@ class Decision:
     values: Mapping[str, str] = field(default_factory=lambda: EMPTY)
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class CallInfo:
     from_type: Literal["user", "line", "unknown"]
@@ -256,6 +273,7 @@ USER_EVENTS = ("user_registered", "user_unregistered")
 EVENTS = CALL_EVENTS + LINE_EVENTS + USER_EVENTS
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class Handler:
     event: str

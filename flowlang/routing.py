@@ -12,19 +12,25 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, tzinfo
+from functools import lru_cache
+from operator import itemgetter
 from types import MappingProxyType
 
 from .diagnostics import Position
+from .frozen import fast_init
 from .model import EMPTY, Accept, Attempt, CallInfo, Decision, Target, Template
 
 # ------------------------------------------------------------------ matchers
 
+_IGNORECASE = int(re.IGNORECASE)  # a plain int: `flags & re.IGNORECASE` runs enum code, slowly
 
+
+@fast_init
 @dataclass(frozen=True, slots=True)
 class Matcher:
     kind: str  # exact | prefix | regex
     text: str  # number, prefix, or regex source (without slashes)
-    regex: re.Pattern[str] | None = None
+    regex: re.Pattern[str] | AnchoredPattern | None = None
     position: Position | None = None
 
     def match(self, value: str) -> tuple[tuple[str, ...], dict[str, str]] | None:
@@ -46,7 +52,7 @@ class Matcher:
             return f'"{self.text}"'
         if self.kind == "prefix":
             return f'prefix "{self.text}"'
-        flags = "i" if self.regex is not None and self.regex.flags & re.IGNORECASE else ""
+        flags = "i" if self.regex is not None and self.regex.flags & _IGNORECASE else ""
         return f"/{self.text}/{flags}"
 
 
@@ -57,6 +63,7 @@ def match_any(matchers: tuple[Matcher, ...], value: str) -> bool:
 # ------------------------------------------------------------------ conditions
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class Condition:
     """One `when` condition; `test` is pure (the call carries its own time)."""
@@ -96,6 +103,7 @@ class Condition:
 # ------------------------------------------------------------------ rules
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class TargetTemplate:
     kind: str
@@ -103,6 +111,7 @@ class TargetTemplate:
     number: Template | None
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class Rule:
     index: int
@@ -116,13 +125,17 @@ class Rule:
     dynamic: bool
     header: str  # the rule's first line as written, for explain and graph
 
+    rid: str = field(default="", compare=False)  # str(position), made once at compile time
+    # where the plan has numbers to fill in: (attempt index, its actions, its timeout, ((target, template), ...))
+    renders: tuple = field(default=(), compare=False, repr=False)
+
     @property
     def id(self) -> str:
-        return self.header_id
+        return self.rid or str(self.position)
 
     @property
     def header_id(self) -> str:
-        return _ids.get(self.position) or _ids.setdefault(self.position, str(self.position))
+        return self.id
 
     def peer_matches(self, call: CallInfo) -> bool:
         if self.peer_kind == "any":
@@ -143,37 +156,49 @@ class Rule:
                 return r
         return None
 
-    def decision(self, call: CallInfo, captures: tuple[str, ...], named: dict[str, str]) -> Decision:
+    def decision(self, call: CallInfo, captures: tuple[str, ...], named: Mapping[str, str]) -> Decision:
         """The plan with this call's numbers filled in: the hot path of every routed call, kept lean."""
-        values = call.values()
+        values = {
+            "to": call.to,
+            "from": call.from_name or "",
+            "from_type": call.from_type,
+            "caller_id": call.caller_id,
+            "caller_name": call.caller_name or "",
+        }  # = call.values(), without the call
         if captures:
-            values.update(zip(_NUMBERS, captures, strict=False))
+            if len(captures) == 1:
+                values["1"] = captures[0]
+            else:
+                values.update(zip(_NUMBERS, captures, strict=False))
         if named:
             values.update(named)
-        plan = _render_plan(self.plan, self.number_templates, values) if self.dynamic else self.plan
-        return Decision(self.id, captures, plan, MappingProxyType(named) if named else EMPTY,
-                        MappingProxyType(values))
+        plan = self.plan
+        if self.renders:
+            plan = list(plan)
+            for i, actions, timeout, targets in self.renders:
+                if len(targets) == 1:
+                    tg, tpl = targets[0]
+                    rendered: tuple[Target, ...] = (Target(tg.kind, tg.name, tpl.render(values)),)
+                else:
+                    rendered = tuple([tg if tpl is None else Target(tg.kind, tg.name, tpl.render(values))
+                                      for tg, tpl in targets])
+                plan[i] = Attempt(actions, Accept(rendered, timeout))
+            plan = tuple(plan)
+        return Decision(self.rid or str(self.position), captures, plan,
+                        MappingProxyType(named) if named else EMPTY, MappingProxyType(values))
 
 
-_ids: dict[Position, str] = {}
-_NUMBERS = tuple(str(i) for i in range(1, 100))
-
-
-def _render_plan(
-    plan: tuple[Attempt, ...], templates: tuple[tuple[Template | None, ...], ...], values: Mapping[str, str]
-) -> tuple[Attempt, ...]:
+def plan_renders(plan: tuple[Attempt, ...], templates: tuple[tuple[Template | None, ...], ...]) -> tuple:
+    """The attempts whose targets have numbers to render per call, prepared once for Rule.decision."""
     out = []
-    for a, tpls in zip(plan, templates, strict=True):
+    for i, (a, tpls) in enumerate(zip(plan, templates, strict=True)):
         t = a.terminal
-        if not isinstance(t, Accept) or not any(tpls):
-            out.append(a)
-            continue
-        targets = tuple(
-            tg if tpl is None else Target(tg.kind, tg.name, tpl.render(values))
-            for tg, tpl in zip(t.targets, tpls, strict=True)
-        )
-        out.append(Attempt(a.actions, Accept(targets, t.timeout)))
+        if isinstance(t, Accept) and any(tpls):
+            out.append((i, a.actions, t.timeout, tuple(zip(t.targets, tpls, strict=True))))
     return tuple(out)
+
+
+_NUMBERS = tuple(str(i) for i in range(1, 100))
 
 
 def now() -> datetime:
@@ -230,6 +255,87 @@ def literal_prefix(source: str) -> str:
     return "".join(out)
 
 
+_FLAG_GROUP = re.compile(r"\(\?[aiLmsux-]")
+
+
+class AnchoredPattern:
+    r"""A regex `^LITERAL REST` kept as its literal and REST compiled on its own.
+
+    Scripts write thousands of rules like `/^\+44201234([0-9]{4})$/`: compiling each whole pattern was
+    a quarter of a big script's compile time, while the REST part (`([0-9]{4})$`) is the same in all of
+    them and compiles once. Matching is the same as the whole pattern's: `^` without MULTILINE only
+    matches at 0, so a match is the literal at 0 and REST matched where the literal ends; the string is
+    not sliced, so lookbehinds, \b and ^ in REST see exactly what they see in the whole pattern.
+    search() returns REST's match: its groups() and groupdict() are the whole pattern's (the literal
+    has no groups), its span starts after the literal.
+    """
+
+    __slots__ = ("pattern", "flags", "literal", "rest", "groups", "groupindex", "_n")
+
+    def __init__(self, pattern: str, literal: str, rest: re.Pattern[str]) -> None:
+        self.pattern = pattern
+        self.literal = literal
+        self.rest = rest
+        self.flags = rest.flags
+        self.groups = rest.groups
+        self.groupindex = rest.groupindex
+        self._n = len(literal)
+
+    def search(self, value: str) -> re.Match[str] | None:
+        if value.startswith(self.literal):
+            return self.rest.match(value, self._n)
+        return None
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, AnchoredPattern | re.Pattern):
+            return self.pattern == other.pattern and self.flags == other.flags
+        return NotImplemented
+
+    def __hash__(self) -> int:
+        return hash((self.pattern, self.flags))
+
+    def __repr__(self) -> str:
+        return f"AnchoredPattern({self.pattern!r})"
+
+
+@lru_cache(maxsize=4096)
+def _compile_rest(source: str) -> re.Pattern[str]:
+    return re.compile(source)
+
+
+def compile_regex(source: str, flags: int = 0) -> re.Pattern[str] | AnchoredPattern:
+    """re.compile(source, flags), or the same pattern split at its literal start (AnchoredPattern).
+
+    Raises re.error (and whatever else re.compile raises) exactly as re.compile(source, flags) does:
+    any doubt about the split (flags, alternation, a REST that does not compile alone) goes to
+    re.compile on the whole source.
+    """
+    if flags or not source.startswith("^") or "|" in source or _FLAG_GROUP.search(source):
+        return re.compile(source, flags)
+    lit: list[str] = []
+    i = 1
+    while i < len(source):
+        c = source[i]
+        if c == "\\" and i + 1 < len(source) and not source[i + 1].isalnum() and source[i + 1].isascii():
+            ch, step = source[i + 1], 2
+        elif _LITERAL.fullmatch(c):
+            ch, step = c, 1
+        else:
+            break
+        nxt = source[i + step] if i + step < len(source) else ""
+        if nxt and nxt in _QUANT:
+            break  # a quantified literal stays in REST with its quantifier
+        lit.append(ch)
+        i += step
+    if not lit:
+        return re.compile(source, flags)
+    try:
+        rest = _compile_rest(source[i:])
+    except Exception:  # noqa: BLE001 - whatever the reason, the whole pattern decides (and reports)
+        return re.compile(source, flags)
+    return AnchoredPattern(source, "".join(lit), rest)
+
+
 @dataclass(slots=True)
 class Bucket:
     exact: dict[str, list[tuple[int, Matcher]]] = field(default_factory=dict)
@@ -239,8 +345,10 @@ class Bucket:
     loose: list[tuple[int, Matcher]] = field(default_factory=list)  # regexes without a literal prefix
     combined: re.Pattern[str] | None = None
     combined_groups: dict[int, int] = field(default_factory=dict)  # group number -> position in loose
+    any_pairs: list[tuple[int, None]] = field(default_factory=list)  # any_number as candidates
 
     def finish(self) -> None:
+        self.any_pairs = [(i, None) for i in self.any_number]
         self.lengths = tuple(sorted({len(p) for p in self.prefix}, reverse=True))
         if len(self.loose) > 1:
             self._combine()
@@ -256,7 +364,7 @@ class Bucket:
             if re.search(r"\\[1-9]|\(\?P=|\(\?[aiLmsux]+\)", src):
                 return  # backreferences or global flags do not survive combining
             src = re.sub(r"\(\?P<([A-Za-z_]\w*)>", lambda mm, k=k: f"(?P<_{k}_{mm.group(1)}>", src)
-            flags = "i" if m.regex.flags & re.IGNORECASE else ""
+            flags = "i" if m.regex.flags & _IGNORECASE else ""
             body = f"(?{flags}:{src})" if flags else f"(?:{src})"
             parts.append(f"((?s:.*?){body})")
             groups[gno] = k
@@ -280,8 +388,8 @@ class Bucket:
                     hit = pref.get(to[:length])
                     if hit:
                         out.extend(hit)
-        if self.any_number:
-            out.extend((i, None) for i in self.any_number)
+        if self.any_pairs:
+            out.extend(self.any_pairs)
         if self.loose:
             if self.combined is not None:
                 m = self.combined.match(to)
@@ -310,21 +418,42 @@ class Router:
                     b.prefix.setdefault(m.text, []).append((r.index, m))
                 else:
                     assert m.regex is not None
-                    lit = "" if m.regex.flags & re.IGNORECASE else literal_prefix(m.text)
+                    lit = "" if m.regex.flags & _IGNORECASE else literal_prefix(m.text)
                     if lit:
                         b.prefix.setdefault(lit, []).append((r.index, m))
                     else:
                         b.loose.append((r.index, m))
         for b in self.buckets.values():
             b.finish()
+        # the same buckets, reachable without building keys per call
+        self._named: dict[str, dict[str, Bucket]] = {}
+        self._kind_any: dict[str, Bucket] = {}
+        self._any = self.buckets.get(("any", None))
+        for (kind, name), b in self.buckets.items():
+            if kind == "any":
+                continue
+            if name is None:
+                self._kind_any[kind] = b
+            else:
+                self._named.setdefault(kind, {})[name] = b
 
     def decide(self, call: CallInfo) -> Decision | None:
+        """Same answer as trying every rule top to bottom (see the module doc), without the scan."""
         cands: list[tuple[int, Matcher | None]] = []
         to = call.to
-        for key in peer_keys(call):
-            b = self.buckets.get(key)
+        kind = call.from_type
+        if kind == "user" or kind == "line":
+            named = self._named.get(kind)
+            if named is not None:
+                b = named.get(call.from_name)  # type: ignore[arg-type]
+                if b is not None:
+                    b.candidates(to, cands)
+            b = self._kind_any.get(kind)
             if b is not None:
                 b.candidates(to, cands)
+        b = self._any
+        if b is not None:
+            b.candidates(to, cands)
         if not cands:
             return None
         if len(cands) > 1:
@@ -333,25 +462,28 @@ class Router:
         rules = self.rules
         for idx, m in cands:
             rule = rules[idx]
-            if m is None:
-                caps: tuple[tuple[str, ...], dict[str, str]] | None = ((), {})
-            elif m.kind == "exact":
-                caps = ((), {})
+            if m is None or m.kind == "exact":
+                caps: tuple[str, ...] = ()
+                named_caps: Mapping[str, str] = _NO_NAMES
+            elif m.kind == "prefix":  # the bucket found it by this prefix: the rest is \1
+                caps = (to[len(m.text):],)
+                named_caps = _NO_NAMES
             else:
-                caps = m.match(to)
-                if caps is None:
+                found = m.match(to)
+                if found is None:
                     continue
+                caps, named_caps = found
             if rule.conditions:
                 if at is None:
                     at = call.at or now()
                 if not rule.conditions_hold(call, at):
                     continue
-            return rule.decision(call, caps[0], caps[1])
+            return rule.decision(call, caps, named_caps)
         return None
 
 
-def _first(c: tuple[int, Matcher | None]) -> int:
-    return c[0]
+_NO_NAMES: Mapping[str, str] = MappingProxyType({})
+_first = itemgetter(0)
 
 
 # ------------------------------------------------------------------ shadowing
@@ -363,8 +495,13 @@ class _Cover:
     exact: dict[str, int] = field(default_factory=dict)
     prefix: dict[str, int] = field(default_factory=dict)
     lengths: set[int] = field(default_factory=set)
-    regex_src: dict[str, int] = field(default_factory=dict)
+    regex_src: dict[tuple[str, int], int] = field(default_factory=dict)
     regexes: list[tuple[Matcher, int]] = field(default_factory=list)
+
+
+def _regex_key(m: Matcher) -> tuple[str, int]:
+    """Two regex matchers with the same key match the same numbers (what str(m) tells apart, cheaper)."""
+    return m.text, (m.regex.flags & _IGNORECASE if m.regex is not None else 0)
 
 
 class ShadowIndex:
@@ -402,7 +539,7 @@ class ShadowIndex:
         for c in covers:
             take(c.any_rule)
             if m.kind == "regex":
-                take(c.regex_src.get(str(m)))
+                take(c.regex_src.get(_regex_key(m)))
                 continue
             text = m.text
             if m.kind == "exact":
@@ -431,5 +568,5 @@ class ShadowIndex:
                     c.prefix[m.text] = index
                     c.lengths.add(len(m.text))
             else:
-                c.regex_src.setdefault(str(m), index)
+                c.regex_src.setdefault(_regex_key(m), index)
                 c.regexes.append((m, index))

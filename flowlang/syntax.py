@@ -1,4 +1,5 @@
-"""Text to syntax tree: the lark LALR parser, friendly syntax errors, and panic-mode recovery."""
+"""Text to syntax nodes: lark's LALR tables driven by a lean loop (fastlalr), friendly syntax errors from lark
+itself, and panic-mode recovery."""
 
 from __future__ import annotations
 
@@ -15,6 +16,8 @@ from lark.exceptions import (
     UnexpectedInput,
     UnexpectedToken,
 )
+
+from .fastlalr import Driver, Reject, Unsupported
 
 GRAMMAR_PATH = Path(__file__).with_name("grammar.lark")
 
@@ -132,313 +135,214 @@ def unquote(raw: str) -> str:
                   if m.group(1) in '"\\nt' else m.group(0), body)
 
 
-# ------------------------------------------------------------------ tree to syntax nodes
+# ------------------------------------------------------------------ tokens and rules to syntax nodes
+#
+# Builders are called once per reduction by the LALR driver (fastlalr), no parse tree in between.
+# Each gets `p`, the first token of the rule's span (where the node starts, what lark's
+# propagate_positions calls meta.line/column), and the rule's kept children; tokens are tuples
+# (type, text, line, column).
 
 
-def _pos(meta) -> tuple[int, int]:
-    return getattr(meta, "line", 0) or 0, getattr(meta, "column", 0) or 0
+class Word:
+    """A token the compiler reports on later (times of day, weekdays): its text and where it is."""
+
+    __slots__ = ("type", "value", "line", "column")
+
+    def __init__(self, tok: tuple) -> None:
+        self.type, self.value, self.line, self.column = tok
+
+    def __str__(self) -> str:
+        return self.value
+
+    def __repr__(self) -> str:
+        return f"Word({self.value!r}, {self.line}:{self.column})"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Word) and (self.type, self.value, self.line, self.column) == (
+            other.type, other.value, other.line, other.column)
+
+    def __hash__(self) -> int:
+        return hash((self.value, self.line, self.column))
 
 
-class _ToNodes:
-    """Names follow the grammar's rules (lark's Transformer convention); each returns a small syntax node.
+def _text(tok: tuple) -> str:
+    return unquote(tok[1]) if tok[0] == "STRING" else tok[1]
 
-    Driven by `to_nodes` below rather than lark's Transformer: the same shape without the per-node
-    wrapper objects that v_args(meta=True) creates, which cost a quarter of a big script's load time.
-    """
 
-    def start(self, meta, ch):
-        return ch
+def _setting(kind: str):
+    def build(p, ch):
+        return Setting(kind, ch, p[2], p[3])
+    return build
 
-    # values
-    def literal(self, meta, ch):
-        return Value(unquote(ch[0]), None, ch[0].line, ch[0].column)
 
-    def env_ref(self, meta, ch):
-        line, col = _pos(meta)
-        return Value(None, str(ch[0]), line, col)
+def _cond(kind: str):
+    def build(p, ch):
+        return CondNode(kind, False, ch, p[2], p[3])
+    return build
 
-    def _setting(self, kind, meta, args):
-        line, col = _pos(meta)
-        return Setting(kind, args, line, col)
 
-    # server
-    def server_block(self, meta, ch):
-        line, col = _pos(meta)
-        return Decl("server", "server", list(ch), line, col)
-
-    def transport(self, meta, ch):
-        return str(ch[0])
-
-    def address(self, meta, ch):
-        tok = ch[0]
-        return unquote(tok) if tok.type == "STRING" else str(tok)
-
-    def listen(self, meta, ch):
-        return self._setting("listen", meta, list(ch))
-
-    def domain(self, meta, ch):
-        return self._setting("domain", meta, ch)
-
-    def realm(self, meta, ch):
-        return self._setting("realm", meta, ch)
-
-    def rtp_ports(self, meta, ch):
-        return self._setting("rtp_ports", meta, [int(ch[0]), int(ch[1])])
-
-    def user_agent(self, meta, ch):
-        return self._setting("user_agent", meta, ch)
-
-    def tls_cert(self, meta, ch):
-        return self._setting("tls_cert", meta, ch)
-
-    def tls_key(self, meta, ch):
-        return self._setting("tls_key", meta, ch)
-
-    def timezone(self, meta, ch):
-        return self._setting("timezone", meta, [unquote(ch[0])])
-
-    # users and lines
-    def user_decl(self, meta, ch):
-        line, col = _pos(meta)
-        name = ch[0]
-        return Decl("user", str(name), list(ch[1:]), line, col, name.line, name.column)
-
-    def line_decl(self, meta, ch):
-        line, col = _pos(meta)
-        name = ch[0]
-        return Decl("line", str(name), list(ch[1:]), line, col, name.line, name.column)
-
-    def password(self, meta, ch):
-        return self._setting("password", meta, ch)
-
-    def caller_id(self, meta, ch):
-        return self._setting("caller_id", meta, ch)
-
-    def max_calls(self, meta, ch):
-        return self._setting("max_calls", meta, [int(ch[0])])
-
-    def line_server(self, meta, ch):
-        return self._setting("server", meta, ch)
-
-    def line_transport(self, meta, ch):
-        return self._setting("transport", meta, ch)
-
-    def username(self, meta, ch):
-        return self._setting("username", meta, ch)
-
-    def auth_username(self, meta, ch):
-        return self._setting("auth_username", meta, ch)
-
-    def outbound_proxy(self, meta, ch):
-        return self._setting("outbound_proxy", meta, ch)
-
-    def register_every(self, meta, ch):
-        return self._setting("register_every", meta, [str(ch[0])])
-
-    def register_never(self, meta, ch):
-        return self._setting("register_never", meta, [])
-
-    def numbers(self, meta, ch):
-        return self._setting("numbers", meta, [unquote(t) for t in ch])
-
-    def codec(self, meta, ch):
-        tok = ch[0]
-        return unquote(tok) if tok.type == "STRING" else str(tok)
-
-    def codecs(self, meta, ch):
-        return self._setting("codecs", meta, list(ch))
-
-    def display(self, meta, ch):
-        return self._setting("display", meta, ch)
-
-    def include(self, meta, ch):
-        line, col = _pos(meta)
-        return Decl("include", unquote(ch[0]), [], line, col, ch[0].line, ch[0].column)
-
-    # rules
-    def peer_name(self, meta, ch):
-        tok = ch[0]
-        return None if tok.type == "ANY" else tok
-
-    def _peer(self, kind, meta, ch):
-        line, col = _pos(meta)
+def _peer(kind: str):
+    def build(p, ch):
         tok = ch[0] if ch else None
-        if tok is not None:
-            line, col = tok.line, tok.column
-        return Peer(kind, None if tok is None else str(tok), line, col)
+        if tok is None:
+            return Peer(kind, None, p[2], p[3])
+        return Peer(kind, tok[1], tok[2], tok[3])
+    return build
 
-    def from_user(self, meta, ch):
-        return self._peer("user", meta, ch)
 
-    def from_line(self, meta, ch):
-        return self._peer("line", meta, ch)
-
-    def from_any(self, meta, ch):
-        return self._peer("any", meta, [])
-
-    def from_clause(self, meta, ch):
-        return ch[0]
-
-    def to_clause(self, meta, ch):
-        return ("to", list(ch))
-
-    def exact(self, meta, ch):
-        return MatcherNode("exact", unquote(ch[0]), ch[0].line, ch[0].column)
-
-    def prefix(self, meta, ch):
-        line, col = _pos(meta)
-        return MatcherNode("prefix", unquote(ch[0]), line, col)
-
-    def regex(self, meta, ch):
-        return MatcherNode("regex", str(ch[0]), ch[0].line, ch[0].column)
-
-    def when_clause(self, meta, ch):
-        return ("when", list(ch))
-
-    def condition(self, meta, ch):
-        negated = len(ch) == 2
-        node = ch[-1]
-        node.negated = negated
-        if negated:
-            node.line, node.col = ch[0].line, ch[0].column
-        return node
-
-    def _cond(self, kind, meta, args):
-        line, col = _pos(meta)
-        return CondNode(kind, False, args, line, col)
-
-    def cond_caller_id(self, meta, ch):
-        return self._cond("caller_id", meta, list(ch))
-
-    def cond_caller_name(self, meta, ch):
-        return self._cond("caller_name", meta, list(ch))
-
-    def header_name(self, meta, ch):
-        tok = ch[0]
-        return unquote(tok) if tok.type == "STRING" else str(tok)
-
-    def cond_header(self, meta, ch):
-        return self._cond("header", meta, list(ch))
-
-    def zone(self, meta, ch):
-        return ("zone", unquote(ch[0]), ch[0].line, ch[0].column)
-
-    def cond_time(self, meta, ch):
-        return self._cond("time", meta, [ch[0], ch[1], ch[2] if len(ch) > 2 else None])
-
-    def day_range(self, meta, ch):
-        return list(ch)
-
-    def cond_days(self, meta, ch):
-        zone = ch[-1] if ch and isinstance(ch[-1], tuple) else None
-        ranges = [c for c in ch if isinstance(c, list)]
-        return self._cond("days", meta, [ranges, zone])
-
-    def rule(self, meta, ch):
-        line, col = _pos(meta)
-        peer = None
-        matchers: list[MatcherNode] = []
-        conds: list[CondNode] = []
-        body: list[Stmt] = []
-        for c in ch:
-            if isinstance(c, Peer):
-                peer = c
-            elif isinstance(c, tuple) and c[0] == "to":
-                matchers = c[1]
-            elif isinstance(c, tuple) and c[0] == "when":
-                conds = c[1]
-            else:
-                body = c
-        return RuleNode(peer, matchers, conds, body, line, col, getattr(meta, "end_line", line))
-
-    def block(self, meta, ch):
-        return list(ch)
-
-    def inline(self, meta, ch):
-        return list(ch)
-
-    # handlers
-    def call_event(self, meta, ch):
-        return str(ch[0])
-
-    def line_event(self, meta, ch):
-        return "line_registered" if len(ch) == 1 else "line_register_failed"
-
-    def user_event(self, meta, ch):
-        return "user_registered" if str(ch[0]) == "registered" else "user_unregistered"
-
-    def handler(self, meta, ch):
-        line, col = _pos(meta)
-        peer = ch[1] if len(ch) == 3 else None
-        return HandlerNode(ch[0], peer, ch[-1], line, col)
-
-    def _filtered_handler(self, kind, meta, ch):
-        line, col = _pos(meta)
+def _filtered_handler(kind: str):
+    def build(p, ch):
         peer = None
         if len(ch) == 3:
             tok = ch[0]
             if tok is not None:
-                peer = Peer(kind, str(tok), tok.line, tok.column)
-        return HandlerNode(ch[-2], peer, ch[-1], line, col)
+                peer = Peer(kind, tok[1], tok[2], tok[3])
+        return HandlerNode(ch[-2], peer, ch[-1], p[2], p[3])
+    return build
 
-    def line_handler(self, meta, ch):
-        return self._filtered_handler("line", meta, ch)
 
-    def user_handler(self, meta, ch):
-        return self._filtered_handler("user", meta, ch)
+def _b_rule(p, ch, last):
+    peer = None
+    matchers: list[MatcherNode] = []
+    conds: list[CondNode] = []
+    body: list[Stmt] = []
+    for c in ch:
+        if type(c) is list:
+            body = c
+        elif type(c) is tuple:
+            if c[0] == "to":
+                matchers = c[1]
+            else:
+                conds = c[1]
+        else:
+            peer = c
+    line = p[2]
+    return RuleNode(peer, matchers, conds, body, line, p[3], last[2] if last is not None else line)
 
+
+def _b_condition(p, ch):
+    node = ch[-1]
+    if len(ch) == 2:
+        node.negated = True
+        node.line, node.col = ch[0][2], ch[0][3]
+    return node
+
+
+def _b_cond_days(p, ch):
+    zone = ch[-1] if ch and type(ch[-1]) is tuple else None
+    ranges = [c for c in ch if type(c) is list]
+    return CondNode("days", False, [ranges, zone], p[2], p[3])
+
+
+def _b_accept(p, ch):
+    timeout = None
+    if type(ch[-1]) is tuple:  # `timeout` comes last
+        timeout = ch.pop()
+    return Stmt("accept", [ch, timeout], p[2], p[3])
+
+
+def _b_reject(p, ch):
+    code = ch[0]
+    reason = unquote(ch[1][1]) if len(ch) > 1 else None
+    return Stmt("reject", [int(code[1]), reason, code[2], code[3]], p[2], p[3])
+
+
+def _b_num_part(p, ch):
+    tok = ch[0]
+    if tok[0] == "STRING":
+        return ("text", unquote(tok[1]))
+    return ("capture", tok[1][1:])
+
+
+def _b_stmt_text(kind: str):
+    def build(p, ch):
+        t = ch[0]
+        return Stmt(kind, [unquote(t[1]), t[2], t[3]], p[2], p[3])
+    return build
+
+
+BUILDERS = {
+    "start": None,  # None: the value is the list of kept children
+    # values
+    "literal": lambda p, ch: Value(unquote(ch[0][1]), None, ch[0][2], ch[0][3]),
+    "env_ref": lambda p, ch: Value(None, ch[0][1], p[2], p[3]),
+    # server
+    "server_block": lambda p, ch: Decl("server", "server", ch, p[2], p[3]),
+    "transport": lambda p, ch: ch[0][1],
+    "address": lambda p, ch: _text(ch[0]),
+    "listen": _setting("listen"),
+    "domain": _setting("domain"),
+    "realm": _setting("realm"),
+    "rtp_ports": lambda p, ch: Setting("rtp_ports", [int(ch[0][1]), int(ch[1][1])], p[2], p[3]),
+    "user_agent": _setting("user_agent"),
+    "tls_cert": _setting("tls_cert"),
+    "tls_key": _setting("tls_key"),
+    "timezone": lambda p, ch: Setting("timezone", [unquote(ch[0][1])], p[2], p[3]),
+    # users and lines
+    "user_decl": lambda p, ch: Decl("user", ch[0][1], ch[1:], p[2], p[3], ch[0][2], ch[0][3]),
+    "line_decl": lambda p, ch: Decl("line", ch[0][1], ch[1:], p[2], p[3], ch[0][2], ch[0][3]),
+    "password": _setting("password"),
+    "caller_id": _setting("caller_id"),
+    "max_calls": lambda p, ch: Setting("max_calls", [int(ch[0][1])], p[2], p[3]),
+    "line_server": _setting("server"),
+    "line_transport": _setting("transport"),
+    "username": _setting("username"),
+    "auth_username": _setting("auth_username"),
+    "outbound_proxy": _setting("outbound_proxy"),
+    "register_every": lambda p, ch: Setting("register_every", [ch[0][1]], p[2], p[3]),
+    "register_never": lambda p, ch: Setting("register_never", [], p[2], p[3]),
+    "numbers": lambda p, ch: Setting("numbers", [unquote(t[1]) for t in ch], p[2], p[3]),
+    "codec": lambda p, ch: _text(ch[0]),
+    "codecs": _setting("codecs"),
+    "display": _setting("display"),
+    "include": lambda p, ch: Decl("include", unquote(ch[0][1]), [], p[2], p[3], ch[0][2], ch[0][3]),
+    # rules
+    "peer_name": lambda p, ch: None if ch[0][0] == "ANY" else ch[0],
+    "from_user": _peer("user"),
+    "from_line": _peer("line"),
+    "from_any": lambda p, ch: Peer("any", None, p[2], p[3]),
+    "from_clause": lambda p, ch: ch[0],
+    "to_clause": lambda p, ch: ("to", ch),
+    "exact": lambda p, ch: MatcherNode("exact", unquote(ch[0][1]), ch[0][2], ch[0][3]),
+    "prefix": lambda p, ch: MatcherNode("prefix", unquote(ch[0][1]), p[2], p[3]),
+    "regex": lambda p, ch: MatcherNode("regex", ch[0][1], ch[0][2], ch[0][3]),
+    "when_clause": lambda p, ch: ("when", ch),
+    "condition": _b_condition,
+    "cond_caller_id": _cond("caller_id"),
+    "cond_caller_name": _cond("caller_name"),
+    "header_name": lambda p, ch: _text(ch[0]),
+    "cond_header": _cond("header"),
+    "zone": lambda p, ch: ("zone", unquote(ch[0][1]), ch[0][2], ch[0][3]),
+    "cond_time": lambda p, ch: CondNode(
+        "time", False, [Word(ch[0]), Word(ch[1]), ch[2] if len(ch) > 2 else None], p[2], p[3]),
+    "day_range": lambda p, ch: [Word(t) for t in ch],
+    "cond_days": _b_cond_days,
+    "rule": _b_rule,
+    "block": None,
+    "inline": None,
+    # handlers
+    "call_event": lambda p, ch: ch[0][1],
+    "line_event": lambda p, ch: "line_registered" if len(ch) == 1 else "line_register_failed",
+    "user_event": lambda p, ch: "user_registered" if ch[0][1] == "registered" else "user_unregistered",
+    "handler": lambda p, ch: HandlerNode(ch[0], ch[1] if len(ch) == 3 else None, ch[-1], p[2], p[3]),
+    "line_handler": _filtered_handler("line"),
+    "user_handler": _filtered_handler("user"),
     # statements
-    def _stmt(self, kind, meta, args):
-        line, col = _pos(meta)
-        return Stmt(kind, args, line, col)
-
-    def target_user(self, meta, ch):
-        line, col = _pos(meta)
-        return TargetNode("user", str(ch[0]), None, line, col)
-
-    def target_line(self, meta, ch):
-        line, col = _pos(meta)
-        return TargetNode("line", str(ch[0]), ch[1] if len(ch) > 1 else None, line, col)
-
-    def num_part(self, meta, ch):
-        tok = ch[0]
-        if tok.type == "STRING":
-            return ("text", unquote(tok))
-        return ("capture", str(tok)[1:])
-
-    def number(self, meta, ch):
-        return list(ch)
-
-    def timeout(self, meta, ch):
-        return ("timeout", str(ch[0]), ch[0].line, ch[0].column)
-
-    def accept(self, meta, ch):
-        targets = [c for c in ch if isinstance(c, TargetNode)]
-        timeout = next((c for c in ch if isinstance(c, tuple)), None)
-        return self._stmt("accept", meta, [targets, timeout])
-
-    def otherwise(self, meta, ch):
-        return self._stmt("otherwise", meta, [ch[0]])
-
-    def reject(self, meta, ch):
-        code = ch[0]
-        reason = unquote(ch[1]) if len(ch) > 1 else None
-        return self._stmt("reject", meta, [int(code), reason, code.line, code.column])
-
-    def hangup(self, meta, ch):
-        return self._stmt("hangup", meta, [])
-
-    def log(self, meta, ch):
-        return self._stmt("log", meta, [unquote(ch[0]), ch[0].line, ch[0].column])
-
-    def set_caller_id(self, meta, ch):
-        return self._stmt("set_caller_id", meta, [unquote(ch[0]), ch[0].line, ch[0].column])
-
-    def set_header(self, meta, ch):
-        return self._stmt("set_header", meta, [ch[0], unquote(ch[1]), ch[1].line, ch[1].column])
-
-    def play(self, meta, ch):
-        return self._stmt("play", meta, [unquote(ch[0]), len(ch) > 1])
+    "target_user": lambda p, ch: TargetNode("user", ch[0][1], None, p[2], p[3]),
+    "target_line": lambda p, ch: TargetNode("line", ch[0][1], ch[1] if len(ch) > 1 else None, p[2], p[3]),
+    "num_part": _b_num_part,
+    "number": None,
+    "timeout": lambda p, ch: ("timeout", ch[0][1], ch[0][2], ch[0][3]),
+    "accept": _b_accept,
+    "otherwise": lambda p, ch: Stmt("otherwise", [ch[0]], p[2], p[3]),
+    "reject": _b_reject,
+    "hangup": lambda p, ch: Stmt("hangup", [], p[2], p[3]),
+    "log": _b_stmt_text("log"),
+    "set_caller_id": _b_stmt_text("set_caller_id"),
+    "set_header": lambda p, ch: Stmt("set_header", [ch[0], unquote(ch[1][1]), ch[1][2], ch[1][3]], p[2], p[3]),
+    "play": lambda p, ch: Stmt("play", [unquote(ch[0][1]), len(ch) > 1], p[2], p[3]),
+}
+WITH_LAST = frozenset({"rule"})
 
 
 # ------------------------------------------------------------------ parsers
@@ -604,8 +508,27 @@ def statement_chunks(text: str) -> list[tuple[int, str]]:
     return chunks
 
 
+@cache
+def driver() -> Driver | None:
+    """The lean LALR driver over parser()'s tables (None if this lark build cannot be driven that way)."""
+    try:
+        return Driver(parser(), BUILDERS, WITH_LAST)
+    except Unsupported:
+        return None
+
+
 def parse(text: str) -> Parsed:
-    """Parse a whole script; on failure, reparse statement by statement to report every error."""
+    """Parse a whole script; on failure, reparse statement by statement to report every error.
+
+    The driver parses a correct script without lark's per-token machinery; any syntax error sends the
+    script to lark itself, whose exceptions make the messages (the error path may be slower).
+    """
+    d = driver()
+    if d is not None:
+        try:
+            return Parsed(items=d.parse(text))
+        except Reject:
+            pass
     p = parser()
     try:
         tree = p.parse(text)
@@ -615,6 +538,12 @@ def parse(text: str) -> Parsed:
         return Parsed(items=to_nodes(tree))
     problems: list[SyntaxProblem] = []
     for offset, chunk in statement_chunks(text):
+        if d is not None:
+            try:
+                d.parse(chunk)
+                continue  # a correct statement: nothing to report, no need to ask lark
+            except Reject:
+                pass
         try:
             p.parse(chunk)
         except UnexpectedInput as err:
@@ -639,18 +568,24 @@ def _last_nonblank(chunk: str) -> int:
     return 1
 
 
-@cache
-def _dispatch() -> dict:
-    t = _ToNodes()
-    return {name: getattr(t, name) for name in dir(t) if not name.startswith("__")}
+def _tok(t: Token) -> tuple:
+    return (t.type, str(t), t.line, t.column)
 
 
 def to_nodes(tree: Tree) -> list:
-    """Bottom-up conversion of the parse tree, each rule handled by the _ToNodes method of its name."""
-    table = _dispatch()
+    """The same syntax nodes from a lark parse tree (built with propagate_positions): the driver's
+    reference, used if it ever refuses a script lark accepts, and by the tests to check the driver."""
 
     def conv(t: Tree):
-        children = [conv(c) if isinstance(c, Tree) else c for c in t.children]
-        return table[t.data](t.meta, children)
+        ch = [conv(c) if isinstance(c, Tree) else _tok(c) for c in t.children]
+        meta = t.meta
+        p = None if meta.empty else (None, None, meta.line, meta.column)
+        build = BUILDERS[t.data]
+        if build is None:
+            return ch
+        if t.data in WITH_LAST:
+            last = None if meta.empty else (None, None, meta.end_line, meta.end_column)
+            return build(p, ch, last)
+        return build(p, ch)
 
     return conv(tree)
