@@ -211,6 +211,7 @@ async def serve(args: argparse.Namespace, stop: asyncio.Event | None = None) -> 
         return 1
     dialplan = Dialplan(engine)
     dialplan.load(program)
+    _tune_gc()
     log.info("event=started script=%s users=%d lines=%d", args.path, len(program.users), len(program.lines))
     reloader.watch()
     stop = stop or asyncio.Event()
@@ -228,6 +229,17 @@ async def serve(args: argparse.Namespace, stop: asyncio.Event | None = None) -> 
     reloader.stop()
     await engine.stop()
     return 0
+
+
+def _tune_gc() -> None:
+    """Every SIP message allocates many short-lived objects and few cycles: move what start-up built
+    out of the collector's sight and let the youngest generation grow before it is scanned, so the
+    cyclic collector stops costing a measurable share of each call."""
+    import gc
+
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 100)
 
 
 def _raise_open_file_limit() -> None:
