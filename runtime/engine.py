@@ -13,6 +13,8 @@ import asyncio
 import ipaddress
 import logging
 import ssl
+import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -47,6 +49,9 @@ log = logging.getLogger("callflow.engine")
 ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, REGISTER, UPDATE, INFO, MESSAGE, NOTIFY, REFER"
 LAG_PROBE = 0.1        # seconds between event-loop lag probes
 OVERLOAD_LAG = 0.3     # a timer this late means the loop is saturated: shed new calls
+CPU_WINDOW = 1.0       # seconds of process CPU time looked at
+OVERLOAD_CPU = 0.93    # share of one core above which new calls are shed
+RECOVER_CPU = 0.80     # ... and below which they are taken again
 KNOWN_METHODS = frozenset({"INVITE", "ACK", "CANCEL", "BYE", "OPTIONS", "REGISTER", "UPDATE", "INFO",
                            "MESSAGE", "NOTIFY", "REFER", "SUBSCRIBE", "PUBLISH", "PRACK"})
 
@@ -93,6 +98,7 @@ class Engine:
         self._line_starts: set[asyncio.Task] = set()
         self.overloaded = False
         self._late = False
+        self._cpu_window: deque[tuple[float, float]] = deque()
         self._lag_timer: asyncio.TimerHandle | None = None
 
     # ---- lifecycle -------------------------------------------------------------------------------
@@ -133,19 +139,33 @@ class Engine:
         return self.endpoint.loop.time()
 
     def _probe_lag(self, expected: float) -> None:
-        """Watch how late the event loop runs a timer: when it falls far behind, new calls get 503
-        so the calls already up (and their retransmissions) are not drowned (RFC 3261 21.5.4)."""
-        lag = self.now() - expected
+        """Admission control (RFC 3261 21.5.4 503 + Retry-After): new calls are shed while the
+        process is saturated, so the calls already up (and their retransmissions) are not drowned.
+
+        Two signals: the event loop running a timer far too late (twice in a row, or badly once;
+        one late timer can be the machine descheduling us), and the process using nearly a whole
+        core over the last second (a busy loop keeps its timers nearly on time while the kernel
+        queues a growing backlog of datagrams)."""
+        now = self.now()
+        lag = now - expected
         late = lag > OVERLOAD_LAG
-        # one late timer can be the machine descheduling us; two in a row is a saturated loop
-        if late and (self._late or lag > 3 * OVERLOAD_LAG) and not self.overloaded:
+        cpu = time.process_time()
+        window = self._cpu_window
+        window.append((now, cpu))
+        while len(window) > 2 and now - window[0][0] > CPU_WINDOW:
+            window.popleft()
+        span = now - window[0][0]
+        busy = (cpu - window[0][1]) / span if span >= CPU_WINDOW / 2 else 0.0
+        saturated = (late and (self._late or lag > 3 * OVERLOAD_LAG)) or busy > OVERLOAD_CPU
+        if saturated and not self.overloaded:
             self.overloaded = True
-            log.warning("event=overload lag_ms=%d action=%s", lag * 1000, '"new calls get 503"')
-        elif lag < OVERLOAD_LAG / 4 and self.overloaded:
+            log.warning("event=overload lag_ms=%d cpu=%.0f%% action=%s", lag * 1000, busy * 100,
+                        '"new calls get 503"')
+        elif self.overloaded and lag < OVERLOAD_LAG / 4 and busy < RECOVER_CPU:
             self.overloaded = False
-            log.warning("event=overload_over lag_ms=%d", lag * 1000)
+            log.warning("event=overload_over lag_ms=%d cpu=%.0f%%", lag * 1000, busy * 100)
         self._late = late
-        due = self.now() + LAG_PROBE
+        due = now + LAG_PROBE
         self._lag_timer = self.endpoint.loop.call_at(due, self._probe_lag, due)
 
     # ---- the SDK facade ----------------------------------------------------------------------------
