@@ -73,6 +73,7 @@ class OutboundLeg:
         self.cancelled = False
         self.done = False
         self.sent_credentials = False
+        self.ack: Request | None = None
 
     # the transaction layer hands responses to whoever owns the transaction (user_data)
     def on_response(self, resp: Response, txn: ClientTransaction | None) -> None:
@@ -136,6 +137,7 @@ class CallSession:
         self.ack_interval = engine.layer.t1
         self.ack_deadline = 0.0
         self.final_a: Response | None = None
+        self.pending_ack: OutboundLeg | None = None  # late offer: ONE's 2xx waits for ZERO's ACK
         self.byes_pending = 0
         self.hangup_channel: str | None = None
         self.caller_id_override: str | None = None
@@ -215,13 +217,13 @@ class CallSession:
         engine.bus.emit("created", call=self.id, peer_type=self.peer_type, peer=self.peer_name,
                         caller=self.caller_id, to=self.dialled)
         self.state = "routing"
-        if self.invite.body:
-            try:
-                self.media = await engine.media.allocate(self.id)
-            except MediaError as exc:
-                log.warning("call=%s no media: %s", self.id, exc)
-                self.fail_a(503, "Service Unavailable (no media ports)")
-                return
+        # media is anchored with or without an offer here: a late offer comes in the 2xx
+        try:
+            self.media = await engine.media.allocate(self.id)
+        except MediaError as exc:
+            log.warning("call=%s no media: %s", self.id, exc)
+            self.fail_a(503, "Service Unavailable (no media ports)")
+            return
         engine.bus.emit("incoming", call=self.id, peer_type=self.peer_type, peer=self.peer_name,
                         caller=self.caller_id, to=self.dialled,
                         user_agent=self.invite.headers.get("user-agent"), ip=self.source[0],
@@ -299,10 +301,17 @@ class CallSession:
         if 200 <= status < 300:
             leg.done = True
             leg.dialog = Dialog.as_uac(leg.invite, resp)
-            self._send_ack(leg, resp)
+            # late offer (the caller's INVITE had no SDP): this 2xx carries the offer, and the answer
+            # comes in the caller's ACK, so our ACK to this leg waits for it
+            late_offer = not self.invite.body and bool(resp.body)
             if self.state != "dialing" or leg.cancelled:
+                self._send_ack(leg)
                 self._bye_leg(leg)
                 return
+            if late_offer:
+                self.pending_ack = leg
+            else:
+                self._send_ack(leg)
             self._won(leg)
             answer = resp.body
             if answer and self.media is not None:
@@ -440,12 +449,22 @@ class CallSession:
         self.ack_interval = min(self.ack_interval * 2, self.engine.layer.t2)
         self._arm_ack_timer()
 
-    def ack_from_a(self, req: Request) -> None:
-        """The caller confirmed our 200 OK: stop resending it."""
+    async def ack_from_a(self, req: Request) -> None:
+        """The caller confirmed our 200 OK: stop resending it; with a late offer, its answer goes on
+        to the dialled leg in our ACK."""
         if self.ack_timer is not None:
             self.ack_timer.cancel()
             self.ack_timer = None
         self.final_a = None
+        leg, self.pending_ack = self.pending_ack, None
+        if leg is not None:
+            body = req.body
+            if body and self.media is not None:
+                try:
+                    body = await self.media.anchor(0, body)
+                except SdpError:
+                    body = b""
+            self._send_ack(leg, body=body)
 
     def fail_a(self, code: int, reason: str) -> None:
         """Refuse the call on channel ZERO with a final response, then close it."""
@@ -566,6 +585,9 @@ class CallSession:
 
     def _end(self, *, bye_a: bool, bye_b: bool) -> None:
         self.state = "ending"
+        leg, self.pending_ack = self.pending_ack, None
+        if leg is not None:
+            self._send_ack(leg)  # a 2xx is ACKed before its dialog is ended
         if self.ack_timer is not None:
             self.ack_timer.cancel()
             self.ack_timer = None
@@ -604,14 +626,16 @@ class CallSession:
 
     def _ack_and_bye(self, leg: OutboundLeg, resp: Response) -> None:
         dialog = Dialog.as_uac(leg.invite, resp)
-        self._send_ack(leg, resp, dialog)
+        self._send_ack(leg, dialog=dialog)
         bye = dialog.create_request("BYE", self.engine.via(leg.transport))
         self.engine.send_in_dialog(bye, dialog, None, leg.destination, leg.transport)
 
-    def _send_ack(self, leg: OutboundLeg, resp: Response, dialog: Dialog | None = None) -> None:
+    def _send_ack(self, leg: OutboundLeg, *, dialog: Dialog | None = None, body: bytes = b"") -> None:
+        """ACK a 2xx on channel ONE; kept on the leg so a retransmitted 2xx gets the same ACK."""
         d = dialog or leg.dialog
         assert d is not None
-        ack = d.create_request("ACK", self.engine.via(leg.transport), cseq=leg.invite.cseq[0])
+        ack = d.create_request("ACK", self.engine.via(leg.transport), cseq=leg.invite.cseq[0], body=body)
+        leg.ack = ack
         self.engine.send_ack(ack, d, leg.destination, leg.transport)
 
     def _cancel_leg(self, leg: OutboundLeg) -> None:

@@ -70,7 +70,8 @@ class Engine:
                  user_agent: str = "Callflow", media: MediaBackend | None = None,
                  bus: EventBus | None = None, tls: ssl.SSLContext | None = None,
                  client_tls: ssl.SSLContext | None = None,
-                 screen: Callable[[Request], Refusal | None] | None = check_request) -> None:
+                 screen: Callable[[Request], Refusal | None] | None = check_request,
+                 admission_control: bool = True) -> None:
         if isinstance(listen, tuple):
             listen = [ListenSpec("udp", listen[0], listen[1])]
         self.listen = listen
@@ -80,6 +81,7 @@ class Engine:
         self.ports: dict[str, int] = {}
         self.tls = tls
         self.client_tls = client_tls
+        self.admission_control = admission_control
         self.realm = realm
         self.user_agent = user_agent
         self.bus = bus or EventBus()
@@ -112,7 +114,8 @@ class Engine:
                      self.advertise)
         self.port = self.ports.get("udp") or next(iter(self.ports.values()))
         self.layer.tcp_for_large = "tcp" in self.ports
-        self._probe_lag(self.now())
+        if self.admission_control:
+            self._probe_lag(self.now())
 
     async def stop(self) -> None:
         """End the calls (BYE, CANCEL or 503 as their state needs), unregister the lines, close."""
@@ -347,9 +350,9 @@ class Engine:
             return
         call, leg_index = entry
         leg = call.leg_b
-        if leg_index == 1 and leg is not None and leg.dialog is not None:
-            ack = leg.dialog.create_request("ACK", self.via(leg.transport), cseq=resp.cseq[0])
-            self.send_ack(ack, leg.dialog, leg.destination, leg.transport)
+        # the same ACK again (with a late offer's answer in it); none yet while it waits for ZERO's
+        if leg_index == 1 and leg is not None and leg.dialog is not None and leg.ack is not None:
+            self.send_ack(leg.ack, leg.dialog, leg.destination, leg.transport)
 
     # ---- what call sessions use ---------------------------------------------------------------------
     def route(self, call: CallSession) -> None:
