@@ -143,14 +143,12 @@ class CallSession:
         self.caller_id_override: str | None = None
         self.extra_headers: list[tuple[str, str]] = []
         self.last_failure = Failure(480, "Temporarily Unavailable")
-        self.closed_event = asyncio.Event()
         self._queue: deque[tuple[Callable[..., object], tuple]] = deque()
         self._running = False
         self._tasks: set[asyncio.Task] = set()  # type: ignore[type-arg]
-        uri = self.invite.request_uri
         self.caller_id = self.invite.from_.uri.user or ""
         self.caller_name = self.invite.from_.display
-        self.dialled = engine.dialled_number(self.invite, peer_type, peer_name) or (uri.user or "")
+        self.dialled = engine.dialled_number(self.invite, peer_type, peer_name)
 
     # ---- the serial executor ---------------------------------------------------------------------
     def post(self, fn: Callable[..., object], *args: object) -> None:
@@ -692,4 +690,3 @@ class CallSession:
             self.media.close()
         self.engine.bus.emit("closed", call=self.id, reason=reason, **media_stats)
         self.engine.forget(self)
-        self.closed_event.set()
