@@ -213,3 +213,30 @@ def test_edited_rule_takes_over_and_a_broken_edit_keeps_the_old_one(
     alice.dial(f"sip:{OUT_NUMBER}@{server.hostport}")
     talk_then_hang_up(server, alice, pstn, pstn)  # the previous rule still routes
     server.assert_alive()
+
+
+# ---- in-dialog requests ----------------------------------------------------------------------------
+def test_hold_and_resume_pass_through_and_voice_comes_back(kamailio: Kamailio, phone_factory: PhoneFactory,
+                                                           callflow: Callable[..., CallflowServer]) -> None:
+    """baresip's hold/resume are re-INVITEs (a=sendonly, then a=sendrecv): relayed to the other leg
+    with their SDP anchored, answered back, and the call goes on."""
+    server, alice, pstn = office(kamailio, phone_factory, callflow)
+    alice.dial(f"sip:{OUT_NUMBER}@{server.hostport}")
+    pstn.wait_event(CALL_INCOMING, 10)
+    pstn.accept()
+    alice.wait_event(CALL_ESTABLISHED, 10)
+    pstn.wait_event(CALL_ESTABLISHED, 10)
+    since = pstn.mark()
+    alice.command("hold")
+    time.sleep(1.0)
+    alice.command("resume")
+    time.sleep(TALK_SECONDS)
+    alice.hangup()
+    pstn.wait_event(CALL_CLOSED, 10)
+    # both re-INVITEs reached the pstn phone with an offer (baresip reports each remote SDP)
+    offers = [e for e in pstn.events[since:] if e.get("type") == "CALL_REMOTE_SDP"]
+    assert len(offers) >= 2, pstn.event_types()
+    closed = server.wait_event("closed")
+    assert server.call_events(closed["call"])[-2:] == [("hangup", "ZERO"), ("closed", None)]
+    assert_voice_both_ways(alice, pstn)
+    server.assert_alive()
