@@ -240,3 +240,25 @@ def test_hold_and_resume_pass_through_and_voice_comes_back(kamailio: Kamailio, p
     assert server.call_events(closed["call"])[-2:] == [("hangup", "ZERO"), ("closed", None)]
     assert_voice_both_ways(alice, pstn)
     server.assert_alive()
+
+
+def test_reload_during_a_call_keeps_the_call(kamailio: Kamailio, phone_factory: PhoneFactory,
+                                             callflow: Callable[..., CallflowServer]) -> None:
+    server, alice, pstn = office(kamailio, phone_factory, callflow)
+    alice.dial(f"sip:{OUT_NUMBER}@{server.hostport}")
+    pstn.wait_event(CALL_INCOMING, 10)
+    pstn.accept()
+    alice.wait_event(CALL_ESTABLISHED, 10)
+    server.flow_path.write_text(office_flow(kamailio.hostport, rules=SEED_RULES + '\non incoming from user any '
+                                            'to "999" reject 403 "Not here"'))
+    server.wait_event("reloaded")
+    time.sleep(TALK_SECONDS)
+    pstn.hangup()
+    alice.wait_event(CALL_CLOSED, 10)
+    closed = server.wait_event("closed")
+    assert server.call_events(closed["call"]) == expected_events("ONE")
+    assert_voice_both_ways(alice, pstn)
+    assert len(server.events("line_registered")) == 1  # the unchanged line kept its registration
+    alice.dial(f"sip:999@{server.hostport}")  # and the new rule is in force for the next call
+    assert "403" in str(alice.wait_event(CALL_CLOSED, 10).get("param"))
+    server.assert_alive()
