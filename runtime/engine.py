@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from .auth import Authenticator
 from .calls import CallSession, Failure, OutboundLeg, Target
 from .events import EventBus
+from .guard import FloodGuard
 from .lines import LineClient, LineConfig
 from .media.base import MediaBackend
 from .media.relay import MediaRelay
@@ -87,6 +88,8 @@ class Engine:
         self.bus = bus or EventBus()
         self.layer = TransactionLayer(screen=screen, server_header=user_agent)
         self.endpoint = SipEndpoint(self.layer, self.on_event)
+        self.guard = FloodGuard(exempt=self._is_provider)
+        self.endpoint.admit = self._admit
         self.media: MediaBackend = media or MediaRelay(host if host not in ("", "::") else "0.0.0.0",
                                                        rtp_ports, advertise=self.advertise)
         self.registrar = Registrar()
@@ -322,6 +325,16 @@ class Engine:
         txn.user_data = call
         self.calls[call.id] = call
         call.post(call.start)
+
+    def _admit(self, ip: str, data: bytes, now: float) -> bool:
+        ok, attack = self.guard.admit(ip, data, now)
+        if attack is not None:
+            action = f"ignored {int(self.guard.block)}s" if attack == "flood" else "dropped, no answer"
+            self.bus.emit("attack_detected", kind=attack, ip=ip, action=action)
+        return ok
+
+    def _is_provider(self, ip: str) -> bool:
+        return any(line.address is not None and line.address[0] == ip for line in self.lines.values())
 
     def line_for_source(self, source: Address) -> LineClient | None:
         """A request is from a line when it comes from that provider's address, IP and port.

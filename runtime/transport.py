@@ -173,6 +173,7 @@ class SipEndpoint:
         self._timer_at: float | None = None
         self._pumping = False
         self._sweeper: asyncio.TimerHandle | None = None
+        self.admit: Callable[[str, bytes, float], bool] | None = None  # the engine's flood guard
 
     # ---- listening -------------------------------------------------------------------------------
     async def listen(self, spec: ListenSpec, ssl_context: ssl.SSLContext | None = None) -> Address:
@@ -220,8 +221,11 @@ class SipEndpoint:
 
     # ---- input ---------------------------------------------------------------------------------
     def message_received(self, data: bytes, source: Address, transport: str) -> None:
+        now = self.loop.time()
+        if self.admit is not None and not self.admit(source[0], data, now):
+            return  # a flood or a scanner: not even parsed
         try:
-            self.layer.receive(data, source, self.loop.time(), transport)
+            self.layer.receive(data, source, now, transport)
         except Exception:  # the layer promises not to raise; if it ever does, lose the message, not the server
             log.exception("internal error on a message from %s:%s", *source)
         self.pump()
