@@ -72,7 +72,7 @@ class Engine:
                  bus: EventBus | None = None, tls: ssl.SSLContext | None = None,
                  client_tls: ssl.SSLContext | None = None,
                  screen: Callable[[Request], Refusal | None] | None = check_request,
-                 admission_control: bool = True) -> None:
+                 admission_control: bool = True, digest_algorithms: tuple[str, ...] = ("MD5",)) -> None:
         if isinstance(listen, tuple):
             listen = [ListenSpec("udp", listen[0], listen[1])]
         self.listen = listen
@@ -95,7 +95,7 @@ class Engine:
         self.registrar = Registrar()
         self.users: dict[str, UserAccount] = {}
         self.lines: dict[str, LineClient] = {}
-        self.auth = Authenticator(realm, self._password_for)
+        self.auth = Authenticator(realm, self._password_for, algorithms=digest_algorithms)
         self.calls: dict[str, CallSession] = {}
         self.dialogs: dict[tuple[str, str], tuple[CallSession, int]] = {}
         self.program: object = None
