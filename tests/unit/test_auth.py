@@ -87,3 +87,24 @@ def test_unknown_user_gets_403() -> None:
     value = DigestClient("mallory", "x").authorize(challenge, "INVITE", "sip:+15551234567@pbx")
     outcome = auth.authenticate(invite(value), "192.0.2.7", 1.0)
     assert outcome.response is not None and outcome.response.status == 403
+
+
+def test_sha256_can_be_offered_and_is_preferred_by_a_capable_client() -> None:
+    from runtime.sip.digest import select_challenge
+
+    auth = Authenticator("pbx", PASSWORDS.get, algorithms=("SHA-256", "MD5"))
+    first = auth.authenticate(invite(), "192.0.2.7", 0.0)
+    assert first.response is not None
+    offered = first.response.headers.get_all("proxy-authenticate")
+    assert len(offered) == 2
+    challenge = select_challenge(offered)
+    assert challenge is not None and challenge.algorithm == "SHA-256"
+    value = DigestClient("alice", "alice-pw").authorize(challenge, "INVITE", "sip:+15551234567@pbx")
+    assert auth.authenticate(invite(value), "192.0.2.7", 1.0).user == "alice"
+
+
+def test_md5_alone_is_offered_by_default() -> None:
+    first = Authenticator("pbx", PASSWORDS.get).authenticate(invite(), "192.0.2.7", 0.0)
+    assert first.response is not None
+    (only,) = first.response.headers.get_all("proxy-authenticate")
+    assert "algorithm=MD5" in only
