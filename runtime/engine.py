@@ -101,6 +101,8 @@ class Engine:
         self.program: object = None
         self.router: Callable[[CallSession], None] = lambda call: call.reject(404, "Not Found (no routing)")
         self._line_starts: set[asyncio.Task] = set()
+        self._line_by_address: dict[Address, LineClient] = {}
+        self._provider_ips: set[str] = set()
         self.overloaded = False
         self._late = False
         self._cpu_window: deque[tuple[float, float]] = deque()
@@ -193,6 +195,7 @@ class Engine:
             old.stop()
         line = LineClient(self, config)
         self.lines[config.name] = line
+        self.index_lines()
         return line
 
     def register_line(self, name: str) -> None:
@@ -209,6 +212,7 @@ class Engine:
         line = self.lines.pop(name, None)
         if line is not None:
             line.stop()
+            self.index_lines()
             self.endpoint.pump()
 
     # ---- incoming ----------------------------------------------------------------------------------
@@ -333,8 +337,14 @@ class Engine:
             self.bus.emit("attack_detected", kind=attack, ip=ip, action=action)
         return ok
 
+    def index_lines(self) -> None:
+        """Rebuild the provider-address index (lines added, removed or resolved): every datagram is
+        checked against it, so that check must be a dict lookup, not a scan of the lines."""
+        self._line_by_address = {line.address: line for line in self.lines.values() if line.address is not None}
+        self._provider_ips = {address[0] for address in self._line_by_address}
+
     def _is_provider(self, ip: str) -> bool:
-        return any(line.address is not None and line.address[0] == ip for line in self.lines.values())
+        return ip in self._provider_ips
 
     def line_for_source(self, source: Address) -> LineClient | None:
         """A request is from a line when it comes from that provider's address, IP and port.
@@ -342,10 +352,7 @@ class Engine:
         Matching on the IP alone would let anything else on the provider's host (or a phone behind
         the same NAT) pass as the provider, skipping authentication: a toll-fraud hole.
         """
-        for line in self.lines.values():
-            if line.address == source:
-                return line
-        return None
+        return self._line_by_address.get(source)
 
     def dialled_number(self, invite: Request, peer_type: str, peer_name: str | None) -> str:
         user = invite.request_uri.user or ""

@@ -90,6 +90,7 @@ class LineClient:
         except OSError as exc:
             self.address = None
             log.warning("line=%s cannot resolve %s: %s", self.config.name, host, exc)
+        self.engine.index_lines()
 
     def register(self, expires: int | None = None) -> None:
         """Send a REGISTER (fresh or refresh); credentials are added when a challenge asks."""
