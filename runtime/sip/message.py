@@ -15,7 +15,7 @@ import re
 import sys
 from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass, field
-from operator import itemgetter
+from itertools import repeat
 from typing import Any, NamedTuple, TypeVar
 
 from .errors import REASONS, SipSyntaxError
@@ -63,8 +63,11 @@ _CL = sys.intern("content-length")
 _key_cache: dict[str, str] = {}
 # raw text before the colon of a header line -> (lookup key, header name as written)
 _name_cache: dict[str, tuple[str, str]] = {}
+# the same for names written without surrounding whitespace, which the fast path keeps as written
+_key_of_name: dict[str, str] = {}
+_COLON = repeat(":")
+_ONCE = repeat(1)
 _T = TypeVar("_T")
-_second = itemgetter(1)
 
 
 def header_key(name: str) -> str:
@@ -89,6 +92,8 @@ def _header_name(raw: str) -> tuple[str, str]:
     known = (header_key(name), name)
     if len(_name_cache) < 4096:
         _name_cache[raw] = known
+        if raw == name:
+            _key_of_name[name] = known[0]
     return known
 
 
@@ -598,6 +603,18 @@ def _one_name_addr(headers: Headers, name: str) -> NameAddr:
     return NameAddr.parse(value)
 
 
+def _read_items(lines: list[str]) -> list[tuple[str, str, str]]:
+    """Header lines the fast path could not take: names checked one by one, and learnt."""
+    items = []
+    for line in lines:
+        name, colon, value = line.partition(":")
+        if not colon:
+            raise SipSyntaxError(f"header line without a colon: {name[:60]!r}")
+        key, written = _header_name(name)
+        items.append((key, written, value.strip(" \t")))
+    return items
+
+
 def _unfold(head: str, nl: str) -> tuple[list[str], list[str]]:
     """Logical header lines with folding (RFC 3261 7.3.1) replaced by one space, and their raw text."""
     physical = head.split(nl)
@@ -672,40 +689,36 @@ def parse_message(data: bytes, *, stream: bool = False) -> Request | Response:
 
 def _parse_head(head: str, nl: str) -> tuple[Request | Response, str]:
     """The start line and header fields; the caller frames the body."""
-    if nl == "\r\n":
-        lines = raw_lines = head.split(nl)
-        n = len(lines) - 1  # every CR and LF must belong to one of these n CRLFs
-        if head.count("\n") != n or head.count("\r") != n:
-            raise SipSyntaxError("bare CR or LF inside the header")
-        if "\r\n " in head or "\r\n\t" in head:
-            lines, raw_lines = _unfold(head, nl)
-    else:
-        if "\r" in head:
-            raise SipSyntaxError("mixed line ends in the header")
-        if "\n " in head or "\n\t" in head:
-            lines, raw_lines = _unfold(head, nl)
-        else:
-            lines = raw_lines = head.split(nl)
-    if len(lines) > MAX_HEADERS + 1:
+    lines = head.split(nl)
+    n = len(lines) - 1
+    if n > MAX_HEADERS:
         raise SipSyntaxError(f"more than {MAX_HEADERS} header fields", 513)
     first = lines[0]
-    parts = [line.partition(":") for line in lines[1:]]
+    del lines[0]
+    # Every CR and LF must be part of a line end: with them split off, none is left (memchr, not a
+    # count over the whole header).
+    joined = "".join(lines)
+    if "\r" in joined or "\n" in joined:
+        raise SipSyntaxError("bare CR or LF inside the header" if nl == "\r\n" else "mixed line ends in the header")
+    raw_lines = lines
     try:
-        if "" in map(_second, parts):
-            raise KeyError  # a line without a colon: the loop below names it
-        names = _name_cache
-        items = [(kn[0], kn[1], value.strip(" \t")) for name, _, value in parts for kn in (names[name],)]
-    except KeyError:
-        items = []
-        for name, colon, value in parts:
-            if not colon:
-                raise SipSyntaxError(f"header line without a colon: {name[:60]!r}") from None
-            items.append((*_header_name(name), value.strip(" \t")))
+        # The common case in C-level loops: every name seen before and a token, no folding. A
+        # colon-less line fails the unpacking, anything else unusual misses the cache.
+        keys = _key_of_name
+        items = [(keys[name], name, value.strip(" \t")) for name, value in map(str.split, lines, _COLON, _ONCE)]
+    except (KeyError, ValueError):
+        if lines and lines[0][:1] in (" ", "\t"):
+            raise SipSyntaxError("continuation line before the first header") from None
+        if any(line[:1] in (" ", "\t") for line in lines):
+            lines, raw_lines = _unfold(head, nl)
+            del lines[0]
+            del raw_lines[0]
+        items = _read_items(lines)
     headers = Headers.__new__(Headers)
     headers._items = items
     headers._cache = {}
     headers._src = items.copy()
-    headers._lines = raw_lines[1:]
+    headers._lines = raw_lines
 
     msg: Request | Response
     if first[:4] == "SIP/":
