@@ -19,7 +19,7 @@ from itertools import repeat
 from typing import Any, NamedTuple, TypeVar
 
 from .errors import REASONS, SipSyntaxError
-from .uri import NameAddr, SipUri, _check_ipv6, name_addr_ok, sip_uri_ok, split_params, split_quoted
+from .uri import NameAddr, SipUri, _check_ipv6, sip_uri_ok, split_params, split_quoted
 
 MAX_MESSAGE_SIZE = 65535
 MAX_HEADERS = 256
@@ -469,21 +469,14 @@ class Message:
             cache["#cseq"] = _parse_cseq_value(items[keys.index("cseq")][2])
         if "#topvia" not in cache:
             self.top_via  # noqa: B018
-        # From, To and Contact of the usual shape are checked by one regex each and parsed only when
-        # a view asks (the dialog layer); anything unusual is parsed now, which raises if it is bad.
+        # From, To and Contact are read now (one regex each in the usual shape, the URI split only
+        # when asked for), so a bad one fails here and the dialog layer finds them built.
         if "#from" not in cache:
-            value = items[keys.index("from")][2]
-            if not name_addr_ok(value):
-                cache["#from"] = NameAddr.parse(value)
+            cache["#from"] = NameAddr.parse(items[keys.index("from")][2])
         if "#to" not in cache:
-            value = items[keys.index("to")][2]
-            if not name_addr_ok(value):
-                cache["#to"] = NameAddr.parse(value)
+            cache["#to"] = NameAddr.parse(items[keys.index("to")][2])
         if "contact" in keys and "#contact" not in cache:
-            for k, _, value in items:
-                if k == "contact" and ("," in value or not name_addr_ok(value)):
-                    self.contacts  # noqa: B018
-                    break
+            self.contacts  # noqa: B018
         if "date" in keys:
             date = items[keys.index("date")][2]
             if not _DATE_RE.match(date):

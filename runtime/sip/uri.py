@@ -21,13 +21,18 @@ _BAD_URI_CHARS = re.compile(r'[\x00-\x20\x7f<>"]')
 _PCT_RE = re.compile(r"%([0-9A-Fa-f]{2})")
 _KNOWN_SCHEMES = frozenset({"sip", "sips", "tel"})
 # The shape nearly every sip/sips URI has: one regex match instead of a dozen string operations.
-_SIP_FAST_RE = re.compile(
+# Groups: scheme, user, password, host, port, ;params.
+_SIP_FAST = (
     r"(sips?):(?:([^@:;?\x00-\x20\x7f<>\"\[\]]+)(?::([^@;?\x00-\x20\x7f<>\"]*))?@)?"
-    r"([A-Za-z0-9\-._]+)(?::([0-9]{1,5}))?((?:;[^;?@\x00-\x20\x7f<>\"]+)*)\Z"
+    r"([A-Za-z0-9\-._]+)(?::([0-9]{1,5}))?((?:;[^;?@\x00-\x20\x7f<>\"]+)*)"
 )
+_SIP_FAST_RE = re.compile(_SIP_FAST + r"\Z")
+# `[display] <sip-uri>[;params]` in one match, URI included, so checking or reading a From, To or
+# Contact of the usual shape costs one regex. Groups: quoted display, token display, the six URI
+# groups, header ;params.
 _NAME_ADDR_FAST_RE = re.compile(
     r'(?:"([^"\\]*)"[ \t]*|([A-Za-z0-9\-.!%*_+`\'~]+(?:[ \t]+[A-Za-z0-9\-.!%*_+`\'~]+)*)[ \t]*)?'
-    r"<([^<>\x00-\x20\x7f\"]+)>"
+    r"<" + _SIP_FAST + r">"
     r"((?:[ \t]*;[ \t]*[A-Za-z0-9\-.!%*_+`'~]+(?:[ \t]*=[ \t]*[^;\x00-\x20\x7f\"<>,]+)?)*)[ \t]*\Z"
 )
 
@@ -37,13 +42,6 @@ def sip_uri_ok(text: str) -> bool:
     `SipUri.parse` would accept: a syntax check that builds nothing, for `validate()`."""
     m = _SIP_FAST_RE.match(text)
     return m is not None and (not m.group(5) or int(m.group(5)) <= 65535)
-
-
-def name_addr_ok(text: str) -> bool:
-    """True when `text` is `[display] <sip-uri>[;params]` of the common shape that `NameAddr.parse`
-    accepts; False means "ask the full parser" (which raises if it really is bad)."""
-    m = _NAME_ADDR_FAST_RE.match(text)
-    return m is not None and sip_uri_ok(m.group(3))
 
 
 def unescape(text: str) -> str:
@@ -117,19 +115,23 @@ class SipUri:
         """Read a URI; sip/sips hosts, ports and IPv6 references are checked, other schemes kept opaque."""
         m = _SIP_FAST_RE.match(text)
         if m is not None:
-            scheme, user, password, host, port_text, ptext = m.groups()
-            params: dict[str, str | None] = {}
-            if ptext:
-                for item in ptext[1:].split(";"):
-                    name, eq, value = item.partition("=")
-                    params[name.lower()] = value if eq else None
-            port = None
-            if port_text:
-                port = int(port_text)
-                if port > 65535:
-                    raise SipSyntaxError(f"port {port} out of range in URI {text!r}")
-            return cls(scheme, user, password, host, port, params, None)
+            return cls._from_fast(text, *m.groups())
         return cls._parse_general(text)
+
+    @classmethod
+    def _from_fast(cls, text: str, scheme: str, user: str | None, password: str | None, host: str,
+                   port_text: str | None, ptext: str) -> SipUri:
+        params: dict[str, str | None] = {}
+        if ptext:
+            for item in ptext[1:].split(";"):
+                name, eq, value = item.partition("=")
+                params[name.lower()] = value if eq else None
+        port = None
+        if port_text:
+            port = int(port_text)
+            if port > 65535:
+                raise SipSyntaxError(f"port {port} out of range in URI {text!r}")
+        return cls(scheme, user, password, host, port, params, None)
 
     @classmethod
     def _parse_general(cls, text: str) -> SipUri:
@@ -274,27 +276,70 @@ def _quoted_end(text: str, start: int) -> int:
         j = q + 1
 
 
-@dataclass(slots=True)
 class NameAddr:
-    """`"Display" <uri>;params` or a bare addr-spec (From, To, Contact, Route...)."""
+    """`"Display" <uri>;params` or a bare addr-spec (From, To, Contact, Route...).
 
-    display: str | None
-    uri: SipUri
-    params: dict[str, str | None]
-    raw_uri: str = ""
+    Read from the common shape, the URI is split only when `uri` is first asked for: the checks
+    that found the shape already proved it readable, and most messages only need a tag.
+    """
+
+    __slots__ = ("display", "params", "raw_uri", "_uri", "_uri_parts")
+
+    def __init__(self, display: str | None, uri: SipUri | None, params: dict[str, str | None],
+                 raw_uri: str = "") -> None:
+        self.display = display
+        self.params = params
+        self.raw_uri = raw_uri
+        self._uri = uri
+        self._uri_parts: tuple[str | None, ...] | None = None
+
+    @property
+    def uri(self) -> SipUri:
+        uri = self._uri
+        if uri is None:
+            scheme, user, password, host, port_text, ptext = self._uri_parts  # type: ignore[misc]
+            uri = self._uri = SipUri._from_fast(self.raw_uri, scheme, user, password, host, port_text, ptext)
+        return uri
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, NameAddr):
+            return NotImplemented
+        return (self.display, self.uri, self.params) == (other.display, other.uri, other.params)
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"NameAddr(display={self.display!r}, uri={self.raw_uri!r}, params={self.params!r})"
+
+    @classmethod
+    def parse_common(cls, text: str) -> NameAddr | None:
+        """The usual `[display] <sip-uri>[;params]` in one regex match, or None for anything else
+        (which `parse` reads with the general grammar, raising if it is bad)."""
+        m = _NAME_ADDR_FAST_RE.match(text)
+        if m is None:
+            return None
+        quoted, tokens, scheme, user, password, host, port_text, uri_ptext, ptext = m.groups()
+        if port_text and int(port_text) > 65535:
+            return None
+        params: dict[str, str | None] = {}
+        if ptext:
+            for item in ptext.split(";")[1:]:
+                name, eq, value = item.partition("=")
+                params[name.strip(" \t").lower()] = value.strip(" \t") if eq else None
+        na = cls.__new__(cls)
+        na.display = quoted if quoted is not None else tokens
+        na.params = params
+        na.raw_uri = text[m.start(3) : m.end(8)]
+        na._uri = None
+        na._uri_parts = (scheme, user, password, host, port_text, uri_ptext)
+        return na
 
     @classmethod
     def parse(cls, text: str) -> NameAddr:
         """Read name-addr or addr-spec (RFC 3261 20.10); header parameters after the URI go to `params`."""
-        m = _NAME_ADDR_FAST_RE.match(text)
-        if m is not None:
-            quoted, tokens, raw_uri, ptext = m.groups()
-            params: dict[str, str | None] = {}
-            if ptext:
-                for item in ptext.split(";")[1:]:
-                    name, eq, value = item.partition("=")
-                    params[name.strip(" \t").lower()] = value.strip(" \t") if eq else None
-            return cls(quoted if quoted is not None else tokens, SipUri.parse(raw_uri), params, raw_uri)
+        na = cls.parse_common(text)
+        if na is not None:
+            return na
         text = text.strip(" \t")
         if not text:
             raise SipSyntaxError("empty address")
