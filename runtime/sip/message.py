@@ -468,7 +468,12 @@ class Message:
                 raise SipSyntaxError("missing CSeq" if "cseq" not in keys else "more than one CSeq")
             cache["#cseq"] = _parse_cseq_value(items[keys.index("cseq")][2])
         if "#topvia" not in cache:
-            self.top_via  # noqa: B018
+            # the usual single Via line read directly, anything else by the general view
+            value = items[keys.index("via")][2] if "via" in keys else ","
+            if "," in value or not value:
+                self.top_via  # noqa: B018
+            else:
+                cache["#topvia"] = Via.parse(value)
         # From, To and Contact are read now (one regex each in the usual shape, the URI split only
         # when asked for), so a bad one fails here and the dialog layer finds them built.
         if "#from" not in cache:
@@ -476,7 +481,11 @@ class Message:
         if "#to" not in cache:
             cache["#to"] = NameAddr.parse(items[keys.index("to")][2])
         if "contact" in keys and "#contact" not in cache:
-            self.contacts  # noqa: B018
+            value = items[keys.index("contact")][2]
+            if keys.count("contact") == 1 and "," not in value and value != "*" and value:
+                cache["#contact"] = [NameAddr.parse(value)]
+            else:
+                self.contacts  # noqa: B018
         if "date" in keys:
             date = items[keys.index("date")][2]
             if not _DATE_RE.match(date):
