@@ -317,7 +317,28 @@ class NameAddr:
         (which `parse` reads with the general grammar, raising if it is bad)."""
         m = _NAME_ADDR_FAST_RE.match(text)
         if m is None:
-            return None
+            if text[:4] != "sip:" or "," in text:
+                return None
+            # a bare addr-spec (`Contact: sip:a@host:5060;expires=60`): parameters after a bare URI
+            # belong to the header (RFC 3261 20.10)
+            m = _SIP_FAST_RE.match(text)
+            if m is None:
+                return None
+            scheme, user, password, host, port_text, ptext = m.groups()
+            if port_text and int(port_text) > 65535:
+                return None
+            params = {}
+            if ptext:
+                for item in ptext[1:].split(";"):
+                    name, eq, value = item.partition("=")
+                    params[name.lower()] = value if eq else None
+            na = cls.__new__(cls)
+            na.display = None
+            na.params = params
+            na.raw_uri = text[: m.start(6)]
+            na._uri = None
+            na._uri_parts = (scheme, user, password, host, port_text, "")
+            return na
         quoted, tokens, scheme, user, password, host, port_text, uri_ptext, ptext = m.groups()
         if port_text and int(port_text) > 65535:
             return None
