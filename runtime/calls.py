@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
-import secrets
 from collections import deque
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
@@ -29,6 +28,7 @@ from .sip.transaction import (
     State,
     new_branch,
     new_tag,
+    token_hex,
 )
 
 if TYPE_CHECKING:
@@ -116,7 +116,7 @@ class CallSession:
     def __init__(self, engine: Engine, txn: ServerTransaction, peer_type: str, peer_name: str | None,
                  program: object) -> None:
         self.engine = engine
-        self.id = secrets.token_hex(4)
+        self.id = token_hex(4)
         self.txn = txn
         self.invite = txn.request
         self.source = txn.peer

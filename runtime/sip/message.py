@@ -196,7 +196,10 @@ class Headers:
 
     def __contains__(self, name: str) -> bool:
         key = header_key(name)
-        return any(k == key for k, _, _ in self._items)
+        for k, _, _ in self._items:
+            if k == key:
+                return True
+        return False
 
     def get(self, name: str, default: str | None = None) -> str | None:
         key = header_key(name)
