@@ -55,6 +55,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--advertise", help="address to put in Via, Contact and SDP (default: the listen address)")
     run.add_argument("--rtp-ports", type=_range, help="RTP port range LOW-HIGH (default: the script's, or 20000-29999)")
     run.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    run.add_argument("--location-db", metavar="FILE",
+                     help="SQLite file that keeps phone registrations across restarts (default: memory only)")
     check = sub.add_parser("check", help="compile scripts and report errors as file:line:col: message")
     check.add_argument("paths", nargs="+")
     check.add_argument("--json", action="store_true", help="diagnostics as JSON, for editors and CI")
@@ -200,9 +202,19 @@ async def serve(args: argparse.Namespace, stop: asyncio.Event | None = None) -> 
     except (OSError, ssl.SSLError, ValueError) as exc:
         print(f"callflow: cannot load the TLS certificate or key: {exc}", file=sys.stderr)
         return 1
+    location_store = None
+    if getattr(args, "location_db", None):
+        from .location_db import LocationDbError, SqliteLocationStore
+
+        try:
+            location_store = SqliteLocationStore(args.location_db, clock=loop.time)
+        except LocationDbError as exc:
+            print(f"callflow: {exc}", file=sys.stderr)
+            return 1
     engine = Engine(listen=specs, advertise=args.advertise, realm=server.realm or server.domain or "callflow",
                     rtp_ports=args.rtp_ports or server.rtp_ports or (20000, 29999),
-                    user_agent=server.user_agent or "Callflow", tls=tls, client_tls=client_tls)
+                    user_agent=server.user_agent or "Callflow", tls=tls, client_tls=client_tls,
+                    location_store=location_store)
     try:
         await engine.start()
     except (OSError, ValueError) as exc:
@@ -211,6 +223,14 @@ async def serve(args: argparse.Namespace, stop: asyncio.Event | None = None) -> 
         return 1
     dialplan = Dialplan(engine)
     dialplan.load(program)
+    if location_store is not None:
+        try:
+            restored, dropped = location_store.restore(set(engine.users))
+        except LocationDbError as exc:
+            print(f"callflow: {exc}", file=sys.stderr)
+            await engine.stop()
+            return 1
+        log.info("event=bindings_restored file=%s restored=%d dropped=%d", args.location_db, restored, dropped)
     _tune_gc()
     log.info("event=started script=%s users=%d lines=%d", args.path, len(program.users), len(program.lines))
     reloader.watch()
@@ -228,6 +248,8 @@ async def serve(args: argparse.Namespace, stop: asyncio.Event | None = None) -> 
     log.info("event=stopping")
     reloader.stop()
     await engine.stop()
+    if location_store is not None:
+        location_store.close()
     return 0
 
 

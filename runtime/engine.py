@@ -25,7 +25,7 @@ from .guard import FloodGuard
 from .lines import LineClient, LineConfig
 from .media.base import MediaBackend
 from .media.relay import MediaRelay
-from .registrar import Registrar
+from .registrar import LocationStore, Registrar
 from .sip.dialog import Dialog
 from .sip.errors import SipError
 from .sip.message import Headers, Refusal, Request, Response, check_request, create_response
@@ -72,7 +72,8 @@ class Engine:
                  bus: EventBus | None = None, tls: ssl.SSLContext | None = None,
                  client_tls: ssl.SSLContext | None = None,
                  screen: Callable[[Request], Refusal | None] | None = check_request,
-                 admission_control: bool = True, digest_algorithms: tuple[str, ...] = ("MD5",)) -> None:
+                 admission_control: bool = True, digest_algorithms: tuple[str, ...] = ("MD5",),
+                 location_store: LocationStore | None = None) -> None:
         if isinstance(listen, tuple):
             listen = [ListenSpec("udp", listen[0], listen[1])]
         self.listen = listen
@@ -92,7 +93,7 @@ class Engine:
         self.endpoint.admit = self._admit
         self.media: MediaBackend = media or MediaRelay(host if host not in ("", "::") else "0.0.0.0",
                                                        rtp_ports, advertise=self.advertise)
-        self.registrar = Registrar()
+        self.registrar = Registrar(location_store)
         self.users: dict[str, UserAccount] = {}
         self.lines: dict[str, LineClient] = {}
         self.auth = Authenticator(realm, self._password_for, algorithms=digest_algorithms)

@@ -1,7 +1,8 @@
 """The registrar and location service (RFC 3261 section 10): where each user's phones can be reached.
 
-Bindings live behind a small store interface so a SQLite or shared store can replace the
-in-memory one without touching the REGISTER logic.
+Bindings live behind a small store interface: in memory by default, written through to SQLite
+with `--location-db` (runtime/location_db.py) so they survive a restart, without the REGISTER logic
+knowing which.
 """
 
 from __future__ import annotations

@@ -262,3 +262,36 @@ def test_reload_during_a_call_keeps_the_call(kamailio: Kamailio, phone_factory: 
     alice.dial(f"sip:999@{server.hostport}")  # and the new rule is in force for the next call
     assert "403" in str(alice.wait_event(CALL_CLOSED, 10).get("param"))
     server.assert_alive()
+
+
+def test_a_restart_keeps_the_office_phone_reachable_without_it_registering_again(
+        kamailio: Kamailio, phone_factory: PhoneFactory, tmp_path: Path) -> None:
+    """With --location-db, the phone's binding outlives the process: after a restart the provider's
+    call rings alice although her phone has not sent a REGISTER since (regint 600 s)."""
+    db = tmp_path / "location.db"
+    server = CallflowServer(office_flow(kamailio.hostport), tmp_path / "callflow", ports.sip_port(),
+                            ports.rtp_range(40), extra_args=["--location-db", str(db)])
+    try:
+        server.start()
+        server.wait_event("line_registered", line="itsp1")
+        alice = phone_factory(account_line("alice", server.hostport, auth_pass="alice-pw", regint=600),
+                              name="alice")
+        alice.wait_registered()
+        server.wait_event("user_registered", user="alice")
+        pstn = phone_factory(kamailio.account_line("pstn"), name="pstn")
+        pstn.wait_registered()
+
+        server.stop()
+        server.start()  # same port, same database, a new process (its log starts afresh)
+        restored = server.wait_event("bindings_restored")
+        assert restored["restored"] == "1"
+        server.wait_event("line_registered", line="itsp1")
+
+        pstn.dial(f"sip:{DID}@{kamailio.hostport}")
+        call = talk_then_hang_up(server, pstn, alice, pstn)
+        assert server.call_events(call) == expected_events("ZERO")
+        assert not server.events("user_registered"), "the phone registered again: the test proves nothing"
+        assert_voice_both_ways(alice, pstn)
+        server.assert_alive()
+    finally:
+        server.stop()
