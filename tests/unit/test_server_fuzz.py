@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Iterator
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -30,7 +32,16 @@ class _Errors(logging.Handler):
 
 LOOP = asyncio.new_event_loop()
 ERRORS = _Errors()
-logging.getLogger("callflow").addHandler(ERRORS)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _count_errors_of_this_module_only() -> Iterator[None]:
+    """Errors logged by other test modules (which provoke some on purpose) are not ours."""
+    logger = logging.getLogger("callflow")
+    ERRORS.records.clear()
+    logger.addHandler(ERRORS)
+    yield
+    logger.removeHandler(ERRORS)
 
 
 async def _engine() -> Engine:
