@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import ipaddress
 import re
 from collections.abc import Mapping, Sequence, Set
 from functools import lru_cache
@@ -59,6 +60,20 @@ DEFAULT_PORTS = {"udp": 5060, "tcp": 5060, "tls": 5061, "ws": 80, "wss": 443}
 _DURATION = re.compile(r"([0-9]+(?:\.[0-9]+)?)(ms|s|m|h)")
 
 
+def _network(text: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network | None:
+    try:
+        return ipaddress.ip_network(text.strip(), strict=False)
+    except ValueError:
+        return None
+
+
+def _show(network: ipaddress.IPv4Network | ipaddress.IPv6Network) -> str:
+    """`203.0.113.7` for one address, `203.0.113.0/24` for a network."""
+    if network.prefixlen == network.max_prefixlen:
+        return str(network.network_address)
+    return str(network)
+
+
 @lru_cache(maxsize=1024)  # a script repeats a few durations thousands of times
 def parse_duration(text: str) -> float:
     m = _DURATION.fullmatch(text)
@@ -106,6 +121,7 @@ class Compiler:
         self.server_zone: ZoneInfo | None = None
         self.users: dict[str, User] = {}
         self.lines: dict[str, Line] = {}
+        self._trust_at: list[tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, str, str, int, int]] = []
         self.rules: list[Rule] = []
         self.handlers: list[Handler] = []
         self.used_lines: set[str] = set()
@@ -129,6 +145,7 @@ class Compiler:
                 self._user(f, d)
             elif d.kind == "line":
                 self._line(f, d)
+        self._check_trust_overlaps()
         shadow = ShadowIndex()
         for f, it in items:
             if isinstance(it, RuleNode):
@@ -172,7 +189,7 @@ class Compiler:
     def _once(self, f: str, settings: list[Setting], owner: str) -> dict[str, Setting]:
         seen: dict[str, Setting] = {}
         for s in settings:
-            if s.kind in seen and s.kind not in ("listen", "numbers", "codecs"):
+            if s.kind in seen and s.kind not in ("listen", "numbers", "codecs", "trust"):
                 first = seen[s.kind]
                 self.r.error(f, s.line, s.col,
                              f"{_setting_word(s.kind)} is set twice in {owner} (first at line {first.line})")
@@ -315,6 +332,22 @@ class Compiler:
         for st in d.settings:
             if st.kind == "codecs":
                 codecs.extend(st.args)
+        trust: list[str] = []
+        for st in d.settings:
+            if st.kind == "trust":
+                for raw in st.args:
+                    network = _network(raw)
+                    if network is None:
+                        self.r.error(f, st.line, st.col,
+                                     f"trust '{raw}' is not an IP address or network (e.g. \"203.0.113.7\" or "
+                                     "\"203.0.113.0/24\"); host names are not taken, so DNS cannot widen the trust")
+                    elif network.prefixlen == 0:
+                        self.r.error(f, st.line, st.col,
+                                     f"trust '{raw}' would make every address on the internet this line's: "
+                                     "name the provider's addresses or networks")
+                    else:
+                        trust.append(_show(network))
+                        self._trust_at.append((network, d.name, f, st.line, st.col))
         self.lines[d.name] = Line(
             name=d.name,
             server_host=host,
@@ -330,8 +363,19 @@ class Compiler:
             caller_id=text("caller_id"),
             codecs=tuple(codecs),
             display=text("display"),
+            trust=tuple(trust),
             position=pos,
         )
+
+    def _check_trust_overlaps(self) -> None:
+        """A source address trusted by two lines would make a provider's call ambiguous: refuse it."""
+        seen = self._trust_at
+        for i, (net, line, f, ln, col) in enumerate(seen):
+            for other, other_line, of, oln, ocol in seen[:i]:
+                if other_line != line and net.version == other.version and net.overlaps(other):
+                    self.r.error(f, ln, col, f"line {line} trusts {_show(net)}, which line {other_line} also "
+                                 f"trusts ({_show(other)} at {of}:{oln}:{ocol}): a call from there could not "
+                                 "tell its line")
 
     # -------------------------------------------------------------- rules
 

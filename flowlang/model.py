@@ -161,6 +161,8 @@ class Line:
     caller_id: str | None = None
     codecs: tuple[str, ...] = ()
     display: str | None = None
+    # other addresses the provider sends calls from (IP or CIDR network, normalised), any port
+    trust: tuple[str, ...] = ()
     position: Position | None = None
 
 

@@ -292,6 +292,7 @@ BUILDERS = {
     "register_every": lambda p, ch: Setting("register_every", [ch[0][1]], p[2], p[3]),
     "register_never": lambda p, ch: Setting("register_never", [], p[2], p[3]),
     "numbers": lambda p, ch: Setting("numbers", [unquote(t[1]) for t in ch], p[2], p[3]),
+    "trust": lambda p, ch: Setting("trust", [unquote(t[1]) for t in ch], p[2], p[3]),
     "codec": lambda p, ch: _text(ch[0]),
     "codecs": _setting("codecs"),
     "display": _setting("display"),

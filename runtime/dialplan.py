@@ -27,6 +27,7 @@ def line_config(line) -> LineConfig:  # type: ignore[no-untyped-def]
         password=line.password, auth_username=line.auth_username, realm=line.realm, transport=line.transport,
         register_every=line.register_every, numbers=tuple(line.numbers), display=line.display,
         caller_id=line.caller_id, outbound_proxy=line.outbound_proxy, codecs=tuple(line.codecs),
+        trust=tuple(line.trust),
     )
 
 

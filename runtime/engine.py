@@ -16,7 +16,7 @@ import ssl
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from .auth import Authenticator
 from .calls import CallSession, Failure, OutboundLeg, Target
@@ -103,6 +103,9 @@ class Engine:
         self.router: Callable[[CallSession], None] = lambda call: call.reject(404, "Not Found (no routing)")
         self._line_starts: set[asyncio.Task] = set()
         self._line_by_address: dict[Address, LineClient] = {}
+        self._line_by_trusted_ip: dict[str, LineClient] = {}
+        self._trusted_networks: list[tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, LineClient]] = []
+        self._trusted_seen: dict[str, LineClient | None] = {}  # source IP -> its line by network, cached
         self._provider_ips: set[str] = set()
         self.overloaded = False
         self._late = False
@@ -192,6 +195,10 @@ class Engine:
         old = self.lines.get(config.name)
         if old is not None:
             if old.config == config:
+                return old
+            if replace(old.config, trust=config.trust) == config:
+                old.config = config  # only the trusted sources changed: keep the registration
+                self.index_lines()
                 return old
             old.stop()
         line = LineClient(self, config)
@@ -342,18 +349,59 @@ class Engine:
         """Rebuild the provider-address index (lines added, removed or resolved): every datagram is
         checked against it, so that check must be a dict lookup, not a scan of the lines."""
         self._line_by_address = {line.address: line for line in self.lines.values() if line.address is not None}
-        self._provider_ips = {address[0] for address in self._line_by_address}
+        by_ip: dict[str, LineClient] = {}
+        networks: list[tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, LineClient]] = []
+        for line in self.lines.values():
+            for text in line.config.trust:
+                network = ipaddress.ip_network(text, strict=False)
+                if network.prefixlen == network.max_prefixlen:
+                    by_ip[str(network.network_address)] = line
+                else:
+                    networks.append((network, line))
+        self._line_by_trusted_ip = by_ip
+        self._trusted_networks = networks
+        self._trusted_seen = {}
+        self._provider_ips = {address[0] for address in self._line_by_address} | set(by_ip)
 
     def _is_provider(self, ip: str) -> bool:
-        return ip in self._provider_ips
+        return ip in self._provider_ips or (bool(self._trusted_networks) and self._trusted_line(ip) is not None)
 
     def line_for_source(self, source: Address) -> LineClient | None:
-        """A request is from a line when it comes from that provider's address, IP and port.
+        """A request is from a line when it comes from that provider's address, IP and port, or from
+        an address the line's `trust` names (any port).
 
-        Matching on the IP alone would let anything else on the provider's host (or a phone behind
-        the same NAT) pass as the provider, skipping authentication: a toll-fraud hole.
+        Matching the server's IP alone would let anything else on the provider's host (or a phone
+        behind the same NAT) pass as the provider, skipping authentication: a toll-fraud hole. So
+        other addresses count only where the operator listed them.
         """
-        return self._line_by_address.get(source)
+        line = self._line_by_address.get(source)
+        if line is None:
+            line = self._line_by_trusted_ip.get(source[0])
+            if line is None and self._trusted_networks:
+                line = self._trusted_line(source[0])
+        return line
+
+    def _trusted_line(self, ip: str) -> LineClient | None:
+        """The line whose trusted network holds `ip`; cached, as the flood guard asks per datagram."""
+        seen = self._trusted_seen
+        if ip in seen:
+            return seen[ip]
+        found = None
+        try:
+            address = ipaddress.ip_address(ip.partition("%")[0])
+        except ValueError:
+            address = None
+        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+            address = address.ipv4_mapped
+        if address is not None:
+            for network, line in self._trusted_networks:
+                if address.version == network.version and address in network:
+                    found = line
+                    break
+        if len(seen) >= 4096:
+            seen.clear()
+        seen[ip] = found
+        return found
 
     def dialled_number(self, invite: Request, peer_type: str, peer_name: str | None) -> str:
         user = invite.request_uri.user or ""

@@ -47,6 +47,8 @@ class LineConfig:
     caller_id: str | None = None
     outbound_proxy: str | None = None
     codecs: tuple[str, ...] = field(default=())
+    # other source addresses of the provider's calls (IPs or CIDR networks), any port
+    trust: tuple[str, ...] = ()
 
 
 class LineClient:

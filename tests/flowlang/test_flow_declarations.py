@@ -156,3 +156,31 @@ def test_a_line_without_server_is_an_error():
 
 def test_two_server_blocks_are_an_error():
     assert "a second server block" in errors_of("server { }\nserver { }")[0]
+
+
+def test_a_line_trusts_the_providers_other_addresses_and_networks():
+    p = compiles('''line trunk { server "10.0.0.1" trust "203.0.113.7", "198.51.100.0/24"
+                                  trust "2001:db8::/32" trust "198.51.200.9/24" }
+                    on incoming from line trunk reject 480''')
+    # one address as written, networks normalised (host bits dropped)
+    assert p.lines["trunk"].trust == ("203.0.113.7", "198.51.100.0/24", "2001:db8::/32", "198.51.200.0/24")
+
+
+def test_a_host_name_cannot_be_trusted():
+    errs = errors_of('line l { server "10.0.0.1" trust "gw.provider.example" } on incoming from line l reject 480')
+    assert errs == ["1:28: error: trust 'gw.provider.example' is not an IP address or network "
+                    '(e.g. "203.0.113.7" or "203.0.113.0/24"); host names are not taken, so DNS cannot widen '
+                    "the trust"]
+
+
+def test_trusting_the_whole_internet_is_an_error():
+    errs = errors_of('line l { server "10.0.0.1" trust "::/0" } on incoming from line l reject 480')
+    assert "would make every address on the internet this line's" in errs[0]
+
+
+def test_an_address_trusted_by_two_lines_is_an_error_at_the_second():
+    errs = errors_of('line a { server "10.0.0.1" trust "203.0.113.0/24" }\n'
+                     'line b { server "10.0.0.2" trust "203.0.113.9" }\n'
+                     'on incoming from line any reject 480')
+    assert errs == ["2:28: error: line b trusts 203.0.113.9, which line a also trusts (203.0.113.0/24 at "
+                    "t.flow:1:28): a call from there could not tell its line"]
