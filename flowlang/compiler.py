@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import difflib
 import ipaddress
+import os
 import re
 from collections.abc import Mapping, Sequence, Set
 from functools import lru_cache
@@ -693,6 +694,9 @@ class Compiler:
             if not path:
                 self.r.error(f, st.line, st.col, "play needs a file name")
                 return None
+            # a relative name is the script's neighbour, wherever the server was started from
+            if not os.path.isabs(path) and os.path.dirname(f):
+                path = os.path.join(os.path.dirname(f), path)
             return Play(path, answered)
         self.r.error(f, st.line, st.col, f"`{_stmt_word(st)}` is not allowed here")
         return None

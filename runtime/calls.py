@@ -15,7 +15,9 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from .events import logfmt_value as _logfmt
 from .media.base import MediaError, MediaSession
+from .media.prompts import PromptError
 from .sip.dialog import Dialog
 from .sip.digest import DigestClient, DigestError, select_challenge
 from .sip.errors import SipError
@@ -129,7 +131,12 @@ class CallSession:
         self.forks: list[OutboundLeg] = []
         self.leg_b: OutboundLeg | None = None
         self.media: MediaSession | None = None
-        self.state = "new"              # new -> routing -> dialing -> connected -> ending -> closed
+        # new -> routing -> dialing -> connected -> ending -> closed; `play ... answered` adds
+        # routing -> answered (ZERO answered by us, nothing dialled) -> dialing -> connected
+        self.state = "new"
+        self.answered_by_us = False     # ZERO got our own 200 OK (a prompt played after answering)
+        self.early_media_sent = False   # ZERO got our 183 with our own SDP (a prompt as early media)
+        self.player: asyncio.Task | None = None  # type: ignore[type-arg]
         self.connecting_sent = False
         self.on_result: Callable[[Failure | None], None] | None = None
         self.answer_timer: asyncio.TimerHandle | None = None
@@ -239,7 +246,7 @@ class CallSession:
 
     async def _accept(self, targets: list[Target], timeout: float | None,
                       on_result: Callable[[Failure | None], None]) -> None:
-        if self.state not in ("routing", "dialing"):
+        if self.state not in ("routing", "dialing", "answered"):
             return
         self.on_result = on_result
         self.state = "dialing"
@@ -251,6 +258,8 @@ class CallSession:
             except SdpError as exc:
                 self.fail_a(488, f"Not Acceptable Here (bad SDP: {str(exc)[:60]})")
                 return
+            if self.answered_by_us or self.early_media_sent:
+                offer = self.media.restrict_offer(offer)  # the caller already has our codec
         failures: list[Failure] = []
         for target in targets:
             legs, failure = self.engine.build_forks(self, target, offer)
@@ -273,6 +282,66 @@ class CallSession:
     def hangup(self) -> None:
         self.post(self._hangup_by_us)
 
+    # ---- playing to channel ZERO (the dialplan's `play`) ---------------------------------------------
+    def play(self, path: str, answered: bool, on_done: Callable[[], None]) -> None:
+        """Play a file to the caller, as early media (183) or after answering (200); `on_done()` once
+        it has played (or could not be), unless the call ended meanwhile."""
+        self.post(self._play, path, answered, on_done)
+
+    async def _play(self, path: str, answered: bool, on_done: Callable[[], None]) -> None:
+        if self.state not in ("routing", "answered"):
+            return
+        media = self.media
+        offer = self.invite.body
+        try:
+            if media is None:
+                raise MediaError("the call has no media")
+            if not offer:
+                raise MediaError("the caller's INVITE has no SDP offer to answer")
+            sdp, payload_type, codec = await media.answer(0, offer)
+            payloads = await self.engine.prompts.load(path, codec)
+        except (MediaError, PromptError, SdpError) as exc:
+            log.warning("event=play_failed call=%s file=%s reason=%s", self.id, _logfmt(path), _logfmt(str(exc)))
+            on_done()
+            return
+        if self.state not in ("routing", "answered"):
+            return  # cancelled or hung up while the file was loading
+        if answered and not self.answered_by_us:
+            self.answered_by_us = True
+            self._answer_a(sdp)
+            self.state = "answered"
+        elif not self.answered_by_us and not self.early_media_sent:
+            if self.txn.state is not State.PROCEEDING:
+                return
+            self.early_media_sent = True
+            r = create_response(self.invite, 183, "Session Progress", to_tag=self.local_tag,
+                                headers=[("Contact", self.engine.contact(self.transport))], body=sdp,
+                                content_type="application/sdp")
+            self.engine.layer.respond(self.txn, r, self.engine.now())
+        log.info("event=playing call=%s file=%s codec=%s packets=%d answered=%s", self.id, _logfmt(path), codec,
+                 len(payloads), "yes" if self.answered_by_us else "no")
+        self.player = asyncio.get_running_loop().create_task(self._stream(media, payloads, payload_type, on_done))
+
+    async def _stream(self, media: MediaSession, payloads: list[bytes], payload_type: int,
+                      on_done: Callable[[], None]) -> None:
+        try:
+            await media.play(0, payloads, payload_type)
+        except asyncio.CancelledError:
+            return
+        except MediaError as exc:
+            log.warning("event=play_failed call=%s reason=%s", self.id, _logfmt(str(exc)))
+        self.player = None
+        self.post(self._played, on_done)
+
+    def _played(self, on_done: Callable[[], None]) -> None:
+        if self.state in ("routing", "answered"):
+            on_done()
+
+    def _stop_playing(self) -> None:
+        player, self.player = self.player, None
+        if player is not None and not player.done():
+            player.cancel()
+
     # ---- responses on channel ONE ------------------------------------------------------------------
     async def leg_response(self, leg: OutboundLeg, resp: Response) -> None:
         status = resp.status
@@ -294,7 +363,8 @@ class CallSession:
             if not self.connecting_sent:
                 self.connecting_sent = True
                 self.engine.bus.emit("connecting", call=self.id, channel=ONE)
-            await self._provisional_to_a(status, resp)
+            if not self.answered_by_us:
+                await self._provisional_to_a(status, resp)
             return
         if 200 <= status < 300:
             leg.done = True
@@ -319,7 +389,8 @@ class CallSession:
                     self._bye_leg(leg)
                     self.fail_a(502, "Bad Gateway (unreadable SDP answer)")
                     return
-            self._answer_a(answer)
+            if not self.answered_by_us:
+                self._answer_a(answer)
             self.state = "connected"
             self.engine.bus.emit("connected", call=self.id, peer_type=leg.target.kind, peer=leg.target.name)
             if self.on_result:
@@ -375,7 +446,7 @@ class CallSession:
     def _attempt_failed(self, failure: Failure) -> None:
         self._cancel_answer_timer()
         self.last_failure = failure
-        self.state = "routing"
+        self.state = "answered" if self.answered_by_us else "routing"
         if self.on_result is not None:
             cb, self.on_result = self.on_result, None
             cb(failure)
@@ -435,7 +506,7 @@ class CallSession:
 
     def _resend_2xx(self) -> None:
         self.ack_timer = None
-        if self.final_a is None or self.state not in ("connected",):
+        if self.final_a is None or self.state in ("ending", "closed"):
             return
         if self.engine.now() >= self.ack_deadline:
             log.warning("call=%s no ACK for our 200 OK: ending the call", self.id)
@@ -465,7 +536,11 @@ class CallSession:
             self._send_ack(leg, body=body)
 
     def fail_a(self, code: int, reason: str) -> None:
-        """Refuse the call on channel ZERO with a final response, then close it."""
+        """Refuse the call on channel ZERO with a final response, then close it (or, when we answered
+        ZERO ourselves, hang it up: a final response can no longer be sent)."""
+        if self.answered_by_us and self.state in ("answered", "dialing"):
+            self._end(bye_a=True, bye_b=False)
+            return
         if self.state in ("closed", "connected", "ending"):
             return
         self._cancel_answer_timer()
@@ -482,7 +557,7 @@ class CallSession:
     def cancel_from_a(self, cancel_txn: ServerTransaction) -> None:
         layer = self.engine.layer
         layer.respond(cancel_txn, create_response(cancel_txn.request, 200, "OK"), self.engine.now())
-        if self.state in ("connected", "ending", "closed"):
+        if self.state in ("connected", "ending", "closed", "answered") or self.answered_by_us:
             return
         if self.txn.state is State.PROCEEDING:
             layer.respond(self.txn, create_response(self.invite, 487, "Request Terminated",
@@ -576,13 +651,18 @@ class CallSession:
 
     # ---- ending ---------------------------------------------------------------------------------------
     def _hangup_by_us(self) -> None:
-        if self.state == "connected":
+        if self.state in ("connected", "answered") or (self.answered_by_us and self.state == "dialing"):
             self._end(bye_a=True, bye_b=True)
         elif self.state in ("routing", "dialing", "new"):
             self.fail_a(480, "Temporarily Unavailable")
 
     def _end(self, *, bye_a: bool, bye_b: bool) -> None:
         self.state = "ending"
+        self._cancel_answer_timer()
+        for fork in self.forks:
+            if not fork.done:
+                self._cancel_leg(fork)  # ZERO answered by us hung up while ONE was still ringing
+        self._stop_playing()
         leg, self.pending_ack = self.pending_ack, None
         if leg is not None:
             self._send_ack(leg)  # a 2xx is ACKed before its dialog is ended
@@ -670,7 +750,7 @@ class CallSession:
         try:
             if self.state in ("new", "routing", "dialing"):
                 self.fail_a(500, "Server Internal Error")
-            elif self.state == "connected":
+            elif self.state in ("connected", "answered"):
                 self._end(bye_a=True, bye_b=True)
         except (SipError, RuntimeError):
             self._close("internal error")
@@ -680,6 +760,7 @@ class CallSession:
             return
         self.state = "closed"
         self._cancel_answer_timer()
+        self._stop_playing()
         if self.ack_timer is not None:
             self.ack_timer.cancel()
         media_stats = {}

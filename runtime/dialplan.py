@@ -113,7 +113,8 @@ class _PlanRun:
     def __init__(self, call: CallSession, decision: Decision) -> None:
         self.call = call
         self.decision = decision
-        self.index = 0
+        self.index = 0   # the attempt under way
+        self.action = 0  # the next of its actions
         self.values = dict(decision.values)
         self.values["call"] = call.id
 
@@ -122,9 +123,17 @@ class _PlanRun:
         plan = self.decision.plan
         while self.index < len(plan):
             attempt = plan[self.index]
-            self.index += 1
-            for action in attempt.actions:
+            actions = attempt.actions
+            while self.action < len(actions):
+                action = actions[self.action]
+                self.action += 1
+                if isinstance(action, Play):
+                    # the plan goes on once the file has played (or could not be)
+                    call.play(action.file, action.answered, lambda: self.step(failure))
+                    return
                 self._act(action)
+            self.index += 1
+            self.action = 0
             terminal = attempt.terminal
             if isinstance(terminal, Accept):
                 targets = [Target("USER" if t.kind == "user" else "LINE", t.name, t.number) for t in terminal.targets]
@@ -154,8 +163,6 @@ class _PlanRun:
             call.caller_id_override = action.value.render(self.values)
         elif isinstance(action, SetHeader):
             call.extra_headers.append((action.name, action.value.render(self.values)))
-        elif isinstance(action, Play):
-            log.warning("event=unsupported call=%s action=play file=%s", call.id, _quote(action.file))
 
 
 def _s(value: object) -> str | None:

@@ -24,6 +24,7 @@ from .events import EventBus
 from .guard import FloodGuard
 from .lines import LineClient, LineConfig
 from .media.base import MediaBackend
+from .media.prompts import PromptCache
 from .media.relay import MediaRelay
 from .registrar import LocationStore, Registrar
 from .sip.dialog import Dialog
@@ -94,6 +95,7 @@ class Engine:
         self.media: MediaBackend = media or MediaRelay(host if host not in ("", "::") else "0.0.0.0",
                                                        rtp_ports, advertise=self.advertise)
         self.registrar = Registrar(location_store)
+        self.prompts = PromptCache()
         self.users: dict[str, UserAccount] = {}
         self.lines: dict[str, LineClient] = {}
         self.auth = Authenticator(realm, self._password_for, algorithms=digest_algorithms)

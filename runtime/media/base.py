@@ -9,6 +9,7 @@ never needs to know ports or sockets.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 
 __all__ = ["MediaError", "MediaBackend", "MediaSession", "CALLER", "CALLEE"]
 
@@ -32,6 +33,21 @@ class MediaSession(ABC):
         Called for every offer and answer, in either direction (re-INVITEs and hold included).
         Raises ``runtime.sip.sdp.SdpError`` on a malformed body.
         """
+
+    async def answer(self, leg: int, offer: bytes) -> tuple[bytes, int, str]:
+        """Answer ``leg``'s offer ourselves (the dialplan plays to that phone): the SDP answer, the
+        payload type and codec name settled on. Raises MediaError when this backend cannot, or
+        when the offer has no codec we can play."""
+        raise MediaError("this media backend cannot answer calls itself")
+
+    async def play(self, leg: int, payloads: Sequence[bytes], payload_type: int) -> int:
+        """Send ``payloads`` to ``leg``'s phone as RTP, one every 20 ms; returns the packets sent.
+        Cancelling the awaiting task stops the playback."""
+        raise MediaError("this media backend cannot play audio")
+
+    def restrict_offer(self, sdp: bytes) -> bytes:
+        """After ``answer``: the offer for the other leg cut down to the codec the caller was given."""
+        return sdp
 
     @abstractmethod
     def close(self) -> None:

@@ -51,15 +51,17 @@ from __future__ import annotations
 import asyncio
 import errno
 import ipaddress
+import os
 import socket
+import struct
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from runtime.media.base import MediaBackend, MediaError, MediaSession
-from runtime.sip.sdp import parse_sdp, rewrite_sdp
+from runtime.sip.sdp import AnswerChoice, build_answer, choose_playable, keep_formats, parse_sdp, rewrite_sdp
 
 __all__ = ["LATCH_WINDOW", "MediaError", "MediaLeg", "MediaRelay", "PortPool", "RelaySession", "RelayStats"]
 
@@ -353,6 +355,7 @@ class RelaySession(MediaSession):
         self._done: asyncio.Future[None] | None = None  # made only when someone waits
         self._pending = 0  # legs of this session whose sockets are closing
         self._final: tuple[tuple[int, int], ...] | None = None  # counters as they were at close
+        self._answered: tuple[int, AnswerChoice] | None = None  # (stream, codec) we answered with
 
     def set_remote(self, leg: int, addr: tuple[str, int], rtcp: tuple[str, int] | None = None) -> None:
         """Where ``leg``'s phone wants media, from its SDP; RTCP defaults to the RTP port + 1.
@@ -388,6 +391,58 @@ class RelaySession(MediaSession):
                     ports[stream] = self.legs[1 - from_leg].local_port
                     break
         return rewrite_sdp(sdp, self._relay.advertise, ports, parsed=desc)
+
+    async def answer(self, leg: int, offer: bytes) -> tuple[bytes, int, str]:
+        """Answer ``leg``'s offer with our own address on that leg's port (for playing to it).
+
+        The codec is the first PCMU or PCMA the offer lists; telephone-event is kept when offered.
+        Answering again returns the same choice, so early media and a later answer agree.
+        """
+        if self.closed:
+            raise MediaError("the call's media is closed")
+        desc = parse_sdp(offer)
+        found = self._answered or choose_playable(desc)
+        if found is None:
+            raise MediaError("the offer has no codec we can play (PCMU or PCMA)")
+        stream, choice = found
+        endpoint = desc.endpoint(stream)
+        if endpoint is not None:
+            rtcp_port = desc.media[stream].rtcp_port
+            self.set_remote(leg, endpoint, (endpoint[0], rtcp_port) if rtcp_port else None)
+        self._answered = found
+        session_id = str(int.from_bytes(os.urandom(4), "big"))
+        body = build_answer(desc, stream, choice, self._relay.advertise, self.legs[leg].local_port, session_id)
+        return body, choice.payload_type, choice.codec
+
+    def restrict_offer(self, sdp: bytes) -> bytes:
+        if self._answered is None:
+            return sdp
+        stream, choice = self._answered
+        keep = {choice.payload_type} | ({choice.telephone_event} if choice.telephone_event is not None else set())
+        return keep_formats(sdp, stream, keep)
+
+    async def play(self, leg: int, payloads: Sequence[bytes], payload_type: int) -> int:
+        """RTP from ``leg``'s own socket to where that phone receives (its SDP address, or the source
+        its packets latched), paced on the loop clock so a late wake-up does not stretch the prompt."""
+        endpoint = self.legs[leg].rtp
+        loop = asyncio.get_running_loop()
+        ssrc, seq, stamp = struct.unpack("!IHI", os.urandom(10))
+        start = loop.time()
+        sent = 0
+        for i, payload in enumerate(payloads):
+            if self.closed:
+                break
+            transport, dest = endpoint.transport, endpoint.remote
+            if transport is not None and dest is not None:
+                marker = 0x80 if i == 0 else 0
+                header = struct.pack("!BBHII", 0x80, marker | payload_type, (seq + i) & 0xFFFF,
+                                     (stamp + i * 160) & 0xFFFFFFFF, ssrc)
+                transport.sendto(header + payload, dest)
+                sent += 1
+            delay = start + (i + 1) * 0.02 - loop.time()
+            if delay > 0:
+                await asyncio.sleep(delay)
+        return sent
 
     # Counters, per direction: index 0 is caller -> callee (arrived on leg 0), index 1 the reverse.
     @property

@@ -22,6 +22,11 @@ __all__ = [
     "parse_sdp",
     "rewrite_sdp",
     "address_type",
+    "PLAYABLE",
+    "AnswerChoice",
+    "choose_playable",
+    "build_answer",
+    "keep_formats",
 ]
 
 _DIRECTIONS = ("sendrecv", "sendonly", "recvonly", "inactive")
@@ -282,3 +287,98 @@ def rewrite_sdp(
         else:
             out.append(line)
     return ("\r\n".join(out) + "\r\n").encode("utf-8", "surrogateescape")
+
+
+# ---- our own answer, for media the server plays itself -------------------------------------------
+
+# what the server can encode itself: G.711, static payload types (RFC 3551)
+PLAYABLE = {0: "PCMU", 8: "PCMA"}
+
+
+@dataclass(frozen=True)
+class AnswerChoice:
+    """The codec an answer of ours settled on, and the telephone-event type kept beside it."""
+
+    payload_type: int
+    codec: str
+    telephone_event: int | None
+
+
+def choose_playable(offer: SessionDescription) -> tuple[int, AnswerChoice] | None:
+    """The first audio stream of ``offer`` with a codec we can play, in the offer's preference order:
+    (stream index, choice); None when no stream offers PCMU or PCMA."""
+    for index, m in enumerate(offer.media):
+        if m.kind != "audio" or m.port == 0:
+            continue
+        names = _rtpmap_names(m)
+        chosen = None
+        event = None
+        for fmt in m.formats:
+            if not fmt.isdigit():
+                continue
+            pt = int(fmt)
+            name = names.get(pt, PLAYABLE.get(pt, "")).upper()
+            if chosen is None and pt in PLAYABLE and name in ("", PLAYABLE[pt]):
+                chosen = pt
+            elif name == "TELEPHONE-EVENT" and event is None:
+                event = pt
+        if chosen is not None:
+            return index, AnswerChoice(chosen, PLAYABLE[chosen], event)
+    return None
+
+
+def build_answer(offer: SessionDescription, stream: int, choice: AnswerChoice, address: str, port: int,
+                 session_id: str) -> bytes:
+    """An answer (RFC 3264) accepting ``stream`` at ``address``:``port`` with one codec (plus
+    telephone-event when offered); every other stream is rejected with port 0, as section 6 asks."""
+    addrtype = address_type(address)
+    lines = ["v=0", f"o=callflow {session_id} 1 IN {addrtype} {address}", "s=callflow",
+             f"c=IN {addrtype} {address}", "t=0 0"]
+    for index, m in enumerate(offer.media):
+        if index != stream:
+            lines.append(f"m={m.kind} 0 {m.proto} {' '.join(m.formats[:1]) or '0'}")
+            continue
+        formats = [str(choice.payload_type)]
+        if choice.telephone_event is not None:
+            formats.append(str(choice.telephone_event))
+        lines.append(f"m=audio {port} {m.proto} {' '.join(formats)}")
+        lines.append(f"a=rtpmap:{choice.payload_type} {choice.codec}/8000")
+        if choice.telephone_event is not None:
+            lines.append(f"a=rtpmap:{choice.telephone_event} telephone-event/8000")
+            lines.append(f"a=fmtp:{choice.telephone_event} 0-15")
+        lines.append("a=ptime:20")
+        lines.append("a=sendrecv")
+    return ("\r\n".join(lines) + "\r\n").encode()
+
+
+def keep_formats(body: bytes, stream: int, keep: set[int]) -> bytes:
+    """``body`` with stream ``stream`` offering only the payload types in ``keep`` (their rtpmap and
+    fmtp lines too): after we answered the caller ourselves, the leg we dial must not pick a codec
+    the caller was not told about."""
+    lines = _split_lines(body)
+    out: list[str] = []
+    index = -1
+    for line in lines:
+        if line.startswith("m="):
+            index += 1
+            if index == stream:
+                fields = line[2:].split()
+                kept = [f for f in fields[3:] if f.isdigit() and int(f) in keep]
+                if kept:
+                    line = "m=" + " ".join(fields[:3] + kept)
+        elif index == stream and (line.startswith("a=rtpmap:") or line.startswith("a=fmtp:")):
+            pt = line.partition(":")[2].split(None, 1)[0]
+            if pt.isdigit() and int(pt) not in keep:
+                continue
+        out.append(line)
+    return ("\r\n".join(out) + "\r\n").encode("utf-8", "surrogateescape")
+
+
+def _rtpmap_names(m: MediaDescription) -> dict[int, str]:
+    names: dict[int, str] = {}
+    for attr in m.attributes:
+        if attr.startswith("rtpmap:"):
+            pt, _, rest = attr[7:].partition(" ")
+            if pt.isdigit():
+                names[int(pt)] = rest.partition("/")[0]
+    return names
