@@ -42,6 +42,8 @@ def test_time_of_day_sends_a_weekday_afternoon_to_the_desk_and_a_sunday_to_the_m
     sunday = p.decide(call("line:itsp", "4930123456", at=datetime(2026, 11, 29, 15, 0, tzinfo=BERLIN)))
     assert weekday.plan[0].terminal.targets[0].name == "desk"
     assert sunday.plan[0].terminal.targets[0].number == "+491701234567"
+    [closed] = sunday.plan[1].actions
+    assert closed.answered and closed.file == str(EXAMPLES / "closed.wav")
 
 
 def test_number_rewriting_turns_local_dialling_into_e164():
