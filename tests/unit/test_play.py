@@ -259,3 +259,36 @@ def test_after_play_answered_an_accept_bridges_without_a_second_answer(tmp_path:
     assert parse_sdp(out["invite"].body).media[0].formats == ["8", "101"]  # pinned to the caller's codec
     assert isinstance(out["ack"], Request) and out["ack"].method == "ACK"
     assert not [m for m in out["extra"] if isinstance(m, Response) and m.status == 200]
+
+
+def test_a_caller_cancelling_during_early_media_stops_the_file(tmp_path: Path) -> None:
+    tone(tmp_path / "long.wav", seconds=3.0)
+    provider = Provider()
+    flow = line(provider) + 'on incoming from line itsp1 { play "long.wav"\n reject 480 }\n'
+
+    def scenario(server: int) -> dict[str, object]:
+        provider.invite(server)
+        provider.rtp.settimeout(2)
+        provider.rtp.recv(2048)  # the file has started
+        time.sleep(0.2)
+        provider.sip.sendto((
+            f"CANCEL sip:+15551230000@127.0.0.1:{server} SIP/2.0\r\n"
+            f"Via: SIP/2.0/UDP 127.0.0.1:{provider.port};branch=z9hG4bKplay1\r\nMax-Forwards: 70\r\n"
+            f"From: <sip:+15557654321@127.0.0.1>;tag=p1\r\nTo: <sip:+15551230000@127.0.0.1>\r\n"
+            f"Call-ID: play-1\r\nCSeq: 1 CANCEL\r\nContent-Length: 0\r\n\r\n").encode(), ("127.0.0.1", server))
+        statuses = []
+        for _ in range(10):
+            msg = provider.next_message()
+            if isinstance(msg, Response):
+                statuses.append((msg.status, msg.cseq[1]))
+                if msg.status == 487:
+                    break
+        time.sleep(0.1)
+        return {"statuses": statuses, "after": provider.rtp_packets(quiet=0.2)}
+
+    try:
+        out = asyncio.run(with_engine(flow, tmp_path, provider, scenario))
+    finally:
+        provider.close()
+    assert (200, "CANCEL") in out["statuses"] and (487, "INVITE") in out["statuses"]
+    assert len(out["after"]) < 20  # the 3 s file (150 packets) stopped with the call
