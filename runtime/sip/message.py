@@ -16,6 +16,7 @@ import sys
 from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass, field
 from itertools import repeat
+from operator import itemgetter
 from typing import Any, NamedTuple, TypeVar
 
 from .errors import REASONS, SipSyntaxError
@@ -66,6 +67,7 @@ _name_cache: dict[str, tuple[str, str]] = {}
 # the same for names written without surrounding whitespace, which the fast path keeps as written
 _key_of_name: dict[str, str] = {}
 _COLON = repeat(":")
+_first = itemgetter(0)
 _ONCE = repeat(1)
 _T = TypeVar("_T")
 
@@ -459,7 +461,9 @@ class Message:
         # One list of keys, searched in C (count/index), instead of a scan per header asked for.
         items = self.headers._items
         cache = self.headers._cache
-        keys = [k for k, _, _ in items]
+        keys = cache.get("#keys")
+        if keys is None:
+            keys = [k for k, _, _ in items]
         if keys.count("call-id") != 1:
             raise SipSyntaxError("missing Call-ID" if "call-id" not in keys else "more than one Call-ID")
         if not items[keys.index("call-id")][2]:
@@ -669,10 +673,12 @@ def parse_message(data: bytes, *, stream: bool = False) -> Request | Response:
             exc.is_response = True
         raise
     items = msg.headers._items
-    lengths = [v for k, _, v in items if k is _CL]
+    keys = list(map(_first, items))  # searched in C here and again by validate()
+    msg.headers._cache["#keys"] = keys
+    lengths = keys.count(_CL)
     if lengths:
-        cl = lengths[0]
-        if len(lengths) > 1:
+        cl = items[keys.index(_CL)][2]
+        if lengths > 1:
             raise SipSyntaxError("more than one Content-Length", is_response=is_resp)
         if not (cl.isascii() and cl.isdigit()) or len(cl) > 9:
             raise SipSyntaxError(f"unreadable Content-Length {cl[:20]!r}", is_response=is_resp)
