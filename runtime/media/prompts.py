@@ -72,11 +72,15 @@ def encode_file(path: str, codec: str) -> list[bytes]:
 
 
 class PromptCache:
-    """Decoded prompts by (path, size, mtime, codec): an edited file is decoded again."""
+    """Decoded prompts by (path, size, mtime, codec): an edited file is decoded again. Bounded by
+    entries and by bytes (8,000 bytes a second of G.711: 64 MiB hold over two hours of prompts),
+    least recently played first out."""
 
-    def __init__(self, max_entries: int = 64) -> None:
+    def __init__(self, max_entries: int = 64, max_bytes: int = 64 << 20) -> None:
         self._entries: OrderedDict[tuple[str, int, int, str], list[bytes]] = OrderedDict()
         self.max_entries = max_entries
+        self.max_bytes = max_bytes
+        self.bytes = 0
 
     async def load(self, path: str, codec: str) -> list[bytes]:
         try:
@@ -89,7 +93,10 @@ class PromptCache:
             self._entries.move_to_end(key)
             return cached
         payloads = await asyncio.get_running_loop().run_in_executor(None, encode_file, path, codec)
-        self._entries[key] = payloads
-        while len(self._entries) > self.max_entries:
-            self._entries.popitem(last=False)
+        if key not in self._entries:
+            self._entries[key] = payloads
+            self.bytes += len(payloads) * FRAME_SAMPLES
+        while len(self._entries) > 1 and (len(self._entries) > self.max_entries or self.bytes > self.max_bytes):
+            _, dropped = self._entries.popitem(last=False)
+            self.bytes -= len(dropped) * FRAME_SAMPLES
         return payloads
