@@ -16,6 +16,8 @@ import asyncio
 import logging
 import socket
 import ssl
+import struct
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -29,6 +31,7 @@ STREAM_TRANSPORTS = ("tcp", "tls")
 UDP_BUFFER = 4 * 1024 * 1024  # bursts queue in the kernel instead of being dropped (lost ACKs, BYEs)
 IDLE_TIMEOUT = 900.0     # close a stream connection nobody used for this long
 CONNECT_TIMEOUT = 5.0
+_SO_MEMINFO = getattr(socket, "SO_MEMINFO", 55)  # Linux: sk_meminfo, [0] = receive queue bytes
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,6 +177,20 @@ class SipEndpoint:
         self._pumping = False
         self._sweeper: asyncio.TimerHandle | None = None
         self.admit: Callable[[str, bytes, float], bool] | None = None  # the engine's flood guard
+        self._udp_sockets: list[socket.socket] = []
+
+    def receive_backlog(self) -> int | None:
+        """Bytes of datagrams the kernel holds for our UDP sockets, not yet read (Linux SO_MEMINFO):
+        the direct measure of a server falling behind. None where the platform cannot say."""
+        if not sys.platform.startswith("linux"):
+            return None
+        total = 0
+        for sock in self._udp_sockets:
+            try:
+                total += struct.unpack_from("I", sock.getsockopt(socket.SOL_SOCKET, _SO_MEMINFO, 36))[0]
+            except (OSError, ValueError, struct.error):
+                return None
+        return total if self._udp_sockets else None
 
     # ---- listening -------------------------------------------------------------------------------
     async def listen(self, spec: ListenSpec, ssl_context: ssl.SSLContext | None = None) -> Address:
@@ -182,6 +199,7 @@ class SipEndpoint:
             transport, protocol = await self.loop.create_datagram_endpoint(
                 lambda: UdpProtocol(self), sock=_udp_socket(spec.host, spec.port))
             self.udp = protocol
+            self._udp_sockets.append(transport.get_extra_info("socket"))
             sock = transport.get_extra_info("sockname")
         elif t in STREAM_TRANSPORTS:
             if t == "tls" and ssl_context is None:
