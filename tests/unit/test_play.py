@@ -292,3 +292,45 @@ def test_a_caller_cancelling_during_early_media_stops_the_file(tmp_path: Path) -
         provider.close()
     assert (200, "CANCEL") in out["statuses"] and (487, "INVITE") in out["statuses"]
     assert len(out["after"]) < 20  # the 3 s file (150 packets) stopped with the call
+
+
+def test_a_caller_hanging_up_after_our_answer_cancels_the_leg_still_ringing(tmp_path: Path) -> None:
+    tone(tmp_path / "wait.wav", seconds=0.1)
+    provider = Provider()
+    far = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    far.bind(("127.0.0.1", 0))
+    far.settimeout(3)
+    far_port = far.getsockname()[1]
+    flow = (line(provider) + f'line far {{ server "127.0.0.1:{far_port}" }}\n'
+            'on incoming from line itsp1 { play "wait.wav" answered\n accept to line far number "100" }\n')
+
+    def scenario(server: int) -> list[str]:
+        provider.invite(server)
+        ok = provider.responses_until_final()[-1]
+        provider.ack(server, ok)
+        invite = parse_message(far.recv(65535))
+        assert isinstance(invite, Request)
+        ringing = (f"SIP/2.0 180 Ringing\r\nVia: {invite.headers.get('via')}\r\nFrom: {invite.headers.get('from')}\r\n"
+                   f"To: {invite.headers.get('to')};tag=far1\r\nCall-ID: {invite.call_id}\r\n"
+                   f"CSeq: {invite.headers.get('cseq')}\r\nContent-Length: 0\r\n\r\n").encode()
+        far.sendto(ringing, ("127.0.0.1", server))
+        time.sleep(0.1)
+        provider.sip.sendto((
+            f"BYE sip:callflow@127.0.0.1:{server} SIP/2.0\r\n"
+            f"Via: SIP/2.0/UDP 127.0.0.1:{provider.port};branch=z9hG4bKplay3\r\nMax-Forwards: 70\r\n"
+            f"From: <sip:+15557654321@127.0.0.1>;tag=p1\r\nTo: {ok.headers.get('to')}\r\n"
+            f"Call-ID: play-1\r\nCSeq: 2 BYE\r\nContent-Length: 0\r\n\r\n").encode(), ("127.0.0.1", server))
+        seen = []
+        for _ in range(5):
+            msg = parse_message(far.recv(65535))
+            seen.append(msg.method if isinstance(msg, Request) else str(msg.status))
+            if seen[-1] == "CANCEL":
+                break
+        return seen
+
+    try:
+        seen = asyncio.run(with_engine(flow, tmp_path, provider, scenario))
+    finally:
+        provider.close()
+        far.close()
+    assert "CANCEL" in seen
