@@ -137,6 +137,9 @@ class CallSession:
         self.answered_by_us = False     # ZERO got our own 200 OK (a prompt played after answering)
         self.early_media_sent = False   # ZERO got our 183 with our own SDP (a prompt as early media)
         self.player: asyncio.Task | None = None  # type: ignore[type-arg]
+        self.pending_play: tuple[str, Callable[[], None]] | None = None  # late offer: waits for the ACK
+        self.late_answer = False        # ZERO (no offer in its INVITE) answered our offer in its ACK
+        self.play_codec: tuple[int, str] | None = None  # that answer's payload type and codec
         self.connecting_sent = False
         self.on_result: Callable[[Failure | None], None] | None = None
         self.answer_timer: asyncio.TimerHandle | None = None
@@ -252,7 +255,9 @@ class CallSession:
         self.state = "dialing"
         self.forks = []
         offer = b""
-        if self.invite.body and self.media is not None:
+        if self.late_answer and self.media is not None:
+            offer = await self.media.offer(1)  # the codec the caller answered us with, on leg 1
+        elif self.invite.body and self.media is not None:
             try:
                 offer = await self.media.anchor(0, self.invite.body)
             except SdpError as exc:
@@ -296,9 +301,26 @@ class CallSession:
         try:
             if media is None:
                 raise MediaError("the call has no media")
+            if not offer and answered and not self.answered_by_us:
+                # late offer: our 200 carries the offer and the caller's ACK the answer; the file
+                # starts once that answer has told us the caller's address and codec
+                ours = await media.offer(0)
+                if self.state != "routing":
+                    return
+                self.answered_by_us = True
+                self.pending_play = (path, on_done)
+                self._answer_a(ours)
+                self.state = "answered"
+                return
+            if not offer and not self.answered_by_us:
+                raise MediaError("the caller's INVITE has no SDP offer (early media needs one; "
+                                 "`play ... answered` does not)")
             if not offer:
-                raise MediaError("the caller's INVITE has no SDP offer to answer")
-            sdp, payload_type, codec = await media.answer(0, offer)
+                if self.play_codec is None:
+                    raise MediaError("the caller gave no SDP answer to play to")
+                sdp, (payload_type, codec) = b"", self.play_codec  # settled in the caller's ACK
+            else:
+                sdp, payload_type, codec = await media.answer(0, offer)
             payloads = await self.engine.prompts.load(path, codec)
         except (MediaError, PromptError, SdpError) as exc:
             log.warning("event=play_failed call=%s file=%s reason=%s", self.id, _logfmt(path), _logfmt(str(exc)))
@@ -321,6 +343,31 @@ class CallSession:
         log.info("event=playing call=%s file=%s codec=%s packets=%d answered=%s", self.id, _logfmt(path), codec,
                  len(payloads), "yes" if self.answered_by_us else "no")
         self.player = asyncio.get_running_loop().create_task(self._stream(media, payloads, payload_type, on_done))
+
+    async def _play_after_ack(self, ack: Request) -> None:
+        """The late-offer caller's ACK: its SDP answers our offer; now the file can play."""
+        pending, self.pending_play = self.pending_play, None
+        if pending is None or self.media is None:
+            return
+        path, on_done = pending
+        try:
+            if not ack.body:
+                raise MediaError("the caller's ACK carried no SDP answer to our offer")
+            payload_type, codec = await self.media.take_answer(0, ack.body)
+            payloads = await self.engine.prompts.load(path, codec)
+        except (MediaError, PromptError, SdpError) as exc:
+            log.warning("event=play_failed call=%s file=%s reason=%s", self.id, _logfmt(path), _logfmt(str(exc)))
+            if self.state == "answered":
+                on_done()
+            return
+        if self.state != "answered":
+            return
+        self.late_answer = True
+        self.play_codec = (payload_type, codec)
+        log.info("event=playing call=%s file=%s codec=%s packets=%d answered=yes", self.id, _logfmt(path), codec,
+                 len(payloads))
+        self.player = asyncio.get_running_loop().create_task(self._stream(self.media, payloads, payload_type,
+                                                                          on_done))
 
     async def _stream(self, media: MediaSession, payloads: list[bytes], payload_type: int,
                       on_done: Callable[[], None]) -> None:
@@ -371,7 +418,7 @@ class CallSession:
             leg.dialog = Dialog.as_uac(leg.invite, resp)
             # late offer (the caller's INVITE had no SDP): this 2xx carries the offer, and the answer
             # comes in the caller's ACK, so our ACK to this leg waits for it
-            late_offer = not self.invite.body and bool(resp.body)
+            late_offer = not leg.invite.body and bool(resp.body)
             if self.state != "dialing" or leg.cancelled:
                 self._send_ack(leg)
                 self._bye_leg(leg)
@@ -525,6 +572,9 @@ class CallSession:
             self.ack_timer.cancel()
             self.ack_timer = None
         self.final_a = None
+        if self.pending_play is not None:
+            await self._play_after_ack(req)
+            return
         leg, self.pending_ack = self.pending_ack, None
         if leg is not None:
             body = req.body

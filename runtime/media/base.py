@@ -45,6 +45,15 @@ class MediaSession(ABC):
         Cancelling the awaiting task stops the playback."""
         raise MediaError("this media backend cannot play audio")
 
+    async def offer(self, leg: int) -> bytes:
+        """Our own offer to ``leg``'s phone (its INVITE had none): the codecs we can play, on that
+        leg's port. The phone's answer comes back through ``take_answer``."""
+        raise MediaError("this media backend cannot make offers itself")
+
+    async def take_answer(self, leg: int, answer: bytes) -> tuple[int, str]:
+        """Learn ``leg``'s address and codec from its answer to ``offer``: (payload type, codec)."""
+        raise MediaError("this media backend cannot make offers itself")
+
     def restrict_offer(self, sdp: bytes) -> bytes:
         """After ``answer``: the offer for the other leg cut down to the codec the caller was given."""
         return sdp

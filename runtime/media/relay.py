@@ -61,7 +61,15 @@ from dataclasses import dataclass
 from typing import Any
 
 from runtime.media.base import MediaBackend, MediaError, MediaSession
-from runtime.sip.sdp import AnswerChoice, build_answer, choose_playable, keep_formats, parse_sdp, rewrite_sdp
+from runtime.sip.sdp import (
+    AnswerChoice,
+    build_answer,
+    build_offer,
+    choose_playable,
+    keep_formats,
+    parse_sdp,
+    rewrite_sdp,
+)
 
 __all__ = ["LATCH_WINDOW", "MediaError", "MediaLeg", "MediaRelay", "PortPool", "RelaySession", "RelayStats"]
 
@@ -413,6 +421,34 @@ class RelaySession(MediaSession):
         session_id = str(int.from_bytes(os.urandom(4), "big"))
         body = build_answer(desc, stream, choice, self._relay.advertise, self.legs[leg].local_port, session_id)
         return body, choice.payload_type, choice.codec
+
+    async def offer(self, leg: int) -> bytes:
+        """Our offer to ``leg`` (PCMU, PCMA, telephone-event), or, once a codec is settled with the
+        caller, that codec alone: what a late-offer caller and the leg dialled after it are sent."""
+        if self.closed:
+            raise MediaError("the call's media is closed")
+        session_id = str(int.from_bytes(os.urandom(4), "big"))
+        port = self.legs[leg].local_port
+        if self._answered is not None:
+            choice = self._answered[1]
+            return build_offer(self._relay.advertise, port, session_id, (choice.payload_type,),
+                               choice.telephone_event)
+        return build_offer(self._relay.advertise, port, session_id)
+
+    async def take_answer(self, leg: int, answer: bytes) -> tuple[int, str]:
+        if self.closed:
+            raise MediaError("the call's media is closed")
+        desc = parse_sdp(answer)
+        found = choose_playable(desc)
+        if found is None:
+            raise MediaError("the answer has no codec we can play (PCMU or PCMA)")
+        stream, choice = found
+        endpoint = desc.endpoint(stream)
+        if endpoint is not None:
+            rtcp_port = desc.media[stream].rtcp_port
+            self.set_remote(leg, endpoint, (endpoint[0], rtcp_port) if rtcp_port else None)
+        self._answered = (0, choice)  # our offers have one stream
+        return choice.payload_type, choice.codec
 
     def restrict_offer(self, sdp: bytes) -> bytes:
         if self._answered is None:

@@ -26,6 +26,7 @@ __all__ = [
     "AnswerChoice",
     "choose_playable",
     "build_answer",
+    "build_offer",
     "keep_formats",
 ]
 
@@ -348,6 +349,20 @@ def build_answer(offer: SessionDescription, stream: int, choice: AnswerChoice, a
             lines.append(f"a=fmtp:{choice.telephone_event} 0-15")
         lines.append("a=ptime:20")
         lines.append("a=sendrecv")
+    return ("\r\n".join(lines) + "\r\n").encode()
+
+
+def build_offer(address: str, port: int, session_id: str, payload_types: Sequence[int] = (0, 8),
+                telephone_event: int | None = 101) -> bytes:
+    """An offer of one audio stream with the codecs we can play (for a caller who sent no offer)."""
+    addrtype = address_type(address)
+    formats = [str(pt) for pt in payload_types] + ([str(telephone_event)] if telephone_event is not None else [])
+    lines = ["v=0", f"o=callflow {session_id} 1 IN {addrtype} {address}", "s=callflow",
+             f"c=IN {addrtype} {address}", "t=0 0", f"m=audio {port} RTP/AVP {' '.join(formats)}"]
+    lines += [f"a=rtpmap:{pt} {PLAYABLE[pt]}/8000" for pt in payload_types]
+    if telephone_event is not None:
+        lines += [f"a=rtpmap:{telephone_event} telephone-event/8000", f"a=fmtp:{telephone_event} 0-15"]
+    lines += ["a=ptime:20", "a=sendrecv"]
     return ("\r\n".join(lines) + "\r\n").encode()
 
 

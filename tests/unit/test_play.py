@@ -56,14 +56,16 @@ class Provider:
         self.port = self.sip.getsockname()[1]
         self.rtp_port = self.rtp.getsockname()[1]
 
-    def invite(self, server: int, formats: str = "0 8 101") -> None:
-        body = offer(self.rtp_port, formats)
+    def invite(self, server: int, formats: str | None = "0 8 101") -> None:
+        """An INVITE offering `formats` on our RTP port; None sends no offer (late offer)."""
+        body = offer(self.rtp_port, formats) if formats is not None else b""
+        content_type = "Content-Type: application/sdp\r\n" if body else ""
         self.sip.sendto((
             f"INVITE sip:+15551230000@127.0.0.1:{server} SIP/2.0\r\n"
             f"Via: SIP/2.0/UDP 127.0.0.1:{self.port};branch=z9hG4bKplay1\r\nMax-Forwards: 70\r\n"
             f"From: <sip:+15557654321@127.0.0.1>;tag=p1\r\nTo: <sip:+15551230000@127.0.0.1>\r\n"
             f"Call-ID: play-1\r\nCSeq: 1 INVITE\r\nContact: <sip:gw@127.0.0.1:{self.port}>\r\n"
-            f"Content-Type: application/sdp\r\nContent-Length: {len(body)}\r\n\r\n").encode() + body,
+            f"{content_type}Content-Length: {len(body)}\r\n\r\n").encode() + body,
             ("127.0.0.1", server))
 
     def next_message(self) -> Request | Response:
@@ -79,11 +81,13 @@ class Provider:
                     return out
         raise AssertionError(f"no final response, got {[r.status for r in out]}")
 
-    def ack(self, server: int, ok: Response) -> None:
+    def ack(self, server: int, ok: Response, body: bytes = b"") -> None:
+        content_type = "Content-Type: application/sdp\r\n" if body else ""
         self.sip.sendto((
             f"ACK sip:x@127.0.0.1:{server} SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:{self.port};branch=z9hG4bKplay2\r\n"
             f"Max-Forwards: 70\r\nFrom: <sip:+15557654321@127.0.0.1>;tag=p1\r\nTo: {ok.headers.get('to')}\r\n"
-            f"Call-ID: play-1\r\nCSeq: 1 ACK\r\nContent-Length: 0\r\n\r\n").encode(), ("127.0.0.1", server))
+            f"Call-ID: play-1\r\nCSeq: 1 ACK\r\n{content_type}Content-Length: {len(body)}\r\n\r\n").encode()
+            + body, ("127.0.0.1", server))
 
     def rtp_packets(self, quiet: float = 0.3) -> list[bytes]:
         packets = []
@@ -334,3 +338,80 @@ def test_a_caller_hanging_up_after_our_answer_cancels_the_leg_still_ringing(tmp_
         provider.close()
         far.close()
     assert "CANCEL" in seen
+
+
+def test_a_caller_without_an_offer_gets_ours_in_the_200_and_hears_the_file_after_its_ack(tmp_path: Path) -> None:
+    tone(tmp_path / "closed.wav", seconds=0.3)
+    provider = Provider()
+    flow = line(provider) + 'on incoming from line itsp1 { play "closed.wav" answered\n hangup }\n'
+
+    def scenario(server: int) -> dict[str, object]:
+        provider.invite(server, formats=None)
+        ok = provider.responses_until_final()[-1]
+        provider.ack(server, ok, offer(provider.rtp_port, "8 101"))  # the answer: PCMA
+        packets = provider.rtp_packets()
+        bye = provider.next_message()
+        return {"ok": ok, "packets": packets, "bye": bye}
+
+    try:
+        out = asyncio.run(with_engine(flow, tmp_path, provider, scenario))
+    finally:
+        provider.close()
+    assert out["ok"].status == 200
+    assert parse_sdp(out["ok"].body).media[0].formats == ["0", "8", "101"]  # our offer
+    assert 14 <= len(out["packets"]) <= 16
+    assert {rtp_fields(p)[1] for p in out["packets"]} == {8}  # the codec the caller answered with
+    assert isinstance(out["bye"], Request) and out["bye"].method == "BYE"
+
+
+def test_early_media_without_an_offer_is_skipped_and_the_plan_goes_on(tmp_path: Path,
+                                                                      caplog: pytest.LogCaptureFixture) -> None:
+    tone(tmp_path / "sorry.wav", seconds=0.2)
+    provider = Provider()
+    flow = line(provider) + 'on incoming from line itsp1 { play "sorry.wav"\n reject 480 }\n'
+
+    def scenario(server: int) -> int:
+        provider.invite(server, formats=None)
+        return provider.responses_until_final()[-1].status
+
+    with caplog.at_level("WARNING", logger="callflow"):
+        try:
+            status = asyncio.run(with_engine(flow, tmp_path, provider, scenario))
+        finally:
+            provider.close()
+    assert status == 480
+    assert any("early media needs one" in r.getMessage() for r in caplog.records)
+
+
+def test_after_a_late_offer_answer_the_dialled_leg_is_offered_the_callers_codec(tmp_path: Path) -> None:
+    tone(tmp_path / "wait.wav", seconds=0.1)
+    provider = Provider()
+    far = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    far.bind(("127.0.0.1", 0))
+    far.settimeout(3)
+    far_port = far.getsockname()[1]
+    flow = (line(provider) + f'line far {{ server "127.0.0.1:{far_port}" }}\n'
+            'on incoming from line itsp1 { play "wait.wav" answered\n accept to line far number "100" }\n')
+
+    def scenario(server: int) -> dict[str, object]:
+        provider.invite(server, formats=None)
+        ok = provider.responses_until_final()[-1]
+        provider.ack(server, ok, offer(provider.rtp_port, "8 101"))
+        invite = parse_message(far.recv(65535))
+        assert isinstance(invite, Request)
+        body = offer(40000, "8 101")
+        reply = (f"SIP/2.0 200 OK\r\nVia: {invite.headers.get('via')}\r\nFrom: {invite.headers.get('from')}\r\n"
+                 f"To: {invite.headers.get('to')};tag=far1\r\nCall-ID: {invite.call_id}\r\n"
+                 f"CSeq: {invite.headers.get('cseq')}\r\nContact: <sip:far@127.0.0.1:{far_port}>\r\n"
+                 f"Content-Type: application/sdp\r\nContent-Length: {len(body)}\r\n\r\n").encode() + body
+        far.sendto(reply, ("127.0.0.1", server))
+        ack = parse_message(far.recv(65535))
+        return {"invite": invite, "ack": ack}
+
+    try:
+        out = asyncio.run(with_engine(flow, tmp_path, provider, scenario))
+    finally:
+        provider.close()
+        far.close()
+    assert parse_sdp(out["invite"].body).media[0].formats == ["8", "101"]
+    assert isinstance(out["ack"], Request) and out["ack"].method == "ACK" and not out["ack"].body
