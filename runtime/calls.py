@@ -423,6 +423,12 @@ class CallSession:
                 self._send_ack(leg)
                 self._bye_leg(leg)
                 return
+            if late_offer and self.answered_by_us:
+                # the caller, answered by us already, can give no answer to this leg's offer
+                self._send_ack(leg)
+                self._bye_leg(leg)
+                self._fork_failed(leg, Failure(488, "Not Acceptable Here (no SDP to answer the offer with)"))
+                return
             if late_offer:
                 self.pending_ack = leg
             else:
