@@ -25,7 +25,9 @@ children: Kamailio's workers, timers and main process), so the tail of a step (a
 8 s for SIPp's receive timeout) does not drag them down; calls/s per core (completed calls/s / CPU
 fraction); the kernel's receive-buffer drops on the server's and SIPp's SIP sockets; and SIPp's
 own CPU % (on 2 cores the load generator competes with the server). For Callflow also the RTP
-sockets it still holds once idle after the step (should be 0: a leak check for the media relay).
+sockets it still holds once idle after the step: the relay keeps up to MAX_IDLE_LEGS legs (two
+sockets each, 2,048 sockets by default) bound for the next calls, so the figure levels off there;
+a figure above that cap would be a leak.
 
 Needs SIPp (Debian package `sip-tester`, binary `sipp`) and Kamailio; run by hand, not by CI:
 
