@@ -59,8 +59,8 @@ def encode_file(path: str, codec: str) -> list[bytes]:
                 payloads.append(bytes(packet))
     except PromptError:
         raise
-    except (OSError, ValueError, av.FFmpegError) as exc:
-        reason = getattr(exc, "strerror", None) or str(exc)
+    except Exception as exc:  # noqa: BLE001 - FFmpeg can fail in many ways on a bad file; none may escape
+        reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
         raise PromptError(f"cannot play {path}: {reason}") from None
     if not payloads:
         raise PromptError(f"cannot play {path}: no audio in it")
