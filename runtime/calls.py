@@ -323,7 +323,7 @@ class CallSession:
                 sdp, payload_type, codec = await media.answer(0, offer)
             payloads = await self.engine.prompts.load(path, codec)
         except (MediaError, PromptError, SdpError) as exc:
-            log.warning("event=play_failed call=%s file=%s reason=%s", self.id, _logfmt(path), _logfmt(str(exc)))
+            self._play_failed(path, exc)
             on_done()
             return
         if self.state not in ("routing", "answered"):
@@ -340,9 +340,7 @@ class CallSession:
                                 headers=[("Contact", self.engine.contact(self.transport))], body=sdp,
                                 content_type="application/sdp")
             self.engine.layer.respond(self.txn, r, self.engine.now())
-        log.info("event=playing call=%s file=%s codec=%s packets=%d answered=%s", self.id, _logfmt(path), codec,
-                 len(payloads), "yes" if self.answered_by_us else "no")
-        self.player = asyncio.get_running_loop().create_task(self._stream(media, payloads, payload_type, on_done))
+        self._start_playing(media, path, codec, payloads, payload_type, on_done)
 
     async def _play_after_ack(self, ack: Request) -> None:
         """The late-offer caller's ACK: its SDP answers our offer; now the file can play."""
@@ -356,7 +354,7 @@ class CallSession:
             payload_type, codec = await self.media.take_answer(0, ack.body)
             payloads = await self.engine.prompts.load(path, codec)
         except (MediaError, PromptError, SdpError) as exc:
-            log.warning("event=play_failed call=%s file=%s reason=%s", self.id, _logfmt(path), _logfmt(str(exc)))
+            self._play_failed(path, exc)
             if self.state == "answered":
                 on_done()
             return
@@ -364,10 +362,16 @@ class CallSession:
             return
         self.late_answer = True
         self.play_codec = (payload_type, codec)
-        log.info("event=playing call=%s file=%s codec=%s packets=%d answered=yes", self.id, _logfmt(path), codec,
-                 len(payloads))
-        self.player = asyncio.get_running_loop().create_task(self._stream(self.media, payloads, payload_type,
-                                                                          on_done))
+        self._start_playing(self.media, path, codec, payloads, payload_type, on_done)
+
+    def _start_playing(self, media: MediaSession, path: str, codec: str, payloads: list[bytes],
+                       payload_type: int, on_done: Callable[[], None]) -> None:
+        log.info("event=playing call=%s file=%s codec=%s packets=%d answered=%s", self.id, _logfmt(path), codec,
+                 len(payloads), "yes" if self.answered_by_us else "no")
+        self.player = asyncio.get_running_loop().create_task(self._stream(media, payloads, payload_type, on_done))
+
+    def _play_failed(self, path: str, exc: Exception) -> None:
+        log.warning("event=play_failed call=%s file=%s reason=%s", self.id, _logfmt(path), _logfmt(str(exc)))
 
     async def _stream(self, media: MediaSession, payloads: list[bytes], payload_type: int,
                       on_done: Callable[[], None]) -> None:

@@ -108,7 +108,6 @@ class Engine:
         self.router: Callable[[CallSession], None] = lambda call: call.reject(404, "Not Found (no routing)")
         self._line_starts: set[asyncio.Task] = set()
         self._line_by_address: dict[Address, LineClient] = {}
-        self._line_by_trusted_ip: dict[str, LineClient] = {}
         self._trusted_networks: list[tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, LineClient]] = []
         self._trusted_seen: dict[str, LineClient | None] = {}  # source IP -> its line by network, cached
         self._provider_ips: set[str] = set()
@@ -374,22 +373,13 @@ class Engine:
         """Rebuild the provider-address index (lines added, removed or resolved): every datagram is
         checked against it, so that check must be a dict lookup, not a scan of the lines."""
         self._line_by_address = {line.address: line for line in self.lines.values() if line.address is not None}
-        by_ip: dict[str, LineClient] = {}
-        networks: list[tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, LineClient]] = []
-        for line in self.lines.values():
-            for text in line.config.trust:
-                network = ipaddress.ip_network(text, strict=False)
-                if network.prefixlen == network.max_prefixlen:
-                    by_ip[str(network.network_address)] = line
-                else:
-                    networks.append((network, line))
-        self._line_by_trusted_ip = by_ip
-        self._trusted_networks = networks
+        self._trusted_networks = [(ipaddress.ip_network(text, strict=False), line)
+                                  for line in self.lines.values() for text in line.config.trust]
         self._trusted_seen = {}
-        self._provider_ips = {address[0] for address in self._line_by_address} | set(by_ip)
+        self._provider_ips = {address[0] for address in self._line_by_address}
 
     def _is_provider(self, ip: str) -> bool:
-        return ip in self._provider_ips or (bool(self._trusted_networks) and self._trusted_line(ip) is not None)
+        return ip in self._provider_ips or self._trusted_line(ip) is not None
 
     def line_for_source(self, source: Address) -> LineClient | None:
         """A request is from a line when it comes from that provider's address, IP and port, or from
@@ -400,14 +390,13 @@ class Engine:
         other addresses count only where the operator listed them.
         """
         line = self._line_by_address.get(source)
-        if line is None:
-            line = self._line_by_trusted_ip.get(source[0])
-            if line is None and self._trusted_networks:
-                line = self._trusted_line(source[0])
-        return line
+        return line if line is not None else self._trusted_line(source[0])
 
     def _trusted_line(self, ip: str) -> LineClient | None:
-        """The line whose trusted network holds `ip`; cached, as the flood guard asks per datagram."""
+        """The line whose `trust` holds `ip` (an address is a network of one); cached, as the flood
+        guard asks per datagram."""
+        if not self._trusted_networks:
+            return None
         seen = self._trusted_seen
         if ip in seen:
             return seen[ip]

@@ -78,8 +78,8 @@ class SqliteLocationStore(MemoryLocationStore):
                 "user_agent FROM binding").fetchall()
         except sqlite3.Error as exc:
             raise LocationDbError(f"cannot read the location database {self.path}: {exc}") from None
-        offset = self._clock() - self._wall()
         wall_now = self._wall()
+        offset = self._clock() - wall_now
         restored = dropped = 0
         stale: list[tuple[str, str]] = []
         for user, contact, host, port, transport, expires, call_id, cseq, user_agent in rows:

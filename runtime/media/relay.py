@@ -341,6 +341,11 @@ class MediaLeg:
         return f"MediaLeg({self.index}, port={self.local_port}, remote={self.remote}, latched={self.latched})"
 
 
+def _session_id() -> str:
+    """The o= session id of an SDP body of our own (RFC 4566: unique, a number)."""
+    return str(int.from_bytes(os.urandom(4), "big"))
+
+
 def _normalize(host: str, port: int, family: int) -> Address:
     """The address tuple the socket reports for a source, so the latch compare is a plain ==."""
     if family == socket.AF_INET6:
@@ -418,8 +423,7 @@ class RelaySession(MediaSession):
             rtcp_port = desc.media[stream].rtcp_port
             self.set_remote(leg, endpoint, (endpoint[0], rtcp_port) if rtcp_port else None)
         self._answered = found
-        session_id = str(int.from_bytes(os.urandom(4), "big"))
-        body = build_answer(desc, stream, choice, self._relay.advertise, self.legs[leg].local_port, session_id)
+        body = build_answer(desc, stream, choice, self._relay.advertise, self.legs[leg].local_port, _session_id())
         return body, choice.payload_type, choice.codec
 
     async def offer(self, leg: int) -> bytes:
@@ -427,13 +431,12 @@ class RelaySession(MediaSession):
         caller, that codec alone: what a late-offer caller and the leg dialled after it are sent."""
         if self.closed:
             raise MediaError("the call's media is closed")
-        session_id = str(int.from_bytes(os.urandom(4), "big"))
         port = self.legs[leg].local_port
         if self._answered is not None:
             choice = self._answered[1]
-            return build_offer(self._relay.advertise, port, session_id, (choice.payload_type,),
+            return build_offer(self._relay.advertise, port, _session_id(), (choice.payload_type,),
                                choice.telephone_event)
-        return build_offer(self._relay.advertise, port, session_id)
+        return build_offer(self._relay.advertise, port, _session_id())
 
     async def take_answer(self, leg: int, answer: bytes) -> tuple[int, str]:
         if self.closed:

@@ -44,6 +44,16 @@ def sip_uri_ok(text: str) -> bool:
     return m is not None and (not m.group(5) or int(m.group(5)) <= 65535)
 
 
+def _fast_params(ptext: str) -> dict[str, str | None]:
+    """`;a=b;c` as matched by the fast URI regex (no spaces, no quotes): names lower-cased."""
+    params: dict[str, str | None] = {}
+    if ptext:
+        for item in ptext[1:].split(";"):
+            name, eq, value = item.partition("=")
+            params[name.lower()] = value if eq else None
+    return params
+
+
 def unescape(text: str) -> str:
     """Undo %HH escapes (RFC 3261 19.1.2); the user part of a tel-like URI is compared unescaped."""
     if "%" not in text:
@@ -121,11 +131,7 @@ class SipUri:
     @classmethod
     def _from_fast(cls, text: str, scheme: str, user: str | None, password: str | None, host: str,
                    port_text: str | None, ptext: str) -> SipUri:
-        params: dict[str, str | None] = {}
-        if ptext:
-            for item in ptext[1:].split(";"):
-                name, eq, value = item.partition("=")
-                params[name.lower()] = value if eq else None
+        params = _fast_params(ptext)
         port = None
         if port_text:
             port = int(port_text)
@@ -317,28 +323,7 @@ class NameAddr:
         (which `parse` reads with the general grammar, raising if it is bad)."""
         m = _NAME_ADDR_FAST_RE.match(text)
         if m is None:
-            if text[:4] != "sip:" or "," in text:
-                return None
-            # a bare addr-spec (`Contact: sip:a@host:5060;expires=60`): parameters after a bare URI
-            # belong to the header (RFC 3261 20.10)
-            m = _SIP_FAST_RE.match(text)
-            if m is None:
-                return None
-            scheme, user, password, host, port_text, ptext = m.groups()
-            if port_text and int(port_text) > 65535:
-                return None
-            params = {}
-            if ptext:
-                for item in ptext[1:].split(";"):
-                    name, eq, value = item.partition("=")
-                    params[name.lower()] = value if eq else None
-            na = cls.__new__(cls)
-            na.display = None
-            na.params = params
-            na.raw_uri = text[: m.start(6)]
-            na._uri = None
-            na._uri_parts = (scheme, user, password, host, port_text, "")
-            return na
+            return cls._bare_common(text)
         quoted, tokens, scheme, user, password, host, port_text, uri_ptext, ptext = m.groups()
         if port_text and int(port_text) > 65535:
             return None
@@ -347,12 +332,33 @@ class NameAddr:
             for item in ptext.split(";")[1:]:
                 name, eq, value = item.partition("=")
                 params[name.strip(" \t").lower()] = value.strip(" \t") if eq else None
+        return cls._lazy(quoted if quoted is not None else tokens, params, text[m.start(3) : m.end(8)],
+                         (scheme, user, password, host, port_text, uri_ptext))
+
+    @classmethod
+    def _bare_common(cls, text: str) -> NameAddr | None:
+        """A bare addr-spec (`Contact: sip:a@host:5060;expires=60`) of the usual shape: parameters
+        after a bare URI belong to the header (RFC 3261 20.10)."""
+        if text[:4] != "sip:" or "," in text:
+            return None
+        m = _SIP_FAST_RE.match(text)
+        if m is None:
+            return None
+        scheme, user, password, host, port_text, ptext = m.groups()
+        if port_text and int(port_text) > 65535:
+            return None
+        return cls._lazy(None, _fast_params(ptext), text[: m.start(6)], (scheme, user, password, host, port_text, ""))
+
+    @classmethod
+    def _lazy(cls, display: str | None, params: dict[str, str | None], raw_uri: str,
+              uri_parts: tuple[str | None, ...]) -> NameAddr:
+        """A NameAddr whose URI (already matched by a fast regex) is built on first use."""
         na = cls.__new__(cls)
-        na.display = quoted if quoted is not None else tokens
+        na.display = display
         na.params = params
-        na.raw_uri = text[m.start(3) : m.end(8)]
+        na.raw_uri = raw_uri
         na._uri = None
-        na._uri_parts = (scheme, user, password, host, port_text, uri_ptext)
+        na._uri_parts = uri_parts
         return na
 
     @classmethod
