@@ -54,6 +54,18 @@ class MediaSession(ABC):
         """Learn ``leg``'s address and codec from its answer to ``offer``: (payload type, codec)."""
         raise MediaError("this media backend cannot make offers itself")
 
+    def expect(self, leg: int, host: str) -> None:
+        """Tell the backend the signalling source address of ``leg``'s peer (a registered phone,
+        perhaps behind NAT): besides the address its SDP names, RTP from ``host`` may be latched on
+        that leg. Call sessions call this for phones (USER peers), never for providers, whose media
+        may come from elsewhere but then must match the SDP. The default ignores it."""
+
+    @property
+    def packets(self) -> tuple[int, int]:
+        """RTP packets received so far, (on leg 0, on leg 1); a call whose counters stop moving has
+        no media. Backends that cannot count return (0, 0)."""
+        return (0, 0)
+
     def restrict_offer(self, sdp: bytes) -> bytes:
         """After ``answer``: the offer for the other leg cut down to the codec the caller was given."""
         return sdp
