@@ -706,6 +706,9 @@ class Compiler:
             # a relative name is the script's neighbour, wherever the server was started from
             if not os.path.isabs(path) and os.path.dirname(f):
                 path = os.path.join(os.path.dirname(f), path)
+            if not f.startswith("<") and not os.path.isfile(path):
+                self.r.warning(f, st.line, st.col, f"play: no file at {os.path.abspath(path)} (a relative name is "
+                               "read next to the script); the call would hear nothing")
             return Play(path, answered)
         self.r.error(f, st.line, st.col, f"`{_stmt_word(st)}` is not allowed here")
         return None
