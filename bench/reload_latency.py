@@ -5,7 +5,11 @@ the rule to refuse with another, and after each save sends INVITEs (every 5 ms) 
 changes. The INVITEs come from an IP-authenticated line (the bench's own socket is the "provider"),
 so no digest round trip is measured. Prints each latency and the median and worst.
 
-    python bench/reload_latency.py [--rounds 15]
+Then saves a 20,000-rule version of the script and keeps sending INVITEs while it compiles (on the
+server's worker thread): prints how long the new program took to take over and the slowest answer
+to an INVITE meanwhile (the server's loop must not stall: issue 9 measured 20-27 s before).
+
+    python bench/reload_latency.py [--rounds 15] [--big-rules 20000]
 """
 
 from __future__ import annotations
@@ -74,6 +78,7 @@ class Prober:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=15)
+    parser.add_argument("--big-rules", type=int, default=20_000)
     args = parser.parse_args()
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     sock.bind(("127.0.0.1", 0))
@@ -112,12 +117,32 @@ def main() -> int:
                 print(f"the new rule never took over; see {work / 'callflow.log'}")
                 return 1
             latencies.append((time.monotonic() - start) * 1000)
+        big = FLOW.format(provider=sock.getsockname()[1], code=403) + "".join(
+            f'on incoming from line load to "9{n:07d}" reject 480\n' for n in range(args.big_rules))
+        time.sleep(0.3)
+        start = time.monotonic()
+        flow.write_text(big)
+        answers: list[float] = []
+        took = None
+        for _ in range(3000):  # bounded: at most 3000 INVITEs, each waits at most 1 s
+            sent = time.monotonic()
+            got = prober.status()
+            answers.append((time.monotonic() - sent) * 1000)
+            if got == 403:
+                took = (time.monotonic() - start) * 1000
+                break
+            time.sleep(0.005)
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(10)
     print("save -> new rule in force (ms): " + ", ".join(f"{x:.0f}" for x in latencies))
     print(f"median {statistics.median(latencies):.0f} ms, worst {max(latencies):.0f} ms "
           f"over {len(latencies)} saves (target < 300 ms; includes the 100 ms debounce)")
+    if took is None:
+        print(f"the {args.big_rules}-rule script never took over; see {work / 'callflow.log'}")
+        return 1
+    print(f"{args.big_rules}-rule script: in force {took:.0f} ms after the save; {len(answers)} INVITEs answered "
+          f"meanwhile, slowest {max(answers):.0f} ms, median {statistics.median(answers):.1f} ms")
     return 0
 
 
