@@ -217,7 +217,15 @@ def version_id(path: str | os.PathLike[str], env: Mapping[str, str] | None = Non
 
 def check_paths(paths: Iterable[str | os.PathLike[str]], env: Mapping[str, str] | None = None) -> list[Diagnostic]:
     """Every error and warning for each path (file or folder); empty means all good."""
+    return check_paths_versions(paths, env)[0]
+
+
+def check_paths_versions(paths: Iterable[str | os.PathLike[str]], env: Mapping[str, str] | None = None
+                         ) -> tuple[list[Diagnostic], dict[str, str]]:
+    """What check_paths gives, and the version id of each path that compiled ({path as given: id}),
+    each program loaded once: `callflow check` prints the id a running server shows for the same files."""
     out: list[Diagnostic] = []
+    versions: dict[str, str] = {}
     for path in paths:
         try:
             prog = load_program(path, env)
@@ -225,4 +233,5 @@ def check_paths(paths: Iterable[str | os.PathLike[str]], env: Mapping[str, str] 
             out.extend(e.diagnostics)
         else:
             out.extend(prog.warnings)
-    return out
+            versions[os.fspath(path)] = prog.version
+    return out, versions

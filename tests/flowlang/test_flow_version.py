@@ -92,3 +92,13 @@ def test_the_size_limit_counts_every_file_of_a_folder(tmp_path):
     with pytest.raises(FlowError) as info:
         load_program(tmp_path)
     assert "too large" in info.value.diagnostics[0].message
+
+
+def test_check_gives_each_compiled_path_its_version_id_and_none_for_a_broken_one(tmp_path):
+    from flowlang.loader import check_paths_versions
+
+    good = write(tmp_path / "good.flow", SLICE)
+    bad = write(tmp_path / "bad.flow", "on incoming accept to user nobody")
+    diagnostics, versions = check_paths_versions([good, bad])
+    assert versions == {str(good): version_id(good)}
+    assert [d.file for d in diagnostics if d.severity == "error"] == [str(bad)]
