@@ -20,6 +20,7 @@ import struct
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Literal
 
 from .sip.errors import SipSyntaxError
 from .sip.message import StreamFramer
@@ -32,6 +33,9 @@ UDP_BUFFER = 4 * 1024 * 1024  # bursts queue in the kernel instead of being drop
 IDLE_TIMEOUT = 900.0     # close a stream connection nobody used for this long
 CONNECT_TIMEOUT = 5.0
 _SO_MEMINFO = getattr(socket, "SO_MEMINFO", 55)  # Linux: sk_meminfo, [0] = receive queue bytes
+
+# fn(direction, transport, address, data): every SIP message in or out, see SipEndpoint.add_observer
+Observer = Callable[[Literal["in", "out"], str, Address, bytes], None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,6 +182,32 @@ class SipEndpoint:
         self._sweeper: asyncio.TimerHandle | None = None
         self.admit: Callable[[str, bytes, float], bool] | None = None  # the engine's flood guard
         self._udp_sockets: list[socket.socket] = []
+        self._observers: tuple[Observer, ...] = ()  # empty tuple: one falsy test per message, no call
+
+    def add_observer(self, fn: Observer) -> None:
+        """Call `fn(direction, transport, address, data)` for every SIP message this endpoint receives
+        ("in", before the flood guard, so a trace shows what arrived) or sends ("out": requests,
+        responses, ACKs, stateless answers and every retransmission, as handed to the socket).
+
+        `transport` is lower case (udp, tcp, tls, ws, wss); `address` is the peer's (ip, port);
+        `data` is the whole message as bytes. Keep-alive CRLFs are not SIP messages and are not
+        reported. The observer runs on the event loop: it must be quick and must not block; an
+        exception it raises is logged and the message goes on as if nothing was registered.
+        """
+        self._observers = (*self._observers, fn)
+
+    def remove_observer(self, fn: Observer) -> None:
+        """Stop calling `fn`; raises ValueError if it was not added."""
+        observers = list(self._observers)
+        observers.remove(fn)
+        self._observers = tuple(observers)
+
+    def _observe(self, direction: Literal["in", "out"], transport: str, address: Address, data: bytes) -> None:
+        for fn in self._observers:
+            try:
+                fn(direction, transport, address, data)
+            except Exception:  # a tracer's bug must not cost a call
+                log.exception("event=observer_failed direction=%s", direction)
 
     def receive_backlog(self) -> int | None:
         """Bytes of datagrams the kernel holds for our UDP sockets, not yet read (Linux SO_MEMINFO):
@@ -239,6 +269,8 @@ class SipEndpoint:
 
     # ---- input ---------------------------------------------------------------------------------
     def message_received(self, data: bytes, source: Address, transport: str) -> None:
+        if self._observers:
+            self._observe("in", transport, source, data)
         now = self.loop.time()
         if self.admit is not None and not self.admit(source[0], data, now):
             return  # a flood or a scanner: not even parsed
@@ -277,7 +309,10 @@ class SipEndpoint:
         if not out:
             return
         udp = self.udp.transport if self.udp else None
+        observers = self._observers
         for transport, dest, data in out:
+            if observers:
+                self._observe("out", transport.lower(), dest, data)
             if transport == "udp" or transport == "UDP":
                 if udp is not None:
                     try:
