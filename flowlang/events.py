@@ -3,7 +3,7 @@
 Pure data, shared by both sides: the compiler checks every `{field}` of a handler's text against the
 fields of the handler's event, the runtime's EventBus refuses names that are not here, the dialplan
 fills what the engine leaves out (the call record fields), and `docs/events.md` is generated from this
-table (`python -m flowlang.events > docs/events.md`), so the documentation cannot drift from it.
+table (see GENERATE), so the documentation cannot drift from it.
 
 Three sources of fields, one namespace per event:
 
@@ -59,20 +59,19 @@ def _f(name: str, type_: type, meaning: str, optional: bool = False, default: st
     return Field(name, type_, meaning, optional, default)
 
 
-CALL = _f("call", str, "the call session's id (8 hex digits)")
-CHANNEL = _f("channel", str, "`ZERO`: the leg the call came in on; `ONE`: the leg Callflow dialled")
+CALL = _f("call", str, "the call session's id")
 PEER_TYPE = _f("peer_type", str, "`USER` or `LINE`")
 
 # Filled by the dialplan in every event of a call from what the call's `created` event said, and
 # `duration` from when its `connected` event came: the engine's later events do not repeat them.
 CALL_FIELDS: tuple[Field, ...] = (
-    _f("from", str, "the peer the call came from: a user's or a line's name (empty when unknown)"),
+    _f("from", str, "the name of the user or line the call came from; empty for an unknown caller"),
     _f("from_type", str, "`user`, `line` or `unknown`"),
-    _f("caller_id", str, "the caller's number: a user's `caller-id` (else the user's name), or the "
-                         "number a line's provider sent"),
-    _f("to", str, "the dialled number (the Request-URI's user part)"),
+    _f("caller_id", str, "the caller's number: for a user, its `caller-id`, else its name; for a "
+                         "line, the number the provider sent"),
+    _f("to", str, "the dialled number: the Request-URI's user part"),
 )
-DURATION = _f("duration", int, "whole seconds since the call connected (0 when it never did)")
+DURATION = _f("duration", int, "whole seconds since the call connected, 0 when it never did")
 
 EVENTS: tuple[EventSpec, ...] = (
     # ---- calls: the SDK's OnCallSession* events, emitted by the call layer
@@ -87,14 +86,15 @@ EVENTS: tuple[EventSpec, ...] = (
         _f("ip", str, "the address the INVITE came from"), _f("port", int, "its port"),
     ), sdk="OnIncomingCall"),
     EventSpec("connecting", "call", "the dialled leg rings (its first provisional answer)", (
-        CALL, CHANNEL,
+        CALL, _f("channel", str, "the leg that rings: `ONE`, the leg Callflow dialled"),
     ), handler="on connecting", sdk="OnCallSessionConnecting"),
     EventSpec("connected", "call", "answered: voice flows both ways", (
         CALL, _f("peer_type", str, "`USER` or `LINE`: the kind of peer that answered"),
         _f("peer", str, "the user's or line's name that answered"),
     ), handler="on connected", sdk="OnCallSessionConnected"),
     EventSpec("hangup", "call", "a leg hung up (or was hung up on: see reason)", (
-        CALL, CHANNEL,
+        CALL, _f("channel", str, "the leg that hung up: `ZERO` the leg the call came in on, `ONE` the "
+                                 "leg Callflow dialled"),
         _f("reason", str, "why: `BYE` (that channel sent BYE), `cancelled`, `no ACK`, ...",
            optional=True, default="BYE"),
     ), handler="on hangup", sdk="OnCallSessionHangUp"),
@@ -103,8 +103,9 @@ EVENTS: tuple[EventSpec, ...] = (
     ), handler="on failed", sdk="OnCallSessionFailed"),
     EventSpec("closed", "call", "the call is over and everything it held is released", (
         CALL, _f("reason", str, "how it ended: `hangup`, `cancelled`, `404 Not Found`, ..."),
-        _f("rtp_in", int, "RTP packets relayed from channel ZERO", optional=True, default="0"),
-        _f("rtp_out", int, "RTP packets relayed to channel ZERO", optional=True, default="0"),
+        _f("rtp_in", int, "RTP packets received from channel ZERO's side", optional=True, default="0"),
+        _f("rtp_out", int, "RTP packets received from channel ONE's side (sent on to ZERO)", optional=True,
+           default="0"),
     ), handler="on closed", sdk="OnCallSessionClosed"),
     # ---- lines (accounts at providers)
     EventSpec("line_registered", "line", "a line's registration succeeded (or was refreshed)", (
@@ -256,35 +257,45 @@ HANDLER_FIELD_NAMES: Mapping[str, frozenset[str]] = MappingProxyType(
 )
 
 
+GENERATE = "python -c \"import flowlang.events as e; print(e.markdown(), end='')\" > docs/events.md"
+
+
 def markdown() -> str:
     """docs/events.md: one table, event -> fields -> meaning (generated: edit this module instead)."""
     out = [
         "# Events",
         "",
-        "<!-- generated from flowlang/events.py by `python -m flowlang.events > docs/events.md`; "
-        "edit that table, not this file -->",
+        f"<!-- generated from flowlang/events.py by `{GENERATE}`: edit that table, not this file -->",
         "",
-        "Every line Callflow logs is logfmt with `event=NAME`. The events marked *handler* can be",
-        "watched from a script (`docs/language.md`, *Handlers*): a handler's text may use every field",
-        "of its event as `{name}`, and for call events also the call's own fields, which the runtime",
-        "fills in every event of the call: " + ", ".join(f"`{f.name}` ({f.meaning})" for f in CALL_FIELDS)
-        + "; in `hangup` and `closed` also `duration` (" + DURATION.meaning + ").",
-        "A field marked *optional* may be missing from the log line; a handler's text then shows its",
-        "default (or nothing).",
+        "Every line Callflow logs is logfmt with `event=NAME` and the fields below as `name=value`",
+        "(an optional field may be missing). The events with a handler can be watched from a script",
+        "(`docs/language.md`, *Handlers*): a handler's text may use each field of its event as",
+        "`{name}` (a missing optional field shows its default, else nothing), `{event}`, and, for call",
+        "events, the call's own fields, which the dialplan fills in every event of the call from its",
+        "`created` event:",
         "",
-        "| event | kind | meaning | fields |",
-        "|---|---|---|---|",
+        "| call field | type | meaning |",
+        "|---|---|---|",
+    ]
+    for f in (*CALL_FIELDS, DURATION):
+        where = "; in `hangup` and `closed`" if f is DURATION else ""
+        out.append(f"| `{f.name}` | {f.type.__name__} | {f.meaning}{where} |")
+    out += [
+        "",
+        "| event | handler | meaning | field | type | field's meaning |",
+        "|---|---|---|---|---|---|",
     ]
     for e in EVENTS:
-        name = f"`{e.name}`"
-        if e.handler:
-            name += f" (handler: `{e.handler}`)"
-        fields = "; ".join(
-            f"`{f.name}` ({f.type.__name__}{', optional' if f.optional else ''}"
-            + (f", default `{f.default}`" if f.default not in (None, "") else "") + f"): {f.meaning}"
-            for f in e.fields
-        ) or "none"
-        out.append(f"| {name} | {e.kind} | {e.meaning} | {fields} |")
+        handler = f"`{e.handler}`" if e.handler else ""
+        head = f"| `{e.name}` | {handler} | {e.meaning}{'' if e.bus else ' (log only)'}"
+        if not e.fields:
+            out.append(head + " | | | |")
+        for i, f in enumerate(e.fields):
+            note = ", optional" if f.optional else ""
+            if f.default not in (None, ""):
+                note += f", default `{f.default}`"
+            lead = head if i == 0 else "| | | "
+            out.append(f"{lead} | `{f.name}` | {f.type.__name__}{note} | {f.meaning} |")
     return "\n".join(out) + "\n"
 
 
