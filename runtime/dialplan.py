@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from flowlang.events import BY_NAME, EventSpec
+from flowlang.events import BY_NAME, EVENTS, EventSpec
 from flowlang.model import Accept, CallInfo, Decision, Hangup, Log, Play, Program, Reject, SetCallerId, SetHeader
 
 from .calls import CallSession, Failure, Target
@@ -22,6 +22,10 @@ from .events import EngineEvent
 from .lines import LineConfig
 
 log = logging.getLogger("callflow.dialplan")
+
+# event name -> (a call event?, can a handler observe it?): one lookup per event on the hot path
+_FROM_TYPE = {"USER": "user", "LINE": "line"}  # the engine's peer_type -> the language's from_type
+_KIND: dict[str, tuple[bool, bool]] = {e.name: (e.kind == "call", e.handler is not None) for e in EVENTS if e.bus}
 
 
 def line_config(line) -> LineConfig:  # type: ignore[no-untyped-def]
@@ -102,13 +106,20 @@ class Dialplan:
         (flowlang/events.py), the call's own fields from the call record, and defaults for the rest."""
         name = event.name
         fields = event.fields
-        spec = BY_NAME.get(name)
-        if spec is None:
+        kind = _KIND.get(name)
+        if kind is None:
             return  # the bus has logged it as event_invalid
-        facts = self.records.observe(event, self.clock()) if spec.kind == "call" else None
-        call = self.engine.calls.get(str(fields.get("call", ""))) if spec.kind == "call" else None
-        program: Program | None = (call.program if call is not None else None) or self.program  # type: ignore[assignment]
-        if program is None or spec.handler is None:
+        is_call, handled = kind
+        if is_call:
+            facts = self.records.observe(event, self.clock)
+            if not handled:
+                return
+            call = self.engine.calls.get(fields.get("call"))  # type: ignore[arg-type]
+            program: Program | None = (call.program if call is not None else None) or self.program  # type: ignore[assignment]
+        else:
+            facts = None
+            program = self.program
+        if program is None or not handled:
             return
         if facts is not None:
             # a call handler's `from user/line NAME` is the peer the call came from (its created event)
@@ -119,7 +130,7 @@ class Dialplan:
         handlers = program.handlers(name, line=line, user=user)
         if not handlers:
             return
-        values = self._values(event, spec, facts)
+        values = self._values(event, BY_NAME[name], facts)
         for handler in handlers:
             for action in handler.actions:
                 if isinstance(action, Log):
@@ -190,28 +201,29 @@ class CallRecords:
         self._live = live  # is a call id still known to the engine? (for the sweep)
         self._created = 0
 
-    def observe(self, event: EngineEvent, now: float) -> CallFacts | None:
-        """Update the record of the event's call; returns it (None for an event of an unknown call)."""
+    def observe(self, event: EngineEvent, clock: Callable[[], float]) -> CallFacts | None:
+        """Update the record of the event's call; returns it (None for an event of an unknown call).
+
+        `clock` gives seconds on a monotonic clock; it is read only for `connected`."""
         fields = event.fields
-        call_id = str(fields.get("call", ""))
+        call_id = fields.get("call")
         name = event.name
         if name == "created":
-            peer_type = str(fields.get("peer_type") or "")
             facts = CallFacts(
                 peer=_text(fields.get("peer")),
-                from_type={"USER": "user", "LINE": "line"}.get(peer_type, "unknown"),
+                from_type=_FROM_TYPE.get(fields.get("peer_type"), "unknown"),  # type: ignore[arg-type]
                 caller_id=_text(fields.get("caller")), to=_text(fields.get("to")),
             )
-            self.calls[call_id] = facts
+            self.calls[call_id] = facts  # type: ignore[index]
             self._created += 1
             if self._created % self.SWEEP_EVERY == 0:
-                self._sweep(call_id)
+                self._sweep(call_id)  # type: ignore[arg-type]
             return facts
         if name == "closed":
             return self.calls.pop(call_id, None)
         facts = self.calls.get(call_id)
         if facts is not None and name == "connected" and facts.connected_at is None:
-            facts.connected_at = now
+            facts.connected_at = clock()
         return facts
 
     def _sweep(self, keep: str) -> None:

@@ -267,7 +267,7 @@ def test_records_of_calls_that_never_closed_are_swept_with_an_error(caplog: pyte
     records = CallRecords(live=lambda c: c in live)
     records.SWEEP_EVERY = 3
     bus = EventBus()
-    bus.subscribe(lambda e: records.observe(e, 0.0))
+    bus.subscribe(lambda e: records.observe(e, lambda: 0.0))
     with caplog.at_level(logging.INFO):
         for call in ("lost", "keep", "new"):
             live.add(call) if call == "new" else None
