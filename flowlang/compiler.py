@@ -12,6 +12,7 @@ from types import MappingProxyType
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from .diagnostics import FlowError, Position, Reporter
+from .events import HANDLER_FIELD_NAMES, handler_fields
 from .model import (
     Accept,
     Attempt,
@@ -29,6 +30,7 @@ from .model import (
     Target,
     Template,
     User,
+    template_fields,
     template_problems,
 )
 from .routing import Condition, Matcher, Router, Rule, ShadowIndex, compile_regex, plan_renders
@@ -38,11 +40,7 @@ RESERVED = {"any"}
 
 # values a rule's templates may use (captures are added per rule; code/reason after a failed accept)
 RULE_VALUES = {"call", "to", "from", "from_type", "caller_id", "caller_name", "code", "reason"}
-# values the runtime supplies to handlers (documented in docs/language.md)
-HANDLER_VALUES = RULE_VALUES | {
-    "channel", "code", "reason", "line", "user", "peer", "peer_type", "contact", "expires", "event",
-    "target", "duration",
-}
+# a handler's values are its event's fields: flowlang/events.py (handler_fields), checked as errors
 
 REASONS = {
     400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found", 408: "Request Timeout",
@@ -729,12 +727,31 @@ class Compiler:
                              f"`{_stmt_word(st)}` cannot run in an `on {word}` handler: handlers observe "
                              "calls (log only); `on incoming` rules route them")
                 continue
-            a = self._action(f, st, HANDLER_VALUES)
-            if a is not None:
-                actions.append(a)
+            text, line, col = st.args
+            if self._handler_text_ok(f, text, line, col, node.event):
+                actions.append(Log(_template(text)))
         if not node.body:
             self.r.warning(f, node.line, node.col, f"this `on {word}` handler does nothing")
         self.handlers.append(Handler(node.event, line_f, user_f, tuple(actions), pos))
+
+    def _handler_text_ok(self, f: str, text: str, line: int, col: int, event: str) -> bool:
+        """Braces well formed and every `{field}` one of the event's fields (flowlang/events.py): an
+        error for each other name, naming the fields that exist, so nothing prints literally at run
+        time. `col` is the opening quote's column; the caret points at the field."""
+        problems = _template_problems(text)
+        for off, msg in problems:
+            self.r.error(f, line, col + 1 + off, msg)
+        if problems:
+            return False
+        known = HANDLER_FIELD_NAMES[event]
+        ok = True
+        for off, name in template_fields(text):
+            if name not in known:
+                ok = False
+                have = ", ".join(fl.name for fl in handler_fields(event))
+                self.r.error(f, line, col + 1 + off,
+                             f"{{{name}}} is not a field of the `{event}` event; its fields are: {have}")
+        return ok
 
     # -------------------------------------------------------------- warnings
 

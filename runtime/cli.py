@@ -65,7 +65,8 @@ def build_parser() -> argparse.ArgumentParser:
     explain.add_argument("--from", dest="from_spec", required=True, help="user:NAME or line:NAME")
     explain.add_argument("--to", required=True, help="the dialled number")
     explain.add_argument("--at", help='when, e.g. "2026-11-26 20:00" (default: now)')
-    explain.add_argument("--caller-id")
+    explain.add_argument("--caller-id", help="the number a line's provider (or an unknown caller) sends; "
+                                             "a user's calls carry its caller-id, else its name")
     fmt = sub.add_parser("fmt", help="print the script in canonical layout (--write to rewrite the file)")
     fmt.add_argument("path")
     fmt.add_argument("--write", action="store_true")
