@@ -135,3 +135,29 @@ def test_shutdown_unregisters_answering_the_providers_challenge() -> None:
     assert removal and removal[-1].headers.get("authorization")
     (done,) = [e for e in history if e.name == "line_unregistered"]
     assert done.fields["code"] == 200
+
+
+async def closed_port_session() -> list[EngineEvent]:
+    closed = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    closed.bind(("127.0.0.1", 0))
+    port = closed.getsockname()[1]
+    closed.close()  # nothing listens there now: the kernel answers ICMP port unreachable
+    engine = Engine(listen=[ListenSpec("udp", "127.0.0.1", 0)], advertise="127.0.0.1", rtp_ports=(36800, 36899))
+    engine.bus.history = []
+    await engine.start()
+    engine.add_line(LineConfig("itsp1", "127.0.0.1", port, "trunk1", "s3cret", register_every=60))
+    engine.register_line("itsp1")
+    for _ in range(300):  # bounded; the 408 of a timeout would take 32 s
+        if any(e.name == "line_register_failed" for e in engine.bus.history):
+            break
+        await asyncio.sleep(0.01)
+    history = list(engine.bus.history)
+    await engine.stop()
+    return history
+
+
+def test_a_provider_port_that_is_closed_fails_at_once_as_unreachable() -> None:
+    history = asyncio.run(closed_port_session())
+    (failed,) = [e for e in history if e.name == "line_register_failed"]
+    assert failed.fields["code"] == 503 and "unreachable" in str(failed.fields["reason"])
+    assert failed.fields["state"] == "failed_waiting"
