@@ -115,10 +115,24 @@ EVENTS: tuple[EventSpec, ...] = (
     EventSpec("line_register_failed", "line", "a line's registration failed; it is retried with backoff", (
         _f("line", str, "the line's name"), _f("code", int, "the status, or 408 when nothing came back"),
         _f("reason", str, "why"), _f("retry_in", str, "when the next attempt goes out, e.g. `30s`"),
+        _f("state", str, "the line's state now: `failed_waiting`, `expired` or `rejected`", optional=True,
+           default=""),
+        _f("action", str, "what the operator should do, when the provider refuses our credentials",
+           optional=True, default=""),
     ), handler="on line register failed", sdk="OnLineRegisterFailed"),
     EventSpec("line_unregistered", "line", "a line's registration was removed (on reload or stop)", (
         _f("line", str, "the line's name"), _f("code", int, "the provider's status"),
+        _f("reason", str, "its reason phrase, or why the un-registration ended", optional=True, default=""),
     ), sdk="OnLineUnregister"),
+    EventSpec("line_state", "line", "a line's registration state changed (every transition of its machine)", (
+        _f("line", str, "the line's name"),
+        _f("state", str, "the new state: unregistered, trying, registered, failed_waiting, rejected, expired, "
+                         "unregistering or not_registering"),
+        _f("previous", str, "the state before"),
+        _f("code", int, "the SIP status that caused it, when one did", optional=True, default=""),
+        _f("reason", str, "why"),
+        _f("expires", int, "seconds granted, when the line became registered", optional=True, default=""),
+    )),
     # ---- users (phones registering to us)
     EventSpec("user_registered", "user", "a phone registered a new contact for a user", (
         _f("user", str, "the user's name"), _f("contact", str, "the Contact URI the phone registered"),

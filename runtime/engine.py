@@ -147,11 +147,10 @@ class Engine:
         for line in self.lines.values():
             line.stop()
         self.endpoint.pump()
-        # give the providers a moment to confirm the unregistrations (a challenge round trip), bounded
-        for _ in range(20):
-            if not any(line.unregistering for line in self.lines.values()):
-                break
-            await asyncio.sleep(0.05)
+        # the providers confirm the un-registrations (a challenge round trip); each line gives up by
+        # itself after a bounded time
+        if self.lines:
+            await asyncio.gather(*(line.wait_stopped() for line in self.lines.values()))
         if self._lag_timer is not None:
             self._lag_timer.cancel()
         self.call_runner.close()
@@ -230,7 +229,8 @@ class Engine:
                 self.index_lines()
                 return old
             old.stop()
-        line = LineClient(self, config)
+        # a replaced line registers only once the old one's un-registration is over
+        line = LineClient(self, config, predecessor=old)
         self.lines[config.name] = line
         self.index_lines()
         return line
@@ -489,7 +489,7 @@ class Engine:
         line = self.lines.get(target.name)
         if line is None:
             return [], Failure(404, f"Not Found (no line {target.name})")
-        if line.address is None or line.state not in ("registered", "static"):
+        if line.address is None or not line.carries_calls:
             return [], Failure(503, f"Service Unavailable (line {target.name} is not registered)")
         cfg = line.config
         number = target.number or call.dialled
