@@ -18,7 +18,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
-from .auth import Authenticator
+from .auth import Authenticator, AuthOutcome
 from .calls import CallSession, Failure, OutboundLeg, Target
 from .events import EventBus
 from .guard import FloodGuard
@@ -67,6 +67,7 @@ class UserAccount:
     password: str
     caller_id: str | None = None
     max_calls: int | None = None
+    legacy_digest: bool = False  # may answer digest without qop (RFC 2069 phones); see runtime/auth.py
 
 
 class Engine:
@@ -101,7 +102,8 @@ class Engine:
         self.prompts = PromptCache()
         self.users: dict[str, UserAccount] = {}
         self.lines: dict[str, LineClient] = {}
-        self.auth = Authenticator(realm, self._password_for, algorithms=digest_algorithms)
+        self.auth = Authenticator(realm, self._password_for, algorithms=digest_algorithms,
+                                  legacy_for=self._legacy_for)
         self.calls: dict[str, CallSession] = {}
         self.dialogs: dict[tuple[str, str], tuple[CallSession, int]] = {}
         self.program: object = None
@@ -206,13 +208,14 @@ class Engine:
 
     # ---- the SDK facade ----------------------------------------------------------------------------
     def add_user(self, name: str, password: str, caller_id: str | None = None,
-                 max_calls: int | None = None) -> None:
-        self.users[name] = UserAccount(name, password, caller_id, max_calls)
+                 max_calls: int | None = None, legacy_digest: bool = False) -> None:
+        self.users[name] = UserAccount(name, password, caller_id, max_calls, legacy_digest)
 
     def remove_user(self, name: str) -> None:
         """The user goes, and so do its phones' registrations."""
         self.users.pop(name, None)
         self.registrar.drop_user(name)
+        self.auth.guard.forget_user(name)
 
     def add_line(self, config: LineConfig) -> LineClient:
         """Add (or replace) a line; an unchanged config keeps its registration untouched."""
@@ -313,7 +316,7 @@ class Engine:
         ip = txn.peer[0]
         outcome = self.auth.authenticate(req, ip, now)
         if outcome.user is None:
-            self._refused(txn, outcome.response, outcome.reason, outcome.attack)  # type: ignore[arg-type]
+            self._refused(txn, outcome)
             return
         user = outcome.user
         aor_user = req.to.uri.user
@@ -328,13 +331,19 @@ class Engine:
         for contact in removed:
             self.bus.emit("user_unregistered", user=user, contact=contact)
 
-    def _refused(self, txn: ServerTransaction, response: Response, reason: str, attack: bool) -> None:
+    def _refused(self, txn: ServerTransaction, outcome: AuthOutcome) -> None:
+        response = outcome.response
+        assert response is not None
         self.layer.respond(txn, response, self.now())
         if response.status == 403:
-            log.info("event=auth_failed method=%s ip=%s reason=%s", txn.method, txn.peer[0], _q(reason))
-        if attack:
-            self.bus.emit("attack_detected", kind="brute_force", ip=txn.peer[0],
-                          action=f"blocked {int(self.auth.guard.block)}s")
+            log.info("event=auth_failed method=%s ip=%s reason=%s", txn.method, txn.peer[0], _q(outcome.reason))
+        for trip in outcome.trips:
+            if trip.kind == "source":
+                self.bus.emit("attack_detected", kind="brute_force", ip=trip.key,
+                              action=f"no password checked from it for {int(trip.seconds)}s")
+            else:
+                self.bus.emit("attack_detected", kind="brute_force", user=trip.key, ip=txn.peer[0],
+                              action=f"account backed off {int(trip.seconds)}s, except from its known addresses")
 
     def _on_invite(self, event: RequestReceived, txn: ServerTransaction) -> None:
         req = txn.request
@@ -348,7 +357,7 @@ class Engine:
             outcome = self.auth.authenticate(req, txn.peer[0], self.now())
             if outcome.user is None:
                 # nobody we know: never a call, and certainly never a line (toll fraud)
-                self._refused(txn, outcome.response, outcome.reason, outcome.attack)  # type: ignore[arg-type]
+                self._refused(txn, outcome)
                 return
             peer_type, peer_name = "USER", outcome.user
             account = self.users.get(peer_name)
@@ -574,6 +583,10 @@ class Engine:
     def _password_for(self, user: str) -> str | None:
         account = self.users.get(user)
         return account.password if account else None
+
+    def _legacy_for(self, user: str) -> bool:
+        account = self.users.get(user)
+        return account is not None and account.legacy_digest
 
 
 def _advertise_for(host: str) -> str:
