@@ -119,7 +119,7 @@ def test_a_reordered_nonce_count_gets_a_stale_challenge_and_is_not_a_guess() -> 
     first = auth.authenticate(request(), PHONE, 0.0)
     challenge = parse_challenge(first.response.headers.get("proxy-authenticate") or "")  # type: ignore[union-attr]
     client = DigestClient("alice", "alice-pw")
-    one, two = request(client.authorize(challenge, "INVITE", RURI)), request(client.authorize(challenge, "INVITE", RURI))
+    one, two = (request(client.authorize(challenge, "INVITE", RURI)) for _ in range(2))
     assert auth.authenticate(two, PHONE, 1.0).user == "alice"
     late = auth.authenticate(one, PHONE, 1.0)
     assert late.response is not None and late.response.status == 407 and not late.attack
