@@ -73,7 +73,7 @@ class UserAccount:
 class Engine:
     def __init__(self, *, listen: Address | list[ListenSpec] = ("0.0.0.0", 5060), advertise: str | None = None,
                  realm: str = "callflow", rtp_ports: tuple[int, int] = (20000, 29999),
-                 user_agent: str = "Callflow", media: MediaBackend | None = None,
+                 user_agent: str | None = None, media: MediaBackend | None = None,
                  bus: EventBus | None = None, tls: ssl.SSLContext | None = None,
                  client_tls: ssl.SSLContext | None = None,
                  screen: Callable[[Request], Refusal | None] | None = check_request,
@@ -90,9 +90,11 @@ class Engine:
         self.client_tls = client_tls
         self.admission_control = admission_control
         self.realm = realm
+        # None: no Server/User-Agent header, so a scanner is not told which software (and version) to
+        # attack; the script's `server { user-agent "..." }` sets one
         self.user_agent = user_agent
         self.bus = bus or EventBus()
-        self.layer = TransactionLayer(screen=screen, server_header=user_agent)
+        self.layer = TransactionLayer(screen=screen, server_header=user_agent, trying_after_tu=True)
         self.endpoint = SipEndpoint(self.layer, self.on_event)
         self.guard = FloodGuard(exempt=self._is_provider)
         self.endpoint.admit = self._admit
@@ -334,7 +336,8 @@ class Engine:
     def _refused(self, txn: ServerTransaction, outcome: AuthOutcome) -> None:
         response = outcome.response
         assert response is not None
-        self.layer.respond(txn, response, self.now())
+        # once, statelessly: the source may be spoofed, and a challenge must not be an amplifier
+        self.layer.respond_statelessly(txn, response)
         if response.status == 403:
             log.info("event=auth_failed method=%s ip=%s reason=%s", txn.method, txn.peer[0], _q(outcome.reason))
         for trip in outcome.trips:
@@ -522,7 +525,8 @@ class Engine:
         h.add("CSeq", "1 INVITE")
         h.add("Contact", self.contact(transport))
         h.add("Allow", ALLOW)
-        h.add("User-Agent", self.user_agent)
+        if self.user_agent:
+            h.add("User-Agent", self.user_agent)
         for name_, value in call.extra_headers:
             h.add(name_, value)
         return h

@@ -132,7 +132,8 @@ class LineClient:
         h.add("Expires", str(expires))
         if authorization:
             h.add(*authorization)
-        h.add("User-Agent", engine.user_agent)
+        if engine.user_agent:  # none by default: see Engine
+            h.add("User-Agent", engine.user_agent)
         h.add("Content-Length", "0")
         self._last_expires = expires
         return Request("REGISTER", f"sip:{server}", h)
