@@ -148,6 +148,9 @@ class User:
     caller_id: str | None = None
     max_calls: int | None = None
     position: Position | None = None
+    # `legacy-digest`: the phone may answer digest without qop (RFC 2069), which the server otherwise
+    # refuses because such an answer carries no nonce-count (docs/security.md)
+    legacy_digest: bool = False
 
 
 @fast_init

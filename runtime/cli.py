@@ -214,7 +214,7 @@ async def serve(args: argparse.Namespace, stop: asyncio.Event | None = None) -> 
             return 1
     engine = Engine(listen=specs, advertise=args.advertise, realm=server.realm or server.domain or "callflow",
                     rtp_ports=args.rtp_ports or server.rtp_ports or (20000, 29999),
-                    user_agent=server.user_agent or "Callflow", tls=tls, client_tls=client_tls,
+                    user_agent=server.user_agent, tls=tls, client_tls=client_tls,
                     location_store=location_store)
     try:
         await engine.start()

@@ -56,7 +56,7 @@ class Dialplan:
         changes: dict[str, list[str]] = {"users+": [], "users-": [], "lines+": [], "lines~": [], "lines-": []}
         for name, user in program.users.items():
             old = engine.users.get(name)
-            engine.add_user(name, user.password, user.caller_id, user.max_calls)
+            engine.add_user(name, user.password, user.caller_id, user.max_calls, user.legacy_digest)
             if old is None:
                 changes["users+"].append(name)
         for name in list(engine.users):

@@ -18,7 +18,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
-from .auth import Authenticator
+from .auth import Authenticator, AuthOutcome
 from .calls import CallMachine, CallRunner, CallSession, Channel, Failure, Leg, Target
 from .events import EventBus
 from .guard import FloodGuard
@@ -67,12 +67,13 @@ class UserAccount:
     password: str
     caller_id: str | None = None
     max_calls: int | None = None
+    legacy_digest: bool = False  # may answer digest without qop (RFC 2069 phones); see runtime/auth.py
 
 
 class Engine:
     def __init__(self, *, listen: Address | list[ListenSpec] = ("0.0.0.0", 5060), advertise: str | None = None,
                  realm: str = "callflow", rtp_ports: tuple[int, int] = (20000, 29999),
-                 user_agent: str = "Callflow", media: MediaBackend | None = None,
+                 user_agent: str | None = None, media: MediaBackend | None = None,
                  bus: EventBus | None = None, tls: ssl.SSLContext | None = None,
                  client_tls: ssl.SSLContext | None = None,
                  screen: Callable[[Request], Refusal | None] | None = check_request,
@@ -89,9 +90,11 @@ class Engine:
         self.client_tls = client_tls
         self.admission_control = admission_control
         self.realm = realm
+        # None: no Server/User-Agent header, so a scanner is not told which software (and version) to
+        # attack; the script's `server { user-agent "..." }` sets one
         self.user_agent = user_agent
         self.bus = bus or EventBus()
-        self.layer = TransactionLayer(screen=screen, server_header=user_agent)
+        self.layer = TransactionLayer(screen=screen, server_header=user_agent, trying_after_tu=True)
         self.endpoint = SipEndpoint(self.layer, self.on_event)
         self.guard = FloodGuard(exempt=self._is_provider)
         self.endpoint.admit = self._admit
@@ -101,7 +104,8 @@ class Engine:
         self.prompts = PromptCache()
         self.users: dict[str, UserAccount] = {}
         self.lines: dict[str, LineClient] = {}
-        self.auth = Authenticator(realm, self._password_for, algorithms=digest_algorithms)
+        self.auth = Authenticator(realm, self._password_for, algorithms=digest_algorithms,
+                                  legacy_for=self._legacy_for)
         self.calls: dict[str, CallSession] = {}  # active calls (closed ones are gone)
         # (Call-ID, our tag) -> the call and the channel whose dialog it is
         self.dialogs: dict[tuple[str, str], tuple[CallSession, Channel]] = {}
@@ -210,13 +214,14 @@ class Engine:
 
     # ---- the SDK facade ----------------------------------------------------------------------------
     def add_user(self, name: str, password: str, caller_id: str | None = None,
-                 max_calls: int | None = None) -> None:
-        self.users[name] = UserAccount(name, password, caller_id, max_calls)
+                 max_calls: int | None = None, legacy_digest: bool = False) -> None:
+        self.users[name] = UserAccount(name, password, caller_id, max_calls, legacy_digest)
 
     def remove_user(self, name: str) -> None:
         """The user goes, and so do its phones' registrations."""
         self.users.pop(name, None)
         self.registrar.drop_user(name)
+        self.auth.guard.forget_user(name)
 
     def add_line(self, config: LineConfig) -> LineClient:
         """Add (or replace) a line; an unchanged config keeps its registration untouched."""
@@ -316,7 +321,7 @@ class Engine:
         ip = txn.peer[0]
         outcome = self.auth.authenticate(req, ip, now)
         if outcome.user is None:
-            self._refused(txn, outcome.response, outcome.reason, outcome.attack)  # type: ignore[arg-type]
+            self._refused(txn, outcome)
             return
         user = outcome.user
         aor_user = req.to.uri.user
@@ -331,13 +336,20 @@ class Engine:
         for contact in removed:
             self.bus.emit("user_unregistered", user=user, contact=contact)
 
-    def _refused(self, txn: ServerTransaction, response: Response, reason: str, attack: bool) -> None:
-        self.layer.respond(txn, response, self.now())
+    def _refused(self, txn: ServerTransaction, outcome: AuthOutcome) -> None:
+        response = outcome.response
+        assert response is not None
+        # once, statelessly: the source may be spoofed, and a challenge must not be an amplifier
+        self.layer.respond_statelessly(txn, response)
         if response.status == 403:
-            log.info("event=auth_failed method=%s ip=%s reason=%s", txn.method, txn.peer[0], _q(reason))
-        if attack:
-            self.bus.emit("attack_detected", kind="brute_force", ip=txn.peer[0],
-                          action=f"blocked {int(self.auth.guard.block)}s")
+            log.info("event=auth_failed method=%s ip=%s reason=%s", txn.method, txn.peer[0], _q(outcome.reason))
+        for trip in outcome.trips:
+            if trip.kind == "source":
+                self.bus.emit("attack_detected", kind="brute_force", ip=trip.key,
+                              action=f"no password checked from it for {int(trip.seconds)}s")
+            else:
+                self.bus.emit("attack_detected", kind="brute_force", user=trip.key, ip=txn.peer[0],
+                              action=f"account backed off {int(trip.seconds)}s, except from its known addresses")
 
     def _on_invite(self, event: RequestReceived, txn: ServerTransaction) -> None:
         req = txn.request
@@ -352,7 +364,7 @@ class Engine:
             outcome = self.auth.authenticate(req, txn.peer[0], self.now())
             if outcome.user is None:
                 # nobody we know: never a call, and certainly never a line (toll fraud)
-                self._refused(txn, outcome.response, outcome.reason, outcome.attack)  # type: ignore[arg-type]
+                self._refused(txn, outcome)
                 return
             peer_type, peer_name = "USER", outcome.user
             account = self.users.get(peer_name)
@@ -525,7 +537,8 @@ class Engine:
         h.add("CSeq", "1 INVITE")
         h.add("Contact", self.contact(transport))
         h.add("Allow", ALLOW)
-        h.add("User-Agent", self.user_agent)
+        if self.user_agent:
+            h.add("User-Agent", self.user_agent)
         for name_, value in call.extra_headers:
             h.add(name_, value)
         return h
@@ -561,6 +574,10 @@ class Engine:
     def _password_for(self, user: str) -> str | None:
         account = self.users.get(user)
         return account.password if account else None
+
+    def _legacy_for(self, user: str) -> bool:
+        account = self.users.get(user)
+        return account is not None and account.legacy_digest
 
 
 def _advertise_for(host: str) -> str:

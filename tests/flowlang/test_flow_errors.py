@@ -151,12 +151,12 @@ def test_a_stray_brace_in_a_log_text_is_an_error():
 
 
 def test_a_line_no_rule_uses_is_a_warning():
-    ws = warnings_of('user alice password "a"\nline spare { server "x" }\non incoming accept to user alice')
+    ws = warnings_of('user alice password "a1-b2-c3"\nline spare { server "x" }\non incoming accept to user alice')
     assert ws == ["2:1: line spare is declared but no rule uses it"]
 
 
 def test_a_user_no_rule_reaches_is_a_warning():
-    ws = warnings_of('user alice password "a"\nuser bob password "b"\non incoming accept to user alice')
+    ws = warnings_of('user alice password "a1-b2-c3"\nuser bob password "b1-b2-c3"\non incoming accept to user alice')
     assert ws == ["2:1: user bob is declared but no rule reaches it (no `accept to user bob`)"]
 
 
