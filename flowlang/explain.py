@@ -89,6 +89,10 @@ def explain(
     caps: tuple[tuple[str, ...], dict[str, str]] | None = None
     for rule in program.rules:
         if not rule.peer_matches(call):
+            if not rule.from_lines and kind == "line" and rule.match_number(to) is not None:
+                out.append(f"rule {rule.id} matches the number but is skipped: it has no `from` and would send "
+                           "a call from a line out through a line (say `from line ...` to allow that)")
+                out.append(f"    {rule.header}")
             continue
         caps = rule.match_number(to)
         if caps is None:

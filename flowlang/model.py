@@ -316,6 +316,8 @@ class Program:
     all_handlers: tuple[Handler, ...] = field(default=(), repr=False)
     _router: Router | None = field(default=None, repr=False, compare=False)
     _by_event: Mapping[str, tuple[Handler, ...]] = field(default_factory=lambda: EMPTY, repr=False, compare=False)
+    version: str = ""  # a short hash of the program's files (flowlang/loader.py), the same for the same files
+    reads: tuple[str, ...] = field(default=(), repr=False, compare=False)  # absolute paths of every file it reads
 
     def decide(self, call: CallInfo) -> Decision | None:
         """The first `on incoming` rule that takes the call, top to bottom; None = no rule does (404)."""
