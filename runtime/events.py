@@ -21,6 +21,8 @@ EVENT_NAMES = (
     "line_registered", "line_register_failed", "line_unregistered",
     "user_registered", "user_unregistered", "user_register_failed", "attack_detected",
 )
+# failures an operator must act on are logged at WARNING, so `level>=warning` filters find them
+WARNING_EVENTS = frozenset({"line_register_failed", "user_register_failed", "attack_detected"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,8 +57,9 @@ class EventBus:
 
     def emit(self, name: str, **fields: object) -> EngineEvent:
         event = EngineEvent(name, fields)
-        if log.isEnabledFor(logging.INFO):
-            log.info(event.logfmt())
+        level = logging.WARNING if name in WARNING_EVENTS else logging.INFO
+        if log.isEnabledFor(level):
+            log.log(level, event.logfmt())
         if self.history is not None:
             self.history.append(event)
         for listener in self._listeners:
