@@ -30,15 +30,20 @@ class ControlState:
         # per line, what its last registration attempt came to (from the bus), for a LineClient that
         # keeps none: {"last_response", "backoff", "next_attempt" (Unix seconds)}
         self.line_results: dict[str, dict[str, Any]] = {}
+        # per active call, [created_at, answered_at] (Unix seconds), for a session without snapshot()
+        self.call_times: dict[str, list[float | None]] = {}
         bus = getattr(engine, "bus", None)
         if bus is not None:
             bus.subscribe(self._on_event)
 
     def _on_event(self, event: Any) -> None:
         name = event.name
+        f = event.fields
+        if name in ("created", "connected", "closed"):
+            self._call_time(name, f.get("call"))
+            return
         if not name.startswith("line_"):
             return
-        f = event.fields
         line = str(f.get("line"))
         if name == "line_registered":
             self.line_results[line] = {"last_response": f"{f.get('code')} {f.get('reason') or ''}".strip(),
@@ -52,6 +57,18 @@ class ControlState:
         elif name == "line_unregistered":
             self.line_results[line] = {"last_response": f"{f.get('code')} (unregistered)",
                                        "backoff": None, "next_attempt": None}
+
+    def _call_time(self, name: str, call: object) -> None:
+        key = str(call)
+        if name == "created":
+            if len(self.call_times) < 100_000:  # bounded, should a `closed` ever be missed
+                self.call_times[key] = [time.time(), None]
+        elif name == "connected":
+            times = self.call_times.get(key)
+            if times is not None and times[1] is None:
+                times[1] = time.time()
+        else:
+            self.call_times.pop(key, None)
 
     @property
     def records(self) -> Any:
@@ -204,8 +221,10 @@ def _call_fallback(state: ControlState, call: Any) -> dict[str, Any]:
                      "peer": getattr(target, "name", None),
                      "address": f"{dest[0]}:{dest[1]}" if dest else None,
                      "transport": getattr(leg_b, "transport", None), "codec": None})
+    created_at, answered_at = state.call_times.get(str(getattr(call, "id", None)), (None, None))
     return {"call": getattr(call, "id", None), "state": _state_name(getattr(call, "state", None)),
-            "created_at": None, "answered_at": None, "duration": None, "legs": legs,
+            "created_at": created_at, "answered_at": answered_at,
+            "duration": time.time() - answered_at if answered_at else None, "legs": legs,
             "caller": getattr(call, "caller_id", None), "to": getattr(call, "dialled", None)}
 
 
