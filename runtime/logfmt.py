@@ -62,6 +62,9 @@ def setup_logging(level: str = "info", stream: object = None) -> None:
     """
     handler = logging.StreamHandler(stream or sys.stderr)  # type: ignore[arg-type]
     handler.setFormatter(LogfmtFormatter())
+    # the level is the handler's too: a logger set lower on purpose (metrics count the reloader's
+    # INFO records) still prints nothing below it
+    handler.setLevel(getattr(logging, level.upper()))
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)

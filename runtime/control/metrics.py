@@ -50,10 +50,6 @@ class Metrics:
                                    "(registered, unregistered, failed)", ["result"], registry=r)
         self.attacks = Counter("callflow_attacks_detected", "Sources blocked or ignored, by kind "
                                "(brute_force, flood, scan)", ["kind"], registry=r)
-        self.requests = Counter("callflow_sip_requests", "SIP requests by direction (in, out) and method",
-                                ["direction", "method"], registry=r)
-        self.responses = Counter("callflow_sip_responses", "SIP responses by direction (in, out) and code",
-                                 ["direction", "code"], registry=r)
         self.sheds = Counter("callflow_admission_sheds", "New calls refused with 503 because the server "
                              "was saturated", registry=r)
         self.reloads = Counter("callflow_reloads", "Program reloads by result (reloaded, unchanged, failed)",
@@ -66,6 +62,7 @@ class Metrics:
         self._started: dict[str, float] = {}   # call -> monotonic time of `created`
         self._outcome: dict[str, str] = {}     # call -> what it came to so far
         self.observing_sip = False
+        self._sip_counts: dict[tuple[str, bytes], int] = {}  # (direction, method or code) -> messages
         r.register(_EngineCollector(self))
 
     # ---- wiring -------------------------------------------------------------------------------------
@@ -78,7 +75,10 @@ class Metrics:
             endpoint.add_observer(self.on_message)
             self.observing_sip = True
         # the reloader logs its outcomes (it has no bus of its own yet): count those records
-        logging.getLogger("callflow.reload").addHandler(_ReloadCounter(self))
+        logger = logging.getLogger("callflow.reload")
+        logger.addHandler(_ReloadCounter(self))
+        if logger.getEffectiveLevel() > logging.INFO:
+            logger.setLevel(logging.INFO)  # `reloaded` is an INFO record: count it at --log-level warning too
 
     def detach(self) -> None:
         logger = logging.getLogger("callflow.reload")
@@ -136,19 +136,37 @@ class Metrics:
 
     # ---- the transport's observer ---------------------------------------------------------------------
     def on_message(self, direction: str, transport: str, address: object, data: bytes) -> None:
-        """One SIP message sent ("out") or received ("in"): only its first line is read."""
-        end = data.find(b"\r\n", 0, 512)
-        first = data[:end] if end >= 0 else data[:512]
-        if first.startswith(b"SIP/2.0 "):
-            code = first[8:11].decode("ascii", "replace")
-            self.responses.labels(direction, code).inc()
-            if code == "503" and direction == "out" and b"overloaded" in first:
+        """One SIP message sent ("out") or received ("in"): only its first word (the method, or
+        SIP/2.0 and the code) is read, into a plain dict that the scrape turns into counters (this
+        runs for every message, so it stays a dict increment)."""
+        if data[:8] == b"SIP/2.0 ":
+            key = (direction, data[8:11])
+            if key[1] == b"503" and direction == "out" and b"overloaded" in data[:80]:
                 self.sheds.inc()
-        elif first:
-            method = first.split(b" ", 1)[0].decode("ascii", "replace")
-            if not method.isalpha() or len(method) > 16:
-                method = "other"  # label values must stay few: garbage is not a method
-            self.requests.labels(direction, method.upper()).inc()
+        else:
+            space = data.find(b" ", 0, 20)
+            key = (direction, data[:space] if space > 0 else b"?")
+        counts = self._sip_counts
+        if key in counts:
+            counts[key] += 1
+        elif len(counts) < 500:  # label values must stay few, whatever garbage arrives
+            counts[key] = 1
+        else:
+            other = (direction, b"other")
+            counts[other] = counts.get(other, 0) + 1
+
+    def sip_families(self) -> list[Metric]:
+        requests = CounterMetricFamily("callflow_sip_requests", "SIP requests by direction (in, out) and method",
+                                       labels=["direction", "method"])
+        responses = CounterMetricFamily("callflow_sip_responses", "SIP responses by direction (in, out) and code",
+                                        labels=["direction", "code"])
+        for (direction, word), count in sorted(self._sip_counts.items()):
+            text = word.decode("ascii", "replace")
+            if text.isdigit():
+                responses.add_metric([direction, text], count)
+            else:
+                requests.add_metric([direction, text.upper() if text.isalpha() else "other"], count)
+        return [requests, responses]
 
     # ---- reading --------------------------------------------------------------------------------------
     def render(self) -> bytes:
@@ -190,6 +208,7 @@ class _EngineCollector(Collector):
         return []  # unchecked collector: its families depend on the engine attached
 
     def collect(self) -> Iterator[Metric]:
+        yield from self.metrics.sip_families()
         engine = self.metrics._engine
         if engine is None:
             return

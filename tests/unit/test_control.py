@@ -229,6 +229,10 @@ def test_reload_through_the_endpoint_says_unchanged_reloaded_or_failed(tmp_path:
         assert answer["result"] == "failed" and "office.flow:" in answer["error"]
         program = await get_json(base + "/api/program")
         assert "office.flow:" in program["last_reload_error"]
+        async with aiohttp.ClientSession() as session, session.get(base + "/metrics") as response:
+            text = await response.text()
+        assert 'callflow_reloads_total{result="reloaded"} 1.0' in text
+        assert 'callflow_reloads_total{result="failed"} 1.0' in text
 
     with_server(scenario, flow_path=path)
 
