@@ -9,6 +9,7 @@ module wrote: a message that is not logfmt becomes `event=log msg="..."`, extra 
 from __future__ import annotations
 
 import logging
+import re
 import sys
 import time
 
@@ -29,7 +30,7 @@ class LogfmtFormatter(logging.Formatter):
         level = _LEVELS.get(record.levelname, record.levelname.lower())
         parts = [f"time={stamp}", f"level={level}"]
         if first.startswith("event="):
-            parts.append(first)
+            parts.append(first if _is_logfmt(first) else _repair(first))
         elif "event=" in first and _is_logfmt(first):
             # `call=... event=...` style: keep the pairs, put the event first
             pairs = first.split(" ")
@@ -49,10 +50,45 @@ class LogfmtFormatter(logging.Formatter):
         return " ".join(parts)
 
 
+_PAIR = re.compile(r'\s*([A-Za-z_][\w.\-]*)=("(?:[^"\\]|\\.)*"(?=\s|$)|\S*)')
+_WORD = re.compile(r"\s*(\S+)")
+
+
+def _repair(text: str) -> str:
+    """Make `key=value ...` text valid logfmt: a word that is no pair belongs to the value before it
+    (a `%s` value with spaces), and the value is then quoted; a `%r` value ('...') gets double quotes."""
+    pairs: list[list[str]] = []
+    pos = 0
+    for _ in range(len(text) + 1):  # bounded: every step consumes at least one character
+        if pos >= len(text) or not text[pos:].strip():
+            break
+        match = _PAIR.match(text, pos)
+        if match and match.end() > pos:
+            pairs.append([match.group(1), match.group(2)])
+            pos = match.end()
+            continue
+        word = _WORD.match(text, pos)
+        if word is None:
+            break
+        if pairs:
+            pairs[-1][1] += " " + word.group(1)
+        else:
+            pairs.append(["msg", word.group(1)])
+        pos = word.end()
+    out = []
+    for key, value in pairs:
+        if value.startswith('"') and value.endswith('"') and len(value) > 1:
+            out.append(f"{key}={value}")
+            continue
+        if len(value) > 1 and value[0] == value[-1] == "'":
+            value = value[1:-1]
+        out.append(f"{key}={logfmt_value(value)}")
+    return " ".join(out)
+
+
 def _is_logfmt(text: str) -> bool:
-    """True when every space-separated word is key=value (values with spaces must be quoted, so a
-    quoted value makes this False and the message is carried whole in msg=)."""
-    return '"' not in text and all("=" in word for word in text.split(" ") if word)
+    """True when every space-separated word is key=value with no quote (the fast, common case)."""
+    return '"' not in text and "'" not in text and all("=" in word for word in text.split(" ") if word)
 
 
 def setup_logging(level: str = "info", stream: object = None) -> None:

@@ -57,3 +57,14 @@ def test_line_failures_are_logged_at_warning() -> None:
     failed, registered = stream.getvalue().splitlines()
     assert "level=warning event=line_register_failed" in failed and 'reason=Forbidden' in failed
     assert "level=info event=line_registered" in registered
+
+
+def test_values_with_spaces_are_quoted_even_when_the_message_did_not() -> None:
+    line = record("event=reload_failed reason=%s kept=previous error=%r", "file changed", "No such file")
+    assert LINE.match(line), line
+    assert 'reason="file changed" kept=previous error="No such file"' in line
+
+
+def test_already_quoted_values_are_kept() -> None:
+    line = record('event=overload lag_ms=3 action="new calls get 503"')
+    assert line.endswith('event=overload lag_ms=3 action="new calls get 503"')
