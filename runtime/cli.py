@@ -157,7 +157,8 @@ def _package_version() -> str:
     return server_version()
 
 
-async def _start_control(args: argparse.Namespace, engine: object, reloader: object) -> object | None:
+async def _start_control(args: argparse.Namespace, engine: object, reloader: object,
+                         records: object = None) -> object | None:
     """The control endpoint for `callflow run` (None when --control off). The default address being
     taken (another server on this machine) costs only the endpoint, with a warning; an address the
     operator chose must work, else ControlError/OSError stop the server."""
@@ -174,7 +175,8 @@ async def _start_control(args: argparse.Namespace, engine: object, reloader: obj
     except ValueError as exc:
         raise ControlError(str(exc)) from None
     token = getattr(args, "control_token", None) or os.environ.get(TOKEN_ENV)
-    state = make_state(engine, reloader, records=getattr(args, "records", None))
+    # records: the call-records store (`.recent(limit)`); without one, `engine.records` is used if set
+    state = make_state(engine, reloader, records=records)
     control = ControlServer(state, address, token)
     try:
         host, port = await control.start()

@@ -265,6 +265,19 @@ def test_run_refuses_a_public_control_address_without_a_token_and_says_how() -> 
     assert "--control-token" in result.stderr
 
 
+def test_run_says_clearly_when_the_chosen_control_port_is_taken() -> None:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        result = callflow("run", str(ROOT / "flows" / "office.flow"), "--listen", "127.0.0.1:0",
+                          "--rtp-ports", "36730-36739", "--control", f"127.0.0.1:{port}")
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert f"control endpoint: cannot listen on 127.0.0.1:{port}" in result.stderr
+
+
 @pytest.mark.parametrize("command", ["status", "calls", "reload", "version"])
 def test_commands_say_clearly_when_no_server_runs_there(command: str) -> None:
     result = callflow(command, "--control", "127.0.0.1:9")
