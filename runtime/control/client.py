@@ -102,7 +102,12 @@ def render_status(state: dict[str, Any], now: float | None = None) -> str:
            f"program {p.get('version') or '-'}, loaded {clock(p.get('loaded_at')) or '-'} ({loaded} ago), "
            f"files: {files}"]
     error = p.get("last_reload_error")
-    out.append(f"last reload failed: {error}" if error else "last reload: ok")
+    if error:
+        text = error if isinstance(error, str) else json.dumps(error)
+        out.append("last reload failed, the program above kept running:")
+        out.extend("  " + line for line in text.splitlines())
+    else:
+        out.append("last reload: ok")
     out.append("")
     rows = []
     for line in state["lines"]:
