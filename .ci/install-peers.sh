@@ -5,7 +5,7 @@
 #                     transports=("udp", "tcp", "tls"); TCP needs no extra package)
 #   baresip         - headless phones driven over ctrl_tcp (baresip-core ships every module we load)
 #   openssl         - fallback for tests/rig/certs.py when the `cryptography` package is missing
-#   chromium        - headless browser for the live-page test (tests/integration/test_control.py);
+#   chromium        - headless browser for the live-page test (tests/integration/test_operator_view.py);
 #                     fonts-dejavu-core gives its screenshots readable text
 #   gcc, libc6-dev  - build tests/rig/bindlo.c, the LD_PRELOAD shim that keeps baresip's RTP and DNS
 #                     sockets on 127.0.0.1 (baresip 1.0 binds them to 0.0.0.0 unconditionally)
