@@ -25,6 +25,8 @@ __all__ = ["EVENT_NAMES", "EngineEvent", "EventBus", "logfmt_value"]
 # OnCallSessionFailed=failed, OnCallSessionClosed=closed, OnLineRegisterSuccess=line_registered,
 # OnLineRegisterFailed=line_register_failed, OnRegisterUserSuccess=user_registered, ... (each
 # EventSpec's `sdk`). EVENT_NAMES is every name in that table, log-only events included.
+# failures an operator must act on are logged at WARNING, so `level>=warning` filters find them
+WARNING_EVENTS = frozenset({"line_register_failed", "user_register_failed", "attack_detected"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,8 +92,9 @@ class EventBus:
         if known is None or not fields.keys() <= known:
             self._invalid(name, BY_NAME.get(name), fields)
         event = EngineEvent(name, fields)
-        if log.isEnabledFor(logging.INFO):
-            log.info(event.logfmt())
+        level = logging.WARNING if name in WARNING_EVENTS else logging.INFO
+        if log.isEnabledFor(level):
+            log.log(level, event.logfmt())
         if self.history is not None:
             self.history.append(event)
         for listener in self._listeners:
