@@ -178,6 +178,19 @@ class SipEndpoint:
         self._sweeper: asyncio.TimerHandle | None = None
         self.admit: Callable[[str, bytes, float], bool] | None = None  # the engine's flood guard
         self._udp_sockets: list[socket.socket] = []
+        self._observers: list[Callable[[str, str, Address, bytes], None]] = []
+
+    def add_observer(self, fn: Callable[[str, str, Address, bytes], None]) -> None:
+        """Call fn(direction "in"|"out", transport, peer address (ip, port), data) for every SIP
+        message received (once admitted) or sent, retransmissions included (SIP trace, HEP)."""
+        self._observers.append(fn)
+
+    def _observe(self, direction: str, transport: str, address: Address, data: bytes) -> None:
+        for fn in self._observers:
+            try:
+                fn(direction, transport, address, data)
+            except Exception:  # a broken trace must not cost a message
+                log.exception("message observer failed")
 
     def receive_backlog(self) -> int | None:
         """Bytes of datagrams the kernel holds for our UDP sockets, not yet read (Linux SO_MEMINFO):
@@ -242,6 +255,8 @@ class SipEndpoint:
         now = self.loop.time()
         if self.admit is not None and not self.admit(source[0], data, now):
             return  # a flood or a scanner: not even parsed
+        if self._observers:
+            self._observe("in", transport, source, data)
         try:
             self.layer.receive(data, source, now, transport)
         except Exception:  # the layer promises not to raise; if it ever does, lose the message, not the server
@@ -277,7 +292,10 @@ class SipEndpoint:
         if not out:
             return
         udp = self.udp.transport if self.udp else None
+        observers = self._observers
         for transport, dest, data in out:
+            if observers:
+                self._observe("out", transport.lower(), dest, data)
             if transport == "udp" or transport == "UDP":
                 if udp is not None:
                     try:
