@@ -20,6 +20,9 @@ EVENT_NAMES = (
     "created", "incoming", "connecting", "connected", "hangup", "failed", "closed",
     "line_registered", "line_register_failed", "line_unregistered",
     "user_registered", "user_unregistered", "user_register_failed", "attack_detected",
+    # call records and SIP trace (runtime/records), logged directly rather than emitted on the bus
+    "cdr_started", "cdr_stopped", "cdr_error", "cdr_recovered", "cdr_dropped", "cdr_lost", "cdr_incomplete",
+    "sip_trace", "hep_started", "hep_error",
 )
 
 
