@@ -220,6 +220,7 @@ async def serve(args: argparse.Namespace, stop: asyncio.Event | None = None) -> 
     except RunStateError as exc:
         print(f"callflow: {exc}", file=sys.stderr)
         return 1
+    args.records = state.writer  # `.recent()` for the control endpoint's live page (None with --no-cdr)
     location_store = None
     if state.location_db:
         from .location_db import LocationDbError, SqliteLocationStore
