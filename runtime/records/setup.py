@@ -49,7 +49,7 @@ def add_run_arguments(run: argparse.ArgumentParser) -> None:
 
 def program_version(program: object) -> str | None:
     """The running program's version id: the loader's own when it has one, else the sources' hash."""
-    version = getattr(program, "version", None)
+    version = getattr(program, "version", None) or getattr(program, "version_id", None)
     if isinstance(version, str):
         return version
     digest = getattr(program, "source_hash", None)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections import deque
 
 from .cdr import CallRecord
@@ -153,7 +154,13 @@ class RecordWriter:
                     self._cond.notify_all()
                     return
                 pause = min(RETRY_MAX, max(0.2, pause * 2))
-                self._cond.wait(pause)
+                # sleep the whole pause: new records notify, and must not turn the retries into a spin
+                deadline = time.monotonic() + pause
+                for _ in range(1000):
+                    left = deadline - time.monotonic()
+                    if left <= 0 or self._stopping:
+                        break
+                    self._cond.wait(left)
 
     def _write(self, batch: list[CallRecord]) -> bool:
         if not batch:
