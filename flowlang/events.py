@@ -153,6 +153,45 @@ EVENTS: tuple[EventSpec, ...] = (
                         "(a known scanner's User-Agent)"),
         _f("ip", str, "the source address"), _f("action", str, "what was done, e.g. `blocked 300s`"),
     )),
+    # ---- call records and SIP trace (runtime/records): log lines only
+    EventSpec("cdr_started", "server", "call records are written to a store", (
+        _f("store", str, "where: the SQLite file or the PostgreSQL DSN without its password"),
+    ), bus=False),
+    EventSpec("cdr_stopped", "server", "the call-records writer stopped (server shutdown), its queue written", (
+        _f("store", str, "where"), _f("written", int, "records written"), _f("dropped", int, "records lost"),
+    ), bus=False),
+    EventSpec("cdr_error", "server", "the records store failed; records wait in memory and are retried", (
+        _f("store", str, "where"), _f("error", str, "what the database said"),
+        _f("action", str, "what happens next", optional=True, default=""),
+    ), bus=False),
+    EventSpec("cdr_recovered", "server", "the records store works again; the waiting records are written", (
+        _f("store", str, "where"),
+    ), bus=False),
+    EventSpec("cdr_dropped", "server", "the records queue was full: the oldest records were dropped", (
+        _f("store", str, "where"), _f("dropped", int, "how many"), _f("queued", int, "still queued"),
+        _f("reason", str, "why"),
+    ), bus=False),
+    EventSpec("cdr_lost", "server", "records could not be written at all (shutdown with the store down)", (
+        _f("store", str, "where", optional=True, default=""), _f("call", str, "the call", optional=True, default=""),
+        _f("records", int, "how many", optional=True, default=""), _f("reason", str, "why", optional=True, default=""),
+    ), bus=False),
+    EventSpec("cdr_incomplete", "server", "a call's record was written before its end (too many open calls)", (
+        _f("call", str, "the call"), _f("reason", str, "why"),
+    ), bus=False),
+    EventSpec("sip_trace", "server", "one SIP message sent or received (debug level only)", (
+        _f("direction", str, "`in` or `out`"), _f("transport", str, "udp, tcp, tls, ws or wss"),
+        _f("address", str, "the peer's HOST:PORT"), _f("local", str, "our HOST:PORT"),
+        _f("call_id", str, "the message's Call-ID"),
+    ), bus=False),
+    EventSpec("hep_started", "server", "SIP messages are mirrored to a HEP v3 collector (Homer, sngrep)", (
+        _f("collector", str, "HOST:PORT"), _f("capture_id", int, "our HEP capture id"),
+    ), bus=False),
+    EventSpec("hep_error", "server", "a HEP packet could not be sent (the collector is not told twice a second)", (
+        _f("collector", str, "HOST:PORT", optional=True, default=""),
+        _f("failed", int, "packets failed so far", optional=True, default=""),
+        _f("error", str, "the socket's error", optional=True, default=""),
+        _f("reason", str, "why", optional=True, default=""),
+    ), bus=False),
     EventSpec("auth_failed", "security", "a request failed digest authentication (403)", (
         _f("method", str, "the SIP method"), _f("ip", str, "the source address"), _f("reason", str, "why"),
     ), bus=False),
