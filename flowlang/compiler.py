@@ -12,6 +12,7 @@ from types import MappingProxyType
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from .diagnostics import FlowError, Position, Reporter
+from .events import HANDLER_FIELD_NAMES, handler_fields
 from .model import (
     Accept,
     Attempt,
@@ -29,6 +30,7 @@ from .model import (
     Target,
     Template,
     User,
+    template_fields,
     template_problems,
 )
 from .patterns import PatternError
@@ -36,14 +38,16 @@ from .routing import Condition, Matcher, Router, Rule, ShadowIndex, compile_rege
 from .syntax import CondNode, Decl, HandlerNode, MatcherNode, RuleNode, Setting, Stmt, TargetNode, Value
 
 RESERVED = {"any"}
+MIN_PASSWORD = 8  # characters (NIST SP 800-63B's floor for chosen secrets); see Compiler._password_strength
+# the first words of every leaked-password list; a real check belongs in the operator's own tooling
+COMMON_PASSWORDS = frozenset({
+    "password", "123456", "12345678", "123456789", "1234567890", "qwerty", "letmein", "welcome", "admin",
+    "secret", "changeme", "1234", "0000", "1111", "passw0rd", "password1", "sip", "voip", "pbx",
+})
 
 # values a rule's templates may use (captures are added per rule; code/reason after a failed accept)
 RULE_VALUES = {"call", "to", "from", "from_type", "caller_id", "caller_name", "code", "reason"}
-# values the runtime supplies to handlers (documented in docs/language.md)
-HANDLER_VALUES = RULE_VALUES | {
-    "channel", "code", "reason", "line", "user", "peer", "peer_type", "contact", "expires", "event",
-    "target", "duration",
-}
+# a handler's values are its event's fields: flowlang/events.py (handler_fields), checked as errors
 
 REASONS = {
     400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found", 408: "Request Timeout",
@@ -270,7 +274,10 @@ class Compiler:
         if "password" not in s:
             self.r.error(f, d.name_line, d.name_col, f"user {d.name} has no password")
         else:
-            password = self._value(f, s["password"].args[0], f"password of user {d.name}")
+            value = s["password"].args[0]
+            password = self._value(f, value, f"password of user {d.name}")
+            if password is not None:
+                self._password_strength(f, value, d.name, password)
         caller_id = None
         if "caller_id" in s:
             caller_id = self._value(f, s["caller_id"].args[0], f"caller-id of user {d.name}")
@@ -280,7 +287,36 @@ class Compiler:
             if max_calls < 1:
                 st = s["max_calls"]
                 self.r.error(f, st.line, st.col, "max calls must be at least 1")
-        self.users[d.name] = User(d.name, password or "", caller_id, max_calls, pos)
+        self.users[d.name] = User(d.name, password or "", caller_id, max_calls, pos,
+                                  legacy_digest="legacy_digest" in s)
+
+    def _password_strength(self, f: str, value: Value, user: str, password: str) -> None:
+        """An empty password is an error; a weak one a warning that says why it matters.
+
+        Why it matters: one captured digest exchange (REGISTER or INVITE, often on an unencrypted
+        network) lets anyone test passwords offline at billions of MD5 hashes a second, where no
+        lockout applies. Below 8 characters, from a single kind of character (only digits, say), the
+        user's own name or a word from every leaked-password list: such a search is short. A warning,
+        not an error, because some desk phones only take digits.
+        """
+        if password == "":
+            self.r.error(f, value.line, value.col, f"user {user} has an empty password: anyone could register "
+                                                   "as that user and call through your lines")
+            return
+        kinds = sum(1 for test in (str.islower, str.isupper, str.isdigit) if any(test(c) for c in password))
+        kinds += any(not c.isalnum() for c in password)
+        problems = []
+        if len(password) < MIN_PASSWORD:
+            problems.append(f"{len(password)} characters, fewer than {MIN_PASSWORD}")
+        if kinds < 2:
+            problems.append("one kind of character only")
+        if password.lower() == user.lower() or password.lower() in COMMON_PASSWORDS:
+            problems.append("a well-known password" if password.lower() != user.lower() else "the user's own name")
+        if problems:
+            self.r.warning(f, value.line, value.col,
+                           f"user {user} has a weak password ({'; '.join(problems)}): whoever captures one of its "
+                           "logins can guess it offline, where no lockout applies; use "
+                           "12 or more characters mixing letters and digits")
 
     def _line(self, f: str, d: Decl) -> None:
         if not self._name_ok(f, d, self.lines, "line"):
@@ -741,12 +777,31 @@ class Compiler:
                              f"`{_stmt_word(st)}` cannot run in an `on {word}` handler: handlers observe "
                              "calls (log only); `on incoming` rules route them")
                 continue
-            a = self._action(f, st, HANDLER_VALUES)
-            if a is not None:
-                actions.append(a)
+            text, line, col = st.args
+            if self._handler_text_ok(f, text, line, col, node.event):
+                actions.append(Log(_template(text)))
         if not node.body:
             self.r.warning(f, node.line, node.col, f"this `on {word}` handler does nothing")
         self.handlers.append(Handler(node.event, line_f, user_f, tuple(actions), pos))
+
+    def _handler_text_ok(self, f: str, text: str, line: int, col: int, event: str) -> bool:
+        """Braces well formed and every `{field}` one of the event's fields (flowlang/events.py): an
+        error for each other name, naming the fields that exist, so nothing prints literally at run
+        time. `col` is the opening quote's column; the caret points at the field."""
+        problems = _template_problems(text)
+        for off, msg in problems:
+            self.r.error(f, line, col + 1 + off, msg)
+        if problems:
+            return False
+        known = HANDLER_FIELD_NAMES[event]
+        ok = True
+        for off, name in template_fields(text):
+            if name not in known:
+                ok = False
+                have = ", ".join(fl.name for fl in handler_fields(event))
+                self.r.error(f, line, col + 1 + off,
+                             f"{{{name}}} is not a field of the `{event}` event; its fields are: {have}")
+        return ok
 
     # -------------------------------------------------------------- warnings
 
@@ -799,6 +854,7 @@ def _setting_word(kind: str) -> str:
         "user_agent": "user-agent", "tls_cert": "tls certificate", "tls_key": "tls key",
         "auth_username": "auth-username", "outbound_proxy": "outbound-proxy",
         "register_every": "register every", "register_never": "register never",
+        "legacy_digest": "legacy-digest",
     }.get(kind, kind)
 
 

@@ -31,7 +31,7 @@ async def scenario() -> dict[str, object]:
     out["same"] = plan.load(program())
     out["same_line_kept"] = engine.lines["itsp1"] is first_line
     out["changed"] = plan.load(program(password="new"))
-    out["changed_line_new"] = engine.lines["itsp1"] is not first_line and first_line.state == "stopped"
+    out["changed_line_new"] = engine.lines["itsp1"] is not first_line and first_line.stopped
     engine.registrar.store.put(Binding("bob", "sip:bob@127.0.0.1:5999", ("127.0.0.1", 5999), "udp",
                                        engine.now() + 600, "c", 1))
     out["removed"] = plan.load(program(with_line=False, users="alice"))
