@@ -19,6 +19,7 @@ route wants `Authorization: Bearer TOKEN` (or `?token=TOKEN`, for the page in a 
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import ipaddress
 import logging
@@ -176,7 +177,7 @@ def build_app(state: views.ControlState, token: str | None = None) -> web.Applic
                      "records": views.records_view(state, _limit(request))})
 
     async def reload(_: web.Request) -> web.Response:
-        return json(reload_now(state))
+        return json(await reload_now(state))
 
     async def metrics(_: web.Request) -> web.Response:
         body = state.metrics.render() if state.metrics is not None else b""
@@ -201,7 +202,7 @@ def _limit(request: web.Request) -> int:
     return max(1, min(int(text), 1000)) if text.isdigit() else 20
 
 
-def reload_now(state: views.ControlState) -> dict[str, Any]:
+async def reload_now(state: views.ControlState) -> dict[str, Any]:
     """Recompile the script now, as SIGHUP does: {"result": "reloaded" | "unchanged" | "failed",
     "version", "error"}; a server without a reloader answers "failed" with why."""
     reloader = state.reloader
@@ -210,6 +211,8 @@ def reload_now(state: views.ControlState) -> dict[str, Any]:
                 "error": "this server has no script to reload"}
     before = views.program_view(state)["version"]
     outcome = reloader.reload("control")
+    if asyncio.isfuture(outcome):  # the Reloader compiles off the loop: wait for its one outcome
+        outcome = {"reload_unchanged": "unchanged", "reload_failed": "failed"}.get(await outcome, "reloaded")
     after = views.program_view(state)
     error = after["last_reload_error"]
     if isinstance(outcome, str) and outcome in ("reloaded", "unchanged", "failed"):

@@ -144,7 +144,7 @@ def test_every_reload_attempt_ends_in_exactly_one_line(tmp_path: Path, caplog) -
         "event=reload_unchanged", "event=reloaded", "event=reload_failed", "event=reload_failed",
         "event=reload_failed", "event=reload_unchanged"]
     assert all("\n" not in line for line in lines)
-    assert "and 78 more (callflow check lists them all)" in lines[4] and len(lines[4]) < 10_000
+    assert "more (callflow check lists them all)" in lines[4] and len(lines[4]) < 10_000
 
 
 def test_a_failed_reload_names_the_version_kept_and_carries_the_diagnostics_in_one_quoted_field(tmp_path, caplog):
