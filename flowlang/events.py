@@ -220,15 +220,33 @@ EVENTS: tuple[EventSpec, ...] = (
         _f("handler", str, "the event whose handler logs (a handler's log)", optional=True),
         _f("text", str, "the statement's text, its `{fields}` filled"),
     ), bus=False),
-    EventSpec("reloaded", "server", "a changed script was compiled and swapped in", (
-        _f("reason", str, "what triggered it (a file event, SIGHUP)"),
-        _f("hash", str, "the first 12 hex digits of the program's source hash"),
+    EventSpec("reloaded", "server", "an attempt to reload gave a new program, now running (one line per attempt)", (
+        _f("reason", str, "what triggered it (`\"file changed\"`, SIGHUP, control)"),
+        _f("version", str, "the new program's version id (12 hex digits, as `callflow check` prints it)"),
+        _f("previous", str, "the version id it replaced"),
+        _f("compile_ms", int, "how long the compile took (on a worker thread, not the event loop)"),
         _f("users+", str, "users added (and `users-` removed, `lines+` `lines~` `lines-` likewise)",
            optional=True),
+        _f("warnings", int, "how many warnings the new program has", optional=True),
+        _f("diagnostics", str, "its warnings, `file:line:col: message` each, separated by vertical bars",
+           optional=True),
+        _f("cleared", str, "the error of the failed attempt before, which no longer applies", optional=True),
     ), bus=False),
-    EventSpec("reload_failed", "server", "a changed script has errors: the previous program keeps running", (
-        _f("reason", str, "what triggered it"), _f("kept", str, "`previous`"),
-        _f("error", str, "the diagnostics, `file:line:col: message`", optional=True),
+    EventSpec("reload_unchanged", "server",
+              "an attempt to reload gave the program already running: nothing changed (one line per attempt)", (
+        _f("reason", str, "what triggered it"),
+        _f("version", str, "the running program's version id"),
+        _f("compile_ms", int, "how long the compile took"),
+        _f("cleared", str, "after a failed attempt: its error, which the files no longer have (the broken "
+           "edit was undone)", optional=True),
+    ), bus=False),
+    EventSpec("reload_failed", "server",
+              "an attempt to reload found errors: the running program is kept (one line per attempt)", (
+        _f("reason", str, "what triggered it"),
+        _f("version", str, "the version id of the program kept running"),
+        _f("kept", str, "`previous`"),
+        _f("error", str, "the first error, `file:line:col: message`"),
+        _f("diagnostics", str, "every diagnostic as `callflow check` prints it (at most 20), newlines as \\n"),
     ), bus=False),
     EventSpec("started", "server", "the server runs", (
         _f("script", str, "the script's path"), _f("users", int, "users declared"),
