@@ -206,3 +206,16 @@ def test_loading_leaves_the_collector_on_and_what_the_application_froze_frozen()
         assert gc.isenabled() and gc.get_freeze_count() >= frozen
     finally:
         gc.unfreeze()
+
+
+def test_a_program_loaded_where_the_application_froze_its_objects_is_frozen_with_them():
+    """`callflow run` freezes its start-up objects; a reloaded program joins them, so no collection
+    walks its objects (which would stall the event loop: see flowlang/loader.py)."""
+    gc.freeze()
+    try:
+        frozen = gc.get_freeze_count()
+        program = compile_source(SLICE)
+        young = {id(o) for g in (0, 1, 2) for o in gc.get_objects(generation=g)}
+        assert gc.get_freeze_count() > frozen and id(program.rules) not in young and id(program) not in young
+    finally:
+        gc.unfreeze()

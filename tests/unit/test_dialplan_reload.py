@@ -251,3 +251,38 @@ def test_a_log_file_written_in_the_script_folder_starts_no_reload_but_a_save_doe
     quiet, after = asyncio.run(go())
     assert quiet == {RELOADED: 0, UNCHANGED: 0, FAILED: 0}
     assert after == {RELOADED: 1, UNCHANGED: 0, FAILED: 0}
+
+
+def test_the_replaced_program_and_an_unchanged_one_are_freed_off_the_loop(tmp_path: Path) -> None:
+    import weakref
+
+    flow = tmp_path / "main.flow"
+    flow.write_text(SMALL)
+    freed_on: dict[str, int] = {}
+
+    async def go() -> int:
+        reloader = Reloader(flow, lambda program: {}, asyncio.get_running_loop())
+        first = reloader.load_initial()
+        weakref.finalize(first, lambda: freed_on.setdefault("replaced", threading.get_ident()))
+        del first
+        flow.write_text(SMALL + "# edit\n")
+        assert await reloader.reload("edit") == RELOADED
+        original = reloader._executor.submit  # watch the unchanged program handed to the worker
+
+        def submit(fn, *args):  # type: ignore[no-untyped-def]
+            for p in getattr(fn, "__self__", ()):
+                weakref.finalize(p, lambda: freed_on.setdefault("unchanged", threading.get_ident()))
+            return original(fn, *args)
+
+        reloader._executor.submit = submit  # type: ignore[method-assign]
+        assert await reloader.reload("again") == UNCHANGED
+        reloader._executor.submit = original  # type: ignore[method-assign]
+        for _ in range(100):  # bounded: the worker frees them
+            if len(freed_on) == 2:
+                break
+            await asyncio.sleep(0.01)
+        reloader.stop()
+        return threading.get_ident()
+
+    loop_thread = asyncio.run(go())
+    assert set(freed_on) == {"replaced", "unchanged"} and loop_thread not in freed_on.values()
