@@ -221,14 +221,64 @@ EVENTS: tuple[EventSpec, ...] = (
         _f("text", str, "the statement's text, its `{fields}` filled"),
     ), bus=False),
     EventSpec("reloaded", "server", "a changed script was compiled and swapped in", (
-        _f("reason", str, "what triggered it (a file event, SIGHUP)"),
-        _f("hash", str, "the first 12 hex digits of the program's source hash"),
+        _f("reason", str, "what triggered it (a file event, SIGHUP, `callflow reload`)"),
+        _f("version", str, "the new program's version id (`callflow check` prints the same)"),
+        _f("previous", str, "the version it replaced"), _f("compile_ms", int, "compile time, milliseconds"),
         _f("users+", str, "users added (and `users-` removed, `lines+` `lines~` `lines-` likewise)",
            optional=True),
+        _f("warnings", int, "how many warnings the new program has", optional=True),
+        _f("diagnostics", str, "those warnings, `file:line:col: message | ...`", optional=True),
+        _f("cleared", str, "the error of the broken edit this reload fixed", optional=True),
+    ), bus=False),
+    EventSpec("reload_unchanged", "server", "a reload found the same program as the one running: nothing done", (
+        _f("reason", str, "what triggered it"), _f("version", str, "the running version id"),
+        _f("compile_ms", int, "compile time, milliseconds"),
+        _f("cleared", str, "the error of a broken edit that this one undid", optional=True),
     ), bus=False),
     EventSpec("reload_failed", "server", "a changed script has errors: the previous program keeps running", (
-        _f("reason", str, "what triggered it"), _f("kept", str, "`previous`"),
-        _f("error", str, "the diagnostics, `file:line:col: message`", optional=True),
+        _f("reason", str, "what triggered it"), _f("version", str, "the version kept"), _f("kept", str, "`previous`"),
+        _f("error", str, "the first diagnostic, `file:line:col: message`"),
+        _f("diagnostics", str, "every diagnostic, in one quoted field"),
+    ), bus=False),
+    # ---- internal trouble and operator hints: log lines only
+    EventSpec("call_error", "call", "a step of a call failed inside Callflow; the call is ended cleanly", (
+        _f("call", str, "the call"), _f("step", str, "what it was doing", optional=True),
+        _f("state", str, "the call's state", optional=True), _f("action", str, "the action", optional=True),
+        _f("error", str, "the error", optional=True), _f("reason", str, "why", optional=True),
+    ), bus=False),
+    EventSpec("illegal_move", "call", "a call was asked to move between states its table does not allow", (
+        _f("call", str, "the call"), _f("from", str, "its state"), _f("to", str, "the refused state"),
+    ), bus=False),
+    EventSpec("accept_ignored", "call", "an accept came when the call could no longer dial (ended, connected)", (
+        _f("call", str, "the call"), _f("state", str, "its state"),
+    ), bus=False),
+    EventSpec("control_listening", "server", "the control endpoint listens (status, /metrics, the live page)", (
+        _f("address", str, "HOST:PORT"), _f("auth", str, "`token` or `none`"), _f("page", str, "the page's URL"),
+    ), bus=False),
+    EventSpec("control_unavailable", "server", "the default control port is taken: the server runs without it", (
+        _f("address", str, "HOST:PORT"), _f("reason", str, "why"), _f("hint", str, "what to do"),
+    ), bus=False),
+    EventSpec("line_predecessor_timeout", "line", "a replaced line's un-registration did not finish in time; "
+              "the new one registers anyway", (_f("line", str, "the line's name"),), bus=False),
+    EventSpec("line_send_failed", "line", "a line had nothing to send its REGISTER to", (
+        _f("line", str, "the line's name"), _f("reason", str, "why"),
+    ), bus=False),
+    EventSpec("line_response_ignored", "line", "a response to a line's REGISTER could not be read", (
+        _f("line", str, "the line's name"), _f("reason", str, "why"),
+    ), bus=False),
+    EventSpec("media_expect_ignored", "media", "a phone's signalling address could not be used for latching", (
+        _f("call", str, "the call"), _f("leg", int, "the media leg"), _f("host", str, "the address"),
+        _f("reason", str, "why"),
+    ), bus=False),
+    EventSpec("media_strangers", "security", "RTP from sources the call did not negotiate was dropped", (
+        _f("call", str, "the call"), _f("leg0", int, "packets dropped on leg 0 (channel ZERO's side)"),
+        _f("leg1", int, "on leg 1"),
+    ), bus=False),
+    EventSpec("observer_failed", "server", "a SIP trace observer raised; the message went on", (
+        _f("direction", str, "`in` or `out`"),
+    ), bus=False),
+    EventSpec("unreachable", "server", "a destination answered ICMP unreachable: its transactions fail at once", (
+        _f("transport", str, "udp"), _f("dest", str, "HOST:PORT"),
     ), bus=False),
     EventSpec("started", "server", "the server runs", (
         _f("script", str, "the script's path"), _f("users", int, "users declared"),

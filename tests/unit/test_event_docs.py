@@ -14,11 +14,12 @@ RUNTIME = ROOT / "runtime"
 
 def logged_names() -> dict[str, list[str]]:
     """event name -> where the runtime writes it: literal `event=NAME` in its sources (log calls,
-    f-strings) and `bus.emit("NAME", ...)`."""
+    f-strings), `bus.emit("NAME", ...)` and the sans-IO machines' `_emit("NAME", ...)` / `Emit("NAME", ...)`
+    actions."""
     found: dict[str, list[str]] = {}
     for path in sorted(RUNTIME.rglob("*.py")):
         text = path.read_text(encoding="utf-8")
-        for pattern in (r"event=([a-z_][a-z0-9_]*)", r"""\.emit\(\s*["']([a-z_][a-z0-9_]*)["']"""):
+        for pattern in (r"event=([a-z_][a-z0-9_]*)", r"""(?:\.emit|\b_emit|\bEmit)\(\s*["']([a-z_][a-z0-9_]*)["']"""):
             for m in re.finditer(pattern, text):
                 line = text.count("\n", 0, m.start()) + 1
                 found.setdefault(m.group(1), []).append(f"{path.relative_to(ROOT)}:{line}")
