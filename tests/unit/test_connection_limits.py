@@ -304,7 +304,7 @@ def test_300_hostile_websocket_connections_hold_almost_nothing() -> None:
         port = int(server.stdout.readline())  # type: ignore[union-attr]
         before = _rss_kib(server.pid)
         # from six addresses, 50 each: the per-source limit lets each of them in
-        sockets = [_hostile_ws(port, f"127.0.1.{1 + i % 6}", 1_000_000, 990_000) for i in range(300)]
+        sockets = [_hostile_ws(port, f"127.0.0.{101 + i % 6}", 1_000_000, 990_000) for i in range(300)]
         for sock in sockets:  # wait (bounded) for the server to answer each: a close frame, or a close
             sock.setblocking(True)
             sock.settimeout(0.5)
