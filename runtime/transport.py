@@ -394,9 +394,11 @@ class SipEndpoint:
                 await WebSocketConnection(self, websocket, t).serve()
 
             # one SIP message per frame: nothing larger is ever useful (websockets' default is 1 MiB,
-            # which 300 hostile connections turned into 300 MB), and few frames queued ahead of us
+            # which 300 hostile connections turned into 300 MB), and few frames queued ahead of us.
+            # No permessage-deflate: its two zlib contexts were most of an idle connection's memory,
+            # and SIP messages of a few hundred octets gain little from it (RFC 7118 does not ask it)
             server = await serve(handler, spec.host, spec.port, subprotocols=["sip"],  # type: ignore[list-item]
-                                 ssl=ssl_context if t == "wss" else None,
+                                 ssl=ssl_context if t == "wss" else None, compression=None,
                                  open_timeout=self.limits.handshake_timeout, max_size=MAX_MESSAGE_SIZE,
                                  max_queue=WS_MAX_QUEUE, create_connection=_limited_ws_connection(self, t))
             self._ws_servers.append(server)
