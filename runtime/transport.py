@@ -41,6 +41,8 @@ UDP_BUFFER = 4 * 1024 * 1024  # bursts queue in the kernel instead of being drop
 IDLE_TIMEOUT = 900.0     # close a stream connection nobody used for this long
 CONNECT_TIMEOUT = 5.0
 SWEEP_PERIOD = 1.0       # how often connection deadlines are checked (seconds)
+REFUSAL_WINDOW = 60      # refused connections are summed up in one log line per this many seconds
+REFUSAL_LINES = 20       # sources whose first refusal in a window is logged at once (a flood's first)
 WS_MAX_QUEUE = 4         # WebSocket frames buffered ahead of our reader (websockets' default: 16)
 _SO_MEMINFO = getattr(socket, "SO_MEMINFO", 55)  # Linux: sk_meminfo, [0] = receive queue bytes
 
@@ -290,7 +292,8 @@ class SipEndpoint:
         self.limits = ConnectionLimits()
         self._open_total = 0
         self._open_by_source: dict[str, int] = {}  # inbound stream/WebSocket connections per IP
-        self._refusals: dict[str, int] = {}  # connections refused per IP since the last sweep
+        self._refusals: dict[str, int] = {}  # connections refused per IP in this log window
+        self._refusals_since = 0.0  # start of the window (loop clock)
 
     def add_observer(self, fn: Observer) -> None:
         """Call `fn(direction, transport, address, data)` for every SIP message this endpoint receives
@@ -327,7 +330,8 @@ class SipEndpoint:
             held = self._open_by_source.get(host, 0)
             if held >= limits.max_per_source or self._open_total >= limits.max_connections:
                 refused = self._refusals.get(host, 0)
-                if refused == 0:  # one line per source per sweep, not one per connection of a flood
+                if refused == 0 and len(self._refusals) < REFUSAL_LINES:
+                    # the first refusal of a source in a window gets a line, not each of a flood's
                     log.warning("event=connection_refused transport=%s source=%s held=%d total=%d reason=%s",
                                 transport, host, held, self._open_total,
                                 "per_source_limit" if held >= limits.max_per_source else "total_limit")
@@ -551,10 +555,14 @@ class SipEndpoint:
                          conn.peer[1], f'"{reason}"')
                 conn.close()
                 closed += 1
-        for host, refused in self._refusals.items():
-            if refused > 1:
-                log.warning("event=connection_refused source=%s refused=%d", host, refused)
-        self._refusals.clear()
+        if self._refusals and now - self._refusals_since >= REFUSAL_WINDOW:
+            worst = max(self._refusals, key=self._refusals.__getitem__)
+            log.warning("event=connections_refused window_s=%d sources=%d refused=%d worst=%s worst_refused=%d",
+                        REFUSAL_WINDOW, len(self._refusals), sum(self._refusals.values()), worst,
+                        self._refusals[worst])
+            self._refusals.clear()
+        if not self._refusals:
+            self._refusals_since = now
         return closed
 
     def _sweep(self) -> None:

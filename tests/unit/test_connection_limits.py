@@ -365,3 +365,21 @@ def test_an_opening_handshake_that_never_finishes_is_closed(transport: str, tmp_
             await engine.stop()
 
     asyncio.run(scenario())
+
+
+def test_a_refused_flood_logs_one_line_per_source_not_one_per_connection(caplog: pytest.LogCaptureFixture) -> None:
+    async def scenario() -> None:
+        engine = await started(ListenSpec("tcp", "127.0.0.1", 0), limits=ConnectionLimits(max_per_source=1))
+        try:
+            clients = [await connect(engine, "127.0.0.15") for _ in range(10)]
+            outcomes = await asyncio.gather(*(closed_by_server(reader) for reader, _ in clients))
+            assert outcomes.count(True) == 9
+            for _, w in clients:
+                w.close()
+        finally:
+            await engine.stop()
+
+    with caplog.at_level("WARNING", logger="callflow.transport"):
+        asyncio.run(scenario())
+    lines = [r.getMessage() for r in caplog.records if "event=connection_refused" in r.getMessage()]
+    assert len(lines) == 1 and "source=127.0.0.15" in lines[0] and "reason=per_source_limit" in lines[0]
