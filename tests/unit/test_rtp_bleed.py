@@ -96,6 +96,7 @@ def test_a_stranger_after_the_lock_gets_and_injects_nothing(run: Any) -> None:
         await converse(caller, callee, session, 5)
         count = leaked(attacker, caller, callee)
         print(f"audio packets leaked: {count} (attacker sent {sent} after the lock)")
+        assert relay.stats().strangers == sent
         assert count == 0 and all(leg.remote in (caller.addr, callee.addr) for leg in session.legs)
         await relay.close()
         for p in (caller, callee, attacker):
