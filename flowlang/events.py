@@ -268,6 +268,17 @@ EVENTS: tuple[EventSpec, ...] = (
         _f("transport", str, "its transport"), _f("peer", str, "HOST:PORT of the far end"),
         _f("reason", str, "why"),
     ), bus=False),
+    EventSpec("connection_refused", "security", "a TCP, TLS or WebSocket connection was refused at accept: "
+              "its source or the server holds too many (logged once per source per minute)", (
+        _f("transport", str, "its transport"), _f("source", str, "the source address"),
+        _f("held", int, "connections that source holds"), _f("total", int, "connections the server holds"),
+        _f("reason", str, "`per_source_limit` or `total_limit`"),
+    ), bus=False),
+    EventSpec("connections_refused", "security", "a minute's summary of refused connections", (
+        _f("window_s", int, "the window, seconds"), _f("sources", int, "sources refused"),
+        _f("refused", int, "connections refused"), _f("worst", str, "the source refused most"),
+        _f("worst_refused", int, "how often"),
+    ), bus=False),
     EventSpec("connect_failed", "server", "a connection to a peer could not be opened", (
         _f("transport", str, "its transport"), _f("dest", str, "HOST:PORT"), _f("error", str, "why"),
         _f("dropped", int, "messages that were waiting for it"),
