@@ -19,8 +19,8 @@ route wants `Authorization: Bearer TOKEN` (or `?token=TOKEN`, for the page in a 
 
 from __future__ import annotations
 
-import asyncio
 import hmac
+import inspect
 import ipaddress
 import logging
 import socket
@@ -203,16 +203,17 @@ def _limit(request: web.Request) -> int:
 
 
 async def reload_now(state: views.ControlState) -> dict[str, Any]:
-    """Recompile the script now, as SIGHUP does: {"result": "reloaded" | "unchanged" | "failed",
-    "version", "error"}; a server without a reloader answers "failed" with why."""
+    """Recompile the script now, as SIGHUP does, and wait for the outcome (the reloader compiles on
+    a worker thread): {"result": "reloaded" | "unchanged" | "failed", "version", "previous_version",
+    "error"}; a server without a reloader answers "failed" with why."""
     reloader = state.reloader
     if reloader is None:
         return {"result": "failed", "version": views.program_view(state)["version"],
                 "error": "this server has no script to reload"}
     before = views.program_view(state)["version"]
     outcome = reloader.reload("control")
-    if asyncio.isfuture(outcome):  # the Reloader compiles off the loop: wait for its one outcome
-        outcome = {"reload_unchanged": "unchanged", "reload_failed": "failed"}.get(await outcome, "reloaded")
+    if inspect.isawaitable(outcome):
+        outcome = await outcome
     after = views.program_view(state)
     error = after["last_reload_error"]
     if isinstance(outcome, str) and outcome in ("reloaded", "unchanged", "failed"):
