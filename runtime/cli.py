@@ -226,9 +226,10 @@ def cmd_cdr(args: argparse.Namespace) -> int:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    from flowlang import check_paths
+    from flowlang.loader import check_paths_versions
 
-    diagnostics = check_paths(args.paths)
+    # the version id is the one a server running these files shows (`callflow status`, /api/program)
+    diagnostics, versions = check_paths_versions(args.paths)
     errors = [d for d in diagnostics if d.severity == "error"]
     if args.json:
         print(json.dumps([d.to_dict() for d in diagnostics], indent=2))
@@ -236,7 +237,8 @@ def cmd_check(args: argparse.Namespace) -> int:
         for d in diagnostics:
             print(d.render(), file=sys.stderr)
         if not errors:
-            print(f"{', '.join(args.paths)}: ok" + (f" ({len(diagnostics)} warnings)" if diagnostics else ""))
+            warned = f" ({len(diagnostics)} warnings)" if diagnostics else ""
+            print(f"{', '.join(args.paths)}: ok{warned} version {' '.join(versions.values())}")
     return 1 if errors else 0
 
 
