@@ -12,6 +12,7 @@ from types import MappingProxyType
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from .diagnostics import FlowError, Position, Reporter
+from .events import HANDLER_FIELD_NAMES, handler_fields
 from .model import (
     Accept,
     Attempt,
@@ -29,8 +30,10 @@ from .model import (
     Target,
     Template,
     User,
+    template_fields,
     template_problems,
 )
+from .patterns import PatternError
 from .routing import Condition, Matcher, Router, Rule, ShadowIndex, compile_regex, plan_renders
 from .syntax import CondNode, Decl, HandlerNode, MatcherNode, RuleNode, Setting, Stmt, TargetNode, Value
 
@@ -44,11 +47,7 @@ COMMON_PASSWORDS = frozenset({
 
 # values a rule's templates may use (captures are added per rule; code/reason after a failed accept)
 RULE_VALUES = {"call", "to", "from", "from_type", "caller_id", "caller_name", "code", "reason"}
-# values the runtime supplies to handlers (documented in docs/language.md)
-HANDLER_VALUES = RULE_VALUES | {
-    "channel", "code", "reason", "line", "user", "peer", "peer_type", "contact", "expires", "event",
-    "target", "duration",
-}
+# a handler's values are its event's fields: flowlang/events.py (handler_fields), checked as errors
 
 REASONS = {
     400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found", 408: "Request Timeout",
@@ -435,7 +434,7 @@ class Compiler:
         src = raw[1:-1].replace("\\/", "/")
         try:
             rx = compile_regex(src, flags)
-        except (re.error, OverflowError, RecursionError, ValueError) as e:
+        except PatternError as e:
             col = m.col + 1 + (getattr(e, "pos", None) or 0)
             msg = getattr(e, "msg", None) or str(e)
             self.r.error(f, m.line, col, f"invalid regex: {msg}")
@@ -554,14 +553,22 @@ class Compiler:
                          "it would (move it above, or narrow the earlier rule)")
             return
         index = len(self.rules)
+        to_line = _reaches_line(plan)
+        from_lines = not (node.peer is None and to_line)
+        if to_line and node.peer is not None and node.peer.kind == "any":
+            self.r.warning(f, node.peer.line, node.peer.col,
+                           "`from any` lets every peer, calls that came in on a line included, go out through "
+                           f"line {to_line}: write `from user any` for phones, or `from line NAME` for "
+                           "line-to-line routing")
         if not cs:
-            shadow.add(kind, name, ms, index)
+            # a rule no call from a line can take covers only what users send
+            shadow.add(kind if from_lines else "user", name, ms, index)
         header = self.r.source_line(f, node.line).strip()
         if len(header) > 100:
             header = header[:97] + "..."
         dynamic = any(t is not None for ts in tpls for t in ts)
         self.rules.append(Rule(index, pos, kind, name, ms, cs, plan, tpls, dynamic, header, str(pos),
-                               plan_renders(plan, tpls) if dynamic else ()))
+                               renders=plan_renders(plan, tpls) if dynamic else (), from_lines=from_lines))
 
     def _plan(self, f: str, node: RuleNode, allowed: set[str], groups: int, named: set[str]):
         attempts: list[Attempt] = []
@@ -735,6 +742,9 @@ class Compiler:
             # a relative name is the script's neighbour, wherever the server was started from
             if not os.path.isabs(path) and os.path.dirname(f):
                 path = os.path.join(os.path.dirname(f), path)
+            if not f.startswith("<") and not os.path.isfile(path):
+                self.r.warning(f, st.line, st.col, f"play: no file at {os.path.abspath(path)} (a relative name is "
+                               "read next to the script); the call would hear nothing")
             return Play(path, answered)
         self.r.error(f, st.line, st.col, f"`{_stmt_word(st)}` is not allowed here")
         return None
@@ -767,12 +777,31 @@ class Compiler:
                              f"`{_stmt_word(st)}` cannot run in an `on {word}` handler: handlers observe "
                              "calls (log only); `on incoming` rules route them")
                 continue
-            a = self._action(f, st, HANDLER_VALUES)
-            if a is not None:
-                actions.append(a)
+            text, line, col = st.args
+            if self._handler_text_ok(f, text, line, col, node.event):
+                actions.append(Log(_template(text)))
         if not node.body:
             self.r.warning(f, node.line, node.col, f"this `on {word}` handler does nothing")
         self.handlers.append(Handler(node.event, line_f, user_f, tuple(actions), pos))
+
+    def _handler_text_ok(self, f: str, text: str, line: int, col: int, event: str) -> bool:
+        """Braces well formed and every `{field}` one of the event's fields (flowlang/events.py): an
+        error for each other name, naming the fields that exist, so nothing prints literally at run
+        time. `col` is the opening quote's column; the caret points at the field."""
+        problems = _template_problems(text)
+        for off, msg in problems:
+            self.r.error(f, line, col + 1 + off, msg)
+        if problems:
+            return False
+        known = HANDLER_FIELD_NAMES[event]
+        ok = True
+        for off, name in template_fields(text):
+            if name not in known:
+                ok = False
+                have = ", ".join(fl.name for fl in handler_fields(event))
+                self.r.error(f, line, col + 1 + off,
+                             f"{{{name}}} is not a field of the `{event}` event; its fields are: {have}")
+        return ok
 
     # -------------------------------------------------------------- warnings
 
@@ -786,6 +815,17 @@ class Compiler:
                 p = u.position
                 self.r.warning(p.file, p.line, p.col,
                                f"user {name} is declared but no rule reaches it (no `accept to user {name}`)")
+
+
+def _reaches_line(plan: tuple[Attempt, ...]) -> str:
+    """The first line a plan can send a call out through ("" when none)."""
+    for a in plan:
+        t = a.terminal
+        if isinstance(t, Accept):
+            for target in t.targets:
+                if target.kind == "line":
+                    return target.name
+    return ""
 
 
 @lru_cache(maxsize=128)
