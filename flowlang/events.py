@@ -148,10 +148,12 @@ EVENTS: tuple[EventSpec, ...] = (
         _f("reason", str, "why"),
     ), sdk="OnRegisterUserFailed"),
     # ---- security
-    EventSpec("attack_detected", "security", "a source is blocked or ignored", (
+    EventSpec("attack_detected", "security", "a source is blocked or ignored, or an account backed off", (
         _f("kind", str, "`brute_force` (password guessing), `flood` (too many messages) or `scan` "
                         "(a known scanner's User-Agent)"),
         _f("ip", str, "the source address"), _f("action", str, "what was done, e.g. `blocked 300s`"),
+        _f("user", str, "the account whose password is being guessed (then `ip` is the last guess's source; "
+                        "see docs/security.md)", optional=True, default=""),
     )),
     # ---- call records and SIP trace (runtime/records): log lines only
     EventSpec("cdr_started", "server", "call records are written to a store", (
