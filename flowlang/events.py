@@ -94,7 +94,8 @@ EVENTS: tuple[EventSpec, ...] = (
     ), handler="on connected", sdk="OnCallSessionConnected"),
     EventSpec("hangup", "call", "a leg hung up (or was hung up on: see reason)", (
         CALL, _f("channel", str, "the leg that hung up: `ZERO` the leg the call came in on, `ONE` the "
-                                 "leg Callflow dialled"),
+                                 "leg Callflow dialled; empty when Callflow ended both legs itself (maximum "
+                                 "duration, no RTP: see reason)", optional=True, default=""),
         _f("reason", str, "why: `BYE` (that channel sent BYE), `cancelled`, `no ACK`, ...",
            optional=True, default="BYE"),
     ), handler="on hangup", sdk="OnCallSessionHangUp"),
@@ -148,12 +149,13 @@ EVENTS: tuple[EventSpec, ...] = (
         _f("reason", str, "why"),
     ), sdk="OnRegisterUserFailed"),
     # ---- security
-    EventSpec("attack_detected", "security", "a source is blocked or ignored, or an account backed off", (
+    EventSpec("attack_detected", "security", "a source is blocked or ignored", (
         _f("kind", str, "`brute_force` (password guessing), `flood` (too many messages) or `scan` "
                         "(a known scanner's User-Agent)"),
-        _f("ip", str, "the source address"), _f("action", str, "what was done, e.g. `blocked 300s`"),
-        _f("user", str, "the account whose password is being guessed (then `ip` is the last guess's source; "
-                        "see docs/security.md)", optional=True, default=""),
+        _f("ip", str, "the source address"),
+        _f("user", str, "the account being guessed, when the account (not a source) is backed off",
+           optional=True, default=""),
+        _f("action", str, "what was done, e.g. `no password checked from it for 300s`"),
     )),
     # ---- call records and SIP trace (runtime/records): log lines only
     EventSpec("cdr_started", "server", "call records are written to a store", (
@@ -222,15 +224,25 @@ EVENTS: tuple[EventSpec, ...] = (
         _f("handler", str, "the event whose handler logs (a handler's log)", optional=True),
         _f("text", str, "the statement's text, its `{fields}` filled"),
     ), bus=False),
-    EventSpec("reloaded", "server", "a changed script was compiled and swapped in", (
-        _f("reason", str, "what triggered it (a file event, SIGHUP)"),
-        _f("hash", str, "the first 12 hex digits of the program's source hash"),
-        _f("users+", str, "users added (and `users-` removed, `lines+` `lines~` `lines-` likewise)",
-           optional=True),
+    EventSpec("reloaded", "server", "a changed script was compiled and swapped in (one line per attempt)", (
+        _f("reason", str, "what triggered it: `file changed`, `SIGHUP`, the control endpoint"),
+        _f("version", str, "the new program's version id (as `callflow check` prints it)"),
+        _f("previous", str, "the version it replaced"), _f("compile_ms", int, "how long the compile took"),
+        _f("users+", str, "users added (and `users-` removed, `lines+` added, `lines~` changed, `lines-` "
+                          "removed), comma-separated", optional=True),
+        _f("warnings", int, "how many warnings the new program has", optional=True),
+        _f("diagnostics", str, "those warnings, `file:line:col: message` separated by ` | `", optional=True),
+        _f("cleared", str, "the error of an earlier failed attempt this one fixed", optional=True),
+    ), bus=False),
+    EventSpec("reload_unchanged", "server", "a reload attempt gave the running program again", (
+        _f("reason", str, "what triggered it"), _f("version", str, "the running version id"),
+        _f("compile_ms", int, "how long the compile took"),
+        _f("cleared", str, "the error of an earlier failed attempt this one fixed", optional=True),
     ), bus=False),
     EventSpec("reload_failed", "server", "a changed script has errors: the previous program keeps running", (
-        _f("reason", str, "what triggered it"), _f("kept", str, "`previous`"),
-        _f("error", str, "the diagnostics, `file:line:col: message`", optional=True),
+        _f("reason", str, "what triggered it"), _f("version", str, "the version kept running"),
+        _f("kept", str, "`previous`"), _f("error", str, "the first error, `file:line:col: message`"),
+        _f("diagnostics", str, "every diagnostic (bounded), in one quoted field"),
     ), bus=False),
     EventSpec("started", "server", "the server runs", (
         _f("script", str, "the script's path"), _f("users", int, "users declared"),
@@ -256,6 +268,17 @@ EVENTS: tuple[EventSpec, ...] = (
         _f("transport", str, "its transport"), _f("peer", str, "HOST:PORT of the far end"),
         _f("reason", str, "why"),
     ), bus=False),
+    EventSpec("connection_refused", "security", "a TCP, TLS or WebSocket connection was refused at accept: "
+              "its source or the server holds too many (logged once per source per minute)", (
+        _f("transport", str, "its transport"), _f("source", str, "the source address"),
+        _f("held", int, "connections that source holds"), _f("total", int, "connections the server holds"),
+        _f("reason", str, "`per_source_limit` or `total_limit`"),
+    ), bus=False),
+    EventSpec("connections_refused", "security", "a minute's summary of refused connections", (
+        _f("window_s", int, "the window, seconds"), _f("sources", int, "sources refused"),
+        _f("refused", int, "connections refused"), _f("worst", str, "the source refused most"),
+        _f("worst_refused", int, "how often"),
+    ), bus=False),
     EventSpec("connect_failed", "server", "a connection to a peer could not be opened", (
         _f("transport", str, "its transport"), _f("dest", str, "HOST:PORT"), _f("error", str, "why"),
         _f("dropped", int, "messages that were waiting for it"),
@@ -272,6 +295,59 @@ EVENTS: tuple[EventSpec, ...] = (
     ), bus=False),
     EventSpec("play_failed", "media", "a `play` statement could not play; the rule goes on", (
         CALL, _f("file", str, "the file", optional=True), _f("reason", str, "why"),
+    ), bus=False),
+    EventSpec("media_expect_ignored", "media", "a phone's signalling source is not an IP address, so its "
+              "media is latched by its SDP only", (
+        CALL, _f("leg", int, "0 (channel ZERO) or 1 (ONE)"), _f("host", str, "the source given"),
+        _f("reason", str, "why"),
+    ), bus=False),
+    EventSpec("media_strangers", "media", "at a call's end: packets from sources that were not the call's "
+              "peers were dropped (someone sprayed its ports, or a peer's media came from elsewhere)", (
+        CALL, _f("leg0", int, "packets dropped on channel ZERO's port"),
+        _f("leg1", int, "packets dropped on channel ONE's port"),
+    ), bus=False),
+    # ---- the call machine and the line machine's own troubles (bugs or refusals, never silent)
+    EventSpec("call_error", "call", "an internal error in a step of a call: the call is ended with BYE or "
+              "CANCEL as its state needs, its media released, `closed` emitted", (
+        CALL, _f("step", str, "the step that failed, or `ending`", optional=True),
+        _f("state", str, "the call's state then", optional=True),
+        _f("action", str, "the action the runner could not carry out", optional=True),
+        _f("error", str, "the error", optional=True), _f("reason", str, "why", optional=True),
+    ), bus=False),
+    EventSpec("illegal_move", "call", "the call machine refused a state change its transition table does "
+              "not allow (a bug; the call then ends as after a call_error)", (
+        CALL, _f("from", str, "the state it was in"), _f("to", str, "the state asked for"),
+    ), bus=False),
+    EventSpec("accept_ignored", "call", "the dialplan asked to accept a call no longer waiting for it (it "
+              "was cancelled meanwhile)", (
+        CALL, _f("state", str, "the call's state"),
+    ), bus=False),
+    EventSpec("line_predecessor_timeout", "line", "a line's previous registration (before a reload changed "
+              "it) did not finish un-registering in time; the new one goes ahead", (
+        _f("line", str, "the line's name"),
+    ), bus=False),
+    EventSpec("line_send_failed", "line", "a line's request could not be sent (a bug: no provider address)", (
+        _f("line", str, "the line's name"), _f("reason", str, "why"),
+    ), bus=False),
+    EventSpec("line_response_ignored", "line", "a provider's response to a line's request was unreadable", (
+        _f("line", str, "the line's name"), _f("reason", str, "why"),
+    ), bus=False),
+    # ---- operator's endpoint and transport
+    EventSpec("control_listening", "server", "the control endpoint (status, metrics, the live page) is open", (
+        _f("address", str, "HOST:PORT"), _f("auth", str, "`token` or `none`"),
+        _f("page", str, "the live page's address"),
+    ), bus=False),
+    EventSpec("control_unavailable", "server", "the default control address is taken: the server runs "
+              "without a control endpoint", (
+        _f("address", str, "HOST:PORT"), _f("reason", str, "why"), _f("hint", str, "what to do"),
+    ), bus=False),
+    EventSpec("unreachable", "server", "ICMP says a destination cannot be reached: its transactions fail "
+              "at once", (
+        _f("transport", str, "its transport"), _f("dest", str, "HOST:PORT"),
+    ), bus=False),
+    EventSpec("observer_failed", "server", "a SIP message observer (trace, HEP, metrics) raised (a bug: the "
+              "traceback follows; the message went on)", (
+        _f("direction", str, "`in` or `out`"),
     ), bus=False),
     EventSpec("listener_failed", "server", "a listener of the event bus raised (a bug: the traceback "
               "follows; the other listeners still ran)", (

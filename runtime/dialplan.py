@@ -138,10 +138,8 @@ class Dialplan:
 
     def _values(self, event: EngineEvent, spec: EventSpec, facts: CallFacts | None) -> dict[str, str]:
         """Every field `callflow check` accepts for this event's handlers, as text."""
-        values: dict[str, str] = {}
-        for f in spec.fields:
-            if f.default is not None:
-                values[f.name] = f.default
+        # a field the runtime left out shows its documented default, else nothing: never `{name}`
+        values: dict[str, str] = {f.name: f.default or "" for f in spec.fields}
         for k, v in event.fields.items():
             if v is not None:
                 values[k] = str(v)
@@ -149,7 +147,11 @@ class Dialplan:
             values.update(facts.values())
             if event.name in ("hangup", "closed"):
                 values["duration"] = str(facts.duration(self.clock()))
-        elif event.name == "user_registered" and "expires" not in values:
+        elif spec.kind == "call":  # a call whose created event this dialplan did not see
+            for name in ("from", "from_type", "caller_id", "to"):
+                values.setdefault(name, "")
+            values["duration"] = "0"
+        elif event.name == "user_registered" and event.fields.get("expires") is None:
             values["expires"] = str(self._expires(values.get("user", ""), values.get("contact", "")))
         values["event"] = event.name
         return values

@@ -48,8 +48,9 @@ log = logging.getLogger("callflow.media")
 Address = tuple[Any, ...]  # (host, port) for IPv4, (host, port, flowinfo, scope_id) for IPv6
 
 # Consecutive in-order packets of one SSRC from one source before the socket locks: three 20 ms
-# packets (60 ms), as rtpengine and Asterisk's strictrtp probation do; a sprayer must guess the
-# stream's SSRC and sequence as well as send from the negotiated host to win it.
+# packets (60 ms; Asterisk's strictrtp learns over a similar few, rtp.conf `probation`). Packets
+# from an acceptable host are relayed meanwhile, so probation costs no audio; it picks which of
+# the acceptable sources' streams to lock on, and refuses what is not RTP.
 PROBATION = 3
 
 

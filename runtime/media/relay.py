@@ -98,13 +98,14 @@ class RelayStats:
     bytes: int
     dropped: int
     ports_idle: int = 0
+    strangers: int = 0  # of ``dropped``: refused by the latching rule (runtime.media.latch)
 
 
 class MediaRelay(MediaBackend):
     """Allocates RelaySessions on ``host`` from ``port_range``; SDP names ``advertise`` (default: host).
 
     ``max_idle_legs`` bounds how many legs (RTP + RTCP socket pairs) stay bound for reuse after
-    their call (0: close them at once; default ``MAXIDLE_LEGS``, less when the file descriptor
+    their call (0: close them at once; default ``MAX_IDLE_LEGS``, less when the file descriptor
     limit is low); ``reuse_after`` is how long one rests (quarantine) before a new call gets it,
     while the pool still has unbound ports; ``probation`` is how many good packets lock a socket
     (``runtime.media.latch``).
@@ -141,7 +142,7 @@ class MediaRelay(MediaBackend):
         self._closing: set[MediaLeg] = set()  # legs whose sockets the loop is closing
         self._all_closed: asyncio.Future[None] | None = None
         self._closed = False
-        self._totals = [0, 0, 0]  # packets, bytes, dropped of closed sessions
+        self._totals = [0, 0, 0, 0]  # packets, bytes, dropped, strangers of closed sessions
         # port -> the (RTP, RTCP) streams a leg closed there was locked on; at most one per port
         self._formers: dict[int, tuple[tuple[Address, int] | None, tuple[Address, int] | None]] = {}
 
@@ -156,13 +157,15 @@ class MediaRelay(MediaBackend):
         return len(self._idle)
 
     def stats(self) -> RelayStats:
-        packets, nbytes, dropped = self._totals
+        packets, nbytes, dropped, strangers = self._totals
         for s in self._sessions:
             packets += sum(s.packets) + sum(s.rtcp_packets)
             nbytes += sum(s.bytes)
             dropped += sum(s.dropped)
+            strangers += sum(s.strangers)
         pool = self.pool
-        return RelayStats(len(self._sessions), pool.in_use, pool.free, packets, nbytes, dropped, pool.parked)
+        return RelayStats(len(self._sessions), pool.in_use, pool.free, packets, nbytes, dropped, pool.parked,
+                          strangers)
 
     async def allocate(self, call_id: str) -> RelaySession:
         """Two legs x (RTP, RTCP) sockets, reused or newly bound; MediaError when no ports are left."""
@@ -290,6 +293,7 @@ class MediaRelay(MediaBackend):
             self._totals[0] += sum(session.packets) + sum(session.rtcp_packets)
             self._totals[1] += sum(session.bytes)
             self._totals[2] += sum(session.dropped)
+            self._totals[3] += sum(session.strangers)
         for leg in session.legs:
             if leg.session is not session:
                 continue  # both its sockets died during the call; it is gone already

@@ -3,10 +3,11 @@ is defined in flowlang/events.py, and docs/events.md is that table, word for wor
 
 from __future__ import annotations
 
+import ast
 import re
 from pathlib import Path
 
-from flowlang.events import BUS_EVENT_NAMES, BY_NAME, EVENT_NAMES, GENERATE, HANDLED_EVENTS, markdown
+from flowlang.events import BY_NAME, EVENT_NAMES, GENERATE, HANDLED_EVENTS, markdown
 
 ROOT = Path(__file__).resolve().parents[2]
 RUNTIME = ROOT / "runtime"
@@ -18,7 +19,7 @@ def logged_names() -> dict[str, list[str]]:
     found: dict[str, list[str]] = {}
     for path in sorted(RUNTIME.rglob("*.py")):
         text = path.read_text(encoding="utf-8")
-        for pattern in (r"event=([a-z_][a-z0-9_]*)", r"""\.emit\(\s*["']([a-z_][a-z0-9_]*)["']"""):
+        for pattern in (r"event=([a-z_][a-z0-9_]*)", r"""(?:emit|Emit)\(\s*["']([a-z_][a-z0-9_]*)["']"""):
             for m in re.finditer(pattern, text):
                 line = text.count("\n", 0, m.start()) + 1
                 found.setdefault(m.group(1), []).append(f"{path.relative_to(ROOT)}:{line}")
@@ -38,11 +39,43 @@ def test_every_event_the_runtime_logs_is_defined_in_the_table_of_events() -> Non
                          f"fields, then regenerate docs/events.md: {GENERATE}): {missing}")
 
 
-def test_every_event_emitted_on_the_bus_is_a_bus_event() -> None:
-    emitted: set[str] = set()
+def emitted() -> list[tuple[str, str, list[str]]]:
+    """(where, event, field names) of every event the runtime emits with a literal name: calls of
+    `emit(...)`/`_emit(...)` (keywords) and `Emit(name, {...})` (the machines' actions, dict keys)."""
+    out = []
     for path in sorted(RUNTIME.rglob("*.py")):
-        emitted |= set(re.findall(r"""bus\.emit\(\s*["']([a-z_][a-z0-9_]*)["']""", path.read_text("utf-8")))
-    assert emitted <= set(BUS_EVENT_NAMES), emitted - set(BUS_EVENT_NAMES)
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        for node in ast.walk(tree):
+            if not isinstance(node, ast.Call) or not node.args:
+                continue
+            func = node.func
+            called = func.attr if isinstance(func, ast.Attribute) else func.id if isinstance(func, ast.Name) else ""
+            first = node.args[0]
+            if called not in ("emit", "_emit", "Emit") or not isinstance(first, ast.Constant) \
+                    or not isinstance(first.value, str):
+                continue
+            names = [k.arg for k in node.keywords if k.arg is not None]
+            if called == "Emit" and len(node.args) > 1 and isinstance(node.args[1], ast.Dict):
+                names += [k.value for k in node.args[1].keys if isinstance(k, ast.Constant)]
+            out.append((f"{path.relative_to(ROOT)}:{node.lineno}", first.value, names))
+    return out
+
+
+def test_the_ast_scan_finds_the_call_lines_and_registrar_events() -> None:
+    names = {event for _, event, _ in emitted()}
+    assert {"created", "connected", "hangup", "closed", "line_registered", "user_registered"} <= names
+
+
+def test_every_event_emitted_on_the_bus_is_a_bus_event_with_fields_of_its_own() -> None:
+    wrong = []
+    for where, event, names in emitted():
+        spec = BY_NAME.get(event)
+        if spec is None or not spec.bus:
+            wrong.append(f"{where}: {event} is not a bus event of flowlang/events.py")
+            continue
+        wrong += [f"{where}: {event} has no field {n} in flowlang/events.py" for n in names
+                  if n not in spec.field_names]
+    assert not wrong, "\n".join(wrong)
 
 
 def test_docs_events_md_is_the_table_of_events() -> None:

@@ -32,6 +32,7 @@ def test_an_event_is_one_logfmt_line_and_reaches_every_listener(caplog: pytest.L
     assert [(e.name, e.fields) for e in seen] == [("failed", {"call": "3f2a9c01", "code": 486, "reason": "Busy Here"})]
 
 
+@pytest.mark.invalid_events
 def test_an_unknown_event_name_is_logged_as_an_error_and_still_delivered(caplog: pytest.LogCaptureFixture) -> None:
     bus = EventBus()
     seen: list[str] = []
@@ -45,6 +46,7 @@ def test_an_unknown_event_name_is_logged_as_an_error_and_still_delivered(caplog:
     assert seen == ["conected", "conected"]
 
 
+@pytest.mark.invalid_events
 def test_a_field_the_event_does_not_define_is_logged_as_an_error(caplog: pytest.LogCaptureFixture) -> None:
     bus = EventBus()
     with caplog.at_level(logging.INFO):
@@ -54,6 +56,7 @@ def test_a_field_the_event_does_not_define_is_logged_as_an_error(caplog: pytest.
     assert "its fields: call, channel, reason" in errors[0]
 
 
+@pytest.mark.invalid_events
 def test_a_log_only_event_emitted_on_the_bus_is_an_error(caplog: pytest.LogCaptureFixture) -> None:
     assert not BY_NAME["routed"].bus
     with caplog.at_level(logging.INFO):

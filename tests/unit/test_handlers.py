@@ -126,6 +126,25 @@ def test_a_hangup_by_bye_says_bye(caplog: pytest.LogCaptureFixture) -> None:
     assert logged(caplog) == ["ZERO BYE", "ZERO cancelled"]
 
 
+def test_a_hangup_callflow_made_on_both_legs_has_no_channel_and_says_why(caplog: pytest.LogCaptureFixture) -> None:
+    engine, clock = harness('on hangup log "[{channel}] {reason} after {duration}s"\n')
+    bus = engine.bus
+    with caplog.at_level(logging.INFO):
+        bus.emit("created", call="m1", peer_type="USER", peer="alice", caller="+15550001", to="+15557654321")
+        bus.emit("connected", call="m1", peer_type="LINE", peer="itsp1")
+        clock.t += 3600
+        bus.emit("hangup", call="m1", channel=None, reason="maximum call duration (3600 s) reached")
+    assert logged(caplog) == ["[] maximum call duration (3600 s) reached after 3600s"]
+
+
+def test_a_call_the_dialplan_did_not_see_created_still_prints_no_field_literally(
+        caplog: pytest.LogCaptureFixture) -> None:
+    engine, _ = harness('on closed log "{call} [{from}] [{caller_id}] {duration}"\n')
+    with caplog.at_level(logging.INFO):
+        engine.bus.emit("closed", call="x1", reason="hangup")
+    assert logged(caplog) == ["x1 [] [] 0"]
+
+
 def test_a_users_registration_handler_sees_how_long_it_lasts(caplog: pytest.LogCaptureFixture) -> None:
     engine, clock = harness('on user alice registered log "{user} at {contact} for {expires}s"\n')
     contact = "sip:alice@127.0.0.1:5062"

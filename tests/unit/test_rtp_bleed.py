@@ -10,9 +10,16 @@ and prints the figure.
 from __future__ import annotations
 
 import asyncio
+import socket
 from typing import Any
 
+from runtime.calls import Target
+from runtime.engine import Engine
+from runtime.lines import LineConfig
 from runtime.media.relay import QUARANTINE, MediaRelay, RelaySession
+from runtime.sip.message import create_response, parse_message
+from runtime.sip.sdp import parse_sdp
+from runtime.transport import ListenSpec
 from tests.unit.test_media_relay import HOST, Phone, free_range, phone, rtcp, rtp, run, settle
 
 __all__ = ["run"]  # the loop fixture, asyncio and uvloop
@@ -89,6 +96,7 @@ def test_a_stranger_after_the_lock_gets_and_injects_nothing(run: Any) -> None:
         await converse(caller, callee, session, 5)
         count = leaked(attacker, caller, callee)
         print(f"audio packets leaked: {count} (attacker sent {sent} after the lock)")
+        assert relay.stats().strangers == sent
         assert count == 0 and all(leg.remote in (caller.addr, callee.addr) for leg in session.legs)
         await relay.close()
         for p in (caller, callee, attacker):
@@ -227,3 +235,126 @@ def test_the_previous_stream_is_refused_on_a_port_bound_anew(run: Any) -> None:
             p.close()
 
     run(scenario())
+
+
+# ---- the same attack against a running server: two providers' calls through the B2BUA -----------
+
+def _sdp(host: str, port: int) -> bytes:
+    return (f"v=0\r\no=p 1 1 IN IP4 {host}\r\ns=-\r\nc=IN IP4 {host}\r\nt=0 0\r\n"
+            f"m=audio {port} RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n").encode()
+
+
+def _udp(host: str, timeout: float = 3) -> socket.socket:
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind((host, 0))
+    s.settimeout(timeout)
+    return s
+
+
+def _recv_sip(s: socket.socket, start: bytes):  # type: ignore[no-untyped-def]
+    for _ in range(20):  # bounded: skip 100 Trying and retransmissions
+        data = s.recv(65535)
+        if data.startswith(start):
+            return parse_message(data)
+    raise AssertionError(f"nothing starting {start!r}")
+
+
+def _drain(s: socket.socket) -> list[bytes]:
+    """Everything queued on ``s`` now (non-blocking)."""
+    s.setblocking(False)
+    out = []
+    for _ in range(100_000):  # bounded
+        try:
+            out.append(s.recv(65535))
+        except BlockingIOError:
+            break
+    s.settimeout(3)
+    return out
+
+
+def _call_under_attack(sip_port: int, rtp_range: tuple[int, int], a: socket.socket,
+                       b: socket.socket) -> tuple[int, int, int]:
+    """Caller line a rings callee line b through the server while an attacker sprays every port of
+    the relay's range; then they talk, and the attacker sprays again. Returns the packets leaked
+    (either way), the caller's packets the callee heard (of 30) and the callee's the caller heard."""
+    media_a, media_b, attacker = _udp("127.0.0.21"), _udp("127.0.0.22"), _udp("127.0.0.66")
+    me = a.getsockname()[1]
+    offer = _sdp("127.0.0.21", media_a.getsockname()[1])
+    invite = (f"INVITE sip:+15551234567@127.0.0.1:{sip_port} SIP/2.0\r\n"
+              f"Via: SIP/2.0/UDP 127.0.0.1:{me};rport;branch=z9hG4bKbleed1\r\nMax-Forwards: 70\r\n"
+              f"From: <sip:a@127.0.0.1>;tag=a1\r\nTo: <sip:+15551234567@127.0.0.1>\r\nCall-ID: bleed-1\r\n"
+              f"CSeq: 1 INVITE\r\nContact: <sip:a@127.0.0.1:{me}>\r\nContent-Type: application/sdp\r\n"
+              f"Content-Length: {len(offer)}\r\n\r\n").encode() + offer
+    a.sendto(invite, ("127.0.0.1", sip_port))
+    b_invite = _recv_sip(b, b"INVITE")
+    callee_port = parse_sdp(b_invite.body).endpoint()[1]  # leg 1: where the callee is to send
+    contact = [("Contact", f"<sip:b@127.0.0.1:{b.getsockname()[1]}>")]
+    b.sendto(bytes(create_response(b_invite, 180, "Ringing", to_tag="b1", headers=contact)), ("127.0.0.1", sip_port))
+    _recv_sip(a, b"SIP/2.0 180")
+
+    def spray(first_seq: int) -> None:
+        for port in range(rtp_range[0], rtp_range[1] + 1):
+            for i in range(SPRAY // 4):
+                attacker.sendto(rtp(first_seq + i, ssrc=0xBAD, payload=b"INJECTED"), ("127.0.0.1", port))
+
+    spray(1)  # while the callee rings
+    answer = _sdp("127.0.0.22", media_b.getsockname()[1])
+    b.sendto(bytes(create_response(b_invite, 200, "OK", to_tag="b1", headers=contact, body=answer,
+                                   content_type="application/sdp")), ("127.0.0.1", sip_port))
+    a_ok = _recv_sip(a, b"SIP/2.0 200")
+    caller_port = parse_sdp(a_ok.body).endpoint()[1]  # leg 0: where the caller is to send
+    ack = (f"ACK sip:b@127.0.0.1:{sip_port} SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:{me};rport;branch=z9hG4bKbleed2\r\n"
+           f"Max-Forwards: 70\r\nFrom: <sip:a@127.0.0.1>;tag=a1\r\nTo: {a_ok.headers.get('to')}\r\n"
+           f"Call-ID: bleed-1\r\nCSeq: 1 ACK\r\nContent-Length: 0\r\n\r\n").encode()
+    a.sendto(ack, ("127.0.0.1", sip_port))
+
+    def hear(s: socket.socket, count: int) -> list[bytes]:
+        got = []
+        for _ in range(count):  # bounded; a relay that sends elsewhere makes this stop short
+            try:
+                got.append(s.recv(2048))
+            except TimeoutError:
+                break
+        return got
+
+    for seq in range(1, 21):  # they talk
+        media_a.sendto(rtp(seq, ssrc=0xA, payload=b"caller audio"), ("127.0.0.1", caller_port))
+        media_b.sendto(rtp(seq, ssrc=0xB, payload=b"callee audio"), ("127.0.0.1", callee_port))
+    heard_b, heard_a = hear(media_b, 20), hear(media_a, 20)
+    spray(1000)  # after the lock
+    for seq in range(21, 31):
+        media_a.sendto(rtp(seq, ssrc=0xA, payload=b"caller audio"), ("127.0.0.1", caller_port))
+    heard_b += hear(media_b, 10)
+    heard_a += _drain(media_a)
+    heard_b += _drain(media_b)
+    stolen = _drain(attacker)
+    injected = sum(b"INJECTED" in p for p in heard_a + heard_b)
+    for s in (media_a, media_b, attacker):
+        s.close()
+    return len(stolen) + injected, sum(p.endswith(b"caller audio") for p in heard_b), len(heard_a)
+
+
+def test_spraying_a_running_servers_rtp_ports_during_and_after_ringing_leaks_nothing() -> None:
+    async def scenario() -> tuple[int, int, int]:
+        a, b = _udp("127.0.0.1"), _udp("127.0.0.1")
+        rtp_range = (37400, 37439)
+        engine = Engine(listen=[ListenSpec("udp", "127.0.0.1", 0)], advertise="127.0.0.1", rtp_ports=rtp_range)
+        await engine.start()
+        for name, s in (("a", a), ("b", b)):
+            engine.add_line(LineConfig(name, "127.0.0.1", s.getsockname()[1], register_every=None))
+            engine.register_line(name)
+        await asyncio.sleep(0.05)
+        engine.router = lambda call: call.accept([Target("LINE", "b")], None, lambda failure: None)
+        try:
+            return await asyncio.get_running_loop().run_in_executor(
+                None, _call_under_attack, engine.ports["udp"], rtp_range, a, b)
+        finally:
+            await engine.stop()
+            a.close()
+            b.close()
+
+    count, callee_heard, caller_heard = asyncio.run(scenario())
+    print(f"\naudio packets leaked: {count} (a running server, sprayed during ringing and after the lock); "
+          f"callee heard {callee_heard} of 30, caller {caller_heard} of 20")
+    assert count == 0
+    assert (callee_heard, caller_heard) == (30, 20)
