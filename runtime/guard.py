@@ -41,7 +41,11 @@ class FloodGuard:
         if bucket is None:
             if len(self._buckets) >= self.max_sources:
                 self._prune(now)
-            bucket = self._buckets[ip] = _Bucket(self.burst, now)
+            bucket = _Bucket(self.burst, now)
+            if len(self._buckets) < self.max_sources:
+                self._buckets[ip] = bucket
+            # else every tracked source is blocked: this one is judged on a full bucket of its own,
+            # untracked, rather than by freeing a blocked source's entry
         if bucket.blocked_until > now:
             return False, None
         bucket.tokens = min(self.burst, bucket.tokens + (now - bucket.stamp) * self.rate)
@@ -54,13 +58,22 @@ class FloodGuard:
             first = self._scanners.get(ip, 0.0) <= now
             self._scanners[ip] = now + self.block
             if len(self._scanners) > self.max_sources:
-                self._scanners.clear()
+                # only the scanners whose quiet time is over go: they would be reported again anyway
+                for old in [k for k, until in self._scanners.items() if until <= now]:
+                    del self._scanners[old]
+                while len(self._scanners) > self.max_sources:
+                    del self._scanners[next(iter(self._scanners))]  # the longest known
             return False, "scan" if first else None
         return True, None
 
     def _prune(self, now: float) -> None:
-        idle = [ip for ip, b in self._buckets.items() if b.blocked_until <= now and now - b.stamp > 10]
-        for ip in idle:
-            del self._buckets[ip]
-        if len(self._buckets) >= self.max_sources:
-            self._buckets.clear()
+        """Make room, never by forgetting a block: a flood of packets from new (perhaps spoofed)
+        addresses must not lift the block on a real flooder. Idle sources go first, then the
+        oldest unblocked ones (a tenth of the table at a time, so pruning stays rare)."""
+        buckets = self._buckets
+        for ip in [ip for ip, b in buckets.items() if b.blocked_until <= now and now - b.stamp > 10]:
+            del buckets[ip]
+        if len(buckets) >= self.max_sources:
+            room = max(1, self.max_sources // 10)
+            for ip in [ip for ip, b in buckets.items() if b.blocked_until <= now][:room]:
+                del buckets[ip]

@@ -166,3 +166,14 @@ def test_an_invite_the_tu_does_not_answer_at_once_still_gets_100_trying() -> Non
     layer.receive(UNAUTHENTICATED_INVITE.format(port=5060, me=5062, n=1).encode(), ("192.0.2.7", 5062), 0.0)
     assert layer.next_event() is not None
     assert [parse_message(d).status for _, _, d in layer.datagrams_to_send()] == [100]  # type: ignore[union-attr]
+
+
+def test_a_flood_from_new_addresses_does_not_lift_an_active_block() -> None:
+    guard = FloodGuard(rate=10, burst=20, block=60, max_sources=100)
+    for i in range(21):
+        guard.admit("192.0.2.9", options(i), 0.0)
+    assert guard.admit("192.0.2.9", options(99), 0.5)[0] is False
+    for i in range(10_000):  # one packet each from ten thousand (spoofed) addresses
+        guard.admit(f"10.{i // 65536}.{i // 256 % 256}.{i % 256}", options(i), 1.0)
+    assert guard.admit("192.0.2.9", options(100), 2.0)[0] is False
+    assert len(guard._buckets) <= 100

@@ -171,3 +171,112 @@ def test_an_answer_without_qop_places_no_call_for_a_user_not_marked_legacy() -> 
     out = asyncio.run(replay_scenario(legacy=True, marked=False))
     print(f"\nqop-less answer, user not marked legacy: calls through the line: {out['calls_through_line']}")
     assert out["calls_through_line"] == 0
+
+
+def register(port: int, host: str, me: int, n: int, auth: str | None = None, user: str = "alice") -> bytes:
+    lines = [f"REGISTER sip:127.0.0.1:{port} SIP/2.0", f"Via: SIP/2.0/UDP {host}:{me};rport;branch=z9hG4bKg{n}",
+             "Max-Forwards: 70", f"From: <sip:{user}@127.0.0.1>;tag=g{n}", f"To: <sip:{user}@127.0.0.1>",
+             f"Call-ID: guess-{host}-{me}", f"CSeq: {n} REGISTER", f"Contact: <sip:{user}@{host}:{me}>",
+             "Expires: 60"]
+    if auth:
+        lines.append(f"Authorization: {auth}")
+    return ("\r\n".join(lines + ["Content-Length: 0", "", ""])).encode()
+
+
+class Registrant:
+    """A UDP socket on a loopback address that registers as a user, one guess at a time."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind((host, 0))
+        self.sock.settimeout(2)
+        self.host, self.me, self.port, self.n = host, self.sock.getsockname()[1], port, 0
+
+    def challenge(self, user: str = "alice"):  # type: ignore[no-untyped-def]
+        self.n += 1
+        self.sock.sendto(register(self.port, self.host, self.me, self.n, user=user), ("127.0.0.1", self.port))
+        return parse_challenge(parse_message(recv_final(self.sock)).headers.get("www-authenticate") or "")
+
+    def answer(self, challenge, password: str, user: str = "alice", read: bool = True) -> int:  # type: ignore[no-untyped-def]
+        self.n += 1
+        value = DigestClient(user, password).authorize(challenge, "REGISTER", f"sip:127.0.0.1:{self.port}")
+        self.sock.sendto(register(self.port, self.host, self.me, self.n, value, user), ("127.0.0.1", self.port))
+        return parse_message(recv_final(self.sock)).status if read else 0
+
+    def attempt(self, password: str, user: str = "alice") -> int:
+        return self.answer(self.challenge(user), password, user)
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def against_a_running_server(attack) -> dict[str, object]:  # type: ignore[no-untyped-def]
+    async def scenario() -> dict[str, object]:
+        engine = Engine(listen=[ListenSpec("udp", "127.0.0.1", 0)], advertise="127.0.0.1", rtp_ports=(36600, 36699))
+        engine.bus.history = []
+        await engine.start()
+        engine.add_user("alice", "alice-pw")
+        engine.add_user("mallory", "mallory-pw")
+        out: dict[str, object] = await asyncio.get_running_loop().run_in_executor(
+            None, attack, engine.ports["udp"])
+        out["attacks"] = [e.fields for e in engine.bus.history if e.name == "attack_detected"]
+        await engine.stop()
+        return out
+
+    return asyncio.run(scenario())
+
+
+def test_296_guesses_from_33_addresses_find_no_password_and_leave_the_phone_working() -> None:
+    def attack(port: int) -> dict[str, object]:
+        phone = Registrant("127.0.0.1", port)
+        before = phone.attempt("alice-pw")
+        guessers = [Registrant(f"127.0.0.{i + 2}", port) for i in range(33)]
+        statuses = [guessers[i % 33].attempt("alice-pw" if i == 295 else f"guess{i}") for i in range(296)]
+        after = phone.attempt("alice-pw")
+        for r in [phone, *guessers]:
+            r.close()
+        return {"before": before, "statuses": statuses, "after": after}
+
+    out = against_a_running_server(attack)
+    statuses = out["statuses"]
+    checked = sum(1 for s in statuses if s in (200, 403))  # type: ignore[attr-defined]
+    print(f"\n296 guesses from 33 addresses: passwords checked {checked}, password found: {200 in statuses}, "
+          f"the phone's own registration after: {out['after']}")
+    assert 200 not in statuses  # type: ignore[operator]
+    assert checked <= 16
+    assert (out["before"], out["after"]) == (200, 200)
+    assert any(a.get("user") == "alice" for a in out["attacks"])  # type: ignore[attr-defined]
+
+
+def test_guesses_between_the_attackers_own_logins_are_held_all_the_same() -> None:
+    def attack(port: int) -> dict[str, object]:
+        attacker = Registrant("127.0.0.2", port)
+        statuses = []
+        for i in range(100):
+            attacker.attempt("mallory-pw", user="mallory")
+            statuses.append(attacker.attempt("alice-pw" if i == 99 else f"guess{i}"))
+        attacker.close()
+        return {"statuses": statuses}
+
+    statuses = against_a_running_server(attack)["statuses"]
+    checked = sum(1 for s in statuses if s in (200, 403))  # type: ignore[attr-defined]
+    print(f"\n100 guesses interleaved with 100 own logins: passwords checked {checked}, found: {200 in statuses}")
+    assert 200 not in statuses and checked <= 12  # type: ignore[operator]
+
+
+def test_ten_spoofed_packets_do_not_lock_out_the_phone_they_pretend_to_be() -> None:
+    def attack(port: int) -> dict[str, object]:
+        phone = Registrant("127.0.0.1", port)
+        elsewhere = Registrant("127.0.0.2", port)  # where the spoofer can receive challenges
+        # the spoofer's packets carry the phone's address; it never reads what is sent there
+        spoofer = Registrant("127.0.0.1", port)
+        for i in range(10):
+            spoofer.answer(elsewhere.challenge(), f"guess{i}", read=False)
+        status = phone.attempt("alice-pw")
+        for r in (phone, elsewhere, spoofer):
+            r.close()
+        return {"phone": status}
+
+    out = against_a_running_server(attack)
+    print(f"\n10 spoofed packets: the phone then registers with {out['phone']}; attacks reported: {out['attacks']}")
+    assert out["phone"] == 200 and out["attacks"] == []
