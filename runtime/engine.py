@@ -57,6 +57,7 @@ CPU_WINDOW = 1.0       # seconds of process CPU time looked at
 OVERLOAD_BACKLOG = 1024 * 1024
 OVERLOAD_CPU = 0.93    # without a measurable queue: share of one core above which new calls are shed
 RECOVER_CPU = 0.80     # ... and below which they are taken again
+EXPIRY_SWEEP = 5.0     # seconds between sweeps for lapsed phone registrations
 KNOWN_METHODS = frozenset({"INVITE", "ACK", "CANCEL", "BYE", "OPTIONS", "REGISTER", "UPDATE", "INFO",
                            "MESSAGE", "NOTIFY", "REFER", "SUBSCRIBE", "PUBLISH", "PRACK"})
 
@@ -117,6 +118,7 @@ class Engine:
         self._backlog = 0
         self._cpu_window: deque[tuple[float, float]] = deque()
         self._lag_timer: asyncio.TimerHandle | None = None
+        self._expiry_timer: asyncio.TimerHandle | None = None
 
     # ---- lifecycle -------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -131,6 +133,7 @@ class Engine:
         self.layer.tcp_for_large = "tcp" in self.ports
         if self.admission_control:
             self._probe_lag(self.now())
+        self._expiry_timer = self.endpoint.loop.call_later(EXPIRY_SWEEP, self._expire_registrations)
 
     async def stop(self) -> None:
         """End the calls (BYE, CANCEL or 503 as their state needs), unregister the lines, close."""
@@ -149,6 +152,8 @@ class Engine:
             await asyncio.gather(*(line.wait_stopped() for line in self.lines.values()))
         if self._lag_timer is not None:
             self._lag_timer.cancel()
+        if self._expiry_timer is not None:
+            self._expiry_timer.cancel()
         self.endpoint.close()
         await self.media.close()
 
@@ -325,8 +330,16 @@ class Engine:
         self.layer.respond(txn, resp, now)
         for contact in added:
             self.bus.emit("user_registered", user=user, contact=contact, ip=ip, port=txn.peer[1])
-        for contact in removed:
-            self.bus.emit("user_unregistered", user=user, contact=contact)
+        for contact, why in removed:
+            self.bus.emit("user_unregistered", user=user, contact=contact, reason=why)
+
+    def _expire_registrations(self) -> None:
+        """Phones whose registration lapsed: `user_unregistered` reason=expired, every few seconds."""
+        try:
+            for binding in self.registrar.expire(self.now()):
+                self.bus.emit("user_unregistered", user=binding.user, contact=binding.contact, reason="expired")
+        finally:
+            self._expiry_timer = self.endpoint.loop.call_later(EXPIRY_SWEEP, self._expire_registrations)
 
     def _refused(self, txn: ServerTransaction, response: Response, reason: str, attack: bool) -> None:
         self.layer.respond(txn, response, self.now())
