@@ -112,6 +112,8 @@ class LineClient:
         if self.machine.stopping:
             return
         await self.resolve()
+        if self.machine.stopping:  # stopped (removed, replaced, shut down) while resolving
+            return
         local = self._local()
         if self.address is None and self.config.register_every:
             self.machine.local = local

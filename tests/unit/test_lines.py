@@ -161,3 +161,44 @@ def test_a_provider_port_that_is_closed_fails_at_once_as_unreachable() -> None:
     (failed,) = [e for e in history if e.name == "line_register_failed"]
     assert failed.fields["code"] == 503 and "unreachable" in str(failed.fields["reason"])
     assert failed.fields["state"] == "failed_waiting"
+
+
+async def proxy_session() -> tuple[list, list[EngineEvent]]:
+    proxy = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    proxy.bind(("127.0.0.1", 0))
+    proxy.setblocking(False)
+    engine = Engine(listen=[ListenSpec("udp", "127.0.0.1", 0)], advertise="127.0.0.1", rtp_ports=(36800, 36899))
+    engine.bus.history = []
+    await engine.start()
+    # the provider's name does not resolve here: only the outbound proxy is ever looked up and sent to
+    engine.add_line(LineConfig("itsp1", "sip.provider.invalid", 5060, "trunk1", "s3cret", register_every=60,
+                               outbound_proxy=f"127.0.0.1:{proxy.getsockname()[1]}"))
+    engine.register_line("itsp1")
+    seen = []
+    for _ in range(300):  # bounded
+        try:
+            data, addr = proxy.recvfrom(65535)
+        except BlockingIOError:
+            await asyncio.sleep(0.01)
+            continue
+        req = parse_message(data)
+        seen.append(req)
+        contact = req.headers.get("contact")
+        proxy.sendto(bytes(create_response(req, 200, "OK", to_tag="p1",
+                                           headers=[("Contact", f"{contact};expires=60")])), addr)
+        await asyncio.sleep(0.05)
+        break
+    await asyncio.sleep(0)
+    history = list(engine.bus.history)
+    engine.lines.clear()
+    await engine.stop()
+    proxy.close()
+    return seen, history
+
+
+def test_a_line_with_an_outbound_proxy_registers_through_it() -> None:
+    seen, history = asyncio.run(proxy_session())
+    (req,) = seen
+    assert req.uri == "sip:sip.provider.invalid" and req.headers.get("to") == "<sip:trunk1@sip.provider.invalid>"
+    assert req.headers.get("route", "").startswith("<sip:127.0.0.1:")
+    assert [e.name for e in history if e.name == "line_registered"] == ["line_registered"]
