@@ -4,6 +4,7 @@
 #   kamailio-tls-modules - tls.so, for the provider's SIP-over-TLS listener (tests/rig/kamailio.py
 #                     transports=("udp", "tcp", "tls"); TCP needs no extra package)
 #   baresip         - headless phones driven over ctrl_tcp (baresip-core ships every module we load)
+#   dnsmasq-base    - the DNS server tests/unit/test_lines_dns.py starts (NAPTR/SRV for lines, RFC 3263)
 #   openssl         - fallback for tests/rig/certs.py when the `cryptography` package is missing
 #   gcc, libc6-dev  - build tests/rig/bindlo.c, the LD_PRELOAD shim that keeps baresip's RTP and DNS
 #                     sockets on 127.0.0.1 (baresip 1.0 binds them to 0.0.0.0 unconditionally)
@@ -21,7 +22,7 @@ export DEBIAN_FRONTEND=noninteractive
 have() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"; }
 if [ -z "${INSTALL_PEERS_FORCE:-}" ] \
         && have kamailio && have kamailio-tls-modules && have baresip && have baresip-core \
-        && have gcc && have libc6-dev && have openssl; then
+        && have gcc && have libc6-dev && have openssl && have dnsmasq-base; then
     echo "install-peers.sh: kamailio, kamailio-tls-modules, baresip, gcc, openssl already installed"
     exit 0
 fi
@@ -35,7 +36,7 @@ apt-get update
 # baresip: pulls baresip-core (binary + g711, ausine, aubridge, ctrl_tcp, menu, account modules);
 # its SIP over TCP and TLS is built in (libre with OpenSSL), no extra package.
 apt-get install -y --no-install-recommends kamailio kamailio-tls-modules baresip gcc libc6-dev \
-    openssl
+    openssl dnsmasq-base
 
 # The Debian kamailio package enables a system service on install; tests run their own instance
 # on their own ports, so stop the packaged one if a service manager started it (it may bind 5060).

@@ -18,7 +18,7 @@ log = logging.getLogger("callflow.events")
 # OnLineRegisterFailed=line_register_failed, OnRegisterUserSuccess=user_registered, ...
 EVENT_NAMES = (
     "created", "incoming", "connecting", "connected", "hangup", "failed", "closed",
-    "line_registered", "line_register_failed", "line_unregistered", "line_state",
+    "line_registered", "line_register_failed", "line_unregistered", "line_state", "line_failover",
     "user_registered", "user_unregistered", "user_register_failed", "attack_detected",
 )
 
