@@ -328,8 +328,11 @@ class Engine:
             return
         resp, added, removed = self.registrar.register(user, req, txn.peer, txn.transport, now)
         self.layer.respond(txn, resp, now)
+        if added:
+            granted = {b.contact: int(b.expires_at - now) for b in self.registrar.lookup(user, now)}
         for contact in added:
-            self.bus.emit("user_registered", user=user, contact=contact, ip=ip, port=txn.peer[1])
+            self.bus.emit("user_registered", user=user, contact=contact, ip=ip, port=txn.peer[1],
+                          expires=granted.get(contact))
         for contact, why in removed:
             self.bus.emit("user_unregistered", user=user, contact=contact, reason=why)
 

@@ -128,3 +128,32 @@ def test_a_register_flood_from_one_user_holds_a_bounded_number_of_small_bindings
     assert figures["binding_bytes"] < MAX_CONTACTS * 600
     # once the transactions are over, what the flood left behind is the ten bindings and little else
     assert figures["held_after_kb"] < 2048
+
+
+async def register_once() -> list:  # type: ignore[type-arg]
+    engine = Engine(listen=[ListenSpec("udp", "127.0.0.1", 0)], advertise="127.0.0.1", rtp_ports=(37700, 37799))
+    engine.bus.history = []
+    await engine.start()
+    engine.add_user("alice", "alice-pw")
+    loop = asyncio.get_running_loop()
+    phone = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    phone.bind(("127.0.0.1", 0))
+    phone.setblocking(False)
+    port = phone.getsockname()[1]
+    client = DigestClient("alice", "alice-pw")
+    challenge = None
+    for seq in (1, 2):
+        auth = client.authorize(challenge, "REGISTER", "sip:127.0.0.1") if challenge else None
+        await loop.sock_sendto(phone, register(seq, f"sip:alice@127.0.0.1:{port}", auth, port),
+                               ("127.0.0.1", engine.port))
+        resp = parse_message(await asyncio.wait_for(loop.sock_recv(phone, 65535), 5))
+        challenge = select_challenge(resp.headers.get_all("www-authenticate"))
+    history = list(engine.bus.history)
+    phone.close()
+    await engine.stop()
+    return history
+
+
+def test_a_phone_registering_is_reported_with_its_granted_expiry() -> None:
+    (event,) = [e for e in asyncio.run(register_once()) if e.name == "user_registered"]
+    assert event.fields["user"] == "alice" and event.fields["expires"] == 3600
