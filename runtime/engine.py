@@ -109,6 +109,7 @@ class Engine:
         self.router: Callable[[CallSession], None] = lambda call: call.reject(404, "Not Found (no routing)")
         self._line_starts: set[asyncio.Task] = set()
         self._line_by_address: dict[Address, LineClient] = {}
+        self._leaving_lines: set[LineClient] = set()
         self._trusted_networks: list[tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, LineClient]] = []
         self._trusted_seen: dict[str, LineClient | None] = {}  # source IP -> its line by network, cached
         self._provider_ips: set[str] = set()
@@ -148,8 +149,9 @@ class Engine:
         self.endpoint.pump()
         # the providers confirm the un-registrations (a challenge round trip); each line gives up by
         # itself after a bounded time
-        if self.lines:
-            await asyncio.gather(*(line.wait_stopped() for line in self.lines.values()))
+        leaving = [*self.lines.values(), *self._leaving_lines]  # removed or replaced a moment ago too
+        if leaving:
+            await asyncio.gather(*(line.wait_stopped() for line in leaving))
         if self._lag_timer is not None:
             self._lag_timer.cancel()
         if self._expiry_timer is not None:
@@ -229,11 +231,18 @@ class Engine:
                 self.index_lines()
                 return old
             old.stop()
+            self._leave(old)
         # a replaced line registers only once the old one's un-registration is over
         line = LineClient(self, config, predecessor=old)
         self.lines[config.name] = line
         self.index_lines()
         return line
+
+    def _leave(self, line: LineClient) -> None:
+        """Keep a stopped line until its un-registration is over, so a shutdown can wait for it."""
+        if not line.stopped_done:
+            self._leaving_lines.add(line)
+            line.on_done(self._leaving_lines.discard)
 
     def register_line(self, name: str) -> None:
         line = self.lines[name]
@@ -249,6 +258,7 @@ class Engine:
         line = self.lines.pop(name, None)
         if line is not None:
             line.stop()
+            self._leave(line)
             self.index_lines()
             self.endpoint.pump()
 

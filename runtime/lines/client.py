@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from ..sip.message import Request, Response
@@ -68,6 +69,7 @@ class LineClient:
         self._timers: dict[str, asyncio.TimerHandle] = {}
         self._txns: dict[str, ClientTransaction] = {}
         self._done = asyncio.Event()
+        self._done_callbacks: list[Callable[[LineClient], None]] = []
         self._resolving = False
         self._resolve_error = ""
         self.targets: list[Target] = []
@@ -96,6 +98,18 @@ class LineClient:
     @property
     def stopped(self) -> bool:
         return self.machine.stopping
+
+    @property
+    def stopped_done(self) -> bool:
+        """Stopped, and its un-registration (if any) is over."""
+        return self._done.is_set()
+
+    def on_done(self, callback: Callable[[LineClient], None]) -> None:
+        """Call `callback(self)` once the line has stopped and un-registered (at once if it has)."""
+        if self._done.is_set():
+            callback(self)
+        else:
+            self._done_callbacks.append(callback)
 
     @property
     def auth(self):  # type: ignore[no-untyped-def]
@@ -201,10 +215,13 @@ class LineClient:
                 if action.name == "line_register_failed" and action.fields.get("code") in (408, 503):
                     self._next_target = True  # that server did not answer: the next one may
                 self.engine.bus.emit(action.name, **action.fields)
-        if self.machine.done:
+        if self.machine.done and not self._done.is_set():
             for name in list(self._timers):
                 self._cancel(name)
             self._done.set()
+            callbacks, self._done_callbacks = self._done_callbacks, []
+            for callback in callbacks:
+                callback(self)
 
     def _send(self, request: Request, purpose: str) -> None:
         if self.address is None:
