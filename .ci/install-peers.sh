@@ -4,6 +4,7 @@
 #   kamailio-tls-modules - tls.so, for the provider's SIP-over-TLS listener (tests/rig/kamailio.py
 #                     transports=("udp", "tcp", "tls"); TCP needs no extra package)
 #   baresip         - headless phones driven over ctrl_tcp (baresip-core ships every module we load)
+#   dnsmasq-base    - the DNS server tests/unit/test_lines_dns.py starts (NAPTR/SRV for lines, RFC 3263)
 #   openssl         - fallback for tests/rig/certs.py when the `cryptography` package is missing
 #   chromium        - headless browser for the live-page test (tests/integration/test_operator_view.py);
 #                     fonts-dejavu-core gives its screenshots readable text
@@ -26,8 +27,8 @@ have() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok ins
 if [ -z "${INSTALL_PEERS_FORCE:-}" ] \
         && have kamailio && have kamailio-tls-modules && have baresip && have baresip-core \
         && have gcc && have libc6-dev && have openssl && have chromium && have fonts-dejavu-core \
-        && have postgresql && have sngrep; then
-    echo "install-peers.sh: kamailio, kamailio-tls-modules, baresip, gcc, openssl, chromium, postgresql, sngrep already installed"
+        && have postgresql && have sngrep && have dnsmasq-base; then
+    echo "install-peers.sh: kamailio, kamailio-tls-modules, baresip, gcc, openssl, chromium, postgresql, sngrep, dnsmasq-base already installed"
     exit 0
 fi
 
@@ -40,7 +41,7 @@ apt-get update
 # baresip: pulls baresip-core (binary + g711, ausine, aubridge, ctrl_tcp, menu, account modules);
 # its SIP over TCP and TLS is built in (libre with OpenSSL), no extra package.
 apt-get install -y --no-install-recommends kamailio kamailio-tls-modules baresip gcc libc6-dev \
-    openssl chromium fonts-dejavu-core
+    openssl chromium fonts-dejavu-core dnsmasq-base
 # call records (PostgreSQL server binaries; the test runs its own instance) and the SIP trace (sngrep)
 apt-get install -y --no-install-recommends postgresql sngrep
 

@@ -121,6 +121,16 @@ EVENTS: tuple[EventSpec, ...] = (
         _f("action", str, "what the operator should do, when the provider refuses our credentials",
            optional=True, default=""),
     ), handler="on line register failed", sdk="OnLineRegisterFailed"),
+    EventSpec("line_failover", "line", "a line's server did not answer: the next target RFC 3263 found is tried", (
+        _f("line", str, "the line's name"), _f("failed", str, "HOST:PORT that did not answer"),
+        _f("next", str, "HOST:PORT tried now"), _f("found_by", str, "how it was found: NAPTR, SRV, A/AAAA"),
+    )),
+    EventSpec("dns_unconfigured", "line", "no DNS resolver is configured: lines' names are resolved by A/AAAA only", (
+        _f("error", str, "why"), _f("action", str, "what happens instead"),
+    ), bus=False),
+    EventSpec("dns_failed", "line", "a NAPTR/SRV lookup for a line's server failed; A/AAAA records are tried", (
+        _f("name", str, "the name looked up"), _f("error", str, "why"), _f("action", str, "what happens instead"),
+    ), bus=False),
     EventSpec("line_unregistered", "line", "a line's registration was removed (on reload or stop)", (
         _f("line", str, "the line's name"), _f("code", int, "the provider's status"),
         _f("reason", str, "its reason phrase, or why the un-registration ended", optional=True, default=""),
@@ -143,6 +153,8 @@ EVENTS: tuple[EventSpec, ...] = (
     ), handler="on user registered", sdk="OnRegisterUserSuccess"),
     EventSpec("user_unregistered", "user", "a user's contact went away (unregistered)", (
         _f("user", str, "the user's name"), _f("contact", str, "the Contact URI removed"),
+        _f("reason", str, "`unregistered` (the phone said so), `expired` (it stopped refreshing) or `replaced` "
+                          "(the user's oldest contact made room for a new one)", optional=True, default=""),
     ), handler="on user unregistered", sdk="OnUnregisterUser"),
     EventSpec("user_register_failed", "user", "an authenticated REGISTER was refused", (
         _f("user", str, "the address's user part"), _f("ip", str, "where it came from"),

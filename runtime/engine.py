@@ -57,6 +57,7 @@ CPU_WINDOW = 1.0       # seconds of process CPU time looked at
 OVERLOAD_BACKLOG = 1024 * 1024
 OVERLOAD_CPU = 0.93    # without a measurable queue: share of one core above which new calls are shed
 RECOVER_CPU = 0.80     # ... and below which they are taken again
+EXPIRY_SWEEP = 5.0     # seconds between sweeps for lapsed phone registrations
 KNOWN_METHODS = frozenset({"INVITE", "ACK", "CANCEL", "BYE", "OPTIONS", "REGISTER", "UPDATE", "INFO",
                            "MESSAGE", "NOTIFY", "REFER", "SUBSCRIBE", "PUBLISH", "PRACK"})
 
@@ -116,6 +117,7 @@ class Engine:
         self.router: Callable[[CallSession], None] = lambda call: call.reject(404, "Not Found (no routing)")
         self._line_starts: set[asyncio.Task] = set()
         self._line_by_address: dict[Address, LineClient] = {}
+        self._leaving_lines: set[LineClient] = set()
         self._trusted_networks: list[tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, LineClient]] = []
         self._trusted_seen: dict[str, LineClient | None] = {}  # source IP -> its line by network, cached
         self._provider_ips: set[str] = set()
@@ -125,6 +127,7 @@ class Engine:
         self._backlog = 0
         self._cpu_window: deque[tuple[float, float]] = deque()
         self._lag_timer: asyncio.TimerHandle | None = None
+        self._expiry_timer: asyncio.TimerHandle | None = None
 
     # ---- lifecycle -------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -139,6 +142,7 @@ class Engine:
         self.layer.tcp_for_large = "tcp" in self.ports
         if self.admission_control:
             self._probe_lag(self.now())
+        self._expiry_timer = self.endpoint.loop.call_later(EXPIRY_SWEEP, self._expire_registrations)
 
     async def stop(self) -> None:
         """End the calls (BYE, CANCEL or 503 as their state needs), unregister the lines, close."""
@@ -153,11 +157,14 @@ class Engine:
         self.endpoint.pump()
         # the providers confirm the un-registrations (a challenge round trip); each line gives up by
         # itself after a bounded time
-        if self.lines:
-            await asyncio.gather(*(line.wait_stopped() for line in self.lines.values()))
+        leaving = [*self.lines.values(), *self._leaving_lines]  # removed or replaced a moment ago too
+        if leaving:
+            await asyncio.gather(*(line.wait_stopped() for line in leaving))
         if self._lag_timer is not None:
             self._lag_timer.cancel()
         self.call_runner.close()
+        if self._expiry_timer is not None:
+            self._expiry_timer.cancel()
         self.endpoint.close()
         await self.media.close()
 
@@ -234,11 +241,18 @@ class Engine:
                 self.index_lines()
                 return old
             old.stop()
+            self._leave(old)
         # a replaced line registers only once the old one's un-registration is over
         line = LineClient(self, config, predecessor=old)
         self.lines[config.name] = line
         self.index_lines()
         return line
+
+    def _leave(self, line: LineClient) -> None:
+        """Keep a stopped line until its un-registration is over, so a shutdown can wait for it."""
+        if not line.stopped_done:
+            self._leaving_lines.add(line)
+            line.on_done(self._leaving_lines.discard)
 
     def register_line(self, name: str) -> None:
         line = self.lines[name]
@@ -254,6 +268,7 @@ class Engine:
         line = self.lines.pop(name, None)
         if line is not None:
             line.stop()
+            self._leave(line)
             self.index_lines()
             self.endpoint.pump()
 
@@ -331,10 +346,21 @@ class Engine:
             return
         resp, added, removed = self.registrar.register(user, req, txn.peer, txn.transport, now)
         self.layer.respond(txn, resp, now)
+        if added:
+            granted = {b.contact: int(b.expires_at - now) for b in self.registrar.lookup(user, now)}
         for contact in added:
-            self.bus.emit("user_registered", user=user, contact=contact, ip=ip, port=txn.peer[1])
-        for contact in removed:
-            self.bus.emit("user_unregistered", user=user, contact=contact)
+            self.bus.emit("user_registered", user=user, contact=contact, ip=ip, port=txn.peer[1],
+                          expires=granted.get(contact))
+        for contact, why in removed:
+            self.bus.emit("user_unregistered", user=user, contact=contact, reason=why)
+
+    def _expire_registrations(self) -> None:
+        """Phones whose registration lapsed: `user_unregistered` reason=expired, every few seconds."""
+        try:
+            for binding in self.registrar.expire(self.now()):
+                self.bus.emit("user_unregistered", user=binding.user, contact=binding.contact, reason="expired")
+        finally:
+            self._expiry_timer = self.endpoint.loop.call_later(EXPIRY_SWEEP, self._expire_registrations)
 
     def _refused(self, txn: ServerTransaction, outcome: AuthOutcome) -> None:
         response = outcome.response

@@ -17,7 +17,11 @@ from .sip.transaction import Address, new_tag
 MIN_EXPIRES = 60
 MAX_EXPIRES = 3600
 DEFAULT_EXPIRES = 3600
-
+# Bounds on what one user's phones can make the server hold (issue 9: one authenticated user sent
+# 2,000 REGISTERs with large Contacts and every 200, listing every binding, grew with them):
+MAX_CONTACTS = 10          # bindings per user; a new one beyond replaces the one closest to expiry
+MAX_CONTACT_BYTES = 512    # a Contact URI longer than this is refused (400)
+MAX_USER_AGENT = 200       # characters of User-Agent kept with a binding
 
 @dataclass(slots=True)
 class Binding:
@@ -64,70 +68,116 @@ class MemoryLocationStore:
 
 
 class Registrar:
-    def __init__(self, store: LocationStore | None = None) -> None:
+    """The location service's REGISTER logic (RFC 3261 10.3), bounded per user.
+
+    Times are seconds on the engine's monotonic clock. `min_expires`/`max_expires` bound a
+    binding's life (shorter: 423 with Min-Expires; longer: cut down), `max_contacts` the bindings a
+    user holds at once, `max_contact_bytes` the size of each.
+    """
+
+    def __init__(self, store: LocationStore | None = None, *, min_expires: int = MIN_EXPIRES,
+                 max_expires: int = MAX_EXPIRES, max_contacts: int = MAX_CONTACTS,
+                 max_contact_bytes: int = MAX_CONTACT_BYTES) -> None:
         self.store: LocationStore = store or MemoryLocationStore()
+        self.min_expires = min_expires
+        self.max_expires = max_expires
+        self.max_contacts = max_contacts
+        self.max_contact_bytes = max_contact_bytes
 
     def lookup(self, user: str, now: float) -> list[Binding]:
-        """Live bindings, most recent first; expired ones are dropped on the way."""
-        live = []
-        for b in self.store.bindings(user):
-            if b.expires_at > now:
-                live.append(b)
-            else:
-                self.store.remove(user, b.contact)
+        """Live bindings, most recent first. Lapsed ones are left for `expire`, which reports them."""
+        live = [b for b in self.store.bindings(user) if b.expires_at > now]
         live.sort(key=lambda b: b.expires_at, reverse=True)
         return live
 
+    def expire(self, now: float) -> list[Binding]:
+        """Remove every binding that has lapsed by `now` and return them (for `user_unregistered`
+        with reason=expired). O(bindings): the engine calls it every few seconds."""
+        gone = []
+        for user in self.store.users():
+            for b in self.store.bindings(user):
+                if b.expires_at <= now:
+                    self.store.remove(user, b.contact)
+                    gone.append(b)
+        return gone
+
     def register(self, user: str, req: Request, source: Address, transport: str,
-                 now: float) -> tuple[Response, list[str], list[str]]:
-        """Apply an authenticated REGISTER; returns the response and the contacts added and removed."""
+                 now: float) -> tuple[Response, list[str], list[tuple[str, str]]]:
+        """Apply an authenticated REGISTER (RFC 3261 10.3 steps 6-8).
+
+        Returns the response, the contacts added, and the contacts removed each with why
+        ("unregistered": Expires 0 or `*`; "replaced": pushed out by a newer one beyond
+        `max_contacts`). A request that breaks a bound changes nothing: 400 (unreadable, a Contact
+        over `max_contact_bytes`), 403 (more contacts in one request than a user may hold), 423.
+        """
         try:
             default = req.expires
             contacts = req.contacts
             star = req.contact_star
         except SipSyntaxError as exc:
-            return create_response(req, 400, exc.reason, to_tag=new_tag()), [], []
+            return self._refuse(req, 400, exc.reason)
         if default is None:
             default = DEFAULT_EXPIRES
-        added: list[str] = []
-        removed: list[str] = []
-        call_id = req.call_id
-        cseq = req.cseq[0]
         if star:
             if contacts or default != 0:
-                return create_response(req, 400, "Bad Request (Contact * needs Expires: 0 and no other "
-                                                 "contact)", to_tag=new_tag()), [], []
-            for b in self.store.bindings(user):
-                removed.append(b.contact)
+                return self._refuse(req, 400, "Bad Request (Contact * needs Expires: 0 and no other contact)")
+            removed = [(b.contact, "unregistered") for b in self.store.bindings(user)]
             self.store.remove_user(user)
-        current = {b.contact: b for b in self.lookup(user, now)}
+            return create_response(req, 200, "OK", to_tag=new_tag()), [], removed
+        if len(contacts) > self.max_contacts:
+            return self._refuse(req, 403, f"Forbidden (more than {self.max_contacts} contacts in one "
+                                          f"registration)")
+        wanted: list[tuple[str, int]] = []
         for c in contacts:
+            key = c.raw_uri or str(c.uri)
+            if len(key.encode()) > self.max_contact_bytes:
+                return self._refuse(req, 400, f"Bad Request (Contact URI longer than {self.max_contact_bytes} "
+                                              f"bytes)")
             expires_param = c.params.get("expires")
             try:
                 expires = int(expires_param) if expires_param is not None else default
             except ValueError:
-                return create_response(req, 400, "Bad Request (unreadable contact expires)",
-                                       to_tag=new_tag()), [], []
-            expires = min(expires, MAX_EXPIRES)
-            if 0 < expires < MIN_EXPIRES:
+                return self._refuse(req, 400, "Bad Request (unreadable contact expires)")
+            if 0 < expires < self.min_expires:
                 return create_response(req, 423, "Interval Too Brief", to_tag=new_tag(),
-                                       headers=[("Min-Expires", str(MIN_EXPIRES))]), [], []
-            key = c.raw_uri or str(c.uri)
+                                       headers=[("Min-Expires", str(self.min_expires))]), [], []
+            wanted.append((key, min(expires, self.max_expires)))
+        added: list[str] = []
+        removed: list[tuple[str, str]] = []
+        call_id = req.call_id
+        cseq = req.cseq[0]
+        user_agent = req.headers.get("user-agent")
+        if user_agent is not None:
+            user_agent = user_agent[:MAX_USER_AGENT]
+        current = {b.contact: b for b in self.lookup(user, now)}
+        for key, expires in wanted:
             old = current.get(key)
             if old is not None and old.call_id == call_id and cseq <= old.cseq:
                 continue  # an out-of-order REGISTER must not undo a newer one (RFC 3261 10.3 step 7)
             if expires == 0:
                 if old is not None:
                     self.store.remove(user, key)
-                    removed.append(key)
+                    del current[key]
+                    removed.append((key, "unregistered"))
                 continue
-            self.store.put(Binding(user, key, source, transport, now + expires, call_id, cseq,
-                                   req.headers.get("user-agent")))
+            if old is None and len(current) >= self.max_contacts:
+                # the user's phones hold every slot: the binding closest to lapsing makes room
+                oldest = min(current.values(), key=lambda b: b.expires_at)
+                self.store.remove(user, oldest.contact)
+                del current[oldest.contact]
+                removed.append((oldest.contact, "replaced"))
+            binding = Binding(user, key, source, transport, now + expires, call_id, cseq, user_agent)
+            self.store.put(binding)
+            current[key] = binding
             if old is None:
                 added.append(key)
-        live = self.lookup(user, now)
+        live = sorted(current.values(), key=lambda b: b.expires_at, reverse=True)
         headers = [("Contact", f"<{b.contact}>;expires={max(0, int(b.expires_at - now))}") for b in live]
         return create_response(req, 200, "OK", to_tag=new_tag(), headers=headers), added, removed
+
+    @staticmethod
+    def _refuse(req: Request, code: int, reason: str) -> tuple[Response, list[str], list[tuple[str, str]]]:
+        return create_response(req, code, reason, to_tag=new_tag()), [], []
 
     def drop_user(self, user: str) -> None:
         self.store.remove_user(user)

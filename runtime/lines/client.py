@@ -8,11 +8,12 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
-import socket
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from ..sip.message import Request, Response
 from ..sip.transaction import ClientTransaction
+from .dns import LocateError, Target, locate
 from .machine import (
     GIVE_UP_TIMER,
     REGISTER_TIMER,
@@ -68,8 +69,12 @@ class LineClient:
         self._timers: dict[str, asyncio.TimerHandle] = {}
         self._txns: dict[str, ClientTransaction] = {}
         self._done = asyncio.Event()
+        self._done_callbacks: list[Callable[[LineClient], None]] = []
         self._resolving = False
         self._resolve_error = ""
+        self.targets: list[Target] = []
+        self.target_index = 0
+        self._next_target = False
 
     # ---- what the engine reads --------------------------------------------------------------------
     @property
@@ -95,6 +100,18 @@ class LineClient:
         return self.machine.stopping
 
     @property
+    def stopped_done(self) -> bool:
+        """Stopped, and its un-registration (if any) is over."""
+        return self._done.is_set()
+
+    def on_done(self, callback: Callable[[LineClient], None]) -> None:
+        """Call `callback(self)` once the line has stopped and un-registered (at once if it has)."""
+        if self._done.is_set():
+            callback(self)
+        else:
+            self._done_callbacks.append(callback)
+
+    @property
     def auth(self):  # type: ignore[no-untyped-def]
         """The line's digest client (the call layer makes its own from the same credentials)."""
         return self.machine.auth
@@ -112,6 +129,8 @@ class LineClient:
         if self.machine.stopping:
             return
         await self.resolve()
+        if self.machine.stopping:  # stopped (removed, replaced, shut down) while resolving
+            return
         local = self._local()
         if self.address is None and self.config.register_every:
             self.machine.local = local
@@ -139,14 +158,30 @@ class LineClient:
         else:
             host, port = cfg.server_host, cfg.server_port
         self._resolve_error = ""
+        self._next_target = False
         try:
-            infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_DGRAM,
-                                                                 family=socket.AF_INET)
-            self.address = (infos[0][4][0], infos[0][4][1])
-        except OSError as exc:
+            self.targets = await locate(host, port, cfg.transport)
+            self.address = self.targets[0].address
+        except LocateError as exc:
+            self.targets = []
             self.address = None
-            self._resolve_error = f"cannot resolve {host}: {exc}"
+            self._resolve_error = str(exc)
+        self.target_index = 0
         self.engine.index_lines()
+
+    def _fail_over(self) -> bool:
+        """After a failure, move to the next address DNS gave (RFC 3263 4.3); False when none is left."""
+        if not self._next_target or self.target_index + 1 >= len(self.targets):
+            return False
+        self._next_target = False
+        before = self.targets[self.target_index]
+        self.target_index += 1
+        after = self.targets[self.target_index]
+        self.address = after.address
+        self.engine.index_lines()
+        self.engine.bus.emit("line_failover", line=self.config.name, failed=f"{before.host}:{before.port}",
+                             next=f"{after.host}:{after.port}", found_by=after.source)
+        return True
 
     def _unresolved_reason(self) -> str:
         return self._resolve_error or "cannot resolve the provider's address"
@@ -177,11 +212,16 @@ class LineClient:
             elif isinstance(action, CancelTimer):
                 self._cancel(action.name)
             elif isinstance(action, Emit):
+                if action.name == "line_register_failed" and action.fields.get("code") in (408, 503):
+                    self._next_target = True  # that server did not answer: the next one may
                 self.engine.bus.emit(action.name, **action.fields)
-        if self.machine.done:
+        if self.machine.done and not self._done.is_set():
             for name in list(self._timers):
                 self._cancel(name)
             self._done.set()
+            callbacks, self._done_callbacks = self._done_callbacks, []
+            for callback in callbacks:
+                callback(self)
 
     def _send(self, request: Request, purpose: str) -> None:
         if self.address is None:
@@ -198,7 +238,9 @@ class LineClient:
 
     def _fire(self, name: str) -> None:
         self._timers.pop(name, None)
-        if name == REGISTER_TIMER and self.machine.state is not LineState.REGISTERED and self._named():
+        if name == REGISTER_TIMER and self.machine.state is not LineState.REGISTERED and self._fail_over():
+            pass  # the retry goes to the next server DNS named
+        elif name == REGISTER_TIMER and self.machine.state is not LineState.REGISTERED and self._named():
             # after a failure, ask DNS again: the provider may have moved
             if not self._resolving:
                 task = self.engine.endpoint.loop.create_task(self._resolve_then(name))

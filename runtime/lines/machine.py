@@ -263,6 +263,8 @@ class LineMachine:
         """Begin: register (or, for an IP-authenticated trunk, settle in `not_registering`)."""
         self.local = local
         out: list[Action] = []
+        if self.stopping or self.state is not S.UNREGISTERED:
+            return out  # stopped before it began, or started already
         if not self.config.register_every:
             self._move(out, S.NOT_REGISTERING, None, "IP-authenticated trunk: nothing to register")
             return out

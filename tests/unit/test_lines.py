@@ -161,3 +161,100 @@ def test_a_provider_port_that_is_closed_fails_at_once_as_unreachable() -> None:
     (failed,) = [e for e in history if e.name == "line_register_failed"]
     assert failed.fields["code"] == 503 and "unreachable" in str(failed.fields["reason"])
     assert failed.fields["state"] == "failed_waiting"
+
+
+async def proxy_session() -> tuple[list, list[EngineEvent]]:
+    proxy = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    proxy.bind(("127.0.0.1", 0))
+    proxy.setblocking(False)
+    engine = Engine(listen=[ListenSpec("udp", "127.0.0.1", 0)], advertise="127.0.0.1", rtp_ports=(36800, 36899))
+    engine.bus.history = []
+    await engine.start()
+    # the provider's name does not resolve here: only the outbound proxy is ever looked up and sent to
+    engine.add_line(LineConfig("itsp1", "sip.provider.invalid", 5060, "trunk1", "s3cret", register_every=60,
+                               outbound_proxy=f"127.0.0.1:{proxy.getsockname()[1]}"))
+    engine.register_line("itsp1")
+    seen = []
+    for _ in range(300):  # bounded
+        try:
+            data, addr = proxy.recvfrom(65535)
+        except BlockingIOError:
+            await asyncio.sleep(0.01)
+            continue
+        req = parse_message(data)
+        seen.append(req)
+        contact = req.headers.get("contact")
+        proxy.sendto(bytes(create_response(req, 200, "OK", to_tag="p1",
+                                           headers=[("Contact", f"{contact};expires=60")])), addr)
+        await asyncio.sleep(0.05)
+        break
+    await asyncio.sleep(0)
+    history = list(engine.bus.history)
+    engine.lines.clear()
+    await engine.stop()
+    proxy.close()
+    return seen, history
+
+
+def test_a_line_with_an_outbound_proxy_registers_through_it() -> None:
+    seen, history = asyncio.run(proxy_session())
+    (req,) = seen
+    assert req.uri == "sip:sip.provider.invalid" and req.headers.get("to") == "<sip:trunk1@sip.provider.invalid>"
+    assert req.headers.get("route", "").startswith("<sip:127.0.0.1:")
+    assert [e.name for e in history if e.name == "line_registered"] == ["line_registered"]
+
+
+async def reload_session() -> list:  # type: ignore[type-arg]
+    registrar = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    registrar.bind(("127.0.0.1", 0))
+    registrar.setblocking(False)
+    port = registrar.getsockname()[1]
+    engine = Engine(listen=[ListenSpec("udp", "127.0.0.1", 0)], advertise="127.0.0.1", rtp_ports=(36800, 36899))
+    await engine.start()
+    engine.add_line(LineConfig("itsp1", "127.0.0.1", port, "trunk1", "s3cret", register_every=60))
+    engine.register_line("itsp1")
+    server = DigestServer("itsp.local")
+    used: set[str] = set()
+    seen: list = []
+    reloaded = False
+    for _ in range(400):  # bounded
+        try:
+            data, addr = registrar.recvfrom(65535)
+        except BlockingIOError:
+            await asyncio.sleep(0.01)
+            continue
+        req = parse_message(data)
+        seen.append(req)
+        # a slow provider that challenges every request: a careless new line would overtake
+        await asyncio.sleep(0.05)
+        value = req.headers.get("authorization")
+        if value is None or value.split("nonce=", 1)[1][:45] in used:  # each nonce once: stale after
+            registrar.sendto(bytes(create_response(req, 401, "Unauthorized", to_tag="r1", headers=[
+                ("WWW-Authenticate", v) for v in server.challenge(0.0, stale=value is not None)])), addr)
+            continue
+        used.add(value.split("nonce=", 1)[1][:45])
+        contact = req.headers.get("contact")
+        registrar.sendto(bytes(create_response(req, 200, "OK", to_tag="r1", headers=[
+            ("Contact", f"{contact};expires={req.headers.get('expires')}")])), addr)
+        if not reloaded:
+            reloaded = True
+            # the operator changes the line's password: the old binding goes, then the new one comes
+            engine.add_line(LineConfig("itsp1", "127.0.0.1", port, "trunk1", "changed", register_every=60))
+            engine.register_line("itsp1")
+        elif req.call_id != seen[0].call_id:
+            break
+    engine.lines.clear()
+    await engine.stop()
+    registrar.close()
+    return seen
+
+
+def test_a_line_changed_by_a_reload_unregisters_before_the_new_one_registers() -> None:
+    seen = asyncio.run(reload_session())
+    old = seen[0].call_id
+    calls = [r.call_id == old for r in seen]
+    switch = calls.index(False)
+    assert not any(calls[switch:])  # every request of the old line came first ...
+    removal = seen[switch - 1]
+    assert removal.headers.get("expires") == "0" and removal.headers.get("authorization")  # ... ending in its removal
+    assert seen[-1].headers.get("expires") == "60"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from runtime.registrar import MIN_EXPIRES, Registrar
+from runtime.registrar import MAX_CONTACT_BYTES, MAX_EXPIRES, MIN_EXPIRES, Registrar
 from runtime.sip.message import Headers, Request
 
 SRC = ("192.0.2.7", 5062)
@@ -44,18 +44,66 @@ def test_binding_expires() -> None:
     assert reg.lookup("alice", 59) and not reg.lookup("alice", 61)
 
 
+def test_a_lapsed_binding_is_removed_and_reported_by_the_sweep() -> None:
+    reg = Registrar()
+    reg.register("alice", register("<sip:alice@192.0.2.7>", expires="60"), SRC, "udp", 0)
+    assert reg.expire(59) == []
+    (gone,) = reg.expire(61)
+    assert (gone.user, gone.contact) == ("alice", "sip:alice@192.0.2.7")
+    assert reg.expire(62) == [] and reg.store.users() == []
+
+
+def test_each_contact_keeps_its_own_expiry() -> None:
+    reg = Registrar()
+    reg.register("alice", register("<sip:desk@192.0.2.7>;expires=120", "<sip:soft@192.0.2.8>", expires="600"),
+                 SRC, "udp", 0)
+    assert [b.contact for b in reg.lookup("alice", 100)] == ["sip:soft@192.0.2.8", "sip:desk@192.0.2.7"]
+    assert [b.contact for b in reg.lookup("alice", 121)] == ["sip:soft@192.0.2.8"]
+
+
+def test_an_expiry_above_the_maximum_is_cut_down_to_it() -> None:
+    resp, _, _ = Registrar().register("alice", register("<sip:a@192.0.2.7>", expires="999999"), SRC, "udp", 0)
+    assert resp.headers.get("contact") == f"<sip:a@192.0.2.7>;expires={MAX_EXPIRES}"
+
+
+def test_a_new_contact_beyond_the_limit_replaces_the_one_closest_to_expiry() -> None:
+    reg = Registrar(max_contacts=3)
+    for i in range(3):
+        reg.register("alice", register(f"<sip:p{i}@192.0.2.7>", expires=str(600 + i), call_id=f"c{i}"), SRC, "udp", 0)
+    resp, added, removed = reg.register("alice", register("<sip:p3@192.0.2.7>", call_id="c3"), SRC, "udp", 1)
+    assert resp.status == 200 and added == ["sip:p3@192.0.2.7"] and removed == [("sip:p0@192.0.2.7", "replaced")]
+    assert len(reg.lookup("alice", 2)) == 3 and len(resp.headers.get_all("contact")) == 3
+
+
+def test_more_contacts_in_one_register_than_a_user_may_hold_is_refused() -> None:
+    reg = Registrar(max_contacts=2)
+    resp, added, _ = reg.register("alice", register("<sip:a@h>", "<sip:b@h>", "<sip:c@h>"), SRC, "udp", 0)
+    assert resp.status == 403 and "more than 2 contacts" in resp.reason and added == []
+    assert reg.lookup("alice", 1) == []
+
+
+def test_an_oversized_contact_is_refused_and_changes_nothing() -> None:
+    reg = Registrar()
+    reg.register("alice", register("<sip:a@192.0.2.7>"), SRC, "udp", 0)
+    big = "<sip:" + "x" * MAX_CONTACT_BYTES + "@192.0.2.7>"
+    resp, _, _ = reg.register("alice", register(big, "<sip:b@192.0.2.8>", call_id="c2"), SRC, "udp", 1)
+    assert resp.status == 400 and f"longer than {MAX_CONTACT_BYTES} bytes" in resp.reason
+    assert [b.contact for b in reg.lookup("alice", 2)] == ["sip:a@192.0.2.7"]
+
+
 def test_expires_zero_removes_the_binding() -> None:
     reg = Registrar()
     reg.register("alice", register("<sip:alice@192.0.2.7>"), SRC, "udp", 0)
     _, _, removed = reg.register("alice", register("<sip:alice@192.0.2.7>", expires="0", cseq=2), SRC, "udp", 1)
-    assert removed == ["sip:alice@192.0.2.7"] and reg.lookup("alice", 2) == []
+    assert removed == [("sip:alice@192.0.2.7", "unregistered")] and reg.lookup("alice", 2) == []
 
 
 def test_star_with_expires_zero_removes_every_binding() -> None:
     reg = Registrar()
     reg.register("alice", register("<sip:a@192.0.2.7>", "<sip:b@192.0.2.8>"), SRC, "udp", 0)
     resp, _, removed = reg.register("alice", register("*", expires="0", cseq=2), SRC, "udp", 1)
-    assert resp.status == 200 and sorted(removed) == ["sip:a@192.0.2.7", "sip:b@192.0.2.8"]
+    assert resp.status == 200 and sorted(removed) == [("sip:a@192.0.2.7", "unregistered"),
+                                                 ("sip:b@192.0.2.8", "unregistered")]
 
 
 def test_star_without_expires_zero_is_a_bad_request() -> None:
