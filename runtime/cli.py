@@ -214,9 +214,20 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    from flowlang import check_paths
+    from flowlang import load_program
 
-    diagnostics = check_paths(args.paths)
+    from .control.views import version_id
+
+    diagnostics = []
+    versions = []  # the version id each good program runs as (what `callflow status` shows)
+    for path in args.paths:
+        try:
+            program = load_program(path)
+        except FlowError as exc:
+            diagnostics.extend(exc.diagnostics)
+        else:
+            diagnostics.extend(program.warnings)
+            versions.append(version_id(program))
     errors = [d for d in diagnostics if d.severity == "error"]
     if args.json:
         print(json.dumps([d.to_dict() for d in diagnostics], indent=2))
@@ -224,7 +235,8 @@ def cmd_check(args: argparse.Namespace) -> int:
         for d in diagnostics:
             print(d.render(), file=sys.stderr)
         if not errors:
-            print(f"{', '.join(args.paths)}: ok" + (f" ({len(diagnostics)} warnings)" if diagnostics else ""))
+            print(f"{', '.join(args.paths)}: ok, version {', '.join(str(v) for v in versions)}"
+                  + (f" ({len(diagnostics)} warnings)" if diagnostics else ""))
     return 1 if errors else 0
 
 
