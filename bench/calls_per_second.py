@@ -35,6 +35,9 @@ Needs SIPp (Debian package `sip-tester`, binary `sipp`) and Kamailio; run by han
     python bench/calls_per_second.py                       # default steps, under 3 minutes
     python bench/calls_per_second.py --rates 100,200 --seconds 5 --no-kamailio
     python bench/calls_per_second.py --profile 300         # py-spy record Callflow at the 300 cps step
+    python bench/calls_per_second.py --ops-overhead --no-kamailio --media sdp
+                            # the operator's side (control endpoint with /metrics scraped every second)
+                            # on, then off (OPS_OFF_ARGS), same rates, same run: the cost in calls/s/core
 
 Files (SIPp stats and screens, server logs, Kamailio config, profiles) stay in the printed work dir.
 """
@@ -573,11 +576,16 @@ def settle(pid: int, limit: float) -> None:
 # --- servers -------------------------------------------------------------------------------------
 
 
-def start_callflow(work: Path, tag: str, port: int, uac_port: int, uas_port: int) -> Proc:
+# the operator's side switched off, for --ops-overhead (call records' switch belongs here too)
+OPS_OFF_ARGS = ["--control", "off"]
+
+
+def start_callflow(work: Path, tag: str, port: int, uac_port: int, uas_port: int,
+                   extra: list[str] | None = None) -> Proc:
     env = dict(os.environ, CALLFLOW_BENCH_UAC=f"{HOST}:{uac_port}", CALLFLOW_BENCH_UAS=f"{HOST}:{uas_port}",
                PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     argv = [sys.executable, "-m", "runtime.cli", "run", str(FLOW), "--listen", f"{HOST}:{port}",
-            "--rtp-ports", f"{RTP_PORTS[0]}-{RTP_PORTS[1]}", "--log-level", "warning"]
+            "--rtp-ports", f"{RTP_PORTS[0]}-{RTP_PORTS[1]}", "--log-level", "warning", *(extra or [])]
     return Proc("callflow", argv, work / f"{tag}.log", cwd=str(ROOT), env=env)
 
 
@@ -606,11 +614,18 @@ def start_uas(work: Path, port: int, sdp: bool, tag: str) -> Proc:
 
 
 def series(name: str, tag: str, rates: list[int], args: argparse.Namespace, work: Path, started: float,
-           sdp: bool, kind: str) -> list[Step]:
+           sdp: bool, kind: str, ops: bool = True) -> list[Step]:
+    """One server, stepped through `rates`. Callflow with `ops`: its control endpoint on a free port,
+    /metrics scraped every second (as a busy Prometheus would) from a thread; without: OPS_OFF_ARGS."""
     server_port, uac_port, uas_port = free_udp_port(), free_udp_port(), free_udp_port()
     uas = start_uas(work, uas_port, sdp, tag)
+    scraper = None
     if kind == "callflow":
-        server = start_callflow(work, tag, server_port, uac_port, uas_port)
+        control_port = free_udp_port()
+        extra = ["--control", f"{HOST}:{control_port}"] if ops else OPS_OFF_ARGS
+        server = start_callflow(work, tag, server_port, uac_port, uas_port, extra)
+        if ops:
+            scraper = Scraper(f"http://{HOST}:{control_port}/metrics")
     else:
         server = start_kamailio(work, server_port, uas_port, args.kamailio_workers)
     steps: list[Step] = []
@@ -646,9 +661,42 @@ def series(name: str, tag: str, rates: list[int], args: argparse.Namespace, work
                 print(f"{'':>8}  stop: completed {step.cps:.0f} calls/s of {rate} offered (saturated)")
                 break
     finally:
+        if scraper is not None:
+            scraper.stop()
+            print(f"{'':>8}  /metrics scraped {scraper.scrapes} times ({scraper.errors} failed)")
         server.stop()
         uas.stop()
     return steps
+
+
+class Scraper:
+    """Fetch a URL once a second in a thread until stop() (bounded by the run's budget)."""
+
+    def __init__(self, url: str) -> None:
+        import threading
+
+        self.url = url
+        self.scrapes = self.errors = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        import urllib.request
+
+        for _ in range(int(BUDGET) * 2):
+            if self._stop.wait(1.0):
+                return
+            try:
+                with urllib.request.urlopen(self.url, timeout=2) as response:  # noqa: S310 - our own server
+                    response.read()
+                self.scrapes += 1
+            except OSError:
+                self.errors += 1
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(3)
 
 
 HEADER = (f"{'offered':>8} {'placed':>7} {'completed':>9} {'failed':>7} {'calls/s':>8} {'server CPU':>10} "
@@ -677,7 +725,7 @@ def log_findings(path: Path) -> list[str]:
         return []
     counts: dict[str, int] = {}
     for line in text.splitlines():
-        if re.search(r"WARNING|ERROR|CRITICAL|Traceback|Error", line):
+        if re.search(r"level=(warning|error|critical)|WARNING|ERROR|CRITICAL|Traceback|Error", line):
             key = re.sub(r"^\S+ \S+ ", "", line)
             key = re.sub(r"\b[0-9a-f]{8}\b|\d+", "N", key)[:160]
             counts[key] = counts.get(key, 0) + 1
@@ -706,6 +754,9 @@ def main() -> int:
                         help="on (default with 2+ CPUs): server on CPU 0, SIPp on CPU 1 (taskset), so the load "
                              "generator does not preempt the server on its core")
     parser.add_argument("--work-dir", help="where SIPp and server files go (default: a new temp dir)")
+    parser.add_argument("--ops-overhead", action="store_true",
+                        help="also run Callflow with SDP with the operator's side off (OPS_OFF_ARGS) and print "
+                             "what it costs: the control endpoint with /metrics scraped every second")
     args = parser.parse_args()
     if not 1 <= args.seconds <= 30:
         parser.error("--seconds must be within 1..30")
@@ -752,6 +803,10 @@ def main() -> int:
     if not args.no_kamailio:
         results["Kamailio, SDP (stateful proxy)"] = series(
             "Kamailio, SDP (stateful proxy)", "kamailio", args.kamailio_rates, args, work, started, True, "kamailio")
+    if args.ops_overhead:
+        results["Callflow, SDP, operator side off"] = series(
+            "Callflow, SDP, operator side off", "callflow_sdp_opsoff", args.rates, args, work, started, True,
+            "callflow", ops=False)
     if args.media == "both":
         results["Callflow, no SDP (signalling only)"] = series(
             "Callflow, no SDP (signalling only)", "callflow_nosdp", args.rates, args, work, started, False,
@@ -766,6 +821,14 @@ def main() -> int:
         else:
             print(f"  {name:<36} {b.cps:>6.0f} calls/s at {100 * b.cpu:.0f} % CPU = {b.per_core:.0f} calls/s per core")
     print(f"  target: Callflow >= {TARGET} calls/s through one process; reference figures: {PEERS}")
+    if args.ops_overhead:
+        on, off = (best(results.get(k, [])) for k in ("Callflow, SDP (B2BUA + RTP relay)",
+                                                       "Callflow, SDP, operator side off"))
+        if on is not None and off is not None and off.per_core:
+            cost = 100 * (1 - on.per_core / off.per_core)
+            print(f"  operator side (control endpoint, /metrics scraped every second): {on.per_core:.0f} vs "
+                  f"{off.per_core:.0f} calls/s per core = {cost:.1f} % cost (target < 5 %; the machine is "
+                  "shared, so run it twice before believing a figure)")
     for tag in ("callflow_sdp", "callflow_nosdp"):
         findings = log_findings(work / f"{tag}.log")
         if findings:
