@@ -57,7 +57,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--rtp-ports", type=_range, help="RTP port range LOW-HIGH (default: the script's, or 20000-29999)")
     run.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     run.add_argument("--location-db", metavar="FILE",
-                     help="SQLite file that keeps phone registrations across restarts (default: memory only)")
+                     help="SQLite file that keeps phone registrations across restarts "
+                          "(default: registrations.sqlite in the state folder)")
+    from .records.setup import add_cdr_command, add_run_arguments
+
+    add_run_arguments(run)
+    add_cdr_command(sub)
     _add_control_run_options(run)
     check = sub.add_parser("check", help="compile scripts and report errors as file:line:col: message")
     check.add_argument("paths", nargs="+")
@@ -67,7 +72,8 @@ def build_parser() -> argparse.ArgumentParser:
     explain.add_argument("--from", dest="from_spec", required=True, help="user:NAME or line:NAME")
     explain.add_argument("--to", required=True, help="the dialled number")
     explain.add_argument("--at", help='when, e.g. "2026-11-26 20:00" (default: now)')
-    explain.add_argument("--caller-id")
+    explain.add_argument("--caller-id", help="the number a line's provider (or an unknown caller) sends; "
+                                             "a user's calls carry its caller-id, else its name")
     fmt = sub.add_parser("fmt", help="print the script in canonical layout (--write to rewrite the file)")
     fmt.add_argument("path")
     fmt.add_argument("--write", action="store_true")
@@ -202,7 +208,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return {"run": cmd_run, "check": cmd_check, "explain": cmd_explain, "fmt": cmd_fmt,
                 "graph": cmd_graph, "status": cmd_control, "calls": cmd_control, "reload": cmd_control,
-                "version": cmd_control}[args.command](args)
+                "version": cmd_control, "cdr": cmd_cdr}[args.command](args)
     except KeyboardInterrupt:
         return 130
     except FlowError as exc:
@@ -211,6 +217,12 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as exc:
         print(f"callflow: {exc}", file=sys.stderr)
         return 1
+
+
+def cmd_cdr(args: argparse.Namespace) -> int:
+    from .records.setup import cmd_cdr as run_cdr
+
+    return run_cdr(args)
 
 
 def cmd_check(args: argparse.Namespace) -> int:
@@ -340,25 +352,36 @@ async def serve(args: argparse.Namespace, stop: asyncio.Event | None = None) -> 
     except (OSError, ssl.SSLError, ValueError) as exc:
         print(f"callflow: cannot load the TLS certificate or key: {exc}", file=sys.stderr)
         return 1
+    from .records.setup import RunState, RunStateError
+
+    try:  # the state folder: call records and, unless --location-db says elsewhere, registrations
+        state = RunState.open(args)
+    except RunStateError as exc:
+        print(f"callflow: {exc}", file=sys.stderr)
+        return 1
+    args.records = state.writer  # `.recent()` for the control endpoint's live page (None with --no-cdr)
     location_store = None
-    if getattr(args, "location_db", None):
+    if state.location_db:
         from .location_db import LocationDbError, SqliteLocationStore
 
         try:
-            location_store = SqliteLocationStore(args.location_db, clock=loop.time)
+            location_store = SqliteLocationStore(state.location_db, clock=loop.time)
         except LocationDbError as exc:
             print(f"callflow: {exc}", file=sys.stderr)
+            state.close()
             return 1
     engine = Engine(listen=specs, advertise=args.advertise, realm=server.realm or server.domain or "callflow",
                     rtp_ports=args.rtp_ports or server.rtp_ports or (20000, 29999),
-                    user_agent=server.user_agent or "Callflow", tls=tls, client_tls=client_tls,
+                    user_agent=server.user_agent, tls=tls, client_tls=client_tls,
                     location_store=location_store)
     try:
         await engine.start()
     except (OSError, ValueError) as exc:
         where = ", ".join(f"{s.transport}:{s.host}:{s.port}" for s in specs)
         print(f"callflow: cannot listen on {where}: {getattr(exc, 'strerror', None) or exc}", file=sys.stderr)
+        state.close()
         return 1
+    state.attach(engine)
     dialplan = Dialplan(engine)
     dialplan.load(program)
     if location_store is not None:
@@ -367,15 +390,17 @@ async def serve(args: argparse.Namespace, stop: asyncio.Event | None = None) -> 
         except LocationDbError as exc:
             print(f"callflow: {exc}", file=sys.stderr)
             await engine.stop()
+            state.close()
             return 1
-        log.info("event=bindings_restored file=%s restored=%d dropped=%d", args.location_db, restored, dropped)
+        log.info("event=bindings_restored file=%s restored=%d dropped=%d", state.location_db, restored, dropped)
     from .control.server import ControlError
 
     try:
-        control = await _start_control(args, engine, reloader)
+        control = await _start_control(args, engine, reloader, records=state.writer)
     except ControlError as exc:
         print(f"callflow: {exc}", file=sys.stderr)
         await engine.stop()
+        state.close()
         return 1
     _tune_gc()
     log.info("event=started script=%s users=%d lines=%d", args.path, len(program.users), len(program.lines))
@@ -396,6 +421,7 @@ async def serve(args: argparse.Namespace, stop: asyncio.Event | None = None) -> 
     if control is not None:
         await control.stop()  # type: ignore[attr-defined]
     await engine.stop()
+    state.close()  # after the engine: the calls it hung up have their records written
     if location_store is not None:
         location_store.close()
     return 0

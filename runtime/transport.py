@@ -20,6 +20,7 @@ import struct
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Literal
 
 from .sip.errors import SipSyntaxError
 from .sip.message import StreamFramer
@@ -32,6 +33,11 @@ UDP_BUFFER = 4 * 1024 * 1024  # bursts queue in the kernel instead of being drop
 IDLE_TIMEOUT = 900.0     # close a stream connection nobody used for this long
 CONNECT_TIMEOUT = 5.0
 _SO_MEMINFO = getattr(socket, "SO_MEMINFO", 55)  # Linux: sk_meminfo, [0] = receive queue bytes
+_IP_RECVERR = getattr(socket, "IP_RECVERR", 11)       # Linux <linux/in.h>
+_IPV6_RECVERR = getattr(socket, "IPV6_RECVERR", 25)   # Linux <linux/in6.h>
+
+# fn(direction, transport, address, data): every SIP message in or out, see SipEndpoint.add_observer
+Observer = Callable[[Literal["in", "out"], str, Address, bytes], None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,9 +48,10 @@ class ListenSpec:
 
 
 class UdpProtocol(asyncio.DatagramProtocol):
-    def __init__(self, endpoint: SipEndpoint) -> None:
+    def __init__(self, endpoint: SipEndpoint, sock: socket.socket | None = None) -> None:
         self.endpoint = endpoint
         self.transport: asyncio.DatagramTransport | None = None
+        self.sock = sock  # the raw socket, for its error queue (asyncio's wrapper has no recvmsg)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -53,7 +60,15 @@ class UdpProtocol(asyncio.DatagramProtocol):
         self.endpoint.message_received(data, (addr[0], addr[1]), "udp")
 
     def error_received(self, exc: Exception) -> None:
-        # ICMP port unreachable and friends: the transaction timers will notice; nothing to crash over
+        # ICMP port/host unreachable: with IP_RECVERR the kernel queues each one with the address we
+        # had sent to, so the transactions towards it fail now (RFC 3261 8.1.3.1: as a 503), not
+        # after 32 s of retransmissions into nothing
+        for _ in range(64 if self.sock is not None else 0):  # bounded: the receive buffer bounds the queue
+            try:
+                _, _, _, dest = self.sock.recvmsg(1, 512, socket.MSG_ERRQUEUE)  # type: ignore[union-attr]
+            except (OSError, ValueError):
+                break
+            self.endpoint.unreachable("udp", (dest[0], dest[1]))
         if log.isEnabledFor(logging.DEBUG):
             log.debug("udp error: %s", exc)
 
@@ -146,6 +161,12 @@ def _udp_socket(host: str, port: int) -> socket.socket:
             except OSError:
                 pass  # the kernel caps it (net.core.rmem_max); what it grants is still an improvement
         sock.bind((host, port))
+        if sys.platform.startswith("linux"):
+            # report ICMP errors with their destination (read in UdpProtocol.error_received)
+            if family == socket.AF_INET:
+                sock.setsockopt(socket.IPPROTO_IP, _IP_RECVERR, 1)
+            else:
+                sock.setsockopt(socket.IPPROTO_IPV6, _IPV6_RECVERR, 1)
     except OSError:
         sock.close()
         raise
@@ -178,6 +199,32 @@ class SipEndpoint:
         self._sweeper: asyncio.TimerHandle | None = None
         self.admit: Callable[[str, bytes, float], bool] | None = None  # the engine's flood guard
         self._udp_sockets: list[socket.socket] = []
+        self._observers: tuple[Observer, ...] = ()  # empty tuple: one falsy test per message, no call
+
+    def add_observer(self, fn: Observer) -> None:
+        """Call `fn(direction, transport, address, data)` for every SIP message this endpoint receives
+        ("in", before the flood guard, so a trace shows what arrived) or sends ("out": requests,
+        responses, ACKs, stateless answers and every retransmission, as handed to the socket).
+
+        `transport` is lower case (udp, tcp, tls, ws, wss); `address` is the peer's (ip, port);
+        `data` is the whole message as bytes. Keep-alive CRLFs are not SIP messages and are not
+        reported. The observer runs on the event loop: it must be quick and must not block; an
+        exception it raises is logged and the message goes on as if nothing was registered.
+        """
+        self._observers = (*self._observers, fn)
+
+    def remove_observer(self, fn: Observer) -> None:
+        """Stop calling `fn`; raises ValueError if it was not added."""
+        observers = list(self._observers)
+        observers.remove(fn)
+        self._observers = tuple(observers)
+
+    def _observe(self, direction: Literal["in", "out"], transport: str, address: Address, data: bytes) -> None:
+        for fn in self._observers:
+            try:
+                fn(direction, transport, address, data)
+            except Exception:  # a tracer's bug must not cost a call
+                log.exception("event=observer_failed direction=%s", direction)
 
     def receive_backlog(self) -> int | None:
         """Bytes of datagrams the kernel holds for our UDP sockets, not yet read (Linux SO_MEMINFO):
@@ -196,8 +243,8 @@ class SipEndpoint:
     async def listen(self, spec: ListenSpec, ssl_context: ssl.SSLContext | None = None) -> Address:
         t = spec.transport
         if t == "udp":
-            transport, protocol = await self.loop.create_datagram_endpoint(
-                lambda: UdpProtocol(self), sock=_udp_socket(spec.host, spec.port))
+            raw = _udp_socket(spec.host, spec.port)
+            transport, protocol = await self.loop.create_datagram_endpoint(lambda: UdpProtocol(self, raw), sock=raw)
             self.udp = protocol
             self._udp_sockets.append(transport.get_extra_info("socket"))
             sock = transport.get_extra_info("sockname")
@@ -239,6 +286,8 @@ class SipEndpoint:
 
     # ---- input ---------------------------------------------------------------------------------
     def message_received(self, data: bytes, source: Address, transport: str) -> None:
+        if self._observers:
+            self._observe("in", transport, source, data)
         now = self.loop.time()
         if self.admit is not None and not self.admit(source[0], data, now):
             return  # a flood or a scanner: not even parsed
@@ -277,7 +326,10 @@ class SipEndpoint:
         if not out:
             return
         udp = self.udp.transport if self.udp else None
+        observers = self._observers
         for transport, dest, data in out:
+            if observers:
+                self._observe("out", transport.lower(), dest, data)
             if transport == "udp" or transport == "UDP":
                 if udp is not None:
                     try:
@@ -325,6 +377,12 @@ class SipEndpoint:
                         dest[1], str(exc) or type(exc).__name__, len(dropped))
             self.layer.transport_failed(name, dest, self.loop.time())
             self.pump()
+
+    def unreachable(self, transport: str, dest: Address) -> None:
+        """ICMP says `dest` cannot be reached: its client transactions fail at once."""
+        log.info("event=unreachable transport=%s dest=%s:%s", transport, dest[0], dest[1])
+        self.layer.transport_failed(transport, dest, self.loop.time())
+        self.pump()
 
     # ---- timers ---------------------------------------------------------------------------------
     def _arm(self) -> None:

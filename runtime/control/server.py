@@ -20,6 +20,7 @@ route wants `Authorization: Bearer TOKEN` (or `?token=TOKEN`, for the page in a 
 from __future__ import annotations
 
 import hmac
+import inspect
 import ipaddress
 import logging
 import socket
@@ -176,7 +177,7 @@ def build_app(state: views.ControlState, token: str | None = None) -> web.Applic
                      "records": views.records_view(state, _limit(request))})
 
     async def reload(_: web.Request) -> web.Response:
-        return json(reload_now(state))
+        return json(await reload_now(state))
 
     async def metrics(_: web.Request) -> web.Response:
         body = state.metrics.render() if state.metrics is not None else b""
@@ -201,15 +202,18 @@ def _limit(request: web.Request) -> int:
     return max(1, min(int(text), 1000)) if text.isdigit() else 20
 
 
-def reload_now(state: views.ControlState) -> dict[str, Any]:
-    """Recompile the script now, as SIGHUP does: {"result": "reloaded" | "unchanged" | "failed",
-    "version", "error"}; a server without a reloader answers "failed" with why."""
+async def reload_now(state: views.ControlState) -> dict[str, Any]:
+    """Recompile the script now, as SIGHUP does, and wait for the outcome (the reloader compiles on
+    a worker thread): {"result": "reloaded" | "unchanged" | "failed", "version", "previous_version",
+    "error"}; a server without a reloader answers "failed" with why."""
     reloader = state.reloader
     if reloader is None:
         return {"result": "failed", "version": views.program_view(state)["version"],
                 "error": "this server has no script to reload"}
     before = views.program_view(state)["version"]
     outcome = reloader.reload("control")
+    if inspect.isawaitable(outcome):
+        outcome = await outcome
     after = views.program_view(state)
     error = after["last_reload_error"]
     if isinstance(outcome, str) and outcome in ("reloaded", "unchanged", "failed"):

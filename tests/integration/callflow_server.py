@@ -54,12 +54,19 @@ class CallflowServer:
         return self.extra_args[self.extra_args.index("--control") + 1]
 
     @property
+    def state_dir(self) -> Path:
+        """Beside the script's folder, not in it (that one is watched for changes)."""
+        return self.dir.with_name(self.dir.name + "-state")
+
+    @property
     def hostport(self) -> str:
         return f"127.0.0.1:{self.port}"
 
     def start(self, timeout: float = 15.0) -> CallflowServer:
         cmd = [sys.executable, "-m", "runtime.cli", "run", str(self.flow_path), "--listen", self.hostport,
                "--rtp-ports", f"{self.rtp_range[0]}-{self.rtp_range[1]}", *self.extra_args]
+        if "--state-dir" not in self.extra_args:  # each server its own records and registrations
+            cmd += ["--state-dir", str(self.state_dir)]
         env = dict(os.environ, **self.env)
         env["PYTHONPATH"] = str(Path(__file__).resolve().parents[2]) + os.pathsep + env.get("PYTHONPATH", "")
         self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
