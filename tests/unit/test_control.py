@@ -228,6 +228,21 @@ def test_metrics_count_calls_by_outcome_hangup_cause_and_sip_messages() -> None:
     with_server(scenario)
 
 
+def test_a_message_sent_again_to_the_same_address_counts_as_a_retransmission() -> None:
+    from runtime.control.metrics import Metrics
+
+    metrics = Metrics()
+    metrics.observing_sip = True
+    invite = b"INVITE sip:1@x SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\n\r\n"
+    metrics.on_message("out", "udp", ("127.0.0.1", 5080), invite)
+    metrics.on_message("out", "udp", ("127.0.0.1", 5081), invite)  # elsewhere: a fork, not a resend
+    metrics.on_message("out", "udp", ("127.0.0.1", 5080), invite)  # timer A fired
+    metrics.on_message("in", "udp", ("127.0.0.1", 5080), invite)   # what peers resend is theirs
+    metrics.on_message("in", "udp", ("127.0.0.1", 5080), invite)
+    assert metrics.retransmissions == 1
+    assert 'callflow_sip_requests_total{direction="out",method="INVITE"} 3.0' in metrics.render().decode()
+
+
 def test_reload_through_the_endpoint_says_unchanged_reloaded_or_failed(tmp_path: Path) -> None:
     path = tmp_path / "office.flow"
     path.write_text(FLOW)
