@@ -353,6 +353,10 @@ EVENTS: tuple[EventSpec, ...] = (
               "without a control endpoint", (
         _f("address", str, "HOST:PORT"), _f("reason", str, "why"), _f("hint", str, "what to do"),
     ), bus=False),
+    EventSpec("note", "server", "a message Callflow's code wrote as plain text rather than as an event, "
+              "carried whole by the log formatter (runtime/logfmt.py)", (
+        _f("logger", str, "the module's logger, e.g. `callflow.lines`"), _f("msg", str, "the text"),
+    ), bus=False),
     EventSpec("unreachable", "server", "ICMP says a destination cannot be reached: its transactions fail "
               "at once", (
         _f("transport", str, "its transport"), _f("dest", str, "HOST:PORT"),

@@ -237,8 +237,8 @@ def cmd_check(args: argparse.Namespace) -> int:
         for d in diagnostics:
             print(d.render(), file=sys.stderr)
         if not errors:
-            warned = f" ({len(diagnostics)} warnings)" if diagnostics else ""
-            print(f"{', '.join(args.paths)}: ok{warned} version {' '.join(versions.values())}")
+            print(f"{', '.join(args.paths)}: ok, version {', '.join(versions.values())}"
+                  + (f" ({len(diagnostics)} warnings)" if diagnostics else ""))
     return 1 if errors else 0
 
 

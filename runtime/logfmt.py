@@ -2,8 +2,9 @@
 
 Every logger of Callflow goes through `LogfmtFormatter` (installed by `callflow run`), so a line an
 operator greps or ships to Loki is always `time=... level=... event=... key=value ...`, whatever the
-module wrote: a message that is not logfmt becomes `event=log msg="..."`, extra lines of a message
-(a diagnostic's caret line) go into a quoted `detail=` field, and a traceback into `traceback=`.
+module wrote: a message that is not logfmt becomes `event=note logger=... msg="..."` (`log` is the
+script's own `log` statement), extra lines of a message (a diagnostic's caret line) go into a
+quoted `detail=` field, and a traceback into `traceback=`.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ class LogfmtFormatter(logging.Formatter):
             parts.append(event)
             parts.extend(p for p in pairs if p is not event)
         else:
-            parts.append("event=log")
+            parts.append("event=note")
             parts.append(f"logger={record.name}")
             parts.append(f"msg={logfmt_value(first)}")
         if rest.strip():

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import deque
 from collections.abc import Iterator
 from typing import Any
 
@@ -26,7 +27,11 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 LINE_STATES = ("idle", "registering", "registered", "failed", "static", "stopped")
 # setup time: from the INVITE's arrival to the answer, seconds (phones ring for seconds)
 SETUP_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 20, 30, 60, 120)
-MAX_TRACKED_CALLS = 100_000  # bound on the per-call bookkeeping, should `closed` ever be missed
+MAX_TRACKED_CALLS = 100_000
+# a message we send that is byte for byte one we sent to the same address among the last this many
+# is a retransmission (timers A, E, G, 2xx and ACK resends, answers to a peer's retransmissions);
+# at 600 calls/s that is the last 10 s or so of sending, more than the 4 s of T2
+RETRANSMIT_WINDOW = 65_536  # bound on the per-call bookkeeping, should `closed` ever be missed
 
 
 class Metrics:
@@ -63,6 +68,9 @@ class Metrics:
         self._outcome: dict[str, str] = {}     # call -> what it came to so far
         self.observing_sip = False
         self._sip_counts: dict[tuple[str, bytes], int] = {}  # (direction, method or code) -> messages
+        self.retransmissions = 0
+        self._sent: set[int] = set()          # hashes of recent (message, address) we sent
+        self._sent_order: deque[int] = deque()
         r.register(_EngineCollector(self))
 
     # ---- wiring -------------------------------------------------------------------------------------
@@ -74,6 +82,7 @@ class Metrics:
         if endpoint is not None and hasattr(endpoint, "add_observer"):
             endpoint.add_observer(self.on_message)
             self.observing_sip = True
+            self._endpoint = endpoint
         # the reloader logs its outcomes (it has no bus of its own yet): count those records
         logger = logging.getLogger("callflow.reload")
         logger.addHandler(_ReloadCounter(self))
@@ -81,6 +90,14 @@ class Metrics:
             logger.setLevel(logging.INFO)  # `reloaded` is an INFO record: count it at --log-level warning too
 
     def detach(self) -> None:
+        """Stop listening to the transport and the reloader's log (the bus has no unsubscribe)."""
+        endpoint = getattr(self, "_endpoint", None)
+        if endpoint is not None and hasattr(endpoint, "remove_observer"):
+            try:
+                endpoint.remove_observer(self.on_message)
+            except ValueError:
+                pass
+            self._endpoint = None
         logger = logging.getLogger("callflow.reload")
         for handler in list(logger.handlers):
             if isinstance(handler, _ReloadCounter) and handler.metrics is self:
@@ -146,6 +163,17 @@ class Metrics:
         else:
             space = data.find(b" ", 0, 20)
             key = (direction, data[:space] if space > 0 else b"?")
+        if direction == "out":
+            sent = self._sent
+            mark = hash((data, address))
+            if mark in sent:
+                self.retransmissions += 1
+            else:
+                sent.add(mark)
+                order = self._sent_order
+                order.append(mark)
+                if len(order) > RETRANSMIT_WINDOW:
+                    sent.discard(order.popleft())
         counts = self._sip_counts
         if key in counts:
             counts[key] += 1
@@ -264,7 +292,9 @@ class _EngineCollector(Collector):
                     gauge.add_metric([], sessions)
                     yield gauge
         layer = getattr(engine, "layer", None)
-        retrans = getattr(layer, "retransmissions", None)
+        retrans = getattr(layer, "retransmissions", None)  # the transaction layer's own count, if it keeps one
+        if not isinstance(retrans, int | float) and self.metrics.observing_sip:
+            retrans = self.metrics.retransmissions
         if isinstance(retrans, int | float):
             family = CounterMetricFamily("callflow_sip_retransmissions", "SIP messages we sent again "
                                          "(timers A, E, G and 2xx resends)")

@@ -90,6 +90,10 @@ def test_a_closed_call_is_counted_by_its_outcome(call_up: tuple[CallflowServer, 
     assert "callflow_calls_active 0.0" in metrics
     assert 'callflow_call_hangups_total{cause="bye",channel="ONE"} 1.0' in metrics
     assert "no active calls" in cli(server, "calls").stdout
+    closed = server.events("closed")[-1]["call"]
+    records = json.loads(http(server, "/api/state"))["records"]  # the live page's recent calls
+    assert records is not None and wait_until(
+        lambda: any(r["call_id"] == closed for r in json.loads(http(server, "/api/state"))["records"]), 5)
     alice.dial(f"sip:{OUT_NUMBER}@{server.hostport}")  # so the fixture's hang-up has a call to end
     pstn.wait_event(CALL_INCOMING, 10)
     pstn.accept()
@@ -124,6 +128,7 @@ def test_live_page_shows_lines_phones_the_call_and_the_routing(call_up: tuple[Ca
     assert calls and calls[0]["call"] in page                   # the active call, by its id
     for text in ("itsp1", "registered", "alice", "sip:alice", OUT_NUMBER, "accept to line itsp1"):
         assert text in page, text
+    assert 'id="records-section" hidden' not in page  # the server keeps call records: the page shows them
     shot = tmp_path / "control-page.png"
     result = chromium(f"--screenshot={shot}", url)
     assert result.returncode == 0, result.stderr[-2000:]

@@ -151,6 +151,23 @@ def test_calls_view_lists_active_calls_with_their_legs() -> None:
     with_server(scenario)
 
 
+class _Records:
+    """The call-records store as the records layer gives it: recent(limit), newest first."""
+
+    def recent(self, limit: int) -> list[dict[str, Any]]:
+        return [{"call": "c9", "outcome": "answered", "code": 200, "duration": 42.0}][:limit]
+
+
+def test_state_carries_recent_call_records_when_the_server_keeps_them() -> None:
+    async def scenario(engine: Engine, base: str, state: Any) -> None:
+        assert (await get_json(base + "/api/state"))["records"] is None  # none kept: the page hides them
+        engine.records = _Records()  # type: ignore[attr-defined]
+        records = (await get_json(base + "/api/state?limit=5"))["records"]
+        assert records == [{"call": "c9", "outcome": "answered", "code": 200, "duration": 42.0}]
+
+    with_server(scenario)
+
+
 def test_calls_table_reads_at_a_glance() -> None:
     text = render_calls([_Call().snapshot()])
     header, row = text.splitlines()
@@ -209,6 +226,21 @@ def test_metrics_count_calls_by_outcome_hangup_cause_and_sip_messages() -> None:
         assert counters['callflow_calls_total{outcome=answered}'] == 1.0
 
     with_server(scenario)
+
+
+def test_a_message_sent_again_to_the_same_address_counts_as_a_retransmission() -> None:
+    from runtime.control.metrics import Metrics
+
+    metrics = Metrics()
+    metrics.observing_sip = True
+    invite = b"INVITE sip:1@x SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\n\r\n"
+    metrics.on_message("out", "udp", ("127.0.0.1", 5080), invite)
+    metrics.on_message("out", "udp", ("127.0.0.1", 5081), invite)  # elsewhere: a fork, not a resend
+    metrics.on_message("out", "udp", ("127.0.0.1", 5080), invite)  # timer A fired
+    metrics.on_message("in", "udp", ("127.0.0.1", 5080), invite)   # what peers resend is theirs
+    metrics.on_message("in", "udp", ("127.0.0.1", 5080), invite)
+    assert metrics.retransmissions == 1
+    assert 'callflow_sip_requests_total{direction="out",method="INVITE"} 3.0' in metrics.render().decode()
 
 
 def test_reload_through_the_endpoint_says_unchanged_reloaded_or_failed(tmp_path: Path) -> None:
@@ -283,6 +315,19 @@ def test_commands_say_clearly_when_no_server_runs_there(command: str) -> None:
     result = callflow(command, "--control", "127.0.0.1:9")
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert "no Callflow server answers at 127.0.0.1:9" in result.stderr
+
+
+def test_check_prints_the_version_id_the_running_server_shows(tmp_path: Path) -> None:
+    path = tmp_path / "office.flow"
+    path.write_text(FLOW)
+    result = callflow("check", str(path))
+    assert result.returncode == 0, result.stderr
+
+    async def scenario(engine: Engine, base: str, state: Any) -> None:
+        program = await get_json(base + "/api/program")
+        assert f"ok, version {program['version']}" in result.stdout
+
+    with_server(scenario, flow_path=path)
 
 
 def test_version_flag_prints_the_version() -> None:

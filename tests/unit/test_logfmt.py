@@ -36,9 +36,10 @@ def test_a_multi_line_message_stays_one_line_with_the_rest_in_a_quoted_field() -
     assert 'detail="main.flow:2:5: error: x\\n    ^"' in line
 
 
-def test_a_plain_message_becomes_event_log_with_the_text_quoted() -> None:
+def test_a_plain_message_becomes_event_note_with_the_text_quoted() -> None:
     line = record("call=%s no media: %s", "ab12", "no ports left")
-    assert LINE.match(line) and 'event=log' in line and 'msg="call=ab12 no media: no ports left"' in line
+    assert LINE.match(line) and "event=note logger=callflow.test" in line
+    assert 'msg="call=ab12 no media: no ports left"' in line
 
 
 def test_a_traceback_is_carried_in_one_quoted_field() -> None:
