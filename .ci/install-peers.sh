@@ -5,6 +5,8 @@
 #                     transports=("udp", "tcp", "tls"); TCP needs no extra package)
 #   baresip         - headless phones driven over ctrl_tcp (baresip-core ships every module we load)
 #   openssl         - fallback for tests/rig/certs.py when the `cryptography` package is missing
+#   chromium        - headless browser for the live-page test (tests/integration/test_operator_view.py);
+#                     fonts-dejavu-core gives its screenshots readable text
 #   postgresql      - a real PostgreSQL server for the call-records test (started by the test itself)
 #   sngrep          - the HEP collector the SIP trace test sends to (sngrep -L udp:...)
 #   gcc, libc6-dev  - build tests/rig/bindlo.c, the LD_PRELOAD shim that keeps baresip's RTP and DNS
@@ -23,9 +25,9 @@ export DEBIAN_FRONTEND=noninteractive
 have() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"; }
 if [ -z "${INSTALL_PEERS_FORCE:-}" ] \
         && have kamailio && have kamailio-tls-modules && have baresip && have baresip-core \
-        && have gcc && have libc6-dev && have openssl \
+        && have gcc && have libc6-dev && have openssl && have chromium && have fonts-dejavu-core \
         && have postgresql && have sngrep; then
-    echo "install-peers.sh: kamailio, kamailio-tls-modules, baresip, gcc, openssl already installed"
+    echo "install-peers.sh: kamailio, kamailio-tls-modules, baresip, gcc, openssl, chromium, postgresql, sngrep already installed"
     exit 0
 fi
 
@@ -38,7 +40,7 @@ apt-get update
 # baresip: pulls baresip-core (binary + g711, ausine, aubridge, ctrl_tcp, menu, account modules);
 # its SIP over TCP and TLS is built in (libre with OpenSSL), no extra package.
 apt-get install -y --no-install-recommends kamailio kamailio-tls-modules baresip gcc libc6-dev \
-    openssl
+    openssl chromium fonts-dejavu-core
 # call records (PostgreSQL server binaries; the test runs its own instance) and the SIP trace (sngrep)
 apt-get install -y --no-install-recommends postgresql sngrep
 
@@ -57,3 +59,4 @@ fi
 # sed reads to the end: with pipefail, `head` could SIGPIPE the writer and fail the script
 kamailio -v 2>&1 | sed -n 1p
 (baresip -h 2>&1 || true) | sed -n 1p
+(chromium --version 2>&1 || true) | sed -n 1p

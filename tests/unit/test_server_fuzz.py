@@ -54,7 +54,7 @@ async def _engine() -> Engine:
     engine.add_line(LineConfig("fuzz", "127.0.0.1", 9, register_every=None))
     engine.register_line("fuzz")
     for _ in range(100):
-        if engine.lines["fuzz"].state == "static":
+        if engine.lines["fuzz"].state == "not_registering":
             break
         await asyncio.sleep(0.01)
     engine.router = lambda call: call.reject(486, "Busy Here")
@@ -88,7 +88,7 @@ def test_arbitrary_bytes_never_cause_an_internal_error(data: bytes) -> None:
 
 
 def test_fuzzed_invites_reached_call_sessions() -> None:
-    assert ENGINE.lines["fuzz"].state == "static"
+    assert ENGINE.lines["fuzz"].state == "not_registering"
     ENGINE.bus.history = []
     feed(b"INVITE sip:+1555@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:9;branch=z9hG4bKcall\r\n"
           b"Max-Forwards: 70\r\nFrom: <sip:p@x>;tag=1\r\nTo: <sip:+1555@x>\r\nCall-ID: call\r\n"
