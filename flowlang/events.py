@@ -183,7 +183,7 @@ EVENTS: tuple[EventSpec, ...] = (
     EventSpec("cdr_recovered", "server", "the records store works again; the waiting records are written", (
         _f("store", str, "where"),
     ), bus=False),
-    EventSpec("cdr_dropped", "server", "the records queue was full: the oldest records were dropped", (
+    EventSpec("cdr_dropped", "server", "the records queue was full: the records of calls ending then were dropped", (
         _f("store", str, "where"), _f("dropped", int, "how many"), _f("queued", int, "still queued"),
         _f("reason", str, "why"),
     ), bus=False),

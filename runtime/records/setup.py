@@ -14,7 +14,7 @@ from pathlib import Path
 
 from .cdr import OUTCOMES, CallRecorder
 from .hep import HepError, HepSender
-from .state import CDR_FILE, LOCATION_FILE, StateDirError, default_state_dir, prepare_state_dir
+from .state import CDR_FILE, LOCATION_FILE, StateDirError, StateLock, default_state_dir, prepare_state_dir
 from .store import Filters, RecordStoreError, open_store, readable
 from .trace import SipTracer
 from .writer import RecordWriter
@@ -67,6 +67,7 @@ class RunState:
     hep: HepSender | None = None
     hep_id: int = 2001
     tracer: SipTracer | None = field(default=None, repr=False)
+    lock: StateLock | None = field(default=None, repr=False)
 
     @classmethod
     def open(cls, args: argparse.Namespace) -> RunState:
@@ -76,18 +77,20 @@ class RunState:
         no_cdr = getattr(args, "no_cdr", False)
         dsn = getattr(args, "cdr_dsn", None)
         needs_folder = not location or (not no_cdr and not dsn)
-        folder = None
+        folder = lock = None
         if needs_folder:
             try:
                 folder = prepare_state_dir(getattr(args, "state_dir", None) or default_state_dir(),
                                            getattr(args, "path", None))
+                lock = StateLock(folder)
             except StateDirError as exc:
                 raise RunStateError(str(exc)) from None
-        state = cls(folder, location or str(folder / LOCATION_FILE))  # type: ignore[operator]
+        state = cls(folder, location or str(folder / LOCATION_FILE), lock=lock)  # type: ignore[operator]
         if not no_cdr:
             try:
                 store = open_store(dsn or folder / CDR_FILE)  # type: ignore[operator]
             except RecordStoreError as exc:
+                state.close()
                 raise RunStateError(str(exc)) from None
             state.writer = RecordWriter(store)
         hep = getattr(args, "hep", None)
@@ -124,6 +127,8 @@ class RunState:
                      self.writer.written, self.writer.dropped)
         if self.hep is not None:
             self.hep.close()
+        if self.lock is not None:
+            self.lock.release()
 
 
 def _local(engine: object, transport: str) -> tuple[str, int]:

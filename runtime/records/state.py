@@ -65,3 +65,38 @@ def prepare_state_dir(path: str | os.PathLike[str], script: str | os.PathLike[st
         raise StateDirError(f"cannot write to the state folder {folder}; pass --state-dir with a folder you "
                             "can write to")
     return folder
+
+
+class StateLock:
+    """One server per state folder: an exclusive advisory lock on `<folder>/lock` held while the
+    server runs (fcntl.flock, released by the kernel if the process dies). Two servers sharing one
+    folder would write each other's registrations, and the next start would restore the other's
+    phones. Where flock does not exist (not POSIX) nothing is locked."""
+
+    def __init__(self, folder: Path) -> None:
+        self.path = folder / "lock"
+        self._fd: int | None = None
+        try:
+            import fcntl
+        except ImportError:
+            return
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        except OSError as exc:
+            raise StateDirError(f"cannot create {self.path}: {exc.strerror or exc}; pass --state-dir with a "
+                                "folder you can write to") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            holder = os.read(fd, 64).decode("ascii", "replace").strip() or "?"
+            os.close(fd)
+            raise StateDirError(f"the state folder {folder} is in use by another callflow server (pid {holder}); "
+                                "give each server its own --state-dir") from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        self._fd = fd
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)  # closing the descriptor drops the lock
+            self._fd = None

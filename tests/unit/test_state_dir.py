@@ -76,6 +76,15 @@ def test_location_db_still_chooses_the_registrations_file(tmp_path: Path) -> Non
     assert not (tmp_path / "st").exists()  # nothing to keep there: no folder made
 
 
+def test_a_second_server_on_the_same_state_folder_is_refused_until_the_first_stops(tmp_path: Path) -> None:
+    first = RunState.open(run_args(state_dir=str(tmp_path)))
+    with pytest.raises(RunStateError, match=f"{tmp_path} is in use by another callflow server .pid {os.getpid()}.*"
+                                            "own --state-dir"):
+        RunState.open(run_args(state_dir=str(tmp_path)))
+    first.close()
+    RunState.open(run_args(state_dir=str(tmp_path))).close()
+
+
 def test_an_unreachable_postgresql_is_a_startup_error_without_the_password(tmp_path: Path) -> None:
     pytest.importorskip("psycopg")
     with pytest.raises(RunStateError, match=r"postgresql://cdr:\*\*\*@127.0.0.1:1/calls") as info:
