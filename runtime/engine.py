@@ -370,6 +370,10 @@ class Engine:
                               dialled=self.dialled_number(req, peer_type, peer_name), program=self.program,
                               now=self.now(), t1=self.layer.t1, t2=self.layer.t2,
                               max_duration=self.max_call_duration, rtp_timeout=self.rtp_timeout)
+        if line is not None:
+            # a provider that challenges our in-dialog requests gets the line's credentials
+            cfg = line.config
+            machine.zero.auth = line.auth.__class__(cfg.auth_username or cfg.username, cfg.password)
         call = CallSession(self.call_runner, machine)
         txn.user_data = call
         self.calls[call.id] = call

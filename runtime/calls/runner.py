@@ -312,6 +312,8 @@ class CallRunner:
 
     def _closed(self, s: CallSession, a: Closed) -> None:
         s.timers.clear()
+        if s.machine.txn.user_data is s:
+            s.machine.txn.user_data = None  # the INVITE transaction outlives the call: no cycle through it
         self._stop_playing(s, None)
         stats: dict[str, object] = {}
         media, s.media = s.media, None
