@@ -357,8 +357,7 @@ class Engine:
             peer_type, peer_name = "USER", outcome.user
             account = self.users.get(peer_name)
             if account and account.max_calls is not None:
-                active = sum(1 for c in self.calls.values() if c.peer_name == peer_name and c.peer_type == "USER")
-                if active >= account.max_calls:
+                if self.calls_of_user(peer_name) >= account.max_calls:
                     self.respond(txn, 486, "Busy Here (call limit reached)")
                     return
         if peer_type == "USER":
@@ -379,6 +378,10 @@ class Engine:
         self.calls[call.id] = call
         self.call_runner.add(call)
         call.start()
+
+    def calls_of_user(self, name: str) -> int:
+        """How many active calls user `name` is on, placed or received (its `max calls` counts both)."""
+        return sum(1 for c in self.calls.values() if c.machine.involves_user(name))
 
     def _admit(self, ip: str, data: bytes, now: float) -> bool:
         ok, attack = self.guard.admit(ip, data, now)
@@ -471,6 +474,9 @@ class Engine:
                        now: float) -> tuple[list[Leg], Failure | None]:
         if target.name not in self.users:
             return [], Failure(404, f"Not Found (no user {target.name})")
+        account = self.users[target.name]
+        if account.max_calls is not None and self.calls_of_user(target.name) >= account.max_calls:
+            return [], Failure(486, f"Busy Here ({target.name} has reached its call limit)")
         bindings = self.registrar.lookup(target.name, now)
         if not bindings:
             return [], Failure(480, f"Temporarily Unavailable ({target.name} is not registered)")

@@ -548,6 +548,8 @@ class CallMachine:
     def _won(self, leg: Leg) -> None:
         self._out.append(CancelTimer(NO_ANSWER))
         self.one = leg
+        if leg.peer_type == "USER" and self.has_media:
+            self._out.append(MediaExpect(ONE.value, leg.address[0]))  # a phone's RTP may come from its NAT
         for other in self.forks:
             if other is not leg:
                 self._cancel_fork(other)
@@ -1107,6 +1109,19 @@ class CallMachine:
             self._out.append(SetTimer(LINGER, self.now + 64 * self.t1))
         else:
             self._out.append(Released())
+
+    def involves_user(self, name: str) -> bool:
+        """Whether user `name` is on this call, calling or called (for per-user call limits)."""
+        if self.state is CallState.CLOSED:
+            return False
+        if self.peer_type == "USER" and self.peer_name == name:
+            return True
+        one = self.one
+        if one is not None:
+            return one.peer_type == "USER" and one.peer == name
+        return self.state is CallState.DIALING and any(
+            f.peer_type == "USER" and f.peer == name and not f.settled and f.attempt == self.attempt
+            for f in self.forks)
 
     def _outstanding(self) -> bool:
         return any(not f.settled and f.cancel is not CancelState.NONE for f in self.forks)

@@ -87,7 +87,8 @@ class CallSession:
     """One call as the dialplan and the engine see it (the SDK's call session): its machine, its
     media session and play task, and the keys it holds in the engine's tables."""
 
-    __slots__ = ("runner", "machine", "media", "player", "timers", "dialog_keys", "created_wall", "queued")
+    __slots__ = ("runner", "machine", "media", "player", "timers", "dialog_keys", "created_wall", "queued",
+                 "__weakref__")
 
     def __init__(self, runner: CallRunner, machine: CallMachine) -> None:
         self.runner = runner
@@ -231,8 +232,9 @@ class _Owner:
 class CallRunner:
     """Runs every call machine of one engine."""
 
-    def __init__(self, host: CallHost) -> None:
+    def __init__(self, host: CallHost, media_timeout: float = MEDIA_TIMEOUT) -> None:
         self.host = host
+        self.media_timeout = media_timeout  # seconds one media step may take before it fails
         self.sessions: dict[str, CallSession] = {}  # machines not yet released (a closed call may linger)
         self._heap: list[tuple[float, int, str, str]] = []
         self._seq = itertools.count()
@@ -381,7 +383,7 @@ class CallRunner:
         MEDIA_TIMEOUT. Only asyncio futures (or a bare yield) are awaited by media backends."""
         value: Any = None
         error: BaseException | None = None
-        deadline = asyncio.get_running_loop().time() + MEDIA_TIMEOUT
+        deadline = asyncio.get_running_loop().time() + self.media_timeout
         try:
             for _ in range(1_000_000):
                 if isinstance(waiting_on, asyncio.Future):
@@ -390,7 +392,7 @@ class CallRunner:
                     done, _pending = await asyncio.wait((waiting_on,), timeout=max(0.0, left))
                     if not done:
                         waiting_on.cancel()
-                        raise MediaError(f"the media backend did not answer {op} in {MEDIA_TIMEOUT:g} s")
+                        raise MediaError(f"the media backend did not answer {op} in {self.media_timeout:g} s")
                 else:
                     await asyncio.sleep(0)
                 try:
@@ -407,8 +409,6 @@ class CallRunner:
         if op == "allocate" and error is None:
             s.media, value = value, None
         self.feed(s, MediaDone(self.host.now(), token, value, error))
-        if error is not None and op == "allocate" and s.media is None and isinstance(value, MediaSession):
-            value.close()
 
     def _expect(self, s: CallSession, a: MediaExpect) -> None:
         if s.media is not None:

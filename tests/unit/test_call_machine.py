@@ -293,3 +293,20 @@ def test_a_call_whose_rtp_stopped_both_ways_is_hung_up_with_a_reason_saying_so()
     call.advance(30)
     assert "no RTP" in str(call.event("hangup")["reason"])  # type: ignore[index]
     assert call.sent("BYE", to=ZERO_ADDR) and call.sent("BYE", to=FAR_ADDR)
+
+
+# ---- per-user call limits count both directions (issue 9) --------------------------------------------
+def test_a_user_at_its_call_limit_is_not_rung_and_calls_it_receives_count() -> None:
+    from types import SimpleNamespace
+
+    from runtime.engine import Engine
+
+    engine = Engine(advertise="127.0.0.1")
+    engine.add_user("bob", "pw", max_calls=1)
+    ringing_bob = Call(destinations={"bob": [("198.51.100.9", 5060)]})
+    ringing_bob.route = lambda c: c.feed(io.AcceptIn(c.now, [Target("USER", "bob")], None, c.results.append))
+    ringing_bob.start()
+    engine.calls["c1"] = SimpleNamespace(machine=ringing_bob.machine)  # type: ignore[assignment]
+    assert engine.calls_of_user("bob") == 1
+    legs, failure = engine.build_forks(Call().machine, Target("USER", "bob"), b"", 0.0)
+    assert legs == [] and failure is not None and failure.code == 486
