@@ -293,6 +293,8 @@ class Engine:
             call = invite_txn.user_data if invite_txn is not None else None
             if isinstance(call, CallSession):
                 call.cancel(txn)
+            elif invite_txn is not None:
+                self.respond(txn, 200, "OK")  # the call is over; the CANCEL has nothing left to do (9.2)
             else:
                 self.respond(txn, 481, "Call/Transaction Does Not Exist")
         elif to_tag:

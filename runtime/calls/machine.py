@@ -448,6 +448,7 @@ class CallMachine:
 
     def _fork_answered(self, leg: Leg, resp: Response) -> Step:
         leg.state = ForkState.ANSWERED
+        leg.answer_sdp = resp.body
         invite = leg.invite
         assert invite is not None
         leg.dialog = Dialog.as_uac(invite, resp)
@@ -816,7 +817,8 @@ class CallMachine:
         to_leg = self.zero if to_channel is ZERO else self.one
         from_leg = self._other(to_leg) if to_leg is not None else None
         if resp is not None and resp.status in (401, 407) and to_leg is not None:
-            # a challenge meant for the line, never for the phone: answered once per nonce (5)
+            # a challenge meant for us (the line's credentials), never for the phone: answered
+            # once per nonce; one we cannot answer is not passed on either
             retry = self._with_credentials(to_leg, sent, resp, nonce)
             if retry is not None:
                 request, nonce = retry
@@ -824,6 +826,11 @@ class CallMachine:
                 dest, transport = self._next_hop(to_leg)
                 self._out.append(SendRequest(request, dest, transport, ("relay", tag)))
                 return None
+            del self.relays[tag]
+            self._reset_invite_states(req, to_leg, from_leg)
+            self._out.append(Respond(server_txn, create_response(
+                req, 403, f"Forbidden (the other side asked for credentials: {resp.status})")))
+            return None
         if resp is None:
             del self.relays[tag]
             self._reset_invite_states(req, to_leg, from_leg)

@@ -199,16 +199,34 @@ class CallSession:
         now = self.runner.now()
         answered_at = None if m.answered_at is None else self.created_wall + (m.answered_at - m.created_at)
         legs = []
+        relayed = _codec_name(m.one.answer_sdp) if m.one is not None else None
         for leg in (m.zero, m.one):
             if leg is None:
                 continue
-            codec = m.play_codec[1] if leg.channel is Channel.ZERO and m.play_codec else None
+            codec = m.play_codec[1] if leg.channel is Channel.ZERO and m.play_codec else relayed
             legs.append({"channel": leg.channel.name, "peer_type": leg.peer_type, "peer": leg.peer,
                          "address": f"{leg.address[0]}:{leg.address[1]}", "transport": leg.transport,
                          "codec": codec})
         return {"call": m.id, "state": m.state.value, "created_at": self.created_wall, "answered_at": answered_at,
                 "duration": 0 if m.answered_at is None else max(0.0, now - m.answered_at), "legs": legs,
                 "caller": m.caller_id_override or m.caller_id, "to": m.dialled}
+
+
+_STATIC_CODECS = {0: "PCMU", 3: "GSM", 4: "G723", 8: "PCMA", 9: "G722", 18: "G729"}
+
+
+def _codec_name(sdp: bytes) -> str | None:
+    """The codec an SDP answer settled on: its first audio format's name (None without one)."""
+    lines = sdp.decode("utf-8", "replace").splitlines()
+    first = None
+    for line in lines:
+        if first is None and line.startswith("m=audio "):
+            fields = line.split()
+            if len(fields) > 3 and fields[3].isdigit():
+                first = int(fields[3])
+        elif first is not None and line.startswith(f"a=rtpmap:{first} "):
+            return line.split(" ", 1)[1].partition("/")[0]
+    return None if first is None else _STATIC_CODECS.get(first, str(first))
 
 
 class _Owner:

@@ -184,7 +184,9 @@ class Call:
         self.feed(io.Start(self.now))
 
     def invite_to_one(self, index: int = -1) -> Out:
-        return [o for o in self.out if o.kind == "request" and o.message.method == "INVITE"][index]
+        """The INVITE we sent to a fork of channel ONE (the last one by default)."""
+        return [o for o in self.out if o.kind == "request" and o.message.method == "INVITE"
+                and type(o.tag) is int][index]  # forks, not re-INVITEs
 
     def one_responds(self, status: int, *, to_tag: str = "b1", body: bytes = b"", out: Out | None = None,
                      headers: list[tuple[str, str]] | None = None, stray: bool = False) -> Response:

@@ -310,3 +310,39 @@ def test_a_user_at_its_call_limit_is_not_rung_and_calls_it_receives_count() -> N
     assert engine.calls_of_user("bob") == 1
     legs, failure = engine.build_forks(Call().machine, Target("USER", "bob"), b"", 0.0)
     assert legs == [] and failure is not None and failure.code == 486
+
+
+def test_a_reinvite_from_the_far_leg_without_sdp_carries_the_callers_answer_in_our_ack_to_it() -> None:
+    call = Call()
+    call.connect()
+    call.request_from(ONE, "INVITE")
+    reinvite = call.sent("INVITE", to=ZERO_ADDR)[-1]
+    call.respond_to(reinvite, 200, body=SDP_ZERO)     # the caller offers in its 2xx
+    assert not call.sent("ACK", to=ZERO_ADDR)
+    call.ack_from(ONE, body=SDP_ONE)
+    ack = call.sent("ACK", to=ZERO_ADDR)[-1].message
+    assert ack.body == anchored(SDP_ONE)
+
+
+def test_a_challenge_we_cannot_answer_is_not_passed_to_the_phone() -> None:
+    call = Call()                                      # no credentials for this line
+    call.connect()
+    call.request_from(ZERO, "INVITE", body=SDP_ZERO)
+    call.respond_to(call.sent("INVITE", to=FAR_ADDR)[-1], 407, headers=[CHALLENGE])
+    assert not call.responses(407) and call.responses(403)
+
+
+def test_the_status_page_snapshot_names_both_legs_and_the_codec() -> None:
+    from runtime.calls import CallSession
+
+    call = Call()
+    call.connect()
+    call.now = 12.0
+    session = CallSession.__new__(CallSession)
+    session.machine, session.created_wall = call.machine, 1_700_000_000.0
+    session.runner = type("R", (), {"now": lambda self: call.now})()
+    snap = session.snapshot()
+    assert snap["state"] == "connected" and snap["duration"] == 12.0 and snap["to"] == "+15551230000"
+    assert [(leg["channel"], leg["peer_type"], leg["address"]) for leg in snap["legs"]] == [
+        ("ZERO", "LINE", "198.51.100.1:5060"), ("ONE", "LINE", "203.0.113.7:5060")]
+    assert snap["legs"][1]["codec"] == "PCMU" and snap["answered_at"] == 1_700_000_000.0
