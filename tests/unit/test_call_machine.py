@@ -346,3 +346,81 @@ def test_the_status_page_snapshot_names_both_legs_and_the_codec() -> None:
     assert [(leg["channel"], leg["peer_type"], leg["address"]) for leg in snap["legs"]] == [
         ("ZERO", "LINE", "198.51.100.1:5060"), ("ONE", "LINE", "203.0.113.7:5060")]
     assert snap["legs"][1]["codec"] == "PCMU" and snap["answered_at"] == 1_700_000_000.0
+
+
+# ---- a step that fails never wedges a call, whatever the step ---------------------------------------
+def _failing(call: Call, error: BaseException) -> None:
+    """Answer the pending media step with `error` (a backend failure, or a cancelled step)."""
+    call.answer_media(error)
+
+
+def test_an_unreadable_offer_from_the_caller_is_refused_with_488_and_the_call_closed() -> None:
+    from runtime.sip.sdp import SdpError
+
+    call = Call(hold_media=True)
+    call.start()
+    call.answer_media()                               # allocate
+    _failing(call, SdpError("no m= line"))            # anchoring the caller's offer
+    assert call.responses(488) and call.closed and not call.sent("INVITE")
+
+
+@pytest.mark.parametrize("error", [MediaError("backend gone"), MediaError("media step anchor cancelled")])
+def test_a_media_step_that_fails_or_is_cancelled_while_dialling_refuses_the_call(error: MediaError) -> None:
+    call = Call(hold_media=True)
+    call.start()
+    call.answer_media()
+    _failing(call, error)
+    assert call.responses(500) and call.closed and call.released
+
+
+def test_an_unreadable_early_media_answer_gives_the_caller_plain_ringing() -> None:
+    from runtime.sip.sdp import SdpError
+
+    call = Call(hold_media=True)
+    call.start()
+    call.answer_media()
+    call.answer_media()
+    call.one_responds(183, body=SDP_ONE)
+    _failing(call, SdpError("garbled"))
+    assert call.responses(180) and call.machine.state is CallState.DIALING
+
+
+def test_an_unreadable_offer_in_a_reinvite_is_refused_488_and_the_call_goes_on() -> None:
+    from runtime.sip.sdp import SdpError
+
+    call = Call()
+    call.connect()
+    call.hold_media = True
+    call.request_from(ZERO, "INVITE", body=SDP_ZERO)
+    _failing(call, SdpError("garbled"))
+    assert call.responses(488) and call.machine.state is CallState.CONNECTED
+    call.hold_media = False
+    call.request_from(ZERO, "INVITE", body=SDP_ZERO)  # nothing left pending: the next one is relayed
+    assert len(call.sent("INVITE", to=FAR_ADDR)) == 2
+
+
+def test_a_file_that_cannot_be_played_lets_the_plan_go_on() -> None:
+    done: list[str] = []
+    call = Call(hold_media=True)
+    call.route = lambda c: c.feed(io.PlayIn(c.now, "closed.wav", False, lambda: done.append("next step")))
+    call.start()
+    call.answer_media()                               # allocate
+    _failing(call, MediaError("no codec we can play"))  # answering the caller's offer
+    assert done == ["next step"] and call.machine.state is CallState.ROUTING
+
+
+def test_a_playback_that_fails_midway_lets_the_plan_go_on() -> None:
+    done: list[str] = []
+    call = Call()
+    call.route = lambda c: c.feed(io.PlayIn(c.now, "closed.wav", True, lambda: done.append("next step")))
+    call.start()
+    call.ack_from(ZERO)
+    call.feed(io.PlayDone(call.now, MediaError("socket closed")))
+    assert done == ["next step"] and call.machine.state is CallState.ANSWERED
+
+
+def test_an_action_the_runner_could_not_carry_out_ends_the_call() -> None:
+    call = Call()
+    call.connect()
+    call.feed(io.ActionFailed(call.now, OSError("no route to host")))
+    assert call.sent("BYE", to=ZERO_ADDR) and call.sent("BYE", to=FAR_ADDR)
