@@ -465,7 +465,7 @@ class Engine:
             log.exception("call=%s routing failed", call.id)
             call.reject(500, "Server Internal Error (routing)")
 
-    def build_forks(self, call: CallMachine, target: Target, offer: bytes,  # type: ignore[override]
+    def build_forks(self, call: CallMachine, target: Target, offer: bytes,
                     now: float) -> tuple[list[Leg], Failure | None]:
         """The INVITEs that ring `target` for `call` (CallEnv.build_forks)."""
         if target.kind == "USER":

@@ -28,7 +28,7 @@ from ..sip.errors import SipError
 from ..sip.message import Headers, Request, Response, create_response
 from ..sip.sdp import SdpError
 from ..sip.transaction import Address, ServerTransaction, State, new_branch, new_tag
-from ..sip.uri import NameAddr, SipUri
+from ..sip.uri import SipUri
 from .io import (
     AcceptIn,
     AckIn,
@@ -1169,4 +1169,4 @@ _HANDLERS: dict[type, Callable[[CallMachine, Any], Any]] = {
     MediaDone: _media_done,
 }
 
-__all__ = ["CallMachine", "IllegalMove", "NameAddr"]
+__all__ = ["CallMachine", "IllegalMove"]
