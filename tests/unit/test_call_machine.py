@@ -297,19 +297,24 @@ def test_a_call_whose_rtp_stopped_both_ways_is_hung_up_with_a_reason_saying_so()
 
 # ---- per-user call limits count both directions (issue 9) --------------------------------------------
 def test_a_user_at_its_call_limit_is_not_rung_and_calls_it_receives_count() -> None:
+    import asyncio
     from types import SimpleNamespace
 
     from runtime.engine import Engine
 
-    engine = Engine(advertise="127.0.0.1")
-    engine.add_user("bob", "pw", max_calls=1)
-    ringing_bob = Call(destinations={"bob": [("198.51.100.9", 5060)]})
-    ringing_bob.route = lambda c: c.feed(io.AcceptIn(c.now, [Target("USER", "bob")], None, c.results.append))
-    ringing_bob.start()
-    engine.calls["c1"] = SimpleNamespace(machine=ringing_bob.machine)  # type: ignore[assignment]
-    assert engine.calls_of_user("bob") == 1
-    legs, failure = engine.build_forks(Call().machine, Target("USER", "bob"), b"", 0.0)
-    assert legs == [] and failure is not None and failure.code == 486
+    async def scenario() -> tuple[int, object]:
+        engine = Engine(advertise="127.0.0.1")  # not started: only its call tables are used
+        engine.add_user("bob", "pw", max_calls=1)
+        ringing_bob = Call(destinations={"bob": [("198.51.100.9", 5060)]})
+        ringing_bob.route = lambda c: c.feed(io.AcceptIn(c.now, [Target("USER", "bob")], None, c.results.append))
+        ringing_bob.start()
+        engine.calls["c1"] = SimpleNamespace(machine=ringing_bob.machine)  # type: ignore[assignment]
+        legs, failure = engine.build_forks(Call().machine, Target("USER", "bob"), b"", 0.0)
+        assert legs == []
+        return engine.calls_of_user("bob"), failure
+
+    count, failure = asyncio.run(scenario())
+    assert count == 1 and getattr(failure, "code", None) == 486
 
 
 def test_a_reinvite_from_the_far_leg_without_sdp_carries_the_callers_answer_in_our_ack_to_it() -> None:
