@@ -429,3 +429,38 @@ def test_an_action_the_runner_could_not_carry_out_ends_the_call() -> None:
     call.connect()
     call.feed(io.ActionFailed(call.now, OSError("no route to host")))
     assert call.sent("BYE", to=ZERO_ADDR) and call.sent("BYE", to=FAR_ADDR)
+
+
+# ---- forks racing ------------------------------------------------------------------------------------
+B_ADDR = ("203.0.113.8", 5060)
+
+
+def test_a_fork_that_answers_after_another_won_gets_its_own_ack_and_a_bye() -> None:
+    call = Call(destinations={"far": [FAR_ADDR, B_ADDR]})
+    call.start()
+    first, second = call.invite_to_one(0), call.invite_to_one(1)
+    call.one_responds(180, out=second, to_tag="c1")
+    call.one_responds(200, body=SDP_ONE, out=first)
+    assert len(call.sent("CANCEL", to=B_ADDR)) == 1
+    call.one_responds(200, body=SDP_ONE, out=second, to_tag="c1")  # the CANCEL crossed its 2xx
+    assert [a.message.to_tag for a in call.sent("ACK")] == ["b1", "c1"]
+    assert [b.message.to_tag for b in call.sent("BYE")] == ["c1"] and call.machine.state is CallState.CONNECTED
+
+
+def test_a_fork_that_answers_after_the_caller_cancelled_is_acked_and_byed_then_the_call_is_released() -> None:
+    call = Call()
+    call.start()
+    call.one_responds(180)
+    call.feed(io.HangupIn(call.now))                  # the plan gives up: CANCEL, 480 to the caller
+    assert call.closed and not call.released           # the cancelled fork may still answer
+    call.one_responds(200, body=SDP_ONE)
+    assert call.sent("ACK", to=FAR_ADDR) and call.sent("BYE", to=FAR_ADDR) and call.released
+
+
+def test_a_cancelled_fork_that_never_answers_is_released_after_64_t1() -> None:
+    call = Call()
+    call.start()
+    call.one_responds(180)
+    call.feed(io.HangupIn(call.now))
+    call.advance(32)
+    assert call.released
