@@ -98,6 +98,23 @@ def whole_call(port: int, a: socket.socket, b: socket.socket) -> None:
     recv(a, b"SIP/2.0 200")
 
 
+def cancelled_call(port: int, a: socket.socket, b: socket.socket) -> None:
+    """a calls, b rings, a cancels: b gets CANCEL, answers it and 487s the INVITE."""
+    me = a.getsockname()[1]
+    a.sendto(invite(port, me), ("127.0.0.1", port))
+    b_invite = recv(b, b"INVITE")
+    b.sendto(bytes(create_response(b_invite, 180, "Ringing", to_tag="b1")), ("127.0.0.1", port))
+    recv(a, b"SIP/2.0 180")
+    a.sendto((f"CANCEL sip:+15551234567@127.0.0.1:{port} SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:{me};rport;"
+              f"branch=z9hG4bKrun1\r\nMax-Forwards: 70\r\nFrom: <sip:a@127.0.0.1>;tag=a1\r\n"
+              f"To: <sip:+15551234567@127.0.0.1>\r\nCall-ID: run-1\r\nCSeq: 1 CANCEL\r\n"
+              f"Content-Length: 0\r\n\r\n").encode(), ("127.0.0.1", port))
+    cancel = recv(b, b"CANCEL")
+    b.sendto(bytes(create_response(cancel, 200, "OK", to_tag="b1")), ("127.0.0.1", port))
+    b.sendto(bytes(create_response(b_invite, 487, "Request Terminated", to_tag="b1")), ("127.0.0.1", port))
+    recv(b, b"ACK")  # the 487 is ACKed by the transaction layer
+
+
 def first_final(port: int, a: socket.socket, b: socket.socket) -> int:
     a.sendto(invite(port, a.getsockname()[1]), ("127.0.0.1", port))
     for _ in range(10):
@@ -147,6 +164,17 @@ def test_a_finished_call_leaves_nothing_in_any_table_and_no_reference_cycle() ->
         refs = out.pop("seen")
         assert out["tables"] == ({}, {}, {})
         assert [ref() for ref in refs] == [None]  # freed by reference counting alone: no cycle holds it
+    finally:
+        gc.enable()
+
+
+def test_a_cancelled_call_leaves_nothing_behind_once_its_fork_has_settled() -> None:
+    gc.disable()
+    try:
+        out = asyncio.run(run(cancelled_call))
+        refs = out.pop("seen")
+        assert out["tables"] == ({}, {}, {})
+        assert [ref() for ref in refs] == [None]
     finally:
         gc.enable()
 
