@@ -313,6 +313,8 @@ class Engine:
             call = invite_txn.user_data if invite_txn is not None else None
             if isinstance(call, CallSession):
                 call.cancel(txn)
+            elif invite_txn is not None:
+                self.respond(txn, 200, "OK")  # the call is over; the CANCEL has nothing left to do (9.2)
             else:
                 self.respond(txn, 481, "Call/Transaction Does Not Exist")
         elif to_tag:
@@ -395,8 +397,7 @@ class Engine:
             peer_type, peer_name = "USER", outcome.user
             account = self.users.get(peer_name)
             if account and account.max_calls is not None:
-                active = sum(1 for c in self.calls.values() if c.peer_name == peer_name and c.peer_type == "USER")
-                if active >= account.max_calls:
+                if self.calls_of_user(peer_name) >= account.max_calls:
                     self.respond(txn, 486, "Busy Here (call limit reached)")
                     return
         if peer_type == "USER":
@@ -408,11 +409,19 @@ class Engine:
                               dialled=self.dialled_number(req, peer_type, peer_name), program=self.program,
                               now=self.now(), t1=self.layer.t1, t2=self.layer.t2,
                               max_duration=self.max_call_duration, rtp_timeout=self.rtp_timeout)
+        if line is not None:
+            # a provider that challenges our in-dialog requests gets the line's credentials
+            cfg = line.config
+            machine.zero.auth = line.auth.__class__(cfg.auth_username or cfg.username, cfg.password)
         call = CallSession(self.call_runner, machine)
         txn.user_data = call
         self.calls[call.id] = call
         self.call_runner.add(call)
         call.start()
+
+    def calls_of_user(self, name: str) -> int:
+        """How many active calls user `name` is on, placed or received (its `max calls` counts both)."""
+        return sum(1 for c in self.calls.values() if c.machine.involves_user(name))
 
     def _admit(self, ip: str, data: bytes, now: float) -> bool:
         ok, attack = self.guard.admit(ip, data, now)
@@ -494,7 +503,7 @@ class Engine:
             log.exception("call=%s routing failed", call.id)
             call.reject(500, "Server Internal Error (routing)")
 
-    def build_forks(self, call: CallMachine, target: Target, offer: bytes,  # type: ignore[override]
+    def build_forks(self, call: CallMachine, target: Target, offer: bytes,
                     now: float) -> tuple[list[Leg], Failure | None]:
         """The INVITEs that ring `target` for `call` (CallEnv.build_forks)."""
         if target.kind == "USER":
@@ -505,6 +514,9 @@ class Engine:
                        now: float) -> tuple[list[Leg], Failure | None]:
         if target.name not in self.users:
             return [], Failure(404, f"Not Found (no user {target.name})")
+        account = self.users[target.name]
+        if account.max_calls is not None and self.calls_of_user(target.name) >= account.max_calls:
+            return [], Failure(486, f"Busy Here ({target.name} has reached its call limit)")
         bindings = self.registrar.lookup(target.name, now)
         if not bindings:
             return [], Failure(480, f"Temporarily Unavailable ({target.name} is not registered)")

@@ -110,8 +110,9 @@ class RejectIn:
 
 @dataclass(slots=True)
 class HangupIn:
+    """The dialplan's (or a shutdown's) hangup: BYE, CANCEL or a final response as the state needs."""
+
     now: float
-    reason: str | None = None
 
 
 @dataclass(slots=True)

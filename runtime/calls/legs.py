@@ -45,7 +45,7 @@ class Leg:
     __slots__ = ("channel", "index", "peer_type", "peer", "address", "transport", "dialog", "invite_state",
                  "bye", "bye_auth_nonce", "final", "final_cseq", "final_to", "final_interval", "final_deadline",
                  "acks", "ack_waiting", "target", "invite", "auth", "state", "cancel", "sent_credentials",
-                 "attempt", "extra_dialogs")
+                 "attempt", "extra_dialogs", "answer_sdp")
 
     def __init__(self, channel: Channel, peer_type: str, peer: str | None, address: Address, transport: str) -> None:
         self.channel = channel
@@ -78,6 +78,7 @@ class Leg:
         self.sent_credentials = False
         self.attempt = 0
         self.extra_dialogs: dict[str, Request] | None = None  # other forks' 2xx: their ACKs by To tag
+        self.answer_sdp = b""  # the SDP answer this fork's 2xx carried, as sent (the status page's codec)
 
     @classmethod
     def fork(cls, target: Target, destination: Address, invite: Request, auth: DigestClient | None,

@@ -28,7 +28,7 @@ from ..sip.errors import SipError
 from ..sip.message import Headers, Request, Response, create_response
 from ..sip.sdp import SdpError
 from ..sip.transaction import Address, ServerTransaction, State, new_branch, new_tag
-from ..sip.uri import NameAddr, SipUri
+from ..sip.uri import SipUri
 from .io import (
     AcceptIn,
     AckIn,
@@ -136,7 +136,9 @@ class CallMachine:
         self.playing: Callable[[], None] | None = None  # the on_done of the file playing now
         self.on_result: Callable[[Failure | None], None] | None = None
         self.hangup_channel: Channel | None = None
-        self.relays: dict[int, tuple[ServerTransaction, Channel]] = {}
+        # in-dialog requests we relayed, by tag: (the originator's transaction, the channel it went
+        # to, what we sent, the nonce we last answered there)
+        self.relays: dict[int, tuple[ServerTransaction, Channel, Request, str | None]] = {}
         self.rtp_seen: tuple[int, int] | None = None
         self._next_tag = 0
         self._out: list[Action] = []
@@ -446,6 +448,7 @@ class CallMachine:
 
     def _fork_answered(self, leg: Leg, resp: Response) -> Step:
         leg.state = ForkState.ANSWERED
+        leg.answer_sdp = resp.body
         invite = leg.invite
         assert invite is not None
         leg.dialog = Dialog.as_uac(invite, resp)
@@ -546,6 +549,8 @@ class CallMachine:
     def _won(self, leg: Leg) -> None:
         self._out.append(CancelTimer(NO_ANSWER))
         self.one = leg
+        if leg.peer_type == "USER" and self.has_media:
+            self._out.append(MediaExpect(ONE.value, leg.address[0]))  # a phone's RTP may come from its NAT
         for other in self.forks:
             if other is not leg:
                 self._cancel_fork(other)
@@ -688,6 +693,8 @@ class CallMachine:
         self._out.append(CancelTimer(NO_ANSWER))
         for leg in self.forks:
             self._cancel_fork(leg)
+        if self.one is not None:
+            self._bye(self.one)  # it answered, but the call failed before ZERO could be answered
         if self.txn.state is State.PROCEEDING:
             self._out.append(Respond(self.txn, create_response(self.invite, code, reason, to_tag=self.local_tag)))
         self._emit("failed", call=self.id, code=code, reason=reason)
@@ -798,17 +805,32 @@ class CallMachine:
         out = to_leg.dialog.create_request(method, self.env.via(transport), contact=self.env.contact(transport),
                                            body=body, content_type=req.headers.get("content-type"), extra=extra)
         tag = self._tag()
-        self.relays[tag] = (txn, to_leg.channel)
+        self.relays[tag] = (txn, to_leg.channel, out, None)
         self._out.append(SendRequest(out, dest, transport, ("relay", tag)))
 
     def _relayed_response(self, tag: int, resp: Response | None) -> Step | None:
         entry = self.relays.get(tag)
         if entry is None:
             return None
-        server_txn, to_channel = entry
+        server_txn, to_channel, sent, nonce = entry
         req = server_txn.request
         to_leg = self.zero if to_channel is ZERO else self.one
         from_leg = self._other(to_leg) if to_leg is not None else None
+        if resp is not None and resp.status in (401, 407) and to_leg is not None:
+            # a challenge meant for us (the line's credentials), never for the phone: answered
+            # once per nonce; one we cannot answer is not passed on either
+            retry = self._with_credentials(to_leg, sent, resp, nonce)
+            if retry is not None:
+                request, nonce = retry
+                self.relays[tag] = (server_txn, to_channel, request, nonce)
+                dest, transport = self._next_hop(to_leg)
+                self._out.append(SendRequest(request, dest, transport, ("relay", tag)))
+                return None
+            del self.relays[tag]
+            self._reset_invite_states(req, to_leg, from_leg)
+            self._out.append(Respond(server_txn, create_response(
+                req, 403, f"Forbidden (the other side asked for credentials: {resp.status})")))
+            return None
         if resp is None:
             del self.relays[tag]
             self._reset_invite_states(req, to_leg, from_leg)
@@ -968,6 +990,29 @@ class CallMachine:
         self._send_bye(leg, (name, value))
         return True
 
+    def _with_credentials(self, leg: Leg, sent: Request, resp: Response,
+                          answered_nonce: str | None) -> tuple[Request, str] | None:
+        """`sent` again (new branch, next CSeq of the dialog) with the line's credentials for the
+        challenge in `resp`; None when the leg has none or that nonce was answered already."""
+        if leg.auth is None or leg.dialog is None:
+            return None
+        header = "www-authenticate" if resp.status == 401 else "proxy-authenticate"
+        challenge = select_challenge(resp.headers.get_all(header))
+        if challenge is None or challenge.nonce == answered_nonce:
+            return None
+        try:
+            value = leg.auth.authorize(challenge, sent.method, sent.uri)
+        except DigestError:
+            return None
+        h = sent.headers.copy()
+        h.remove("via")
+        _, transport = self._next_hop(leg)
+        h.add("Via", f"{self.env.via(transport)};branch={new_branch()}", first=True)
+        leg.dialog.local_cseq += 1
+        h.set("CSeq", f"{leg.dialog.local_cseq} {sent.method}")
+        h.set("Authorization" if resp.status == 401 else "Proxy-Authorization", value)
+        return Request(sent.method, sent.uri, h, sent.body), challenge.nonce
+
     def _maybe_closed(self) -> None:
         if self.state is not CallState.ENDING:
             return
@@ -1072,6 +1117,19 @@ class CallMachine:
         else:
             self._out.append(Released())
 
+    def involves_user(self, name: str) -> bool:
+        """Whether user `name` is on this call, calling or called (for per-user call limits)."""
+        if self.state is CallState.CLOSED:
+            return False
+        if self.peer_type == "USER" and self.peer_name == name:
+            return True
+        one = self.one
+        if one is not None:
+            return one.peer_type == "USER" and one.peer == name
+        return self.state is CallState.DIALING and any(
+            f.peer_type == "USER" and f.peer == name and not f.settled and f.attempt == self.attempt
+            for f in self.forks)
+
     def _outstanding(self) -> bool:
         return any(not f.settled and f.cancel is not CancelState.NONE for f in self.forks)
 
@@ -1111,4 +1169,4 @@ _HANDLERS: dict[type, Callable[[CallMachine, Any], Any]] = {
     MediaDone: _media_done,
 }
 
-__all__ = ["CallMachine", "IllegalMove", "NameAddr"]
+__all__ = ["CallMachine", "IllegalMove"]

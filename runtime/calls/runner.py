@@ -87,7 +87,8 @@ class CallSession:
     """One call as the dialplan and the engine see it (the SDK's call session): its machine, its
     media session and play task, and the keys it holds in the engine's tables."""
 
-    __slots__ = ("runner", "machine", "media", "player", "timers", "dialog_keys", "created_wall", "queued")
+    __slots__ = ("runner", "machine", "media", "player", "timers", "dialog_keys", "created_wall", "queued",
+                 "__weakref__")
 
     def __init__(self, runner: CallRunner, machine: CallMachine) -> None:
         self.runner = runner
@@ -198,16 +199,34 @@ class CallSession:
         now = self.runner.now()
         answered_at = None if m.answered_at is None else self.created_wall + (m.answered_at - m.created_at)
         legs = []
+        relayed = _codec_name(m.one.answer_sdp) if m.one is not None else None
         for leg in (m.zero, m.one):
             if leg is None:
                 continue
-            codec = m.play_codec[1] if leg.channel is Channel.ZERO and m.play_codec else None
+            codec = m.play_codec[1] if leg.channel is Channel.ZERO and m.play_codec else relayed
             legs.append({"channel": leg.channel.name, "peer_type": leg.peer_type, "peer": leg.peer,
                          "address": f"{leg.address[0]}:{leg.address[1]}", "transport": leg.transport,
                          "codec": codec})
         return {"call": m.id, "state": m.state.value, "created_at": self.created_wall, "answered_at": answered_at,
                 "duration": 0 if m.answered_at is None else max(0.0, now - m.answered_at), "legs": legs,
                 "caller": m.caller_id_override or m.caller_id, "to": m.dialled}
+
+
+_STATIC_CODECS = {0: "PCMU", 3: "GSM", 4: "G723", 8: "PCMA", 9: "G722", 18: "G729"}
+
+
+def _codec_name(sdp: bytes) -> str | None:
+    """The codec an SDP answer settled on: its first audio format's name (None without one)."""
+    lines = sdp.decode("utf-8", "replace").splitlines()
+    first = None
+    for line in lines:
+        if first is None and line.startswith("m=audio "):
+            fields = line.split()
+            if len(fields) > 3 and fields[3].isdigit():
+                first = int(fields[3])
+        elif first is not None and line.startswith(f"a=rtpmap:{first} "):
+            return line.split(" ", 1)[1].partition("/")[0]
+    return None if first is None else _STATIC_CODECS.get(first, str(first))
 
 
 class _Owner:
@@ -231,8 +250,9 @@ class _Owner:
 class CallRunner:
     """Runs every call machine of one engine."""
 
-    def __init__(self, host: CallHost) -> None:
+    def __init__(self, host: CallHost, media_timeout: float = MEDIA_TIMEOUT) -> None:
         self.host = host
+        self.media_timeout = media_timeout  # seconds one media step may take before it fails
         self.sessions: dict[str, CallSession] = {}  # machines not yet released (a closed call may linger)
         self._heap: list[tuple[float, int, str, str]] = []
         self._seq = itertools.count()
@@ -312,6 +332,8 @@ class CallRunner:
 
     def _closed(self, s: CallSession, a: Closed) -> None:
         s.timers.clear()
+        if s.machine.txn.user_data is s:
+            s.machine.txn.user_data = None  # the INVITE transaction outlives the call: no cycle through it
         self._stop_playing(s, None)
         stats: dict[str, object] = {}
         media, s.media = s.media, None
@@ -379,7 +401,7 @@ class CallRunner:
         MEDIA_TIMEOUT. Only asyncio futures (or a bare yield) are awaited by media backends."""
         value: Any = None
         error: BaseException | None = None
-        deadline = asyncio.get_running_loop().time() + MEDIA_TIMEOUT
+        deadline = asyncio.get_running_loop().time() + self.media_timeout
         try:
             for _ in range(1_000_000):
                 if isinstance(waiting_on, asyncio.Future):
@@ -388,7 +410,7 @@ class CallRunner:
                     done, _pending = await asyncio.wait((waiting_on,), timeout=max(0.0, left))
                     if not done:
                         waiting_on.cancel()
-                        raise MediaError(f"the media backend did not answer {op} in {MEDIA_TIMEOUT:g} s")
+                        raise MediaError(f"the media backend did not answer {op} in {self.media_timeout:g} s")
                 else:
                     await asyncio.sleep(0)
                 try:
@@ -405,8 +427,6 @@ class CallRunner:
         if op == "allocate" and error is None:
             s.media, value = value, None
         self.feed(s, MediaDone(self.host.now(), token, value, error))
-        if error is not None and op == "allocate" and s.media is None and isinstance(value, MediaSession):
-            value.close()
 
     def _expect(self, s: CallSession, a: MediaExpect) -> None:
         if s.media is not None:

@@ -39,7 +39,7 @@ class CallState(Enum):
 S = CallState
 CALL_TRANSITIONS: dict[CallState, frozenset[CallState]] = {
     S.NEW: frozenset({S.ROUTING, S.CLOSED}),
-    S.ROUTING: frozenset({S.ANSWERED, S.DIALING, S.ENDING, S.CLOSED}),
+    S.ROUTING: frozenset({S.ANSWERED, S.DIALING, S.CLOSED}),
     S.ANSWERED: frozenset({S.DIALING, S.ENDING, S.CLOSED}),
     # an attempt that fails goes back to where the plan decides (ROUTING, or ANSWERED after our 200)
     S.DIALING: frozenset({S.DIALING, S.ROUTING, S.ANSWERED, S.CONNECTED, S.ENDING, S.CLOSED}),

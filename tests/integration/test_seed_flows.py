@@ -216,26 +216,30 @@ def test_edited_rule_takes_over_and_a_broken_edit_keeps_the_old_one(
 
 
 # ---- in-dialog requests ----------------------------------------------------------------------------
+@pytest.mark.parametrize("holder", ["caller", "callee"])
 def test_hold_and_resume_pass_through_and_voice_comes_back(kamailio: Kamailio, phone_factory: PhoneFactory,
-                                                           callflow: Callable[..., CallflowServer]) -> None:
+                                                           callflow: Callable[..., CallflowServer],
+                                                           holder: str) -> None:
     """baresip's hold/resume are re-INVITEs (a=sendonly, then a=sendrecv): relayed to the other leg
-    with their SDP anchored, answered back, and the call goes on."""
+    with their SDP anchored, answered back (our 2xx resent until its ACK), and the call goes on;
+    from the caller's side (channel ZERO) or the callee's behind the provider (channel ONE)."""
     server, alice, pstn = office(kamailio, phone_factory, callflow)
     alice.dial(f"sip:{OUT_NUMBER}@{server.hostport}")
     pstn.wait_event(CALL_INCOMING, 10)
     pstn.accept()
     alice.wait_event(CALL_ESTABLISHED, 10)
     pstn.wait_event(CALL_ESTABLISHED, 10)
-    since = pstn.mark()
-    alice.command("hold")
+    holding, held = (alice, pstn) if holder == "caller" else (pstn, alice)
+    since = held.mark()
+    holding.command("hold")
     time.sleep(1.0)
-    alice.command("resume")
+    holding.command("resume")
     time.sleep(TALK_SECONDS)
     alice.hangup()
     pstn.wait_event(CALL_CLOSED, 10)
-    # both re-INVITEs reached the pstn phone with an offer (baresip reports each remote SDP)
-    offers = [e for e in pstn.events[since:] if e.get("type") == "CALL_REMOTE_SDP"]
-    assert len(offers) >= 2, pstn.event_types()
+    # both re-INVITEs reached the other phone with an offer (baresip reports each remote SDP)
+    offers = [e for e in held.events[since:] if e.get("type") == "CALL_REMOTE_SDP"]
+    assert len(offers) >= 2, held.event_types()
     closed = server.wait_event("closed")
     assert server.call_events(closed["call"])[-2:] == [("hangup", "ZERO"), ("closed", None)]
     assert_voice_both_ways(alice, pstn)
