@@ -280,3 +280,28 @@ def test_ten_spoofed_packets_do_not_lock_out_the_phone_they_pretend_to_be() -> N
     out = against_a_running_server(attack)
     print(f"\n10 spoofed packets: the phone then registers with {out['phone']}; attacks reported: {out['attacks']}")
     assert out["phone"] == 200 and out["attacks"] == []
+
+
+def test_a_nonce_count_arriving_out_of_order_gets_a_stale_challenge_not_a_strike() -> None:
+    def scenario(port: int) -> dict[str, object]:
+        phone = Registrant("127.0.0.1", port)
+        challenge = phone.challenge()
+        client = DigestClient("alice", "alice-pw")
+        uri = f"sip:127.0.0.1:{port}"
+        first, second, third = (client.authorize(challenge, "REGISTER", uri) for _ in range(3))
+        answers = []
+        for value in (first, third, second) * 4:  # nc 1, 3, 2: the 2 comes late; then replays of all
+            phone.n += 1
+            phone.sock.sendto(register(port, "127.0.0.1", phone.me, phone.n, value), ("127.0.0.1", port))
+            answers.append(parse_message(recv_final(phone.sock)))
+        after = phone.attempt("alice-pw")
+        phone.close()
+        return {"answers": answers, "after": after}
+
+    out = against_a_running_server(scenario)
+    answers = out["answers"]
+    stale = [r.status == 401 and "stale=true" in (r.headers.get("www-authenticate") or "") for r in answers]  # type: ignore[attr-defined]
+    print(f"\nnonce-counts 1, 3, 2 then replays: answers {[r.status for r in answers]}, "  # type: ignore[attr-defined]
+          f"attacks reported: {len(out['attacks'])}")  # type: ignore[arg-type]
+    assert [r.status for r in answers[:2]] == [200, 200] and all(stale[2:])  # type: ignore[attr-defined]
+    assert out["after"] == 200 and out["attacks"] == []
