@@ -29,12 +29,21 @@ sockets it still holds once idle after the step: the relay keeps up to MAX_IDLE_
 sockets each, 2,048 sockets by default) bound for the next calls, so the figure levels off there;
 a figure above that cap would be a leak.
 
+Call records and metrics (--overhead RATE, instead of the series above): two Callflow servers, one with
+call records and metrics off (`--no-cdr`, `--control off`), one with them on (records written to
+SQLite in the work dir's state folder; the control endpoint's /metrics scraped every second, 15 times
+as often as Prometheus' default), are driven in turns at RATE with SDP (off, on, on, off, ...,
+--rounds pairs), so drift in the shared machine's load hits both alike. Printed: each step, the median
+calls/s per core of each, their ratio, and whether records and metrics cost under 5 % of the calls per
+CPU-second. Where this build has no control endpoint, only call records are switched.
+
 Needs SIPp (Debian package `sip-tester`, binary `sipp`) and Kamailio; run by hand, not by CI:
 
     apt-get install -y sip-tester kamailio
     python bench/calls_per_second.py                       # default steps, under 3 minutes
     python bench/calls_per_second.py --rates 100,200 --seconds 5 --no-kamailio
     python bench/calls_per_second.py --profile 300         # py-spy record Callflow at the 300 cps step
+    python bench/calls_per_second.py --overhead 300        # call records + metrics on vs off, same run
 
 Files (SIPp stats and screens, server logs, Kamailio config, profiles) stay in the printed work dir.
 """
@@ -48,6 +57,7 @@ import re
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -573,11 +583,14 @@ def settle(pid: int, limit: float) -> None:
 # --- servers -------------------------------------------------------------------------------------
 
 
-def start_callflow(work: Path, tag: str, port: int, uac_port: int, uas_port: int) -> Proc:
+def start_callflow(work: Path, tag: str, port: int, uac_port: int, uas_port: int,
+                   extra: tuple[str, ...] = ()) -> Proc:
     env = dict(os.environ, CALLFLOW_BENCH_UAC=f"{HOST}:{uac_port}", CALLFLOW_BENCH_UAS=f"{HOST}:{uas_port}",
                PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    # call records (on by default) go to the work dir, not to the machine's state folder
     argv = [sys.executable, "-m", "runtime.cli", "run", str(FLOW), "--listen", f"{HOST}:{port}",
-            "--rtp-ports", f"{RTP_PORTS[0]}-{RTP_PORTS[1]}", "--log-level", "warning"]
+            "--rtp-ports", f"{RTP_PORTS[0]}-{RTP_PORTS[1]}", "--log-level", "warning",
+            "--state-dir", str(work / f"state_{tag}"), *extra]
     return Proc("callflow", argv, work / f"{tag}.log", cwd=str(ROOT), env=env)
 
 
@@ -684,6 +697,124 @@ def log_findings(path: Path) -> list[str]:
     return [f"{n:>7} x {k}" for k, n in sorted(counts.items(), key=lambda kv: -kv[1])[:8]]
 
 
+# --- call records and metrics: on vs off -------------------------------------------------------------
+
+MAX_OVERHEAD = 0.05  # records + metrics may cost at most this share of the calls per CPU-second
+
+
+def run_options() -> str:
+    return subprocess.run([sys.executable, "-m", "runtime.cli", "run", "--help"], capture_output=True, text=True,
+                          cwd=str(ROOT), env=dict(os.environ, PYTHONPATH=str(ROOT))).stdout
+
+
+class Scraper:
+    """GETs /metrics every `period` seconds in a thread (a Prometheus server, only more eager)."""
+
+    def __init__(self, url: str, period: float = 1.0) -> None:
+        import threading
+
+        self.url, self.period = url, period
+        self.ok = self.failed = 0
+        self.last_error = ""
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        import urllib.request
+
+        for _ in range(1_000_000):
+            if self._stop.wait(self.period):
+                return
+            try:
+                with urllib.request.urlopen(self.url, timeout=5) as reply:
+                    reply.read()
+                self.ok += 1
+            except OSError as exc:
+                self.failed += 1
+                self.last_error = str(exc)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(10)
+
+
+def overhead(args: argparse.Namespace, work: Path, started: float) -> int:
+    rate = args.overhead
+    options = run_options()
+    metrics = "--control" in options
+    control_port = free_udp_port()  # a free number; TCP on the same number is free on this idle host too
+    configs = {
+        "off": ("--no-cdr",) + (("--control", "off") if metrics else ()),
+        "on": (("--control", f"{HOST}:{control_port}") if metrics else ()),
+    }
+    print(f"\ncall records and metrics, off vs on, {rate} calls/s with SDP, {args.rounds} rounds of "
+          f"{args.seconds:g} s each: records to SQLite in the work dir; metrics: "
+          + (f"/metrics on {HOST}:{control_port} scraped every 1 s" if metrics else
+             "this build has no control endpoint (--control), so records only"))
+    servers: dict[str, tuple[Proc, Proc, int, int]] = {}
+    scraper = None
+    steps: dict[str, list[Step]] = {"off": [], "on": []}
+    try:
+        for name, extra in configs.items():
+            server_port, uac_port, uas_port = free_udp_port(), free_udp_port(), free_udp_port()
+            uas = start_uas(work, uas_port, True, f"overhead_{name}")
+            server = start_callflow(work, f"overhead_{name}", server_port, uac_port, uas_port, extra)
+            servers[name] = (server, uas, server_port, uac_port)
+            if not sip_ping(server_port, 15) or not server.alive():
+                print(f"records {name}: did not answer OPTIONS; log {server.log}:")
+                print(server.log.read_text(errors="replace")[-2000:])
+                return 1
+        if metrics:
+            scraper = Scraper(f"http://{HOST}:{control_port}/metrics")
+        print(f"{'records':>8} {HEADER}")
+        print("-" * (len(HEADER) + 9))
+        for round_ in range(args.rounds):
+            for name in (("off", "on") if round_ % 2 == 0 else ("on", "off")):
+                left = BUDGET * 2 - (time.monotonic() - started)
+                if left < args.seconds + 8:
+                    print(f"{name:>8} skipped: {left:.0f} s left of the {2 * BUDGET:.0f} s budget")
+                    continue
+                server, uas, server_port, uac_port = servers[name]
+                step = run_step(work, f"overhead_{name}_{round_}", rate, args, server.pid, server_port, uac_port,
+                                uas, True, profile=False)
+                settle(server.pid, 6)
+                steps[name].append(step)
+                print(f"{name:>8} {row(step)}")
+    finally:
+        if scraper is not None:
+            scraper.stop()
+        for server, uas, _, _ in servers.values():
+            server.stop()
+            uas.stop()
+    if scraper is not None:
+        print(f"/metrics scrapes: {scraper.ok} answered, {scraper.failed} failed"
+              + (f" (last error: {scraper.last_error})" if scraper.failed else ""))
+    written = _records_written(work / "state_overhead_on" / "cdr.sqlite")
+    print(f"call records written by the 'on' server: {written}")
+    clean = {name: [s for s in ss if s.fail_ratio <= MAX_FAIL and s.per_core > 0] for name, ss in steps.items()}
+    if not clean["off"] or not clean["on"]:
+        print("no clean step on one side (failed calls or no CPU figure): no ratio")
+        return 1
+    off = statistics.median(s.per_core for s in clean["off"])
+    on = statistics.median(s.per_core for s in clean["on"])
+    cost = 1 - on / off
+    print(f"calls per CPU-second (median of {len(clean['off'])}/{len(clean['on'])} clean steps): "
+          f"off {off:.0f}, on {on:.0f}; on/off = {on / off:.3f}, cost {100 * cost:+.1f} % "
+          f"({'within' if cost < MAX_OVERHEAD else 'OVER'} the {100 * MAX_OVERHEAD:.0f} % budget)")
+    return 0
+
+
+def _records_written(path: Path) -> int | str:
+    import sqlite3
+
+    try:
+        with sqlite3.connect(path) as db:
+            return int(db.execute("SELECT count(*) FROM call_record").fetchone()[0])
+    except sqlite3.Error as exc:
+        return f"unreadable ({exc})"
+
+
 def parse_rates(text: str) -> list[int]:
     return [int(x) for x in text.split(",") if x.strip()]
 
@@ -706,10 +837,15 @@ def main() -> int:
                         help="on (default with 2+ CPUs): server on CPU 0, SIPp on CPU 1 (taskset), so the load "
                              "generator does not preempt the server on its core")
     parser.add_argument("--work-dir", help="where SIPp and server files go (default: a new temp dir)")
+    parser.add_argument("--overhead", type=int, metavar="RATE",
+                        help="instead of the series: call records and metrics off vs on, in turns at RATE")
+    parser.add_argument("--rounds", type=int, default=3, help="--overhead: off/on pairs (default 3)")
     args = parser.parse_args()
     if not 1 <= args.seconds <= 30:
         parser.error("--seconds must be within 1..30")
 
+    if args.overhead:
+        args.no_kamailio = True
     missing = [name for name in ("sipp",) + (() if args.no_kamailio else ("kamailio",)) if shutil.which(name) is None]
     if missing:
         print(f"calls_per_second: {', '.join(missing)} not installed. Install with:\n"
@@ -746,6 +882,10 @@ def main() -> int:
     print(f"stepping stops after > {100 * MAX_FAIL:.0f} % failed calls or < {100 * MIN_ACHIEVED:.0f} % of the "
           "offered rate completed; CPU % is of one core")
 
+    if args.overhead:
+        status = overhead(args, work, started)
+        print(f"\ntotal {time.monotonic() - started:.0f} s; SIPp screens, stats and logs in {work}")
+        return status
     results: dict[str, list[Step]] = {}
     results["Callflow, SDP (B2BUA + RTP relay)"] = series(
         "Callflow, SDP (B2BUA + RTP relay)", "callflow_sdp", args.rates, args, work, started, True, "callflow")

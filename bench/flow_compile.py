@@ -85,6 +85,16 @@ def _best(fn, n: int) -> tuple[float, float, float]:
     return min(wall), min(cpu), statistics.median(wall)
 
 
+PREAMBLE_PATTERNS = 'user alice password "a"\nline trunk { server "sip.provider.example" }\n'
+
+
+def each_of(program, batch):  # type: ignore[no-untyped-def]
+    def run() -> None:
+        for c in batch:
+            program.decide(c)
+    return run
+
+
 def main() -> None:
     parser()  # building the LALR tables is a once-per-process cost, not part of compiling a script
     driver()  # nor is deriving the lean driver's tables from them
@@ -126,6 +136,23 @@ def main() -> None:
           f"{hit_wall / len(calls) * us:.1f} us matched (with number rewrite; CPU {hit_cpu / len(calls) * us:.1f} us, "
           f"median {hit_med / len(calls) * us:.1f} us), {miss_wall / len(misses) * us:.1f} us falling through "
           f"to the catch-all (target < 20 us; compiling that script took {build:.2f} s)")
+    # rule patterns run on RE2 (flowlang/patterns.py): the cost of one decided by a pattern, with a
+    # literal start (found through the prefix table) and without (found through the RE2 set)
+    ptext = PREAMBLE_PATTERNS + "\n".join(
+        [rf'on incoming from user any to /^\+49{k:04d}([0-9]{{4,8}})$/ accept to line trunk number "+49" + \1'
+         for k in range(1000)]
+        + [rf'on incoming from user any to /^0*{k:03d}(?P<rest>[0-9]+)#$/ reject 480' for k in range(100)]) + "\n"
+    pprog = compile_source(ptext, "patterns.flow")
+    lit = [CallInfo("user", "alice", "alice", None, f"+49{rnd.randrange(1000):04d}{rnd.randrange(10**6):06d}", {}, AT)
+           for _ in range(2000)]
+    loose = [CallInfo("user", "alice", "alice", None, f"00{rnd.randrange(100):03d}{rnd.randrange(10**6)}#", {}, AT)
+             for _ in range(2000)]
+    assert all(pprog.decide(c) is not None for c in lit[:50] + loose[:50])
+    lit_wall, _, _ = _best(each_of(pprog, lit), 7)
+    loose_wall, _, _ = _best(each_of(pprog, loose), 7)
+    print(f"one decision by a pattern (RE2), 1,100 pattern rules: {lit_wall / len(lit) * us:.1f} us for "
+          f"/^\\+49NNNN([0-9]{{4,8}})$/ (literal start), {loose_wall / len(loose) * us:.1f} us for "
+          f"/^0*NNN(?P<rest>[0-9]+)#$/ (100 such rules in one RE2 set)")
     print("best of several runs each (wall clock, and CPU time of this process): the machine is shared, so "
           "figures swing 2-4x with other work")
 

@@ -12,6 +12,7 @@ from types import MappingProxyType
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from .diagnostics import FlowError, Position, Reporter
+from .events import HANDLER_FIELD_NAMES, handler_fields
 from .model import (
     Accept,
     Attempt,
@@ -29,20 +30,24 @@ from .model import (
     Target,
     Template,
     User,
+    template_fields,
     template_problems,
 )
+from .patterns import PatternError
 from .routing import Condition, Matcher, Router, Rule, ShadowIndex, compile_regex, plan_renders
 from .syntax import CondNode, Decl, HandlerNode, MatcherNode, RuleNode, Setting, Stmt, TargetNode, Value
 
 RESERVED = {"any"}
+MIN_PASSWORD = 8  # characters (NIST SP 800-63B's floor for chosen secrets); see Compiler._password_strength
+# the first words of every leaked-password list; a real check belongs in the operator's own tooling
+COMMON_PASSWORDS = frozenset({
+    "password", "123456", "12345678", "123456789", "1234567890", "qwerty", "letmein", "welcome", "admin",
+    "secret", "changeme", "1234", "0000", "1111", "passw0rd", "password1", "sip", "voip", "pbx",
+})
 
 # values a rule's templates may use (captures are added per rule; code/reason after a failed accept)
 RULE_VALUES = {"call", "to", "from", "from_type", "caller_id", "caller_name", "code", "reason"}
-# values the runtime supplies to handlers (documented in docs/language.md)
-HANDLER_VALUES = RULE_VALUES | {
-    "channel", "code", "reason", "line", "user", "peer", "peer_type", "contact", "expires", "event",
-    "target", "duration",
-}
+# a handler's values are its event's fields: flowlang/events.py (handler_fields), checked as errors
 
 REASONS = {
     400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found", 408: "Request Timeout",
@@ -269,7 +274,10 @@ class Compiler:
         if "password" not in s:
             self.r.error(f, d.name_line, d.name_col, f"user {d.name} has no password")
         else:
-            password = self._value(f, s["password"].args[0], f"password of user {d.name}")
+            value = s["password"].args[0]
+            password = self._value(f, value, f"password of user {d.name}")
+            if password is not None:
+                self._password_strength(f, value, d.name, password)
         caller_id = None
         if "caller_id" in s:
             caller_id = self._value(f, s["caller_id"].args[0], f"caller-id of user {d.name}")
@@ -279,7 +287,36 @@ class Compiler:
             if max_calls < 1:
                 st = s["max_calls"]
                 self.r.error(f, st.line, st.col, "max calls must be at least 1")
-        self.users[d.name] = User(d.name, password or "", caller_id, max_calls, pos)
+        self.users[d.name] = User(d.name, password or "", caller_id, max_calls, pos,
+                                  legacy_digest="legacy_digest" in s)
+
+    def _password_strength(self, f: str, value: Value, user: str, password: str) -> None:
+        """An empty password is an error; a weak one a warning that says why it matters.
+
+        Why it matters: one captured digest exchange (REGISTER or INVITE, often on an unencrypted
+        network) lets anyone test passwords offline at billions of MD5 hashes a second, where no
+        lockout applies. Below 8 characters, from a single kind of character (only digits, say), the
+        user's own name or a word from every leaked-password list: such a search is short. A warning,
+        not an error, because some desk phones only take digits.
+        """
+        if password == "":
+            self.r.error(f, value.line, value.col, f"user {user} has an empty password: anyone could register "
+                                                   "as that user and call through your lines")
+            return
+        kinds = sum(1 for test in (str.islower, str.isupper, str.isdigit) if any(test(c) for c in password))
+        kinds += any(not c.isalnum() for c in password)
+        problems = []
+        if len(password) < MIN_PASSWORD:
+            problems.append(f"{len(password)} characters, fewer than {MIN_PASSWORD}")
+        if kinds < 2:
+            problems.append("one kind of character only")
+        if password.lower() == user.lower() or password.lower() in COMMON_PASSWORDS:
+            problems.append("a well-known password" if password.lower() != user.lower() else "the user's own name")
+        if problems:
+            self.r.warning(f, value.line, value.col,
+                           f"user {user} has a weak password ({'; '.join(problems)}): whoever captures one of its "
+                           "logins can guess it offline, where no lockout applies; use "
+                           "12 or more characters mixing letters and digits")
 
     def _line(self, f: str, d: Decl) -> None:
         if not self._name_ok(f, d, self.lines, "line"):
@@ -397,7 +434,7 @@ class Compiler:
         src = raw[1:-1].replace("\\/", "/")
         try:
             rx = compile_regex(src, flags)
-        except (re.error, OverflowError, RecursionError, ValueError) as e:
+        except PatternError as e:
             col = m.col + 1 + (getattr(e, "pos", None) or 0)
             msg = getattr(e, "msg", None) or str(e)
             self.r.error(f, m.line, col, f"invalid regex: {msg}")
@@ -516,14 +553,22 @@ class Compiler:
                          "it would (move it above, or narrow the earlier rule)")
             return
         index = len(self.rules)
+        to_line = _reaches_line(plan)
+        from_lines = not (node.peer is None and to_line)
+        if to_line and node.peer is not None and node.peer.kind == "any":
+            self.r.warning(f, node.peer.line, node.peer.col,
+                           "`from any` lets every peer, calls that came in on a line included, go out through "
+                           f"line {to_line}: write `from user any` for phones, or `from line NAME` for "
+                           "line-to-line routing")
         if not cs:
-            shadow.add(kind, name, ms, index)
+            # a rule no call from a line can take covers only what users send
+            shadow.add(kind if from_lines else "user", name, ms, index)
         header = self.r.source_line(f, node.line).strip()
         if len(header) > 100:
             header = header[:97] + "..."
         dynamic = any(t is not None for ts in tpls for t in ts)
         self.rules.append(Rule(index, pos, kind, name, ms, cs, plan, tpls, dynamic, header, str(pos),
-                               plan_renders(plan, tpls) if dynamic else ()))
+                               renders=plan_renders(plan, tpls) if dynamic else (), from_lines=from_lines))
 
     def _plan(self, f: str, node: RuleNode, allowed: set[str], groups: int, named: set[str]):
         attempts: list[Attempt] = []
@@ -697,6 +742,9 @@ class Compiler:
             # a relative name is the script's neighbour, wherever the server was started from
             if not os.path.isabs(path) and os.path.dirname(f):
                 path = os.path.join(os.path.dirname(f), path)
+            if not f.startswith("<") and not os.path.isfile(path):
+                self.r.warning(f, st.line, st.col, f"play: no file at {os.path.abspath(path)} (a relative name is "
+                               "read next to the script); the call would hear nothing")
             return Play(path, answered)
         self.r.error(f, st.line, st.col, f"`{_stmt_word(st)}` is not allowed here")
         return None
@@ -729,12 +777,31 @@ class Compiler:
                              f"`{_stmt_word(st)}` cannot run in an `on {word}` handler: handlers observe "
                              "calls (log only); `on incoming` rules route them")
                 continue
-            a = self._action(f, st, HANDLER_VALUES)
-            if a is not None:
-                actions.append(a)
+            text, line, col = st.args
+            if self._handler_text_ok(f, text, line, col, node.event):
+                actions.append(Log(_template(text)))
         if not node.body:
             self.r.warning(f, node.line, node.col, f"this `on {word}` handler does nothing")
         self.handlers.append(Handler(node.event, line_f, user_f, tuple(actions), pos))
+
+    def _handler_text_ok(self, f: str, text: str, line: int, col: int, event: str) -> bool:
+        """Braces well formed and every `{field}` one of the event's fields (flowlang/events.py): an
+        error for each other name, naming the fields that exist, so nothing prints literally at run
+        time. `col` is the opening quote's column; the caret points at the field."""
+        problems = _template_problems(text)
+        for off, msg in problems:
+            self.r.error(f, line, col + 1 + off, msg)
+        if problems:
+            return False
+        known = HANDLER_FIELD_NAMES[event]
+        ok = True
+        for off, name in template_fields(text):
+            if name not in known:
+                ok = False
+                have = ", ".join(fl.name for fl in handler_fields(event))
+                self.r.error(f, line, col + 1 + off,
+                             f"{{{name}}} is not a field of the `{event}` event; its fields are: {have}")
+        return ok
 
     # -------------------------------------------------------------- warnings
 
@@ -748,6 +815,17 @@ class Compiler:
                 p = u.position
                 self.r.warning(p.file, p.line, p.col,
                                f"user {name} is declared but no rule reaches it (no `accept to user {name}`)")
+
+
+def _reaches_line(plan: tuple[Attempt, ...]) -> str:
+    """The first line a plan can send a call out through ("" when none)."""
+    for a in plan:
+        t = a.terminal
+        if isinstance(t, Accept):
+            for target in t.targets:
+                if target.kind == "line":
+                    return target.name
+    return ""
 
 
 @lru_cache(maxsize=128)
@@ -776,6 +854,7 @@ def _setting_word(kind: str) -> str:
         "user_agent": "user-agent", "tls_cert": "tls certificate", "tls_key": "tls key",
         "auth_username": "auth-username", "outbound_proxy": "outbound-proxy",
         "register_every": "register every", "register_never": "register never",
+        "legacy_digest": "legacy-digest",
     }.get(kind, kind)
 
 

@@ -7,7 +7,19 @@ from datetime import datetime
 from zoneinfo import ZoneInfo
 
 from .diagnostics import Diagnostic, FlowError, only_flow_errors
-from .model import Accept, Attempt, CallInfo, Hangup, Log, Play, Program, Reject, SetCallerId, SetHeader
+from .model import (
+    Accept,
+    Attempt,
+    CallInfo,
+    Hangup,
+    Log,
+    Play,
+    Program,
+    Reject,
+    SetCallerId,
+    SetHeader,
+    caller_identity,
+)
 from .routing import Rule, now
 
 WEEKDAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
@@ -18,7 +30,13 @@ def _bad(what: str, message: str) -> FlowError:
 
 
 def parse_from(program: Program, spec: str, caller_id: str | None) -> tuple[str, str | None, str]:
-    """`user:alice`, `line:itsp1` or `unknown` -> (from_type, from_name, caller id)."""
+    """`user:alice`, `line:itsp1` or `unknown` -> (from_type, from_name, caller id).
+
+    A user's caller id is the one the running server gives the call: the account's `caller-id`, else
+    its name (model.caller_identity), whatever the phone writes in From; so `caller_id` (the From
+    number a provider or an unknown caller sends) is refused for a user when it differs, as an
+    explanation with it would describe a call that cannot happen. Raises FlowError.
+    """
     kind, sep, name = spec.partition(":")
     kind = kind.strip().lower()
     name = name.strip()
@@ -30,12 +48,15 @@ def parse_from(program: Program, spec: str, caller_id: str | None) -> tuple[str,
     if name not in table:
         known = ", ".join(sorted(table)) or "none"
         raise _bad("--from", f"no {kind} {name} in this program (known: {known})")
-    if caller_id is None:
-        if kind == "user":
-            caller_id = program.users[name].caller_id or name
-        else:
-            caller_id = "unknown"
-    return kind, name, caller_id
+    if kind == "user":
+        identity = caller_identity(program.users[name])
+        if caller_id is not None and caller_id != identity:
+            source = "its caller-id" if program.users[name].caller_id else "its name (it has no caller-id)"
+            raise _bad("--caller-id", f"a call from user {name} always carries {source}, {identity}, "
+                                      "whatever the phone sends; --caller-id is for calls from a line or "
+                                      "an unknown caller")
+        return kind, name, identity
+    return kind, name, caller_id if caller_id is not None else "unknown"
 
 
 def _aware(program: Program, at: datetime | None) -> datetime:
@@ -68,6 +89,10 @@ def explain(
     caps: tuple[tuple[str, ...], dict[str, str]] | None = None
     for rule in program.rules:
         if not rule.peer_matches(call):
+            if not rule.from_lines and kind == "line" and rule.match_number(to) is not None:
+                out.append(f"rule {rule.id} matches the number but is skipped: it has no `from` and would send "
+                           "a call from a line out through a line (say `from line ...` to allow that)")
+                out.append(f"    {rule.header}")
             continue
         caps = rule.match_number(to)
         if caps is None:

@@ -1,8 +1,16 @@
-"""Files to Program: folders, includes, hashing, and the promise that only FlowError escapes."""
+"""Files to Program: folders, includes, hashing, and the promise that only FlowError escapes.
+
+A program's version id is a short hash of what it is made of, independent of how its path was
+spelled: every source file's name relative to the program's folder and its bytes, and the bytes of
+every file a `play` reads. `callflow check` and a running server's status give the same id for the
+same files. A script is bounded in size (MAX_SCRIPT_BYTES over all its files): compiling one far
+larger would take many seconds and memory for no real dial plan's sake.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import gc
 import hashlib
 import os
@@ -12,19 +20,26 @@ from pathlib import Path
 from . import syntax
 from .compiler import Compiler
 from .diagnostics import Diagnostic, FlowError, Reporter, only_flow_errors
-from .model import Program
+from .model import Play, Program
 from .syntax import Decl
+
+MAX_SCRIPT_BYTES = 8 << 20  # all the files of one program; a 20,000-rule script is about 1.2 MB
+VERSION_CHARS = 12
+
 
 
 class _Load:
     """One load: every file read once, in order, includes spliced in where they appear."""
 
-    def __init__(self, reporter: Reporter) -> None:
+    def __init__(self, reporter: Reporter, root: Path | None = None) -> None:
         self.r = reporter
         self.items: list[tuple[str, object]] = []
         self.files: list[str] = []
         self.seen: set[str] = set()
         self.hash = hashlib.sha256()
+        self.root = os.path.realpath(root) if root is not None else None
+        self.version = hashlib.sha256()  # names relative to root: the same files give the same id
+        self.size = 0
 
     def file(self, path: Path, display: str, at: tuple[str, int, int] | None = None) -> None:
         real = os.path.realpath(path)
@@ -32,6 +47,12 @@ class _Load:
             return  # a file is loaded once, even if included twice or in a cycle
         self.seen.add(real)
         try:
+            size = os.stat(real).st_size
+            if self.size + size > MAX_SCRIPT_BYTES:
+                where = (display, 0, 0) if at is None else at
+                self.r.error(*where, f"the script is too large: {display} brings it to {self.size + size:,} "
+                             f"bytes, over the limit of {MAX_SCRIPT_BYTES:,} bytes for all its files")
+                return
             data = path.read_bytes()
         except OSError as e:
             why = e.strerror or str(e)
@@ -47,12 +68,18 @@ class _Load:
             col = e.start - (data.rfind(b"\n", 0, e.start) + 1) + 1
             self.r.error(display, line, col, "not UTF-8 text")
             return
-        self.text(text, display, path.parent, data)
+        self.text(text, display, path.parent, data, real)
 
-    def text(self, text: str, display: str, base: Path, data: bytes | None = None) -> None:
+    def text(self, text: str, display: str, base: Path, data: bytes | None = None, real: str | None = None) -> None:
         self.files.append(display)
         raw = text.encode("utf-8", "surrogatepass") if data is None else data
+        self.size += len(raw)  # a file's size was checked before reading it; text held in memory is checked here
+        if real is None and self.size > MAX_SCRIPT_BYTES:
+            self.r.error(display, 0, 0, f"the script is too large: {self.size:,} bytes, over the limit of "
+                                        f"{MAX_SCRIPT_BYTES:,} bytes")
+            return
         self.hash.update(display.encode("utf-8", "surrogatepass") + b"\0" + raw + b"\0")
+        self.version.update(self._name(real, display) + b"\0" + raw + b"\0")
         self.r.add_source(display, text)
         parsed = syntax.parse(text)
         for p in parsed.problems:
@@ -68,6 +95,41 @@ class _Load:
                 self.file(path, shown, (display, item.name_line, item.name_col))
             else:
                 self.items.append((display, item))
+
+
+    def _name(self, real: str | None, display: str) -> bytes:
+        name = display
+        if real is not None and self.root is not None:
+            name = os.path.relpath(real, self.root)
+        return name.replace(os.sep, "/").encode("utf-8", "surrogatepass")
+
+
+def play_files(program: Program) -> tuple[str, ...]:
+    """The files the program's `play` statements read, as written in the program (resolved against
+    the script's folder), in source order, each once."""
+    seen: dict[str, None] = {}
+    for rule in program.rules:
+        for attempt in rule.plan:
+            for action in attempt.actions:
+                if isinstance(action, Play):
+                    seen.setdefault(action.file, None)
+    return tuple(seen)
+
+
+def _finish_version(load: _Load, program: Program) -> Program:
+    """The program with its version id and the absolute paths of every file it reads (sources and
+    `play` files, for the reload watcher)."""
+    reads = [os.path.realpath(p) for p in load.seen]
+    for f in play_files(program):
+        real = os.path.realpath(f)
+        reads.append(real)
+        load.version.update(b"play\0" + load._name(real, f) + b"\0")
+        try:
+            with open(real, "rb") as fh:
+                load.version.update(hashlib.file_digest(fh, "sha256").digest())
+        except OSError:
+            load.version.update(b"missing")
+    return dataclasses.replace(program, version=load.version.hexdigest()[:VERSION_CHARS], reads=tuple(reads))
 
 
 @contextlib.contextmanager
@@ -101,7 +163,8 @@ def _finish(load: _Load, env: Mapping[str, str] | None) -> Program:
         if load.r.has_errors:
             raise FlowError(load.r.ordered())
         comp = Compiler(load.r, os.environ if env is None else env)
-        return comp.compile(load.items, tuple(load.files), load.hash.hexdigest())
+        program = comp.compile(load.items, tuple(load.files), load.hash.hexdigest())
+        return _finish_version(load, program)
     finally:
         # free the syntax nodes now, while the collector is still off: the collection that follows
         # turning it back on then only walks the Program, not the nodes it was built from too
@@ -114,7 +177,7 @@ def load_program(path: str | os.PathLike[str], env: Mapping[str, str] | None = N
     p = Path(path)
     display = os.fspath(path)
     r = Reporter()
-    load = _Load(r)
+    load = _Load(r, p if p.is_dir() else p.parent)
     with _no_gc():
         return _load_path(p, display, load, env)
 
@@ -138,11 +201,18 @@ def _load_path(p: Path, display: str, load: _Load, env: Mapping[str, str] | None
 def compile_source(text: str, filename: str = "<string>", env: Mapping[str, str] | None = None) -> Program:
     """Compile a script held in memory; includes resolve relative to `filename`'s folder."""
     r = Reporter()
-    load = _Load(r)
     base = Path(os.path.dirname(filename)) if not filename.startswith("<") else Path(".")
+    load = _Load(r, base)
     with _no_gc():
         load.text(text, filename, base)
         return _finish(load, env)
+
+
+def version_id(path: str | os.PathLike[str], env: Mapping[str, str] | None = None) -> str:
+    """The version id of the program at `path` (file or folder): 12 hex digits, the same a running
+    server shows for the same files, whatever the path's spelling. Raises FlowError when the program
+    does not compile (`load_program(path).version` gives it with the program)."""
+    return load_program(path, env).version
 
 
 def check_paths(paths: Iterable[str | os.PathLike[str]], env: Mapping[str, str] | None = None) -> list[Diagnostic]:

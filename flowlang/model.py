@@ -10,6 +10,7 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Literal
 
 from .diagnostics import Diagnostic, Position
+from .events import HANDLED_EVENTS
 from .frozen import fast_init
 
 if TYPE_CHECKING:
@@ -82,6 +83,11 @@ class Template:
         return self.source
 
 
+def template_fields(text: str) -> list[tuple[int, str]]:
+    """(offset, name) of each `{name}` field in a text, in order (`{{` and `}}` are not fields)."""
+    return [(m.start(), m.group(1)) for m in _FIELD.finditer(text) if m.group(1) is not None]
+
+
 def template_problems(text: str) -> list[tuple[int, str]]:
     """(offset, message) for braces that do not form `{name}`, checked at compile time."""
     problems: list[tuple[int, str]] = []
@@ -142,6 +148,9 @@ class User:
     caller_id: str | None = None
     max_calls: int | None = None
     position: Position | None = None
+    # `legacy-digest`: the phone may answer digest without qop (RFC 2069), which the server otherwise
+    # refuses because such an answer carries no nonce-count (docs/security.md)
+    legacy_digest: bool = False
 
 
 @fast_init
@@ -164,6 +173,15 @@ class Line:
     # other addresses the provider sends calls from (IP or CIDR network, normalised), any port
     trust: tuple[str, ...] = ()
     position: Position | None = None
+
+
+def caller_identity(user: User) -> str:
+    """The caller id a user's calls carry: the account's `caller-id` when set, else its name.
+
+    The authenticated account decides it, never what the phone wrote in From, so `callflow explain`
+    and the running server show the same identity (the user's calls go out with it).
+    """
+    return user.caller_id or user.name
 
 
 # ------------------------------------------------------------------ actions
@@ -269,10 +287,8 @@ class CallInfo:
         }
 
 
-CALL_EVENTS = ("created", "incoming", "connecting", "connected", "hangup", "closed", "failed")
-LINE_EVENTS = ("line_registered", "line_register_failed")
-USER_EVENTS = ("user_registered", "user_unregistered")
-EVENTS = CALL_EVENTS + LINE_EVENTS + USER_EVENTS
+# the events a handler can observe, from the one table of events (flowlang/events.py)
+EVENTS = HANDLED_EVENTS
 
 
 @fast_init
@@ -300,6 +316,8 @@ class Program:
     all_handlers: tuple[Handler, ...] = field(default=(), repr=False)
     _router: Router | None = field(default=None, repr=False, compare=False)
     _by_event: Mapping[str, tuple[Handler, ...]] = field(default_factory=lambda: EMPTY, repr=False, compare=False)
+    version: str = ""  # a short hash of the program's files (flowlang/loader.py), the same for the same files
+    reads: tuple[str, ...] = field(default=(), repr=False, compare=False)  # absolute paths of every file it reads
 
     def decide(self, call: CallInfo) -> Decision | None:
         """The first `on incoming` rule that takes the call, top to bottom; None = no rule does (404)."""

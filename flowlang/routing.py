@@ -2,7 +2,7 @@
 
 Rules are bucketed by where the call comes from; inside a bucket exact numbers sit in a dict, prefixes
 (and regexes that start with a literal, like `^\\+44`) in a prefix table probed once per length, and the
-remaining regexes are combined into one alternation that finds the first one that matches. Candidates
+remaining regexes are combined into one RE2 set that tells which of them match, in one pass. Candidates
 are then checked in source order, so the result is always "the first rule that matches, top to bottom".
 """
 
@@ -19,10 +19,10 @@ from types import MappingProxyType
 from .diagnostics import Position
 from .frozen import fast_init
 from .model import EMPTY, Accept, Attempt, CallInfo, Decision, Target, Template
+from .patterns import IGNORECASE as _IGNORECASE  # a plain int: `flags & re.IGNORECASE` runs enum code, slowly
+from .patterns import MAX_HEADER_VALUE, MAX_VALUE, Pattern, PatternError, PatternSet
 
 # ------------------------------------------------------------------ matchers
-
-_IGNORECASE = int(re.IGNORECASE)  # a plain int: `flags & re.IGNORECASE` runs enum code, slowly
 
 
 @fast_init
@@ -30,16 +30,21 @@ _IGNORECASE = int(re.IGNORECASE)  # a plain int: `flags & re.IGNORECASE` runs en
 class Matcher:
     kind: str  # exact | prefix | regex
     text: str  # number, prefix, or regex source (without slashes)
-    regex: re.Pattern[str] | AnchoredPattern | None = None
+    regex: Pattern | AnchoredPattern | None = None
     position: Position | None = None
 
-    def match(self, value: str) -> tuple[tuple[str, ...], dict[str, str]] | None:
-        """Captures when the value matches: a prefix captures the rest of the number as \\1."""
+    def match(self, value: str, limit: int = MAX_VALUE) -> tuple[tuple[str, ...], dict[str, str]] | None:
+        """Captures when the value matches: a prefix captures the rest of the number as \\1.
+
+        A pattern never reads a value longer than `limit` characters: such a value matches no pattern
+        (patterns.py says why)."""
         if self.kind == "exact":
             return ((), {}) if value == self.text else None
         if self.kind == "prefix":
             return ((value[len(self.text):],), {}) if value.startswith(self.text) else None
         assert self.regex is not None
+        if len(value) > limit:
+            return None
         m = self.regex.search(value)
         if m is None:
             return None
@@ -56,8 +61,8 @@ class Matcher:
         return f"/{self.text}/{flags}"
 
 
-def match_any(matchers: tuple[Matcher, ...], value: str) -> bool:
-    return any(m.match(value) is not None for m in matchers)
+def match_any(matchers: tuple[Matcher, ...], value: str, limit: int = MAX_VALUE) -> bool:
+    return any(m.match(value, limit) is not None for m in matchers)
 
 
 # ------------------------------------------------------------------ conditions
@@ -88,7 +93,7 @@ class Condition:
             return match_any(self.matchers, call.caller_name or "")
         if self.kind == "header":
             v = call.headers.get(self.header) if call.headers else None
-            return v is not None and match_any(self.matchers, v)
+            return v is not None and match_any(self.matchers, v, MAX_HEADER_VALUE)
         local = at.astimezone(self.zone) if self.zone is not None else at
         if self.kind == "time":
             minute = local.hour * 60 + local.minute
@@ -126,6 +131,10 @@ class Rule:
     header: str  # the rule's first line as written, for explain and graph
 
     rid: str = field(default="", compare=False)  # str(position), made once at compile time
+    # False for a rule written without `from` whose plan can send the call out through a line: a call
+    # that came in on a line never takes it (line-to-line routing must say `from line ...` or
+    # `from any`; one spoofed packet from a provider's address must not become an outbound call)
+    from_lines: bool = True
     # where the plan has numbers to fill in: (attempt index, its actions, its timeout, ((target, template), ...))
     renders: tuple = field(default=(), compare=False, repr=False)
 
@@ -139,7 +148,7 @@ class Rule:
 
     def peer_matches(self, call: CallInfo) -> bool:
         if self.peer_kind == "any":
-            return True
+            return self.from_lines or call.from_type != "line"
         return call.from_type == self.peer_kind and (
             self.peer_name is None or self.peer_name == call.from_name
         )
@@ -255,24 +264,24 @@ def literal_prefix(source: str) -> str:
     return "".join(out)
 
 
-_FLAG_GROUP = re.compile(r"\(\?[aiLmsux-]")
+_FLAG_GROUP = re.compile(r"\(\?[A-Za-z-]")
 
 
 class AnchoredPattern:
-    r"""A regex `^LITERAL REST` kept as its literal and REST compiled on its own.
+    r"""A pattern `^LITERAL REST` kept as its literal and REST compiled on its own.
 
     Scripts write thousands of rules like `/^\+44201234([0-9]{4})$/`: compiling each whole pattern was
     a quarter of a big script's compile time, while the REST part (`([0-9]{4})$`) is the same in all of
     them and compiles once. Matching is the same as the whole pattern's: `^` without MULTILINE only
     matches at 0, so a match is the literal at 0 and REST matched where the literal ends; the string is
-    not sliced, so lookbehinds, \b and ^ in REST see exactly what they see in the whole pattern.
+    not sliced, so \b and ^ in REST see exactly what they see in the whole pattern.
     search() returns REST's match: its groups() and groupdict() are the whole pattern's (the literal
     has no groups), its span starts after the literal.
     """
 
     __slots__ = ("pattern", "flags", "literal", "rest", "groups", "groupindex", "_n")
 
-    def __init__(self, pattern: str, literal: str, rest: re.Pattern[str]) -> None:
+    def __init__(self, pattern: str, literal: str, rest: Pattern) -> None:
         self.pattern = pattern
         self.literal = literal
         self.rest = rest
@@ -281,13 +290,13 @@ class AnchoredPattern:
         self.groupindex = rest.groupindex
         self._n = len(literal)
 
-    def search(self, value: str) -> re.Match[str] | None:
+    def search(self, value: str):  # type: ignore[no-untyped-def]
         if value.startswith(self.literal):
             return self.rest.match(value, self._n)
         return None
 
     def __eq__(self, other: object) -> bool:
-        if isinstance(other, AnchoredPattern | re.Pattern):
+        if isinstance(other, AnchoredPattern | Pattern):
             return self.pattern == other.pattern and self.flags == other.flags
         return NotImplemented
 
@@ -299,19 +308,18 @@ class AnchoredPattern:
 
 
 @lru_cache(maxsize=4096)
-def _compile_rest(source: str) -> re.Pattern[str]:
-    return re.compile(source)
+def _compile_rest(source: str) -> Pattern:
+    return Pattern(source)
 
 
-def compile_regex(source: str, flags: int = 0) -> re.Pattern[str] | AnchoredPattern:
-    """re.compile(source, flags), or the same pattern split at its literal start (AnchoredPattern).
+def compile_regex(source: str, flags: int = 0) -> Pattern | AnchoredPattern:
+    """Pattern(source, flags) (RE2, see patterns.py), or the same pattern split at its literal start.
 
-    Raises re.error (and whatever else re.compile raises) exactly as re.compile(source, flags) does:
-    any doubt about the split (flags, alternation, a REST that does not compile alone) goes to
-    re.compile on the whole source.
+    Raises PatternError (msg, pos) exactly as Pattern(source, flags) does: any doubt about the split
+    (flags, alternation, a REST that does not compile alone) goes to the whole source.
     """
     if flags or not source.startswith("^") or "|" in source or _FLAG_GROUP.search(source):
-        return re.compile(source, flags)
+        return Pattern(source, flags)
     lit: list[str] = []
     i = 1
     while i < len(source):
@@ -328,11 +336,11 @@ def compile_regex(source: str, flags: int = 0) -> re.Pattern[str] | AnchoredPatt
         lit.append(ch)
         i += step
     if not lit:
-        return re.compile(source, flags)
+        return Pattern(source, flags)
     try:
         rest = _compile_rest(source[i:])
-    except Exception:  # noqa: BLE001 - whatever the reason, the whole pattern decides (and reports)
-        return re.compile(source, flags)
+    except PatternError:  # the whole pattern decides (and reports)
+        return Pattern(source, flags)
     return AnchoredPattern(source, "".join(lit), rest)
 
 
@@ -343,38 +351,17 @@ class Bucket:
     lengths: tuple[int, ...] = ()
     any_number: list[int] = field(default_factory=list)
     loose: list[tuple[int, Matcher]] = field(default_factory=list)  # regexes without a literal prefix
-    combined: re.Pattern[str] | None = None
-    combined_groups: dict[int, int] = field(default_factory=dict)  # group number -> position in loose
+    combined: PatternSet | None = None  # which loose regexes match, in one pass (RE2::Set)
     any_pairs: list[tuple[int, None]] = field(default_factory=list)  # any_number as candidates
 
     def finish(self) -> None:
         self.any_pairs = [(i, None) for i in self.any_number]
         self.lengths = tuple(sorted({len(p) for p in self.prefix}, reverse=True))
         if len(self.loose) > 1:
-            self._combine()
-
-    def _combine(self) -> None:
-        """One alternation over every loose regex, tried in order: match() finds the first that hits."""
-        parts = []
-        groups: dict[int, int] = {}
-        gno = 1
-        for k, (_, m) in enumerate(self.loose):
-            assert m.regex is not None
-            src = m.regex.pattern
-            if re.search(r"\\[1-9]|\(\?P=|\(\?[aiLmsux]+\)", src):
-                return  # backreferences or global flags do not survive combining
-            src = re.sub(r"\(\?P<([A-Za-z_]\w*)>", lambda mm, k=k: f"(?P<_{k}_{mm.group(1)}>", src)
-            flags = "i" if m.regex.flags & _IGNORECASE else ""
-            body = f"(?{flags}:{src})" if flags else f"(?:{src})"
-            parts.append(f"((?s:.*?){body})")
-            groups[gno] = k
-            gno += 1 + m.regex.groups
-        try:
-            self.combined = re.compile("|".join(parts))
-        except (re.error, OverflowError, RecursionError):
-            self.combined = None
-            return
-        self.combined_groups = groups
+            try:
+                self.combined = PatternSet(m.regex for _, m in self.loose)  # type: ignore[misc]
+            except PatternError:
+                self.combined = None  # each loose regex is tried on its own
 
     def candidates(self, to: str, out: list[tuple[int, Matcher | None]]) -> None:
         e = self.exact.get(to)
@@ -391,12 +378,11 @@ class Bucket:
         if self.any_pairs:
             out.extend(self.any_pairs)
         if self.loose:
+            if len(to) > MAX_VALUE:
+                return  # no pattern reads it (patterns.py)
             if self.combined is not None:
-                m = self.combined.match(to)
-                if m is None:
-                    return
-                start = self.combined_groups.get(m.lastindex or 0, 0)
-                out.extend(self.loose[start:])
+                loose = self.loose
+                out.extend([loose[k] for k in self.combined.matching(to)])
             else:
                 out.extend(self.loose)
 
@@ -460,8 +446,11 @@ class Router:
             cands.sort(key=_first)
         at: datetime | None = None
         rules = self.rules
+        from_line = kind == "line"
         for idx, m in cands:
             rule = rules[idx]
+            if from_line and not rule.from_lines:
+                continue  # line to line only when the rule says `from` (Rule.from_lines)
             if m is None or m.kind == "exact":
                 caps: tuple[str, ...] = ()
                 named_caps: Mapping[str, str] = _NO_NAMES

@@ -284,6 +284,7 @@ BUILDERS = {
     "password": _setting("password"),
     "caller_id": _setting("caller_id"),
     "max_calls": lambda p, ch: Setting("max_calls", [int(ch[0][1])], p[2], p[3]),
+    "legacy_digest": lambda p, ch: Setting("legacy_digest", [], p[2], p[3]),
     "line_server": _setting("server"),
     "line_transport": _setting("transport"),
     "username": _setting("username"),

@@ -43,6 +43,7 @@ def _range(text: str) -> tuple[int, int]:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="callflow", description="A SIP server whose call routing is a .flow script.")
+    p.add_argument("--version", action="version", version=f"callflow {_package_version()}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
     run = sub.add_parser("run", help="run the SIP server on a script (a .flow file or a folder)")
     run.add_argument("path")
@@ -56,7 +57,13 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--rtp-ports", type=_range, help="RTP port range LOW-HIGH (default: the script's, or 20000-29999)")
     run.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     run.add_argument("--location-db", metavar="FILE",
-                     help="SQLite file that keeps phone registrations across restarts (default: memory only)")
+                     help="SQLite file that keeps phone registrations across restarts "
+                          "(default: registrations.sqlite in the state folder)")
+    from .records.setup import add_cdr_command, add_run_arguments
+
+    add_run_arguments(run)
+    add_cdr_command(sub)
+    _add_control_run_options(run)
     check = sub.add_parser("check", help="compile scripts and report errors as file:line:col: message")
     check.add_argument("paths", nargs="+")
     check.add_argument("--json", action="store_true", help="diagnostics as JSON, for editors and CI")
@@ -65,14 +72,132 @@ def build_parser() -> argparse.ArgumentParser:
     explain.add_argument("--from", dest="from_spec", required=True, help="user:NAME or line:NAME")
     explain.add_argument("--to", required=True, help="the dialled number")
     explain.add_argument("--at", help='when, e.g. "2026-11-26 20:00" (default: now)')
-    explain.add_argument("--caller-id")
+    explain.add_argument("--caller-id", help="the number a line's provider (or an unknown caller) sends; "
+                                             "a user's calls carry its caller-id, else its name")
     fmt = sub.add_parser("fmt", help="print the script in canonical layout (--write to rewrite the file)")
     fmt.add_argument("path")
     fmt.add_argument("--write", action="store_true")
     graph = sub.add_parser("graph", help="the routing as Graphviz dot (or SVG/PNG with -o when dot is installed)")
     graph.add_argument("path")
     graph.add_argument("-o", "--output")
+    _add_control_commands(sub)
     return p
+
+
+# ---- the control endpoint: `run --control`, and the commands that talk to a running server ----------
+def _add_control_run_options(run: argparse.ArgumentParser) -> None:
+    from .control import ADDRESS_ENV, DEFAULT_HOST, DEFAULT_PORT, TOKEN_ENV
+
+    run.add_argument("--control", metavar="HOST:PORT|off",
+                     help=f"HTTP control endpoint: status JSON, /metrics, the live page at / (default: "
+                          f"{DEFAULT_HOST}:{DEFAULT_PORT}, or {ADDRESS_ENV}); beyond loopback it needs a token")
+    run.add_argument("--control-token", metavar="TOKEN",
+                     help=f"token the control endpoint requires (Authorization: Bearer TOKEN; default: {TOKEN_ENV})")
+
+
+def _add_control_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    from .control import ADDRESS_ENV, DEFAULT_HOST, DEFAULT_PORT, TOKEN_ENV
+
+    for name, text in (("status", "a running server: program, lines, registered phones, calls"),
+                       ("calls", "a running server's active calls"),
+                       ("reload", "make a running server recompile its script now (as SIGHUP does)"),
+                       ("version", "this command's version and the running server's program version")):
+        cmd = sub.add_parser(name, help=text)
+        cmd.add_argument("--control", metavar="HOST:PORT",
+                         help=f"the server's control endpoint (default: {ADDRESS_ENV}, "
+                              f"else {DEFAULT_HOST}:{DEFAULT_PORT})")
+        cmd.add_argument("--token", help=f"the control endpoint's token (default: {TOKEN_ENV})")
+        cmd.add_argument("--json", action="store_true", help="the server's JSON answer, for scripts")
+
+
+def cmd_control(args: argparse.Namespace) -> int:
+    """status / calls / reload / version against a running server; exit 1 with a clear message when
+    none answers, 0 otherwise (reload: 1 when the new script was refused)."""
+    from .control.client import ControlClient, NoServer, render_calls, render_reload, render_status
+
+    try:
+        client = ControlClient(args.control, args.token)
+    except ValueError as exc:
+        print(f"callflow {args.command}: {exc}", file=sys.stderr)
+        return 2
+    try:
+        if args.command == "status":
+            answer = client.get("/api/state")
+            text = render_status(answer)
+        elif args.command == "calls":
+            answer = client.get("/api/calls")
+            text = render_calls(answer)
+        elif args.command == "reload":
+            answer = client.post("/api/reload")
+            text = render_reload(answer)
+        else:
+            try:
+                program = client.get("/api/program")
+            except NoServer as exc:
+                if args.json:
+                    print(json.dumps({"client_version": _package_version(), "server": None}))
+                else:
+                    print(f"callflow {_package_version()}")
+                print(f"callflow version: {exc}", file=sys.stderr)
+                return 1
+            answer = {"client_version": _package_version(), "server_version": program.get("server_version"),
+                      "program_version": program.get("version"), "files": program.get("files")}
+            text = (f"callflow {_package_version()}\nserver at {client.address}: callflow "
+                    f"{program.get('server_version')}, program {program.get('version')} "
+                    f"({', '.join(program.get('files') or [])})")
+    except NoServer as exc:
+        print(f"callflow {args.command}: {exc}", file=sys.stderr)
+        return 1
+    except RuntimeError as exc:
+        print(f"callflow {args.command}: {exc}", file=sys.stderr)
+        return 1
+    print(json.dumps(answer, indent=2) if args.json else text)
+    if args.command == "reload" and answer.get("result") == "failed":
+        return 1
+    return 0
+
+
+def _package_version() -> str:
+    from .control.views import server_version
+
+    return server_version()
+
+
+async def _start_control(args: argparse.Namespace, engine: object, reloader: object,
+                         records: object = None) -> object | None:
+    """The control endpoint for `callflow run` (None when --control off). The default address being
+    taken (another server on this machine) costs only the endpoint, with a warning; an address the
+    operator chose must work, else ControlError/OSError stop the server."""
+    import os
+
+    from .control import ADDRESS_ENV, DEFAULT_HOST, DEFAULT_PORT, TOKEN_ENV, ControlServer, make_state, parse_address
+    from .control.server import ControlError
+
+    chosen = getattr(args, "control", None) or os.environ.get(ADDRESS_ENV)
+    if chosen and chosen.strip().lower() in ("off", "none", "no"):
+        return None
+    try:
+        address = parse_address(chosen or f"{DEFAULT_HOST}:{DEFAULT_PORT}")
+    except ValueError as exc:
+        raise ControlError(str(exc)) from None
+    token = getattr(args, "control_token", None) or os.environ.get(TOKEN_ENV)
+    # records: the call-records store (`.recent(limit)`); without one, `engine.records` is used if set
+    state = make_state(engine, reloader, records=records)
+    control = ControlServer(state, address, token)
+    try:
+        host, port = await control.start()
+    except OSError as exc:
+        state.metrics.detach()
+        if chosen:
+            raise ControlError(f"control endpoint: cannot listen on {address}: "
+                               f"{getattr(exc, 'strerror', None) or exc}") from None
+        log.warning("event=control_unavailable address=%s reason=%s hint=%s", address,
+                    _q(getattr(exc, "strerror", None) or str(exc)),
+                    _q("another server holds it: give --control HOST:PORT, or --control off"))
+        return None
+    log.info("event=control_listening address=%s:%s auth=%s page=%s", host, port, "token" if token else "none",
+             f"http://{host}:{port}/")
+    return control
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -82,7 +207,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         return {"run": cmd_run, "check": cmd_check, "explain": cmd_explain, "fmt": cmd_fmt,
-                "graph": cmd_graph}[args.command](args)
+                "graph": cmd_graph, "status": cmd_control, "calls": cmd_control, "reload": cmd_control,
+                "version": cmd_control, "cdr": cmd_cdr}[args.command](args)
     except KeyboardInterrupt:
         return 130
     except FlowError as exc:
@@ -91,6 +217,12 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as exc:
         print(f"callflow: {exc}", file=sys.stderr)
         return 1
+
+
+def cmd_cdr(args: argparse.Namespace) -> int:
+    from .records.setup import cmd_cdr as run_cdr
+
+    return run_cdr(args)
 
 
 def cmd_check(args: argparse.Namespace) -> int:
@@ -162,8 +294,9 @@ def cmd_graph(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    logging.basicConfig(level=getattr(logging, args.log_level.upper()),
-                        format="%(asctime)s level=%(levelname)s %(message)s", stream=sys.stderr)
+    from .logfmt import setup_logging
+
+    setup_logging(args.log_level)
     _raise_open_file_limit()
     try:
         import uvloop  # type: ignore[import-not-found]
@@ -197,30 +330,46 @@ async def serve(args: argparse.Namespace, stop: asyncio.Event | None = None) -> 
     else:
         specs = [ListenSpec("udp", "0.0.0.0", 5060), ListenSpec("tcp", "0.0.0.0", 5060)]
     try:
+        specs = [ListenSpec(spec.transport, _resolve_host(spec.host), spec.port) for spec in specs]
+    except ValueError as exc:
+        print(f"callflow: {exc}", file=sys.stderr)
+        return 1
+    try:
         tls, client_tls = _tls_contexts(args.tls_cert or server.tls_cert, args.tls_key or server.tls_key,
                                         args.tls_ca, specs)
     except (OSError, ssl.SSLError, ValueError) as exc:
         print(f"callflow: cannot load the TLS certificate or key: {exc}", file=sys.stderr)
         return 1
+    from .records.setup import RunState, RunStateError
+
+    try:  # the state folder: call records and, unless --location-db says elsewhere, registrations
+        state = RunState.open(args)
+    except RunStateError as exc:
+        print(f"callflow: {exc}", file=sys.stderr)
+        return 1
+    args.records = state.writer  # `.recent()` for the control endpoint's live page (None with --no-cdr)
     location_store = None
-    if getattr(args, "location_db", None):
+    if state.location_db:
         from .location_db import LocationDbError, SqliteLocationStore
 
         try:
-            location_store = SqliteLocationStore(args.location_db, clock=loop.time)
+            location_store = SqliteLocationStore(state.location_db, clock=loop.time)
         except LocationDbError as exc:
             print(f"callflow: {exc}", file=sys.stderr)
+            state.close()
             return 1
     engine = Engine(listen=specs, advertise=args.advertise, realm=server.realm or server.domain or "callflow",
                     rtp_ports=args.rtp_ports or server.rtp_ports or (20000, 29999),
-                    user_agent=server.user_agent or "Callflow", tls=tls, client_tls=client_tls,
+                    user_agent=server.user_agent, tls=tls, client_tls=client_tls,
                     location_store=location_store)
     try:
         await engine.start()
     except (OSError, ValueError) as exc:
         where = ", ".join(f"{s.transport}:{s.host}:{s.port}" for s in specs)
         print(f"callflow: cannot listen on {where}: {getattr(exc, 'strerror', None) or exc}", file=sys.stderr)
+        state.close()
         return 1
+    state.attach(engine)
     dialplan = Dialplan(engine)
     dialplan.load(program)
     if location_store is not None:
@@ -229,8 +378,18 @@ async def serve(args: argparse.Namespace, stop: asyncio.Event | None = None) -> 
         except LocationDbError as exc:
             print(f"callflow: {exc}", file=sys.stderr)
             await engine.stop()
+            state.close()
             return 1
-        log.info("event=bindings_restored file=%s restored=%d dropped=%d", args.location_db, restored, dropped)
+        log.info("event=bindings_restored file=%s restored=%d dropped=%d", state.location_db, restored, dropped)
+    from .control.server import ControlError
+
+    try:
+        control = await _start_control(args, engine, reloader, records=state.writer)
+    except ControlError as exc:
+        print(f"callflow: {exc}", file=sys.stderr)
+        await engine.stop()
+        state.close()
+        return 1
     _tune_gc()
     log.info("event=started script=%s users=%d lines=%d", args.path, len(program.users), len(program.lines))
     reloader.watch()
@@ -247,10 +406,40 @@ async def serve(args: argparse.Namespace, stop: asyncio.Event | None = None) -> 
     await stop.wait()
     log.info("event=stopping")
     reloader.stop()
+    if control is not None:
+        await control.stop()  # type: ignore[attr-defined]
     await engine.stop()
+    state.close()  # after the engine: the calls it hung up have their records written
     if location_store is not None:
         location_store.close()
     return 0
+
+
+def _resolve_host(host: str) -> str:
+    """A listen host as an IP address: names (localhost, the machine's name) are resolved once, at
+    start, preferring IPv4. Raises ValueError saying which name did not resolve."""
+    import ipaddress
+    import socket
+
+    try:
+        ipaddress.ip_address(host.partition("%")[0])
+        return host
+    except ValueError:
+        pass
+    try:
+        infos = socket.getaddrinfo(host, None, type=socket.SOCK_DGRAM)
+    except (OSError, UnicodeError) as exc:
+        reason = getattr(exc, "strerror", None) or str(exc)
+        raise ValueError(f"cannot listen on {host!r}: the name does not resolve ({reason}); give an IP "
+                         f"address such as 127.0.0.1 or 0.0.0.0") from None
+    addresses = [info[4][0] for info in infos]
+    return next((a for a in addresses if ":" not in a), addresses[0])
+
+
+def _q(text: str) -> str:
+    from .events import logfmt_value
+
+    return logfmt_value(text)
 
 
 def _tune_gc() -> None:

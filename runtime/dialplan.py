@@ -8,8 +8,12 @@ means: the accept before failed, try the next), and runs the observing handlers 
 from __future__ import annotations
 
 import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from flowlang.events import BY_NAME, EVENTS, EventSpec
 from flowlang.model import Accept, CallInfo, Decision, Hangup, Log, Play, Program, Reject, SetCallerId, SetHeader
 
 from .calls import CallSession, Failure, Target
@@ -18,6 +22,10 @@ from .events import EngineEvent
 from .lines import LineConfig
 
 log = logging.getLogger("callflow.dialplan")
+
+# event name -> (a call event?, can a handler observe it?): one lookup per event on the hot path
+_FROM_TYPE = {"USER": "user", "LINE": "line"}  # the engine's peer_type -> the language's from_type
+_KIND: dict[str, tuple[bool, bool]] = {e.name: (e.kind == "call", e.handler is not None) for e in EVENTS if e.bus}
 
 
 def line_config(line) -> LineConfig:  # type: ignore[no-untyped-def]
@@ -32,9 +40,12 @@ def line_config(line) -> LineConfig:  # type: ignore[no-untyped-def]
 
 
 class Dialplan:
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, clock: Callable[[], float] = time.monotonic) -> None:
+        """`clock` gives seconds on a monotonic clock, for `{duration}` (tests pass a fake one)."""
         self.engine = engine
         self.program: Program | None = None
+        self.clock = clock
+        self.records = CallRecords(live=lambda call_id: call_id in engine.calls)
         engine.router = self.route
         engine.bus.subscribe(self.on_event)
 
@@ -45,7 +56,7 @@ class Dialplan:
         changes: dict[str, list[str]] = {"users+": [], "users-": [], "lines+": [], "lines~": [], "lines-": []}
         for name, user in program.users.items():
             old = engine.users.get(name)
-            engine.add_user(name, user.password, user.caller_id, user.max_calls)
+            engine.add_user(name, user.password, user.caller_id, user.max_calls, user.legacy_digest)
             if old is None:
                 changes["users+"].append(name)
         for name in list(engine.users):
@@ -91,20 +102,141 @@ class Dialplan:
 
     # ---- observers ----------------------------------------------------------------------------------
     def on_event(self, event: EngineEvent) -> None:
+        """Run every handler the event's filter lets through, its text filled from the event's fields
+        (flowlang/events.py), the call's own fields from the call record, and defaults for the rest."""
+        name = event.name
         fields = event.fields
-        call = self.engine.calls.get(str(fields.get("call", "")))
-        program: Program | None = (call.program if call is not None else None) or self.program  # type: ignore[assignment]
-        if program is None:
+        kind = _KIND.get(name)
+        if kind is None:
+            return  # the bus has logged it as event_invalid
+        is_call, handled = kind
+        if is_call:
+            facts = self.records.observe(event, self.clock)
+            if not handled:
+                return
+            call = self.engine.calls.get(fields.get("call"))  # type: ignore[arg-type]
+            program: Program | None = (call.program if call is not None else None) or self.program  # type: ignore[assignment]
+        else:
+            facts = None
+            program = self.program
+        if program is None or not handled:
             return
-        handlers = program.handlers(event.name, line=_s(fields.get("line")), user=_s(fields.get("user")))
+        if facts is not None:
+            # a call handler's `from user/line NAME` is the peer the call came from (its created event)
+            line = facts.peer if facts.from_type == "line" else None
+            user = facts.peer if facts.from_type == "user" else None
+        else:
+            line, user = _s(fields.get("line")), _s(fields.get("user"))
+        handlers = program.handlers(name, line=line, user=user)
         if not handlers:
             return
-        values = {k: "" if v is None else str(v) for k, v in fields.items()}
-        values["event"] = event.name
+        values = self._values(event, BY_NAME[name], facts)
         for handler in handlers:
             for action in handler.actions:
                 if isinstance(action, Log):
-                    log.info("event=log handler=%s text=%s", event.name, _quote(action.template.render(values)))
+                    log.info("event=log handler=%s text=%s", name, _quote(action.template.render(values)))
+
+    def _values(self, event: EngineEvent, spec: EventSpec, facts: CallFacts | None) -> dict[str, str]:
+        """Every field `callflow check` accepts for this event's handlers, as text."""
+        # a field the runtime left out shows its documented default, else nothing: never `{name}`
+        values: dict[str, str] = {f.name: f.default or "" for f in spec.fields}
+        for k, v in event.fields.items():
+            if v is not None:
+                values[k] = str(v)
+        if facts is not None:
+            values.update(facts.values())
+            if event.name in ("hangup", "closed"):
+                values["duration"] = str(facts.duration(self.clock()))
+        elif spec.kind == "call":  # a call whose created event this dialplan did not see
+            for name in ("from", "from_type", "caller_id", "to"):
+                values.setdefault(name, "")
+            values["duration"] = "0"
+        elif event.name == "user_registered" and event.fields.get("expires") is None:
+            values["expires"] = str(self._expires(values.get("user", ""), values.get("contact", "")))
+        values["event"] = event.name
+        return values
+
+    def _expires(self, user: str, contact: str) -> int:
+        """Seconds left of a user's binding, from the location service (0 when it is gone already)."""
+        now = self.engine.now()
+        for binding in self.engine.registrar.lookup(user, now):
+            if binding.contact == contact:
+                return max(0, round(binding.expires_at - now))
+        return 0
+
+
+@dataclass(slots=True)
+class CallFacts:
+    """What the dialplan knows of one live call from its events: who called whom, when it connected.
+
+    The engine's later events of a call carry only `call` and their own fields; handlers of those
+    events may still use `{from}`, `{caller_id}`, `{to}` and `{duration}` (flowlang/events.py,
+    CALL_FIELDS). Plain strings and a float, no reference to the call: nothing for a cycle to hold.
+    """
+
+    peer: str          # the caller's user or line name ("" when unknown)
+    from_type: str     # "user", "line" or "unknown"
+    caller_id: str
+    to: str
+    connected_at: float | None = None  # the clock's seconds at the `connected` event
+
+    def values(self) -> dict[str, str]:
+        return {"from": self.peer, "from_type": self.from_type, "caller_id": self.caller_id, "to": self.to}
+
+    def duration(self, now: float) -> int:
+        """Whole seconds since connected, rounded; 0 for a call that never connected."""
+        return 0 if self.connected_at is None else max(0, round(now - self.connected_at))
+
+
+class CallRecords:
+    """The call facts of every live call, kept from `created` to `closed` (then forgotten).
+
+    observe(event, now) is fed every call event in order; `now` is seconds on any monotonic clock.
+    A call whose `closed` never comes (a bug in the emitter) is swept once SWEEP_EVERY calls later,
+    with an error logged, so the table cannot grow without bound.
+    """
+
+    SWEEP_EVERY = 4096
+
+    def __init__(self, live: Callable[[str], bool] | None = None) -> None:
+        self.calls: dict[str, CallFacts] = {}
+        self._live = live  # is a call id still known to the engine? (for the sweep)
+        self._created = 0
+
+    def observe(self, event: EngineEvent, clock: Callable[[], float]) -> CallFacts | None:
+        """Update the record of the event's call; returns it (None for an event of an unknown call).
+
+        `clock` gives seconds on a monotonic clock; it is read only for `connected`."""
+        fields = event.fields
+        call_id = fields.get("call")
+        name = event.name
+        if name == "created":
+            facts = CallFacts(
+                peer=_text(fields.get("peer")),
+                from_type=_FROM_TYPE.get(fields.get("peer_type"), "unknown"),  # type: ignore[arg-type]
+                caller_id=_text(fields.get("caller")), to=_text(fields.get("to")),
+            )
+            self.calls[call_id] = facts  # type: ignore[index]
+            self._created += 1
+            if self._created % self.SWEEP_EVERY == 0:
+                self._sweep(call_id)  # type: ignore[arg-type]
+            return facts
+        if name == "closed":
+            return self.calls.pop(call_id, None)
+        facts = self.calls.get(call_id)
+        if facts is not None and name == "connected" and facts.connected_at is None:
+            facts.connected_at = clock()
+        return facts
+
+    def _sweep(self, keep: str) -> None:
+        if self._live is None:
+            return
+        gone = [c for c in self.calls if c != keep and not self._live(c)]
+        for c in gone:
+            del self.calls[c]
+        if gone:
+            log.error("event=event_invalid name=closed reason=%s", _quote(
+                f"{len(gone)} calls ended without a closed event (first: {gone[0]})"))
 
 
 class _PlanRun:
@@ -167,6 +299,10 @@ class _PlanRun:
 
 def _s(value: object) -> str | None:
     return None if value is None else str(value)
+
+
+def _text(value: object) -> str:
+    return "" if value is None else str(value)
 
 
 def _quote(text: str) -> str:

@@ -18,8 +18,8 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
-from .auth import Authenticator
-from .calls import CallSession, Failure, OutboundLeg, Target
+from .auth import Authenticator, AuthOutcome
+from .calls import CallMachine, CallRunner, CallSession, Channel, Failure, Leg, Target
 from .events import EventBus
 from .guard import FloodGuard
 from .lines import LineClient, LineConfig
@@ -27,7 +27,6 @@ from .media.base import MediaBackend
 from .media.prompts import PromptCache
 from .media.relay import MediaRelay
 from .registrar import LocationStore, Registrar
-from .sip.dialog import Dialog
 from .sip.errors import SipError
 from .sip.message import Headers, Refusal, Request, Response, check_request, create_response
 from .sip.transaction import (
@@ -42,6 +41,7 @@ from .sip.transaction import (
     TransactionTimeout,
     new_branch,
     new_tag,
+    token_hex,
 )
 from .sip.uri import unescape
 from .transport import ListenSpec, SipEndpoint
@@ -68,12 +68,13 @@ class UserAccount:
     password: str
     caller_id: str | None = None
     max_calls: int | None = None
+    legacy_digest: bool = False  # may answer digest without qop (RFC 2069 phones); see runtime/auth.py
 
 
 class Engine:
     def __init__(self, *, listen: Address | list[ListenSpec] = ("0.0.0.0", 5060), advertise: str | None = None,
                  realm: str = "callflow", rtp_ports: tuple[int, int] = (20000, 29999),
-                 user_agent: str = "Callflow", media: MediaBackend | None = None,
+                 user_agent: str | None = None, media: MediaBackend | None = None,
                  bus: EventBus | None = None, tls: ssl.SSLContext | None = None,
                  client_tls: ssl.SSLContext | None = None,
                  screen: Callable[[Request], Refusal | None] | None = check_request,
@@ -90,9 +91,11 @@ class Engine:
         self.client_tls = client_tls
         self.admission_control = admission_control
         self.realm = realm
+        # None: no Server/User-Agent header, so a scanner is not told which software (and version) to
+        # attack; the script's `server { user-agent "..." }` sets one
         self.user_agent = user_agent
         self.bus = bus or EventBus()
-        self.layer = TransactionLayer(screen=screen, server_header=user_agent)
+        self.layer = TransactionLayer(screen=screen, server_header=user_agent, trying_after_tu=True)
         self.endpoint = SipEndpoint(self.layer, self.on_event)
         self.guard = FloodGuard(exempt=self._is_provider)
         self.endpoint.admit = self._admit
@@ -102,9 +105,14 @@ class Engine:
         self.prompts = PromptCache()
         self.users: dict[str, UserAccount] = {}
         self.lines: dict[str, LineClient] = {}
-        self.auth = Authenticator(realm, self._password_for, algorithms=digest_algorithms)
-        self.calls: dict[str, CallSession] = {}
-        self.dialogs: dict[tuple[str, str], tuple[CallSession, int]] = {}
+        self.auth = Authenticator(realm, self._password_for, algorithms=digest_algorithms,
+                                  legacy_for=self._legacy_for)
+        self.calls: dict[str, CallSession] = {}  # active calls (closed ones are gone)
+        # (Call-ID, our tag) -> the call and the channel whose dialog it is
+        self.dialogs: dict[tuple[str, str], tuple[CallSession, Channel]] = {}
+        self.call_runner = CallRunner(self)
+        self.max_call_duration: float | None = None  # seconds; None: no limit
+        self.rtp_timeout: float | None = None        # seconds without RTP either way; None: not checked
         self.program: object = None
         self.router: Callable[[CallSession], None] = lambda call: call.reject(404, "Not Found (no routing)")
         self._line_starts: set[asyncio.Task] = set()
@@ -156,6 +164,7 @@ class Engine:
             self._lag_timer.cancel()
         if self._expiry_timer is not None:
             self._expiry_timer.cancel()
+        self.call_runner.close()
         self.endpoint.close()
         await self.media.close()
 
@@ -212,13 +221,14 @@ class Engine:
 
     # ---- the SDK facade ----------------------------------------------------------------------------
     def add_user(self, name: str, password: str, caller_id: str | None = None,
-                 max_calls: int | None = None) -> None:
-        self.users[name] = UserAccount(name, password, caller_id, max_calls)
+                 max_calls: int | None = None, legacy_digest: bool = False) -> None:
+        self.users[name] = UserAccount(name, password, caller_id, max_calls, legacy_digest)
 
     def remove_user(self, name: str) -> None:
         """The user goes, and so do its phones' registrations."""
         self.users.pop(name, None)
         self.registrar.drop_user(name)
+        self.auth.guard.forget_user(name)
 
     def add_line(self, config: LineConfig) -> LineClient:
         """Add (or replace) a line; an unchanged config keeps its registration untouched."""
@@ -292,9 +302,8 @@ class Engine:
         method = req.method
         if txn is None:  # an ACK for a 2xx: the dialog's business
             entry = self.dialogs.get((req.call_id, req.to_tag or ""))
-            if entry is not None and entry[1] == 0:
-                call = entry[0]
-                call.post(call.ack_from_a, req)
+            if entry is not None:
+                entry[0].ack(entry[1], req)
             return
         to_tag = req.to_tag
         if method == "REGISTER":
@@ -303,7 +312,7 @@ class Engine:
             invite_txn = self.layer.find_invite(req)
             call = invite_txn.user_data if invite_txn is not None else None
             if isinstance(call, CallSession):
-                call.post(call.cancel_from_a, txn)
+                call.cancel(txn)
             else:
                 self.respond(txn, 481, "Call/Transaction Does Not Exist")
         elif to_tag:
@@ -311,8 +320,7 @@ class Engine:
             if entry is None:
                 self.respond(txn, 481, "Call/Transaction Does Not Exist")
             else:
-                call, leg = entry
-                call.post(call.in_dialog_request, leg, txn)
+                entry[0].request(entry[1], txn)
         elif method == "INVITE":
             self._on_invite(event, txn)
         elif method == "OPTIONS":
@@ -328,7 +336,7 @@ class Engine:
         ip = txn.peer[0]
         outcome = self.auth.authenticate(req, ip, now)
         if outcome.user is None:
-            self._refused(txn, outcome.response, outcome.reason, outcome.attack)  # type: ignore[arg-type]
+            self._refused(txn, outcome)
             return
         user = outcome.user
         aor_user = req.to.uri.user
@@ -339,7 +347,7 @@ class Engine:
         resp, added, removed = self.registrar.register(user, req, txn.peer, txn.transport, now)
         self.layer.respond(txn, resp, now)
         if added:
-            granted = {b.contact: int(b.expires_at - now) for b in self.registrar.lookup(user, now)}
+            granted = {b.contact: round(b.expires_at - now) for b in self.registrar.lookup(user, now)}
         for contact in added:
             self.bus.emit("user_registered", user=user, contact=contact, ip=ip, port=txn.peer[1],
                           expires=granted.get(contact))
@@ -354,13 +362,20 @@ class Engine:
         finally:
             self._expiry_timer = self.endpoint.loop.call_later(EXPIRY_SWEEP, self._expire_registrations)
 
-    def _refused(self, txn: ServerTransaction, response: Response, reason: str, attack: bool) -> None:
-        self.layer.respond(txn, response, self.now())
+    def _refused(self, txn: ServerTransaction, outcome: AuthOutcome) -> None:
+        response = outcome.response
+        assert response is not None
+        # once, statelessly: the source may be spoofed, and a challenge must not be an amplifier
+        self.layer.respond_statelessly(txn, response)
         if response.status == 403:
-            log.info("event=auth_failed method=%s ip=%s reason=%s", txn.method, txn.peer[0], _q(reason))
-        if attack:
-            self.bus.emit("attack_detected", kind="brute_force", ip=txn.peer[0],
-                          action=f"blocked {int(self.auth.guard.block)}s")
+            log.info("event=auth_failed method=%s ip=%s reason=%s", txn.method, txn.peer[0], _q(outcome.reason))
+        for trip in outcome.trips:
+            if trip.kind == "source":
+                self.bus.emit("attack_detected", kind="brute_force", ip=trip.key,
+                              action=f"no password checked from it for {int(trip.seconds)}s")
+            else:
+                self.bus.emit("attack_detected", kind="brute_force", user=trip.key, ip=txn.peer[0],
+                              action=f"account backed off {int(trip.seconds)}s, except from its known addresses")
 
     def _on_invite(self, event: RequestReceived, txn: ServerTransaction) -> None:
         req = txn.request
@@ -370,11 +385,12 @@ class Engine:
         line = self.line_for_source(txn.peer)
         if line is not None:
             peer_type, peer_name = "LINE", line.config.name
+            account = None
         else:
             outcome = self.auth.authenticate(req, txn.peer[0], self.now())
             if outcome.user is None:
                 # nobody we know: never a call, and certainly never a line (toll fraud)
-                self._refused(txn, outcome.response, outcome.reason, outcome.attack)  # type: ignore[arg-type]
+                self._refused(txn, outcome)
                 return
             peer_type, peer_name = "USER", outcome.user
             account = self.users.get(peer_name)
@@ -383,10 +399,20 @@ class Engine:
                 if active >= account.max_calls:
                     self.respond(txn, 486, "Busy Here (call limit reached)")
                     return
-        call = CallSession(self, txn, peer_type, peer_name, self.program)
+        if peer_type == "USER":
+            # the caller is who authenticated, named by the account's caller-id: not the From header
+            caller_id = account.caller_id if account is not None and account.caller_id else peer_name
+        else:
+            caller_id = unescape(req.from_.uri.user or "")
+        machine = CallMachine(self, token_hex(4), txn, peer_type=peer_type, peer_name=peer_name, caller_id=caller_id,
+                              dialled=self.dialled_number(req, peer_type, peer_name), program=self.program,
+                              now=self.now(), t1=self.layer.t1, t2=self.layer.t2,
+                              max_duration=self.max_call_duration, rtp_timeout=self.rtp_timeout)
+        call = CallSession(self.call_runner, machine)
         txn.user_data = call
         self.calls[call.id] = call
-        call.post(call.start)
+        self.call_runner.add(call)
+        call.start()
 
     def _admit(self, ip: str, data: bytes, now: float) -> bool:
         ok, attack = self.guard.admit(ip, data, now)
@@ -453,34 +479,33 @@ class Engine:
         return unescape(user)
 
     def _stray_2xx(self, resp: Response, source: Address) -> None:
-        """A retransmitted 2xx for an INVITE of ours: the ACK was lost, send it again."""
+        """A 2xx for an INVITE of ours outside its transaction: a retransmission (our ACK was lost)
+        or another fork's answer; the call's machine knows which."""
         entry = self.dialogs.get((resp.call_id, resp.from_tag or ""))
-        if entry is None:
-            return
-        call, leg_index = entry
-        leg = call.leg_b
-        # the same ACK again (with a late offer's answer in it); none yet while it waits for ZERO's
-        if leg_index == 1 and leg is not None and leg.dialog is not None and leg.ack is not None:
-            self.send_ack(leg.ack, leg.dialog, leg.destination, leg.transport)
+        if entry is not None and entry[1] is Channel.ONE:
+            entry[0].stray_2xx(resp)
 
     # ---- what call sessions use ---------------------------------------------------------------------
     def route(self, call: CallSession) -> None:
+        """Hand a new call to whoever set `router` (the dialplan); a router that raises refuses it."""
         try:
             self.router(call)
         except Exception:
             log.exception("call=%s routing failed", call.id)
             call.reject(500, "Server Internal Error (routing)")
 
-    def build_forks(self, call: CallSession, target: Target, offer: bytes) -> tuple[list[OutboundLeg], Failure | None]:
+    def build_forks(self, call: CallMachine, target: Target, offer: bytes,  # type: ignore[override]
+                    now: float) -> tuple[list[Leg], Failure | None]:
+        """The INVITEs that ring `target` for `call` (CallEnv.build_forks)."""
         if target.kind == "USER":
-            return self._forks_to_user(call, target, offer)
+            return self._forks_to_user(call, target, offer, now)
         return self._fork_to_line(call, target, offer)
 
-    def _forks_to_user(self, call: CallSession, target: Target,
-                       offer: bytes) -> tuple[list[OutboundLeg], Failure | None]:
+    def _forks_to_user(self, call: CallMachine, target: Target, offer: bytes,
+                       now: float) -> tuple[list[Leg], Failure | None]:
         if target.name not in self.users:
             return [], Failure(404, f"Not Found (no user {target.name})")
-        bindings = self.registrar.lookup(target.name, self.now())
+        bindings = self.registrar.lookup(target.name, now)
         if not bindings:
             return [], Failure(480, f"Temporarily Unavailable ({target.name} is not registered)")
         caller = call.caller_id_override or call.caller_id
@@ -495,11 +520,10 @@ class Engine:
                 invite.set_body(offer, "application/sdp")
             else:
                 invite.headers.add("Content-Length", "0")
-            legs.append(OutboundLeg(call, target, binding.source, invite, None, binding.transport))
+            legs.append(Leg.fork(target, binding.source, invite, None, binding.transport))
         return legs, None
 
-    def _fork_to_line(self, call: CallSession, target: Target,
-                      offer: bytes) -> tuple[list[OutboundLeg], Failure | None]:
+    def _fork_to_line(self, call: CallMachine, target: Target, offer: bytes) -> tuple[list[Leg], Failure | None]:
         line = self.lines.get(target.name)
         if line is None:
             return [], Failure(404, f"Not Found (no line {target.name})")
@@ -523,9 +547,9 @@ class Engine:
         else:
             invite.headers.add("Content-Length", "0")
         auth = line.auth.__class__(cfg.auth_username or cfg.username, cfg.password)
-        return [OutboundLeg(call, target, line.address, invite, auth, cfg.transport)], None
+        return [Leg.fork(target, line.address, invite, auth, cfg.transport)], None
 
-    def _invite_headers(self, call: CallSession, *, from_uri: str, display: str | None, to_uri: str,
+    def _invite_headers(self, call: CallMachine, *, from_uri: str, display: str | None, to_uri: str,
                         transport: str) -> Headers:
         h = Headers()
         h.add("Via", f"{self.via(transport)};branch={new_branch()}")
@@ -539,13 +563,11 @@ class Engine:
         h.add("CSeq", "1 INVITE")
         h.add("Contact", self.contact(transport))
         h.add("Allow", ALLOW)
-        h.add("User-Agent", self.user_agent)
+        if self.user_agent:
+            h.add("User-Agent", self.user_agent)
         for name_, value in call.extra_headers:
             h.add(name_, value)
         return h
-
-    def send_leg_invite(self, leg: OutboundLeg) -> None:
-        leg.txn = self.send_request(leg.invite, leg.destination, leg, leg.transport)
 
     def send_request(self, req: Request, destination: Address, owner: object,
                      transport: str = "udp") -> ClientTransaction:
@@ -553,36 +575,14 @@ class Engine:
         txn.user_data = owner
         return txn
 
-    def send_in_dialog(self, req: Request, dialog: Dialog, owner: object, fallback: Address,
-                       transport: str = "udp") -> None:
-        self.send_request(req, self.next_hop(dialog, fallback), owner, transport)
-
-    def send_ack(self, ack: Request, dialog: Dialog, fallback: Address, transport: str = "udp") -> None:
-        self.layer.send_stateless(ack, self.next_hop(dialog, fallback), transport)
-
-    def next_hop(self, dialog: Dialog, fallback: Address) -> Address:
-        """Follow the route set when there is one; otherwise the address the leg is known at (a phone
-        behind NAT is reached where its packets came from, not at the private Contact it wrote)."""
-        if dialog.route_set:
-            uri = dialog.next_hop()
-            host = uri.bare_host
-            if _is_ip(host):
-                return (host, uri.port or 5060)
-        return fallback
-
     def respond(self, txn: ServerTransaction, code: int, reason: str,
                 headers: list[tuple[str, str]] | None = None) -> None:
         self.layer.respond(txn, create_response(txn.request, code, reason, to_tag=new_tag(), headers=headers),
                            self.now())
 
-    def index_dialog(self, call: CallSession, leg: int, dialog: Dialog) -> None:
-        self.dialogs[(dialog.call_id, dialog.local_tag)] = (call, leg)
-
-    def forget(self, call: CallSession) -> None:
-        self.calls.pop(call.id, None)
-        for dialog in (call.dialog_a, call.leg_b.dialog if call.leg_b else None):
-            if dialog is not None:
-                self.dialogs.pop((dialog.call_id, dialog.local_tag), None)
+    def pump(self) -> None:
+        """Send what the layer queued and hand it what arrived (the call runner's flush)."""
+        self.endpoint.pump()
 
     def port_for(self, transport: str) -> int:
         return self.ports.get(transport, self.port)
@@ -601,6 +601,10 @@ class Engine:
         account = self.users.get(user)
         return account.password if account else None
 
+    def _legacy_for(self, user: str) -> bool:
+        account = self.users.get(user)
+        return account is not None and account.legacy_digest
+
 
 def _advertise_for(host: str) -> str:
     if host not in ("0.0.0.0", "::", ""):
@@ -614,14 +618,6 @@ def _advertise_for(host: str) -> str:
             return s.getsockname()[0]
     except OSError:
         return "127.0.0.1"
-
-
-def _is_ip(host: str) -> bool:
-    try:
-        ipaddress.ip_address(host)
-        return True
-    except ValueError:
-        return False
 
 
 def _escape_display(text: str) -> str:

@@ -8,6 +8,14 @@ Stream transports (RFC 3261 18.3): a response goes back on the connection its re
 a request to an address we already have a connection with reuses it (RFC 5923's spirit), otherwise
 a connection is opened and the message waits for it. Double-CRLF pings get a CRLF pong (RFC 5626).
 WebSocket (RFC 7118) carries one SIP message per frame, sub-protocol "sip".
+
+No client can exhaust the server's connections (``ConnectionLimits``, issue 9): stream and WebSocket
+connections are capped per source address and in total (a connection over a cap is closed as soon
+as it is accepted, so descriptors stay bounded under a flood); the TLS and WebSocket opening
+handshakes are timed; a connection must bring a whole SIP message soon after it opens, must finish
+a message it started (a slow-loris trickling a byte a minute is closed), and is closed when nothing
+useful (a SIP message either way, or a keep-alive ping once it has carried one) passed for long.
+What one connection can make us hold is one message of at most ``MAX_MESSAGE_SIZE`` octets.
 """
 
 from __future__ import annotations
@@ -20,9 +28,10 @@ import struct
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Literal
 
 from .sip.errors import SipSyntaxError
-from .sip.message import StreamFramer
+from .sip.message import MAX_MESSAGE_SIZE, StreamFramer
 from .sip.transaction import Address, Event, TransactionLayer
 
 log = logging.getLogger("callflow.transport")
@@ -31,9 +40,33 @@ STREAM_TRANSPORTS = ("tcp", "tls")
 UDP_BUFFER = 4 * 1024 * 1024  # bursts queue in the kernel instead of being dropped (lost ACKs, BYEs)
 IDLE_TIMEOUT = 900.0     # close a stream connection nobody used for this long
 CONNECT_TIMEOUT = 5.0
+SWEEP_PERIOD = 1.0       # how often connection deadlines are checked (seconds)
+REFUSAL_WINDOW = 60      # refused connections are summed up in one log line per this many seconds
+REFUSAL_LINES = 20       # sources whose first refusal in a window is logged at once (a flood's first)
+WS_MAX_QUEUE = 4         # WebSocket frames buffered ahead of our reader (websockets' default: 16)
 _SO_MEMINFO = getattr(socket, "SO_MEMINFO", 55)  # Linux: sk_meminfo, [0] = receive queue bytes
 _IP_RECVERR = getattr(socket, "IP_RECVERR", 11)       # Linux <linux/in.h>
 _IPV6_RECVERR = getattr(socket, "IPV6_RECVERR", 25)   # Linux <linux/in6.h>
+
+# fn(direction, transport, address, data): every SIP message in or out, see SipEndpoint.add_observer
+Observer = Callable[[Literal["in", "out"], str, Address, bytes], None]
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionLimits:
+    """What stream (TCP, TLS) and WebSocket connections may hold; times in seconds.
+
+    Defaults are sized for a PBX: 2,000 connections (each phone on TCP/TLS/WS keeps one, plus the
+    providers), 50 from one address (an office's phones behind one NAT), well under a default
+    descriptor limit. Connections we open count in the total but are never refused.
+    """
+
+    max_connections: int = 2000    # open at once, inbound and outbound
+    max_per_source: int = 50       # inbound, from one IP address
+    handshake_timeout: float = 10.0  # TLS and WebSocket opening handshakes
+    first_message_timeout: float = 10.0  # accepted, but no whole SIP message yet: closed
+    message_timeout: float = 20.0  # a message begun but not finished for this long: closed (slow loris)
+    idle_timeout: float = IDLE_TIMEOUT  # no SIP message, nor a ping after one, either way: closed
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,23 +105,31 @@ class UdpProtocol(asyncio.DatagramProtocol):
 class StreamConnection(asyncio.Protocol):
     """One TCP or TLS connection, inbound or outbound, framed by Content-Length."""
 
-    def __init__(self, endpoint: SipEndpoint, transport_name: str) -> None:
+    def __init__(self, endpoint: SipEndpoint, transport_name: str, inbound: bool = True) -> None:
         self.endpoint = endpoint
         self.name = transport_name
+        self.inbound = inbound
         self.framer = StreamFramer()
         self.transport: asyncio.Transport | None = None
         self.peer: Address = ("", 0)
-        self.last_used = 0.0
+        self.counted = False
+        self.opened = 0.0
+        self.last_used = 0.0  # last whole SIP message in or out, or ping after one
+        self.carried = not inbound  # has carried a SIP message (ours open with one)
+        self.partial_since: float | None = None  # first octet of a message not yet whole
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
         peer = transport.get_extra_info("peername")
         self.peer = (peer[0], peer[1])
-        self.last_used = self.endpoint.now()
+        self.opened = self.last_used = self.endpoint.now()
+        if not self.endpoint.connection_opened(self.name, self.peer, self.inbound):
+            transport.abort()  # over a limit: give the descriptor back at once
+            return
+        self.counted = True
         self.endpoint.connections[(self.name, self.peer)] = self
 
     def data_received(self, data: bytes) -> None:
-        self.last_used = self.endpoint.now()
         try:
             messages = self.framer.feed(data)
         except SipSyntaxError as exc:
@@ -97,6 +138,16 @@ class StreamConnection(asyncio.Protocol):
                 self.transport.close()
             return
         pings = self.framer.take_pings()
+        now = self.endpoint.now()
+        if messages or (pings and self.carried):
+            self.last_used = now  # a lone CRLF or a stray byte is not use: it keeps nothing open
+        if messages:
+            self.carried = True
+            self.partial_since = now if self.framer.buffered else None
+        elif not self.framer.buffered:
+            self.partial_since = None
+        elif self.partial_since is None:
+            self.partial_since = now
         if pings and self.transport is not None:
             self.transport.write(b"\r\n" * pings)
         for message in messages:
@@ -104,13 +155,31 @@ class StreamConnection(asyncio.Protocol):
 
     def send(self, data: bytes) -> None:
         self.last_used = self.endpoint.now()
+        self.carried = True
         if self.transport is not None and not self.transport.is_closing():
             self.transport.write(data)
+
+    def expired(self, now: float, limits: ConnectionLimits) -> str | None:
+        """Why this connection must be closed at ``now`` (seconds, loop clock), or None."""
+        if not self.carried and now - self.opened > limits.first_message_timeout:
+            return "no SIP message"
+        if self.partial_since is not None and now - self.partial_since > limits.message_timeout:
+            return "message never finished"
+        if now - self.last_used > limits.idle_timeout:
+            return "idle"
+        return None
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
 
     def connection_lost(self, exc: Exception | None) -> None:
         key = (self.name, self.peer)
         if self.endpoint.connections.get(key) is self:
             del self.endpoint.connections[key]
+        if self.counted:
+            self.counted = False
+            self.endpoint.connection_closed(self.peer, self.inbound)
 
 
 class WebSocketConnection:
@@ -122,10 +191,12 @@ class WebSocketConnection:
         self.name = transport_name
         addr = websocket.remote_address
         self.peer: Address = (addr[0], addr[1])
-        self.last_used = endpoint.now()
+        self.opened = self.last_used = endpoint.now()
+        self.carried = False
 
     def send(self, data: bytes) -> None:
         self.last_used = self.endpoint.now()
+        self.carried = True
         # text frames: SIP over WebSocket is UTF-8 text in every browser stack we know
         task = asyncio.ensure_future(self.ws.send(data.decode("utf-8", "replace")))
         task.add_done_callback(_ignore_result)
@@ -137,12 +208,51 @@ class WebSocketConnection:
             async for message in self.ws:
                 data = message.encode("utf-8") if isinstance(message, str) else bytes(message)
                 self.last_used = self.endpoint.now()
+                self.carried = True
                 self.endpoint.message_received(data, self.peer, self.name)
         except Exception as exc:  # a dropped browser is normal; log and forget it
             log.debug("websocket %s:%s closed: %r", *self.peer, exc)
         finally:
             if self.endpoint.connections.get(key) is self:
                 del self.endpoint.connections[key]
+
+    def expired(self, now: float, limits: ConnectionLimits) -> str | None:
+        """Why this connection must be closed at ``now``, or None. A frame still arriving is not
+        visible here: websockets bounds it (``max_size``), the idle timeout ends it."""
+        if not self.carried and now - self.opened > limits.first_message_timeout:
+            return "no SIP message"
+        if now - self.last_used > limits.idle_timeout:
+            return "idle"
+        return None
+
+    def close(self) -> None:
+        self.ws.transport.abort()  # no closing handshake: a hostile peer would not finish it
+
+
+def _limited_ws_connection(endpoint: SipEndpoint, name: str) -> type:
+    """websockets' server connection, counted against the limits from the moment TCP accepts it
+    (before the HTTP upgrade), and closed at once when over one."""
+    from websockets.asyncio.server import ServerConnection
+
+    class LimitedServerConnection(ServerConnection):
+        counted = False
+
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            super().connection_made(transport)
+            peer = transport.get_extra_info("peername")
+            self.callflow_peer = (peer[0], peer[1])
+            if endpoint.connection_opened(name, self.callflow_peer, True):
+                self.counted = True
+            else:
+                transport.abort()
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            super().connection_lost(exc)
+            if self.counted:
+                self.counted = False
+                endpoint.connection_closed(self.callflow_peer, True)
+
+    return LimitedServerConnection
 
 
 def _udp_socket(host: str, port: int) -> socket.socket:
@@ -195,6 +305,74 @@ class SipEndpoint:
         self._sweeper: asyncio.TimerHandle | None = None
         self.admit: Callable[[str, bytes, float], bool] | None = None  # the engine's flood guard
         self._udp_sockets: list[socket.socket] = []
+        self._observers: tuple[Observer, ...] = ()  # empty tuple: one falsy test per message, no call
+        self.limits = ConnectionLimits()
+        self._open_total = 0
+        self._open_by_source: dict[str, int] = {}  # inbound stream/WebSocket connections per IP
+        self._refusals: dict[str, int] = {}  # connections refused per IP in this log window
+        self._refusals_since = 0.0  # start of the window (loop clock)
+
+    def add_observer(self, fn: Observer) -> None:
+        """Call `fn(direction, transport, address, data)` for every SIP message this endpoint receives
+        ("in", before the flood guard, so a trace shows what arrived) or sends ("out": requests,
+        responses, ACKs, stateless answers and every retransmission, as handed to the socket).
+
+        `transport` is lower case (udp, tcp, tls, ws, wss); `address` is the peer's (ip, port);
+        `data` is the whole message as bytes. Keep-alive CRLFs are not SIP messages and are not
+        reported. The observer runs on the event loop: it must be quick and must not block; an
+        exception it raises is logged and the message goes on as if nothing was registered.
+        """
+        self._observers = (*self._observers, fn)
+
+    def remove_observer(self, fn: Observer) -> None:
+        """Stop calling `fn`; raises ValueError if it was not added."""
+        observers = list(self._observers)
+        observers.remove(fn)
+        self._observers = tuple(observers)
+
+    def _observe(self, direction: Literal["in", "out"], transport: str, address: Address, data: bytes) -> None:
+        for fn in self._observers:
+            try:
+                fn(direction, transport, address, data)
+            except Exception:  # a tracer's bug must not cost a call
+                log.exception("event=observer_failed direction=%s", direction)
+
+    # ---- connection limits ------------------------------------------------------------------------
+    def connection_opened(self, transport: str, peer: Address, inbound: bool) -> bool:
+        """Count a stream or WebSocket connection just accepted (or opened by us); False when an
+        inbound one is over ``limits`` (per source or in total) and must be closed at once."""
+        limits = self.limits
+        if inbound:
+            host = peer[0]
+            held = self._open_by_source.get(host, 0)
+            if held >= limits.max_per_source or self._open_total >= limits.max_connections:
+                refused = self._refusals.get(host, 0)
+                if refused == 0 and len(self._refusals) < REFUSAL_LINES:
+                    # the first refusal of a source in a window gets a line, not each of a flood's
+                    log.warning("event=connection_refused transport=%s source=%s held=%d total=%d reason=%s",
+                                transport, host, held, self._open_total,
+                                "per_source_limit" if held >= limits.max_per_source else "total_limit")
+                self._refusals[host] = refused + 1
+                return False
+            self._open_by_source[host] = held + 1
+        self._open_total += 1
+        return True
+
+    def connection_closed(self, peer: Address, inbound: bool) -> None:
+        """A connection counted by ``connection_opened`` is gone."""
+        self._open_total -= 1
+        if inbound:
+            host = peer[0]
+            held = self._open_by_source.get(host, 0) - 1
+            if held > 0:
+                self._open_by_source[host] = held
+            else:
+                self._open_by_source.pop(host, None)
+
+    @property
+    def open_connections(self) -> int:
+        """Stream and WebSocket connections open now (counted ones: refused ones close at once)."""
+        return self._open_total
 
     def receive_backlog(self) -> int | None:
         """Bytes of datagrams the kernel holds for our UDP sockets, not yet read (Linux SO_MEMINFO):
@@ -221,8 +399,10 @@ class SipEndpoint:
         elif t in STREAM_TRANSPORTS:
             if t == "tls" and ssl_context is None:
                 raise ValueError("listening on TLS needs a certificate and key (tls cert / tls key)")
+            tls_options = {"ssl": ssl_context, "ssl_handshake_timeout": self.limits.handshake_timeout} \
+                if t == "tls" else {}
             server = await self.loop.create_server(lambda: StreamConnection(self, t), spec.host, spec.port,
-                                                   ssl=ssl_context if t == "tls" else None)
+                                                   **tls_options)  # type: ignore[arg-type]
             self._servers.append(server)
             sock = server.sockets[0].getsockname()
         elif t in ("ws", "wss"):
@@ -234,15 +414,21 @@ class SipEndpoint:
             async def handler(websocket) -> None:  # type: ignore[no-untyped-def]
                 await WebSocketConnection(self, websocket, t).serve()
 
+            # one SIP message per frame: nothing larger is ever useful (websockets' default is 1 MiB,
+            # which 300 hostile connections turned into 300 MB), and few frames queued ahead of us.
+            # No permessage-deflate: its two zlib contexts were most of an idle connection's memory,
+            # and SIP messages of a few hundred octets gain little from it (RFC 7118 does not ask it)
             server = await serve(handler, spec.host, spec.port, subprotocols=["sip"],  # type: ignore[list-item]
-                                 ssl=ssl_context if t == "wss" else None)
+                                 ssl=ssl_context if t == "wss" else None, compression=None,
+                                 open_timeout=self.limits.handshake_timeout, max_size=MAX_MESSAGE_SIZE,
+                                 max_queue=WS_MAX_QUEUE, create_connection=_limited_ws_connection(self, t))
             self._ws_servers.append(server)
             sock = next(iter(server.sockets)).getsockname()
         else:
             raise ValueError(f"unknown transport {t!r}: use udp, tcp, tls, ws or wss")
         self.local[t] = (sock[0], sock[1])
         if self._sweeper is None:
-            self._sweeper = self.loop.call_later(60, self._sweep)
+            self._sweeper = self.loop.call_later(SWEEP_PERIOD, self._sweep)
         return self.local[t]
 
     async def listen_udp(self, host: str, port: int) -> Address:
@@ -256,6 +442,8 @@ class SipEndpoint:
 
     # ---- input ---------------------------------------------------------------------------------
     def message_received(self, data: bytes, source: Address, transport: str) -> None:
+        if self._observers:
+            self._observe("in", transport, source, data)
         now = self.loop.time()
         if self.admit is not None and not self.admit(source[0], data, now):
             return  # a flood or a scanner: not even parsed
@@ -294,7 +482,10 @@ class SipEndpoint:
         if not out:
             return
         udp = self.udp.transport if self.udp else None
+        observers = self._observers
         for transport, dest, data in out:
+            if observers:
+                self._observe("out", transport.lower(), dest, data)
             if transport == "udp" or transport == "UDP":
                 if udp is not None:
                     try:
@@ -330,7 +521,8 @@ class SipEndpoint:
             if name == "tls":
                 context = self._client_ssl or ssl.create_default_context()
             _, conn = await asyncio.wait_for(
-                self.loop.create_connection(lambda: StreamConnection(self, name), dest[0], dest[1], ssl=context),
+                self.loop.create_connection(lambda: StreamConnection(self, name, inbound=False), dest[0], dest[1],
+                                            ssl=context),
                 CONNECT_TIMEOUT)
             # connection_made registered it under the peer address, which is `dest`
             self.connections[key] = conn
@@ -374,13 +566,34 @@ class SipEndpoint:
             log.exception("internal error in the transaction timers")
         self.pump()
 
-    def _sweep(self) -> None:
-        """Close stream connections idle for long (the phone re-connects when it next registers)."""
-        now = self.now()
+    def sweep(self, now: float) -> int:
+        """Close the connections past a deadline of ``limits`` at ``now`` (loop clock, seconds):
+        no SIP message soon after opening, a message never finished, idle (a phone re-connects
+        when it next registers). Returns how many were closed."""
+        closed = 0
         for conn in list(self.connections.values()):
-            if isinstance(conn, StreamConnection) and now - conn.last_used > IDLE_TIMEOUT and conn.transport:
-                conn.transport.close()
-        self._sweeper = self.loop.call_later(60, self._sweep)
+            reason = conn.expired(now, self.limits)
+            if reason is not None:
+                log.info("event=connection_closed transport=%s peer=%s:%s reason=%s", conn.name, conn.peer[0],
+                         conn.peer[1], f'"{reason}"')
+                conn.close()
+                closed += 1
+        if self._refusals and now - self._refusals_since >= REFUSAL_WINDOW:
+            worst = max(self._refusals, key=self._refusals.__getitem__)
+            log.warning("event=connections_refused window_s=%d sources=%d refused=%d worst=%s worst_refused=%d",
+                        REFUSAL_WINDOW, len(self._refusals), sum(self._refusals.values()), worst,
+                        self._refusals[worst])
+            self._refusals.clear()
+        if not self._refusals:
+            self._refusals_since = now
+        return closed
+
+    def _sweep(self) -> None:
+        try:
+            self.sweep(self.now())
+        except Exception:  # never lose the sweeper itself
+            log.exception("internal error while sweeping connections")
+        self._sweeper = self.loop.call_later(SWEEP_PERIOD, self._sweep)
 
     def close(self) -> None:
         if self._timer:
@@ -394,5 +607,5 @@ class SipEndpoint:
         for ws_server in self._ws_servers:
             ws_server.close()  # type: ignore[attr-defined]
         for conn in list(self.connections.values()):
-            if isinstance(conn, StreamConnection) and conn.transport:
-                conn.transport.close()
+            if isinstance(conn, StreamConnection):
+                conn.close()

@@ -121,7 +121,7 @@ class LocalAddress:
 
     via: str
     contact_uri: str
-    user_agent: str = "Callflow"
+    user_agent: str | None = None  # no User-Agent header unless the operator sets one (issue 9)
 
 
 # ---- actions ---------------------------------------------------------------------------------------
@@ -590,7 +590,8 @@ class LineMachine:
         h.add("CSeq", f"{self.cseq} REGISTER")
         h.add("Contact", f"<{self.local.contact_uri}>")
         h.add("Expires", str(expires))
-        h.add("User-Agent", self.local.user_agent)
+        if self.local.user_agent:
+            h.add("User-Agent", self.local.user_agent)
         h.add("Content-Length", "0")
         transport = "" if cfg.transport == "udp" else f";transport={cfg.transport}"
         return Request("REGISTER", f"sip:{server}{transport}", h)
@@ -610,7 +611,8 @@ class LineMachine:
         h.add("To", f"<sip:{server}>")
         h.add("Call-ID", f"ka-{self.call_id}")
         h.add("CSeq", f"{self.cseq} OPTIONS")
-        h.add("User-Agent", self.local.user_agent)
+        if self.local.user_agent:
+            h.add("User-Agent", self.local.user_agent)
         h.add("Content-Length", "0")
         self._keepalive = self.cseq
         self._keepalive_sent_at = now

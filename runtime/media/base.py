@@ -59,6 +59,7 @@ class MediaSession(ABC):
         perhaps behind NAT): besides the address its SDP names, RTP from ``host`` may be latched on
         that leg. Call sessions call this for phones (USER peers), never for providers, whose media
         may come from elsewhere but then must match the SDP. The default ignores it."""
+        return None  # a backend that cannot check sources (rtpengine does its own) has nothing to do
 
     @property
     def packets(self) -> tuple[int, int]:

@@ -31,6 +31,7 @@ __all__ = [
     "parse_challenge",
     "parse_credentials",
     "select_challenge",
+    "uri_matches",
 ]
 
 
@@ -391,23 +392,63 @@ class DigestClient:
 
 @dataclass(frozen=True)
 class AuthResult:
-    """Outcome of DigestServer.verify; ``reason`` is for logs, never for the wire."""
+    """Outcome of DigestServer.verify; ``reason`` is for logs, never for the wire.
+
+    ``stale``: answer with a fresh challenge carrying stale=true (the nonce, not the password, was
+    the problem; no password was checked). ``guess``: a password was compared and was wrong (or the
+    user is unknown), the only failure that is evidence of guessing. ``held``: the ``hold`` callback
+    said no password may be checked for this user now; answer with a plain fresh challenge.
+    """
 
     ok: bool
     username: str | None = None
     stale: bool = False
     reason: str = ""
+    guess: bool = False
+    held: bool = False
 
 
 _NONCE_OK, _NONCE_EXPIRED, _NONCE_FORGED = "ok", "nonce expired", "unknown nonce"
 
 
+def _never(_user: str) -> bool:
+    return False
+
+
+def uri_matches(digest_uri: str, request_uri: str) -> bool:
+    """Whether a credentials' ``uri`` names the request's Request-URI (RFC 3261 22.4, RFC 7616
+    3.4.6): equal as text, or equal but for the case of the scheme and host, which RFC 3261 19.1.4
+    says do not matter. Anything looser would let credentials computed for one number be used to
+    call another."""
+    if digest_uri == request_uri:
+        return True
+    a, b = digest_uri.partition("@"), request_uri.partition("@")
+    if a[1] != b[1]:
+        return False
+    if a[1]:  # scheme:user@host...: the user part is case-sensitive, scheme and host are not
+        sa, _, ua = a[0].partition(":")
+        sb, _, ub = b[0].partition(":")
+        return sa.lower() == sb.lower() and ua == ub and _host_part_equal(a[2], b[2])
+    sa, _, ra = digest_uri.partition(":")
+    sb, _, rb = request_uri.partition(":")
+    return sa.lower() == sb.lower() and _host_part_equal(ra, rb)
+
+
+def _host_part_equal(a: str, b: str) -> bool:
+    ha, sep_a, pa = a.partition(";")
+    hb, sep_b, pb = b.partition(";")
+    return ha.lower() == hb.lower() and sep_a == sep_b and pa == pb
+
+
 class DigestServer:
     """Challenges our phones.
 
-    Nonces are stateless HMAC(secret, timestamp|salt|realm), so restarts and many
-    outstanding nonces cost no memory; only nonces actually used with qop enter a
-    bounded nc table for replay rejection. Not thread-safe (one event loop owns it).
+    Nonces are stateless HMAC(secret, timestamp|salt|realm|scope), so restarts and many
+    outstanding nonces cost no memory. ``scope`` is what the nonce was issued for (the
+    authenticator passes the challenged method and the source address): a nonce is good
+    only for the same scope, so credentials captured on the wire cannot be replayed from
+    another host or for another method. Only nonces actually used enter a bounded nc
+    table for replay rejection. Not thread-safe (one event loop owns it).
     """
 
     def __init__(
@@ -444,20 +485,25 @@ class DigestServer:
     def __repr__(self) -> str:  # keep the secret out of logs
         return f"DigestServer(realm={self.realm!r}, algorithms={self.algorithms!r})"
 
-    def _mac(self, stamp: bytes) -> bytes:
-        return hmac.new(self._secret, stamp + b"|" + self._realm_bytes, hashlib.sha256).digest()[:16]
+    def _mac(self, stamp: bytes, scope: str) -> bytes:
+        data = stamp + b"|" + self._realm_bytes + b"|" + _b(scope)
+        return hmac.new(self._secret, data, hashlib.sha256).digest()[:16]
 
-    def make_nonce(self, now: float) -> str:
-        """A fresh authenticated nonce: 8-byte time, 8 random bytes, 16-byte MAC, base64url."""
+    def make_nonce(self, now: float, scope: str = "") -> str:
+        """A fresh authenticated nonce: 8-byte time, 8 random bytes, 16-byte MAC, base64url.
+
+        ``scope`` (free text, e.g. "INVITE|192.0.2.7") is bound into the MAC, not carried in
+        the nonce: verify() must be given the same scope for the nonce to be accepted.
+        """
         stamp = struct.pack(">d", now) + secrets.token_bytes(8)
-        return base64.urlsafe_b64encode(stamp + self._mac(stamp)).rstrip(b"=").decode("ascii")
+        return base64.urlsafe_b64encode(stamp + self._mac(stamp, scope)).rstrip(b"=").decode("ascii")
 
-    def _check_nonce(self, nonce: str, now: float) -> tuple[str, float]:
+    def _check_nonce(self, nonce: str, now: float, scope: str = "") -> tuple[str, float]:
         if not _NONCE_RE.fullmatch(nonce):
             return _NONCE_FORGED, 0.0
         raw = base64.urlsafe_b64decode(nonce + "=")
         stamp, mac = raw[:16], raw[16:]
-        if not hmac.compare_digest(mac, self._mac(stamp)):
+        if not hmac.compare_digest(mac, self._mac(stamp, scope)):
             return _NONCE_FORGED, 0.0
         issued = struct.unpack(">d", stamp[:8])[0]
         age = now - issued
@@ -466,9 +512,12 @@ class DigestServer:
             return _NONCE_EXPIRED, issued
         return _NONCE_OK, issued
 
-    def challenge(self, now: float, *, stale: bool = False) -> list[str]:
-        """One WWW-/Proxy-Authenticate value per algorithm, most preferred first (RFC 8760 2.4)."""
-        nonce = self.make_nonce(now)
+    def challenge(self, now: float, *, stale: bool = False, scope: str = "") -> list[str]:
+        """One WWW-/Proxy-Authenticate value per algorithm, most preferred first (RFC 8760 2.4).
+
+        The nonce is good only for ``scope`` (see make_nonce) and for ``nonce_lifetime`` seconds.
+        """
+        nonce = self.make_nonce(now, scope)
         tail = ', qop="auth"' + (", stale=true" if stale else "")
         return [
             f"Digest realm={_quote(self.realm)}, nonce={_quote(nonce)}, algorithm={alg}{tail}"
@@ -482,13 +531,27 @@ class DigestServer:
         password_for: Callable[[str], str | None],
         now: float,
         body: bytes = b"",
+        *,
+        scope: str = "",
+        request_uri: str | None = None,
+        legacy: Callable[[str], bool] = _never,
+        hold: Callable[[str], bool] = _never,
     ) -> AuthResult:
         """Check an Authorization/Proxy-Authorization value; never raises on bad input.
 
+        In order, and a password is compared only if everything before it holds:
+        the syntax, realm and algorithm; qop=auth/auth-int (RFC 7616 3.4), which may be
+        absent only for a user ``legacy(user)`` admits (RFC 2069 phones); the ``uri``
+        parameter must name ``request_uri`` when given (RFC 3261 22.4, RFC 7616 3.4.6);
+        the nonce must be ours, unexpired and issued for ``scope``, and its nonce-count
+        higher than any seen (a legacy nonce is good once) -- else ``stale``, without
+        looking at the password, so an old, foreign or reordered nonce neither tells an
+        attacker whether a password is right nor counts as a guess; ``hold(user)`` may
+        then forbid checking a password at all (a backed-off account: ``held``). Only
+        then is the password compared (``guess`` when it is wrong or the user unknown).
+
         Exceptions raised by ``password_for`` itself (say, a database outage) propagate:
-        turning them into "unknown user" would hide real failures. Legacy RFC 2069/2617
-        clients that omit qop are accepted, but without nc there is no replay protection
-        beyond the nonce lifetime.
+        turning them into "unknown user" would hide real failures.
         """
         try:
             creds = parse_credentials(value)
@@ -506,12 +569,30 @@ class DigestServer:
                 return AuthResult(False, user, False, "malformed credentials: qop without nc and cnonce")
         elif "nc" in creds.params or "cnonce" in creds.params:
             return AuthResult(False, user, False, "malformed credentials: nc/cnonce without qop")
+        elif not legacy(user):
+            # without qop there is no nonce-count and no cnonce: a captured answer could be
+            # replayed for the nonce's lifetime, so only users marked legacy may answer so
+            return AuthResult(False, user, False, "qop=auth required (the user is not marked legacy-digest)")
         if creds.algorithm.endswith("-sess") and creds.cnonce is None:
             return AuthResult(False, user, False, f"malformed credentials: {creds.algorithm} without cnonce")
+        if request_uri is not None and not uri_matches(creds.uri, request_uri):
+            return AuthResult(False, user, False, "digest uri does not match the Request-URI")
+
+        status, issued = self._check_nonce(creds.nonce, now, scope)
+        if status != _NONCE_OK:
+            return AuthResult(False, user, True, status)
+        nc = creds.nc if creds.nc is not None else 1  # a legacy nonce is good for one request
+        last = self._nc.get(creds.nonce)
+        if last is None and issued <= self._evicted_upto:
+            return AuthResult(False, user, True, "nonce evicted from replay table")
+        if last is not None and nc <= last:
+            return AuthResult(False, user, True, "nonce count out of order or replayed")
+        if hold(user):
+            return AuthResult(False, user, False, "held: no password is checked for this user now", held=True)
 
         password = password_for(user)
         if password is None:
-            return AuthResult(False, user, False, "unknown user")
+            return AuthResult(False, user, False, "unknown user", guess=True)
         try:
             expected = compute_response(
                 creds.algorithm,
@@ -529,26 +610,11 @@ class DigestServer:
         except DigestError as exc:  # unreachable after the checks above; belt and braces
             return AuthResult(False, user, False, f"malformed credentials: {exc}")
         if not hmac.compare_digest(expected.encode("ascii"), creds.response.lower().encode("ascii")):
-            return AuthResult(False, user, False, "wrong password")
+            return AuthResult(False, user, False, "wrong password", guess=True)
+        return self._count(creds.nonce, nc, user)
 
-        # The password is right; now is the nonce ours and fresh? A forged or expired
-        # nonce with a correct digest (e.g. after a secret rotation) earns stale=true so
-        # the phone retries silently instead of prompting its user.
-        status, issued = self._check_nonce(creds.nonce, now)
-        if status != _NONCE_OK:
-            return AuthResult(False, user, True, status)
-        if creds.nc is None:
-            return AuthResult(True, user, False, "ok")
-        return self._count(creds.nonce, creds.nc, issued, user)
-
-    def _count(self, nonce: str, nc: int, issued: float, user: str) -> AuthResult:
-        last = self._nc.get(nonce)
-        if last is None:
-            if issued <= self._evicted_upto:
-                return AuthResult(False, user, True, "nonce evicted from replay table")
-            last = 0
-        if nc <= last:
-            return AuthResult(False, user, False, "nonce replayed")
+    def _count(self, nonce: str, nc: int, user: str) -> AuthResult:
+        """Record the highest nonce-count accepted (checked to be higher by verify())."""
         self._nc[nonce] = nc  # insertion order ~ issue order, so eviction drops the oldest
         while len(self._nc) > self._max:
             old, _ = self._nc.popitem(last=False)

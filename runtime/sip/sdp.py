@@ -33,6 +33,8 @@ __all__ = [
 _DIRECTIONS = ("sendrecv", "sendonly", "recvonly", "inactive")
 # c= addresses meaning "do not send to me" (RFC 2543-style hold); they must survive a rewrite
 _UNSPECIFIED = ("0.0.0.0", "::")
+# the attribute lines of ICE (RFC 8839 5): they carry the peers' own addresses, which anchoring hides
+_ICE_ATTRIBUTES = ("a=candidate:", "a=remote-candidates:", "a=end-of-candidates", "a=ice-")
 
 
 class SdpError(ValueError):
@@ -244,6 +246,10 @@ def rewrite_sdp(
     - a=rtcp: becomes our RTCP port, ``ports[i] + 1``; it is dropped from a rejected stream.
     - ``session_version``, when given, replaces the o= version (the caller bumps it when the SDP it
       sends on a dialog changes, RFC 3264 section 8); otherwise the peer's version is kept.
+    - ICE (RFC 8839) is removed, session and media level: a=candidate, a=remote-candidates,
+      a=end-of-candidates and every a=ice-* line. We anchor the media, so the peers must not be
+      told each other's addresses (nor try to reach them around us), and the relay answers no
+      connectivity checks.
     - every other line is kept byte for byte and in order (direction attributes, codecs, crypto);
       line ends become CRLF.
 
@@ -280,6 +286,8 @@ def rewrite_sdp(
                 raise SdpError(f"port {port} out of range for m= line {index}")
             fields[1] = str(port)
             out.append("m=" + " ".join(fields))
+        elif kind == "a" and line.startswith(_ICE_ATTRIBUTES):
+            continue
         elif kind == "a" and line.startswith("a=rtcp:"):
             if index < 0:
                 out.append(line)  # session-level a=rtcp: is not meaningful; leave it alone

@@ -175,8 +175,15 @@ class TransactionLayer:
 
     def __init__(self, *, t1: float = T1, t2: float = T2, t4: float = T4,
                  screen: Callable[[Request], tuple[int, str, list[tuple[str, str]]] | None] | None = None,
-                 server_header: str | None = None, max_transactions: int = 200_000) -> None:
+                 server_header: str | None = None, max_transactions: int = 200_000,
+                 trying_after_tu: bool = False) -> None:
         self.t1, self.t2, self.t4 = t1, t2, t4
+        # An INVITE's 100 Trying waits until the TU has taken the request's event and is dropped if
+        # the TU answered it by then: RFC 3261 17.2.1 needs no 100 when a final response follows
+        # within 200 ms, and a challenged INVITE from a possibly spoofed source then gets one
+        # datagram back, not two. False: the 100 leaves as the INVITE arrives.
+        self.trying_after_tu = trying_after_tu
+        self._trying_due: list[ServerTransaction] = []
         self.screen = screen
         self.server_header = server_header
         self.tcp_for_large = False  # set when a TCP transport is listening (RFC 3261 18.1.1)
@@ -191,12 +198,30 @@ class TransactionLayer:
     # ---- outputs ---------------------------------------------------------------------------
     def datagrams_to_send(self) -> list[tuple[str, Address, bytes]]:
         """(transport, destination, bytes) in the order they must leave."""
+        if self._trying_due:
+            self._send_trying_due()
         out = self._out
         self._out = []
         return out
 
     def next_event(self) -> Event | None:
-        return self._events.popleft() if self._events else None
+        if self._trying_due:
+            self._send_trying_due()
+        if not self._events:
+            return None
+        event = self._events.popleft()
+        if self.trying_after_tu and type(event) is RequestReceived:
+            txn = event.transaction
+            if txn is not None and txn.request.method == "INVITE":
+                self._trying_due.append(txn)
+        return event
+
+    def _send_trying_due(self) -> None:
+        """The 100 Trying of INVITEs whose event the TU has taken and not yet answered."""
+        due, self._trying_due = self._trying_due, []
+        for txn in due:
+            if txn.encoded_response is None and txn.state is State.PROCEEDING:
+                self.respond(txn, create_response(txn.request, 100, "Trying"), 0.0)  # a 1xx arms no timer
 
     def get_timer(self) -> float | None:
         timers = self._timers
@@ -276,7 +301,8 @@ class TransactionLayer:
         if method == "INVITE":
             txn.state = State.PROCEEDING
             # 100 Trying at once (RFC 3261 17.2.1 asks for it within 200 ms): stops the caller's timer A
-            self.respond(txn, create_response(req, 100, "Trying"), now)
+            if not self.trying_after_tu:
+                self.respond(txn, create_response(req, 100, "Trying"), now)
         self._events.append(RequestReceived(req, source, transport, txn))
 
     def receive_response(self, resp: Response, source: Address, now: float) -> None:
@@ -387,6 +413,18 @@ class TransactionLayer:
         else:
             txn.state = State.COMPLETED
             self._set_timer(txn, "J", now, 0 if txn.reliable else 64 * self.t1)
+
+    def respond_statelessly(self, txn: ServerTransaction, resp: Response) -> None:
+        """Send one final response and forget the transaction, as a stateless server would (RFC 3261
+        8.2.7, 16.11): nothing is retransmitted and nothing is held. For challenges and refusals to
+        requests that may come from a spoofed source, so that one datagram in makes at most one out
+        (an INVITE's 407 is otherwise resent ten times until an ACK that never comes). A
+        retransmission of the request is then a new request and gets its own single answer; the
+        ACK for a non-2xx answered this way matches nothing and is dropped by the TU."""
+        if self.server_header and "server" not in resp.headers:
+            resp.headers.add("Server", self.server_header)
+        self._out.append((txn.transport, txn.peer, bytes(resp)))
+        self.terminate(txn)
 
     def send_stateless(self, msg: Request | Response, destination: Address, transport: str = "udp") -> None:
         """ACKs for 2xx and the UAS core's 2xx retransmissions live outside transactions."""

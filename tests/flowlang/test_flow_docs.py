@@ -20,3 +20,11 @@ def test_the_reference_has_examples():
 @pytest.mark.parametrize("block", BLOCKS, ids=[f"example-{i + 1}" for i in range(len(BLOCKS))])
 def test_each_example_in_the_reference_compiles(block):
     compile_source(block, "language.md", env=ENV)
+
+
+def test_the_tls_settings_the_reference_names_are_the_ones_the_language_takes():
+    text = DOC.read_text(encoding="utf-8")
+    named = set(re.findall(r"`(tls (?:cert\w*|key))`", text))
+    assert named == {"tls certificate", "tls key"}
+    compile_source("server {\n" + "".join(f'    {w} "/etc/callflow/x.pem"\n' for w in sorted(named)) + "}\n")
+

@@ -151,18 +151,24 @@ def test_a_stray_brace_in_a_log_text_is_an_error():
 
 
 def test_a_line_no_rule_uses_is_a_warning():
-    ws = warnings_of('user alice password "a"\nline spare { server "x" }\non incoming accept to user alice')
+    ws = warnings_of('user alice password "a1-b2-c3"\nline spare { server "x" }\non incoming accept to user alice')
     assert ws == ["2:1: line spare is declared but no rule uses it"]
 
 
 def test_a_user_no_rule_reaches_is_a_warning():
-    ws = warnings_of('user alice password "a"\nuser bob password "b"\non incoming accept to user alice')
+    ws = warnings_of('user alice password "a1-b2-c3"\nuser bob password "b1-b2-c3"\non incoming accept to user alice')
     assert ws == ["2:1: user bob is declared but no rule reaches it (no `accept to user bob`)"]
 
 
-def test_an_unknown_template_name_is_a_warning():
-    ws = warnings_of('on closed log "{reasn}"')
-    assert ws == ["1:15: {reasn} is not a value known here; it will print as written"]
+def test_an_unknown_name_in_a_rules_text_is_a_warning():
+    ws = warnings_of('on incoming log "{reasn}" reject 480')
+    assert ws == ["1:17: {reasn} is not a value known here; it will print as written"]
+
+
+def test_an_unknown_field_in_a_handlers_text_is_an_error_naming_the_events_fields():
+    (err,) = errors_of('on closed log "x {reasn}"')
+    assert err == ("1:18: error: {reasn} is not a field of the `closed` event; its fields are: call, reason, "
+                   "rtp_in, rtp_out, from, from_type, caller_id, to, duration, event")
 
 
 def test_errors_and_warnings_come_out_in_source_order():

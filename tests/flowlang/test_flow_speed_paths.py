@@ -3,7 +3,7 @@
 - the lean LALR driver (flowlang.fastlalr) accepts exactly what lark accepts and builds the same syntax
   nodes, positions included, as converting lark's own parse tree;
 - a regex split at its literal start (routing.AnchoredPattern) matches, captures and fails to compile
-  exactly like re.compile of the whole pattern;
+  exactly like the whole pattern compiled with RE2 (patterns.Pattern);
 - fast_init keeps the dataclasses frozen, with their defaults;
 - the router's decision is the first rule top to bottom, as a linear scan finds it;
 - loading leaves the cyclic collector as it found it.
@@ -12,7 +12,6 @@
 import dataclasses
 import gc
 import random
-import re
 from pathlib import Path
 
 import pytest
@@ -25,6 +24,7 @@ from test_flow_fuzz import WORDS, mutated
 from flowlang import CallInfo, FlowError, Target, compile_source, syntax
 from flowlang.diagnostics import Position
 from flowlang.fastlalr import Reject
+from flowlang.patterns import Pattern, PatternError
 from flowlang.routing import AnchoredPattern, compile_regex
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -114,9 +114,9 @@ PROBES = ["", "1", "12", "123", "1123", "112", "ab", "abc", "abB", "abbb", "aB",
 @pytest.mark.parametrize("source", REGEXES)
 def test_a_split_regex_behaves_like_the_whole_one(source):
     try:
-        whole = re.compile(source)
-    except re.error as e:
-        with pytest.raises(re.error) as split_err:
+        whole = Pattern(source)
+    except PatternError as e:
+        with pytest.raises(PatternError) as split_err:
             compile_regex(source)
         assert (split_err.value.msg, split_err.value.pos) == (e.msg, e.pos)
         return

@@ -14,6 +14,7 @@ import sys
 import time
 from pathlib import Path
 
+from tests.rig.ports import ports
 from tests.rig.proc import log_tail, wait_until
 from tests.rig.sipping import options_ping
 
@@ -42,7 +43,20 @@ class CallflowServer:
         self.log_path = self.dir / "callflow.log"
         self.env = env or {}
         self.extra_args = extra_args or []
+        # each server its own control endpoint, so parallel tests never meet on the default port
+        if "--control" not in self.extra_args:
+            self.extra_args += ["--control", f"127.0.0.1:{ports.port()}"]
         self._proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def control(self) -> str:
+        """The control endpoint's HOST:PORT (for `callflow status --control ...` and HTTP)."""
+        return self.extra_args[self.extra_args.index("--control") + 1]
+
+    @property
+    def state_dir(self) -> Path:
+        """Beside the script's folder, not in it (that one is watched for changes)."""
+        return self.dir.with_name(self.dir.name + "-state")
 
     @property
     def hostport(self) -> str:
@@ -51,6 +65,8 @@ class CallflowServer:
     def start(self, timeout: float = 15.0) -> CallflowServer:
         cmd = [sys.executable, "-m", "runtime.cli", "run", str(self.flow_path), "--listen", self.hostport,
                "--rtp-ports", f"{self.rtp_range[0]}-{self.rtp_range[1]}", *self.extra_args]
+        if "--state-dir" not in self.extra_args:  # each server its own records and registrations
+            cmd += ["--state-dir", str(self.state_dir)]
         env = dict(os.environ, **self.env)
         env["PYTHONPATH"] = str(Path(__file__).resolve().parents[2]) + os.pathsep + env.get("PYTHONPATH", "")
         self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
@@ -106,5 +122,7 @@ class CallflowServer:
     def assert_alive(self) -> None:
         assert self._proc is not None and self._proc.poll() is None, (
             f"callflow died:\n{log_tail(self.log_path, 40)}")
-        tracebacks = [ln for ln in self.log_text().splitlines() if ln.startswith("Traceback")]
+        # logfmt carries a traceback in one quoted field; a bare one would be a crash outside logging
+        tracebacks = [ln for ln in self.log_text().splitlines()
+                      if ln.startswith("Traceback") or " traceback=" in ln]
         assert not tracebacks, f"callflow logged a traceback:\n{log_tail(self.log_path, 60)}"

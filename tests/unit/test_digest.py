@@ -293,7 +293,7 @@ def test_round_trip_succeeds_for_every_algorithm_and_qop(algorithm, qop):
     ch = parse_challenge(srv.challenge(10.0)[0])
     offered = Challenge(ch.scheme, ch.realm, ch.nonce, ch.algorithm, (qop,) if qop else (), params=ch.params)
     value = DigestClient("alice", "s3cret").authorize(offered, "INVITE", URI, b"v=0\r\n")
-    result = srv.verify(value, "INVITE", USERS.get, 20.0, b"v=0\r\n")
+    result = srv.verify(value, "INVITE", USERS.get, 20.0, b"v=0\r\n", legacy=lambda user: True)
     assert (result.ok, result.username, result.reason) == (True, "alice", "ok")
 
 
@@ -337,10 +337,11 @@ def test_expired_nonce_with_right_password_is_stale():
     assert (result.ok, result.stale, result.username) == (False, True, "alice")
 
 
-def test_expired_nonce_with_wrong_password_is_not_stale():
+def test_expired_nonce_is_stale_without_the_password_being_checked():
+    # answering "stale" only for a right password would tell a guesser which guess was right
     srv = server(nonce_lifetime=300.0)
     result = srv.verify(answer(srv, DigestClient("alice", "guess"), 0.0), "REGISTER", USERS.get, 301.0)
-    assert (result.ok, result.stale, result.reason) == (False, False, "wrong password")
+    assert (result.ok, result.stale, result.guess, result.reason) == (False, True, False, "nonce expired")
 
 
 def test_nonce_from_the_future_is_stale():
@@ -360,12 +361,60 @@ def test_server_without_secret_still_verifies_its_own_nonces():
     assert srv.verify(answer(srv, DigestClient("alice", "s3cret"), 0.0), "REGISTER", USERS.get, 1.0).ok
 
 
-def test_replayed_nc_is_rejected():
+def test_replayed_nc_is_answered_stale_and_is_not_a_guess():
     srv = server()
     value = answer(srv, DigestClient("alice", "s3cret"), 0.0)
     assert srv.verify(value, "REGISTER", USERS.get, 1.0).ok
     result = srv.verify(value, "REGISTER", USERS.get, 2.0)
-    assert (result.ok, result.stale, result.reason) == (False, False, "nonce replayed")
+    assert (result.ok, result.stale, result.guess) == (False, True, False)
+    assert result.reason == "nonce count out of order or replayed"
+
+
+def test_nonce_count_arriving_out_of_order_is_answered_stale_not_counted_as_a_guess():
+    srv, client = server(), DigestClient("alice", "s3cret")
+    ch = select_challenge(srv.challenge(0.0))
+    first, second, third = (client.authorize(ch, "REGISTER", URI) for _ in range(3))
+    assert srv.verify(first, "REGISTER", USERS.get, 1.0).ok
+    assert srv.verify(third, "REGISTER", USERS.get, 1.0).ok
+    late = srv.verify(second, "REGISTER", USERS.get, 1.0)  # nc=2 after nc=3
+    assert (late.ok, late.stale, late.guess) == (False, True, False)
+
+
+def test_credentials_for_another_request_uri_are_refused_before_the_password():
+    srv = server()
+    value = answer(srv, DigestClient("alice", "s3cret"), 0.0, method="INVITE")  # computed for URI
+    result = srv.verify(value, "INVITE", USERS.get, 1.0, request_uri="sip:+19005550100@callflow.test")
+    assert (result.ok, result.stale, result.guess) == (False, False, False)
+    assert result.reason == "digest uri does not match the Request-URI"
+
+
+def test_digest_uri_may_differ_from_the_request_uri_only_in_scheme_and_host_case():
+    srv = server()
+    value = answer(srv, DigestClient("alice", "s3cret"), 0.0, method="INVITE")
+    assert srv.verify(value, "INVITE", USERS.get, 1.0, request_uri=URI.upper().replace("SIP:", "sip:")).ok
+
+
+def test_nonce_is_good_only_for_the_scope_it_was_issued_for():
+    srv = server()
+    ch = select_challenge(srv.challenge(0.0, scope="INVITE|192.0.2.7"))
+    value = DigestClient("alice", "s3cret").authorize(ch, "INVITE", URI)
+    elsewhere = srv.verify(value, "INVITE", USERS.get, 1.0, scope="INVITE|198.51.100.66")
+    assert (elsewhere.ok, elsewhere.stale, elsewhere.guess) == (False, True, False)
+    assert srv.verify(value, "INVITE", USERS.get, 1.0, scope="INVITE|192.0.2.7").ok
+
+
+def test_held_user_gets_no_password_check():
+    srv = server()
+    value = answer(srv, DigestClient("alice", "s3cret"), 0.0)
+    result = srv.verify(value, "REGISTER", USERS.get, 1.0, hold=lambda user: user == "alice")
+    assert (result.ok, result.held, result.guess) == (False, True, False)
+
+
+def test_wrong_password_and_unknown_user_are_guesses():
+    srv = server()
+    wrong = srv.verify(answer(srv, DigestClient("alice", "guess"), 0.0), "REGISTER", USERS.get, 1.0)
+    unknown = srv.verify(answer(srv, DigestClient("mallory", "x"), 0.0), "REGISTER", USERS.get, 1.0)
+    assert wrong.guess and unknown.guess
 
 
 def test_increasing_nc_on_the_same_nonce_is_accepted():
@@ -394,13 +443,32 @@ def test_nonces_evicted_from_the_replay_table_come_back_stale_not_replayable():
     assert (result.ok, result.stale) == (False, True)
 
 
-def test_legacy_rfc2617_client_without_qop_is_accepted():
-    srv = server(algorithms=("MD5",))
+def legacy_answer(srv: DigestServer, password: str = "s3cret") -> str:
     ch = parse_challenge(srv.challenge(0.0)[0])
     legacy = Challenge(ch.scheme, ch.realm, ch.nonce)  # as if the client ignored qop
-    value = DigestClient("alice", "s3cret").authorize(legacy, "REGISTER", URI)
+    value = DigestClient("alice", password).authorize(legacy, "REGISTER", URI)
     assert "qop" not in parse_credentials(value).params
-    assert srv.verify(value, "REGISTER", USERS.get, 1.0).ok
+    return value
+
+
+def test_answer_without_qop_is_refused_unless_the_user_is_marked_legacy():
+    srv = server(algorithms=("MD5",))
+    result = srv.verify(legacy_answer(srv), "REGISTER", USERS.get, 1.0)
+    assert (result.ok, result.guess) == (False, False)
+    assert result.reason.startswith("qop=auth required")
+
+
+def test_legacy_rfc2617_client_without_qop_is_accepted_when_marked_legacy():
+    srv = server(algorithms=("MD5",))
+    assert srv.verify(legacy_answer(srv), "REGISTER", USERS.get, 1.0, legacy=lambda user: True).ok
+
+
+def test_a_legacy_nonce_is_good_for_one_request_only():
+    srv = server(algorithms=("MD5",))
+    value = legacy_answer(srv)
+    assert srv.verify(value, "REGISTER", USERS.get, 1.0, legacy=lambda user: True).ok
+    again = srv.verify(value, "REGISTER", USERS.get, 2.0, legacy=lambda user: True)
+    assert (again.ok, again.stale) == (False, True)
 
 
 def test_algorithm_not_offered_is_rejected():

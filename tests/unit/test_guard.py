@@ -79,3 +79,90 @@ def test_engine_stops_answering_a_flood_and_logs_the_attack() -> None:
     answers, events = asyncio.run(scenario())
     assert answers == 10  # the burst, then nothing
     assert events.count("attack_detected:flood") == 1
+
+
+UNAUTHENTICATED_INVITE = (
+    "INVITE sip:+15557654321@127.0.0.1:{port} SIP/2.0\r\n"
+    "Via: SIP/2.0/UDP 127.0.0.1:{me};branch=z9hG4bKamp{n}\r\nMax-Forwards: 70\r\n"
+    "From: <sip:100@127.0.0.1>;tag=a{n}\r\nTo: <sip:+15557654321@127.0.0.1>\r\nCall-ID: amp-{n}\r\n"
+    "CSeq: 1 INVITE\r\nContact: <sip:100@127.0.0.1:{me}>\r\nContent-Length: 0\r\n\r\n")
+
+
+def answers_to(engine_setup, requests: int) -> tuple[list[bytes], int]:  # type: ignore[no-untyped-def]
+    """Send `requests` unauthenticated INVITEs to a running Engine (from one socket, never ACKing) and
+    collect every datagram that comes back until timer H would have ended their transactions."""
+
+    async def scenario() -> tuple[list[bytes], int]:
+        engine = Engine(listen=[ListenSpec("udp", "127.0.0.1", 0)], advertise="127.0.0.1",
+                        rtp_ports=(37700, 37799), **engine_setup)
+        # RFC 3261's timers scaled down 25x, so a final response resent until timer H (64*T1) all
+        # arrives within 1.3 s: the same ten retransmissions as the real 32 s
+        engine.layer.t1, engine.layer.t2 = 0.02, 0.16
+        await engine.start()
+        port = engine.ports["udp"]
+
+        def attack() -> tuple[list[bytes], int]:
+            got, sent = [], 0
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+                s.bind(("127.0.0.1", 0))
+                s.settimeout(1.5)
+                me = s.getsockname()[1]
+                for n in range(requests):
+                    data = UNAUTHENTICATED_INVITE.format(port=port, me=me, n=n).encode()
+                    sent += len(data)
+                    s.sendto(data, ("127.0.0.1", port))
+                try:
+                    for _ in range(50 * requests):
+                        got.append(s.recv(65535))
+                except TimeoutError:
+                    pass
+            return got, sent
+
+        result = await asyncio.get_running_loop().run_in_executor(None, attack)
+        await engine.stop()
+        return result
+
+    return asyncio.run(scenario())
+
+
+def test_an_unanswered_challenge_is_sent_once_so_it_amplifies_nothing() -> None:
+    got, sent = answers_to({}, requests=3)
+    ratio = sum(len(d) for d in got) / sent
+    print(f"\nunacknowledged 407s: {len(got)} datagrams out for 3 in; bytes out/in {ratio:.2f}")
+    assert [d.split(b"\r\n", 1)[0] for d in got] == [b"SIP/2.0 407 Proxy Authentication Required"] * 3
+    assert ratio < 1.5
+
+
+def test_answers_do_not_name_the_software_by_default() -> None:
+    (answer,) = answers_to({}, requests=1)[0]
+    assert b"\r\nServer:" not in answer and b"Callflow" not in answer
+
+
+def test_the_server_header_is_sent_when_configured() -> None:
+    (answer,) = answers_to({"user_agent": "PBX"}, requests=1)[0]
+    assert b"\r\nServer: PBX\r\n" in answer
+
+
+def test_a_challenge_leaves_no_transaction_behind() -> None:
+    from runtime.sip.message import create_response, parse_message
+    from runtime.sip.transaction import TransactionLayer
+
+    layer = TransactionLayer(trying_after_tu=True)
+    layer.receive(UNAUTHENTICATED_INVITE.format(port=5060, me=5062, n=1).encode(), ("192.0.2.7", 5062), 0.0)
+    event = layer.next_event()
+    txn = event.transaction  # type: ignore[union-attr]
+    layer.respond_statelessly(txn, create_response(txn.request, 407, "Proxy Authentication Required", to_tag="t"))
+    out = [parse_message(d).status for _, _, d in layer.datagrams_to_send()]  # type: ignore[union-attr]
+    assert out == [407] and not layer.server
+    layer.handle_timer(40.0)
+    assert layer.datagrams_to_send() == []
+
+
+def test_an_invite_the_tu_does_not_answer_at_once_still_gets_100_trying() -> None:
+    from runtime.sip.message import parse_message
+    from runtime.sip.transaction import TransactionLayer
+
+    layer = TransactionLayer(trying_after_tu=True)
+    layer.receive(UNAUTHENTICATED_INVITE.format(port=5060, me=5062, n=1).encode(), ("192.0.2.7", 5062), 0.0)
+    assert layer.next_event() is not None
+    assert [parse_message(d).status for _, _, d in layer.datagrams_to_send()] == [100]  # type: ignore[union-attr]

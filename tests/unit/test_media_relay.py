@@ -1,5 +1,7 @@
-"""The RTP relay, on real sockets on 127.0.0.1: two UDP sockets stand for the two phones of a call.
+"""The RTP relay, on real sockets on loopback: two UDP sockets stand for the two phones of a call.
 
+The relay listens on 127.0.0.1; each phone (and each stranger) sends from a loopback address of its
+own (127.0.0.11, .12, ...), since the relay takes media only from the hosts a call negotiated.
 Every test runs on asyncio's own loop and on uvloop (the server's loop when installed); every wait
 is bounded by a timeout.
 """
@@ -7,8 +9,10 @@ is bounded by a timeout.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import random
 import socket
+import struct
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
@@ -40,12 +44,32 @@ def run(request: pytest.FixtureRequest) -> Iterator[Callable[[Awaitable[Any]], A
         yield runner.run
 
 
+def rtp(seq: int, ssrc: int = 0x1234, payload: bytes = b"audio") -> bytes:
+    """An RTP packet (RFC 3550 5.1): V=2, PT 0 (PCMU)."""
+    return struct.pack("!BBHII", 0x80, 0, seq & 0xFFFF, (seq * 160) & 0xFFFFFFFF, ssrc) + payload
+
+
+def rtcp(ssrc: int = 0x1234, payload: bytes = b"") -> bytes:
+    """An RTCP receiver report (RFC 3550 6.4.2) with no report blocks."""
+    return struct.pack("!BBHI", 0x80, 201, 1, ssrc) + payload
+
+
+_hosts = itertools.count(11)
+
+
+def next_host() -> str:
+    """A loopback address no other party of this test process uses."""
+    return f"127.0.0.{next(_hosts) % 200 + 11}"
+
+
 class Phone(asyncio.DatagramProtocol):
     """A UDP socket standing for a phone: it sends to the relay and queues what comes back."""
 
     def __init__(self) -> None:
         self.inbox: asyncio.Queue[tuple[bytes, tuple[str, int]]] = asyncio.Queue()
         self.transport: asyncio.DatagramTransport
+        self.seq = random.randrange(1 << 16)
+        self.ssrc = random.randrange(1 << 32)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -60,6 +84,11 @@ class Phone(asyncio.DatagramProtocol):
     def send(self, data: bytes, port: int) -> None:
         self.transport.sendto(data, (HOST, port))
 
+    def talk(self, payload: bytes, port: int) -> None:
+        """The next RTP packet of this phone's stream, carrying ``payload``."""
+        self.seq += 1
+        self.send(rtp(self.seq, self.ssrc, payload), port)
+
     async def receive(self) -> tuple[bytes, tuple[str, int]]:
         return await asyncio.wait_for(self.inbox.get(), TIMEOUT)
 
@@ -71,15 +100,21 @@ class Phone(asyncio.DatagramProtocol):
         self.transport.close()
 
 
-async def phone(port: int = 0) -> Phone:
+async def phone(host: str | None = None, port: int = 0) -> Phone:
+    """A phone on a loopback address of its own (or ``host``)."""
     loop = asyncio.get_running_loop()
-    _, p = await loop.create_datagram_endpoint(Phone, local_addr=(HOST, port))
+    _, p = await loop.create_datagram_endpoint(Phone, local_addr=(host or next_host(), port))
     return p
 
 
-def unused_port() -> int:
+async def received(p: Phone) -> bytes:
+    """The payload of the next RTP packet ``p`` receives."""
+    return (await p.receive())[0][12:]
+
+
+def unused_port(host: str = HOST) -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind((HOST, 0))
+        s.bind((host, 0))
         return s.getsockname()[1]
 
 
@@ -218,18 +253,18 @@ class TestRelay:
             session, alice, bob = await call(relay)
             leg0, leg1 = session.legs
 
-            alice.send(b"hello bob", leg0.local_port)
+            alice.talk(b"hello bob", leg0.local_port)
             data, source = await bob.receive()
-            assert data == b"hello bob"
+            assert data[12:] == b"hello bob"
             assert source == (HOST, leg1.local_port)  # from the callee-facing socket
 
-            bob.send(b"hi alice!!", leg1.local_port)
+            bob.talk(b"hi alice!!", leg1.local_port)
             data, source = await alice.receive()
-            assert data == b"hi alice!!"
+            assert data[12:] == b"hi alice!!"
             assert source == (HOST, leg0.local_port)
 
             assert session.packets == (1, 1)
-            assert session.bytes == (9, 10)
+            assert session.bytes == (21, 22)
             assert relay.stats().packets == 2
             await relay.close()
             alice.close(), bob.close()
@@ -241,8 +276,8 @@ class TestRelay:
             relay = MediaRelay(HOST, free_range(50))
             session, alice, bob = await call(relay)
             video = bytes(range(256)) * 32  # 8 KiB: larger than any MTU-sized RTP packet
-            alice.send(video, session.legs[0].local_port)
-            assert (await bob.receive())[0] == video
+            alice.talk(video, session.legs[0].local_port)
+            assert await received(bob) == video
             await relay.close()
             alice.close(), bob.close()
 
@@ -254,14 +289,14 @@ class TestRelay:
             session = await relay.allocate("call-rtcp")
             alice_rtcp, bob_rtcp = await phone(), await phone()
             # the SDP names the RTP port; RTCP is expected one above it unless a=rtcp says otherwise
-            session.set_remote(0, (HOST, 9), rtcp=alice_rtcp.addr)
+            session.set_remote(0, (alice_rtcp.addr[0], 9), rtcp=alice_rtcp.addr)
             session.set_remote(1, (bob_rtcp.addr[0], bob_rtcp.addr[1] - 1))
             leg0, leg1 = session.legs
 
-            alice_rtcp.send(b"SR from alice", leg0.local_rtcp_port)
-            assert await bob_rtcp.receive() == (b"SR from alice", (HOST, leg1.local_port + 1))
-            bob_rtcp.send(b"RR from bob", leg1.local_rtcp_port)
-            assert await alice_rtcp.receive() == (b"RR from bob", (HOST, leg0.local_port + 1))
+            alice_rtcp.send(rtcp(1, b"SR from alice"), leg0.local_rtcp_port)
+            assert await bob_rtcp.receive() == (rtcp(1, b"SR from alice"), (HOST, leg1.local_port + 1))
+            bob_rtcp.send(rtcp(2, b"RR from bob"), leg1.local_rtcp_port)
+            assert await alice_rtcp.receive() == (rtcp(2, b"RR from bob"), (HOST, leg0.local_port + 1))
 
             assert session.rtcp_packets == (1, 1)
             assert session.packets == (0, 0)  # RTP counters untouched
@@ -270,65 +305,119 @@ class TestRelay:
 
         run(scenario())
 
-    def test_latches_to_the_real_source_when_the_sdp_address_is_different(self, run: Any) -> None:
+    def test_a_stream_from_the_sdp_host_locks_after_probation_even_from_another_port(self, run: Any) -> None:
         async def scenario() -> None:
-            relay = MediaRelay(HOST, free_range(100))
-            session = await relay.allocate("call-nat")
+            relay = MediaRelay(HOST, free_range(100), probation=3)
+            session = await relay.allocate("call-port")
             alice, bob = await phone(), await phone()
-            sdp_says = (HOST, unused_port())  # the private address a phone behind NAT puts in its SDP
+            sdp_says = (alice.addr[0], unused_port(alice.addr[0]))  # the SDP's port is not the one it sends from
             session.set_remote(0, sdp_says)
             session.set_remote(1, bob.addr)
             leg0, leg1 = session.legs
-            assert leg0.remote == sdp_says and not leg0.latched
+            for i in range(3):
+                assert leg0.remote == sdp_says and not leg0.locked
+                alice.talk(b"a%d" % i, leg0.local_port)
+                assert await received(bob) == b"a%d" % i  # relayed during probation: it is from alice's host
+            assert leg0.remote == alice.addr and leg0.locked
 
-            alice.send(b"rtp from behind nat", leg0.local_port)
-            assert (await bob.receive())[0] == b"rtp from behind nat"
-            assert leg0.remote == alice.addr and leg0.latched
-
-            bob.send(b"answer", leg1.local_port)  # reaches alice at her real address, not the SDP one
-            assert (await alice.receive())[0] == b"answer"
+            bob.talk(b"answer", leg1.local_port)  # reaches alice where she sends from
+            assert await received(alice) == b"answer"
             await relay.close()
             alice.close(), bob.close()
 
         run(scenario())
 
-    def test_after_the_latch_window_a_foreign_source_is_dropped_and_cannot_steal_the_stream(self, run: Any) -> None:
+    def test_a_phone_behind_nat_is_latched_at_its_signalling_source(self, run: Any) -> None:
         async def scenario() -> None:
-            relay = MediaRelay(HOST, free_range(100), latch_window=3)
+            relay = MediaRelay(HOST, free_range(100))
+            session = await relay.allocate("call-nat")
+            alice, bob = await phone(), await phone()
+            session.set_remote(0, ("192.168.1.20", 4000))  # the private address its SDP names
+            session.expect(0, alice.addr[0])  # where its REGISTER and INVITE came from
+            session.set_remote(1, bob.addr)
+            leg0, leg1 = session.legs
+            for i in range(3):
+                alice.talk(b"from behind nat %d" % i, leg0.local_port)
+                assert await received(bob) == b"from behind nat %d" % i
+            assert leg0.remote == alice.addr and leg0.locked
+            bob.talk(b"answer", leg1.local_port)
+            assert await received(alice) == b"answer"
+            await relay.close()
+            alice.close(), bob.close()
+
+        run(scenario())
+
+    def test_without_expect_a_source_the_sdp_does_not_name_is_a_stranger(self, run: Any) -> None:
+        async def scenario() -> None:
+            relay = MediaRelay(HOST, free_range(100))
+            session = await relay.allocate("call-nat")
+            alice, bob = await phone(), await phone()
+            session.set_remote(0, ("192.168.1.20", 4000))
+            session.set_remote(1, bob.addr)
+            leg0 = session.legs[0]
+            for _ in range(5):
+                alice.talk(b"x", leg0.local_port)
+            await settle(lambda: session.strangers == (5, 0))
+            assert await bob.nothing_arrives() and not leg0.locked
+            await relay.close()
+            alice.close(), bob.close()
+
+        run(scenario())
+
+    def test_after_the_lock_a_stranger_is_dropped_and_cannot_steal_the_stream(self, run: Any) -> None:
+        async def scenario() -> None:
+            relay = MediaRelay(HOST, free_range(100), probation=3)
             session, alice, bob = await call(relay)
             intruder = await phone()
             leg0, leg1 = session.legs
-            for i in range(3):  # the window: alice's first packets
-                alice.send(b"a%d" % i, leg0.local_port)
+            for i in range(3):
+                alice.talk(b"a%d" % i, leg0.local_port)
                 await bob.receive()
+            assert leg0.locked
 
-            intruder.send(b"spoofed", leg0.local_port)
+            intruder.talk(b"spoofed", leg0.local_port)
             assert await bob.nothing_arrives()
             assert leg0.remote == alice.addr
-            bob.send(b"still for alice", leg1.local_port)
-            assert (await alice.receive())[0] == b"still for alice"
+            bob.talk(b"still for alice", leg1.local_port)
+            assert await received(alice) == b"still for alice"
             assert await intruder.nothing_arrives(0.0)
-            assert leg0.rtp.foreign == 1
-            assert session.dropped == (1, 0)
+            assert leg0.rtp.strangers == 1
+            assert session.dropped == (1, 0) and session.strangers == (1, 0)
             await relay.close()
             alice.close(), bob.close(), intruder.close()
 
         run(scenario())
 
-    def test_within_the_window_the_phones_own_packets_correct_a_stray_early_packet(self, run: Any) -> None:
+    def test_probation_wants_consecutive_packets_of_one_stream(self, run: Any) -> None:
+        async def scenario() -> None:
+            relay = MediaRelay(HOST, free_range(100), probation=3)
+            session, alice, bob = await call(relay)
+            leg0 = session.legs[0]
+            port = leg0.local_port
+            alice.send(rtp(10, ssrc=1), port)
+            alice.send(rtp(12, ssrc=1), port)  # a gap: counting starts again
+            alice.send(rtp(13, ssrc=2), port)  # another stream: again
+            alice.send(rtp(14, ssrc=2), port)
+            for _ in range(4):
+                await bob.receive()
+            assert not leg0.locked
+            alice.send(rtp(15, ssrc=2), port)
+            await bob.receive()
+            assert leg0.locked and leg0.rtp.locked_ssrc == 2
+            await relay.close()
+            alice.close(), bob.close()
+
+        run(scenario())
+
+    def test_what_is_not_rtp_is_not_relayed_before_the_lock(self, run: Any) -> None:
         async def scenario() -> None:
             relay = MediaRelay(HOST, free_range(100))
             session, alice, bob = await call(relay)
-            stray = await phone()
-            leg0 = session.legs[0]
-            stray.send(b"stray", leg0.local_port)
-            await bob.receive()
-            assert leg0.remote == stray.addr
-            alice.send(b"the real phone", leg0.local_port)
-            await bob.receive()
-            assert leg0.remote == alice.addr
+            alice.send(b"GET / HTTP/1.0\r\n\r\n", session.legs[0].local_port)
+            await settle(lambda: session.strangers == (1, 0))
+            assert await bob.nothing_arrives()
             await relay.close()
-            alice.close(), bob.close(), stray.close()
+            alice.close(), bob.close()
 
         run(scenario())
 
@@ -340,38 +429,43 @@ class TestRelay:
             session.set_remote(0, alice.addr)  # the callee has not answered: leg 1 has no address
             leg0, leg1 = session.legs
 
-            alice.send(b"too early", leg0.local_port)
+            alice.talk(b"too early", leg0.local_port)
             await settle(lambda: session.dropped == (1, 0))
             assert session.packets == (0, 0)
 
             session.set_remote(1, bob.addr)  # the answer arrives
-            alice.send(b"now", leg0.local_port)
-            assert (await bob.receive())[0] == b"now"
+            alice.talk(b"now", leg0.local_port)
+            assert await received(bob) == b"now"
             await relay.close()
             alice.close(), bob.close()
 
         run(scenario())
 
-    def test_a_new_sdp_address_reopens_the_latch_and_the_same_one_changes_nothing(self, run: Any) -> None:
+    def test_a_new_sdp_address_restarts_probation_and_the_same_one_changes_nothing(self, run: Any) -> None:
         async def scenario() -> None:
-            relay = MediaRelay(HOST, free_range(100), latch_window=1)
+            relay = MediaRelay(HOST, free_range(100), probation=1)
             session, alice, bob = await call(relay)
             leg0 = session.legs[0]
             sdp_address = leg0.rtp.sdp_remote
-            natted = await phone()
-            natted.send(b"x", leg0.local_port)
+            alice_other_port = await phone(alice.addr[0])
+            alice_other_port.talk(b"x", leg0.local_port)
             await bob.receive()
-            assert leg0.remote == natted.addr and leg0.latched
+            assert leg0.remote == alice_other_port.addr and leg0.locked
 
-            session.set_remote(0, alice.addr)  # re-INVITE with the same SDP address: keep the latch
-            assert leg0.remote == natted.addr and leg0.latched
+            session.set_remote(0, alice.addr)  # re-INVITE with the same SDP address: keep the lock
+            assert leg0.remote == alice_other_port.addr and leg0.locked
             assert leg0.rtp.sdp_remote == sdp_address
 
             moved = await phone()  # re-INVITE: the phone moved to a new address
             session.set_remote(0, moved.addr)
-            assert leg0.remote == moved.addr and not leg0.latched
+            assert leg0.remote == moved.addr and not leg0.locked
+            alice_other_port.talk(b"old address", leg0.local_port)  # its old host is a stranger now
+            await settle(lambda: leg0.rtp.strangers == 1)
+            moved.talk(b"new address", leg0.local_port)
+            assert await received(bob) == b"new address"
+            assert leg0.remote == moved.addr and leg0.locked
             await relay.close()
-            for p in (alice, bob, natted, moved):
+            for p in (alice, bob, alice_other_port, moved):
                 p.close()
 
         run(scenario())
@@ -505,8 +599,9 @@ class TestReuse:
             alice, bob = await phone(), await phone()
             second.set_remote(0, alice.addr)
             second.set_remote(1, bob.addr)
-            alice.send(b"through a reused leg", second.legs[0].local_port)
-            assert await bob.receive() == (b"through a reused leg", (HOST, second.legs[1].local_port))
+            alice.talk(b"through a reused leg", second.legs[0].local_port)
+            data, source = await bob.receive()
+            assert (data[12:], source) == (b"through a reused leg", (HOST, second.legs[1].local_port))
             await relay.close()
             alice.close(), bob.close()
 
@@ -548,16 +643,16 @@ class TestReuse:
             relay = MediaRelay(HOST, free_range(4))
             session, alice, bob = await call(relay)
             leg0, leg1 = session.legs
-            alice.send(b"during the call", leg0.local_port)
+            alice.talk(b"during the call", leg0.local_port)
             await bob.receive()
             session.close()
 
-            alice.send(b"late rtp", leg0.local_port)
-            alice.send(b"late rtcp", leg0.local_rtcp_port)
-            bob.send(b"late the other way", leg1.local_port)
+            alice.talk(b"late rtp", leg0.local_port)
+            alice.send(rtcp(alice.ssrc), leg0.local_rtcp_port)
+            bob.talk(b"late the other way", leg1.local_port)
             await settle(lambda: leg0.rtp.dropped + leg0.rtcp.dropped + leg1.rtp.dropped == 3)
             assert await bob.nothing_arrives() and await alice.nothing_arrives(0.0)
-            assert leg0.remote is None and not leg0.latched  # nothing learnt while resting
+            assert leg0.remote is None and not leg0.locked  # nothing learnt while resting
             assert session.packets == (1, 0) and session.dropped == (0, 0)  # the call's own, as at close
             assert relay.stats().packets == 1 and relay.stats().dropped == 0
             await relay.close()
@@ -565,44 +660,44 @@ class TestReuse:
 
         run(scenario())
 
-    def test_a_reused_leg_starts_unlatched_with_zeroed_counters(self, run: Any) -> None:
+    def test_a_reused_leg_starts_unlocked_with_zeroed_counters(self, run: Any) -> None:
         async def scenario() -> None:
-            relay = MediaRelay(HOST, free_range(4), latch_window=2)  # one call: the next reuses its legs
+            relay = MediaRelay(HOST, free_range(4), probation=2)  # one call: the next reuses its legs
             session, alice, bob = await call(relay)
-            natted, intruder = await phone(), await phone()
+            intruder = await phone()
             leg0, leg1 = session.legs
             for _ in range(2):
-                natted.send(b"x" * 10, leg0.local_port)  # latches leg 0 and closes its window
+                alice.talk(b"x" * 10, leg0.local_port)  # locks leg 0
                 await bob.receive()
-            intruder.send(b"foreign", leg0.local_port)
-            bob.send(b"y", leg1.local_rtcp_port)
-            await settle(lambda: leg0.rtp.foreign == 1 and leg1.rtcp.packets == 1)
-            assert leg0.latched and leg0.rtp.window == 0
+            intruder.talk(b"foreign", leg0.local_port)
+            bob.send(rtcp(bob.ssrc), leg1.local_rtcp_port)
+            await settle(lambda: leg0.rtp.strangers == 1 and leg1.rtcp.packets == 1)
+            assert leg0.locked
             session.close()
-            alice.send(b"stray while resting", leg0.local_port)
+            alice.talk(b"stray while resting", leg0.local_port)
             await settle(lambda: leg0.rtp.dropped == 1)
 
             again = await relay.allocate("call-2")
             assert set(again.legs) == {leg0, leg1}
             for leg in again.legs:
                 for e in (leg.rtp, leg.rtcp):
-                    assert e.remote is None and e.sdp_remote is None and not e.latched
-                    assert e.window == 2
-                    assert (e.packets, e.bytes, e.dropped, e.foreign, e.errors) == (0, 0, 0, 0, 0)
+                    assert e.remote is None and e.sdp_remote is None and not e.locked and e.hosts == ()
+                    assert (e.packets, e.bytes, e.dropped, e.strangers, e.errors) == (0, 0, 0, 0, 0)
             assert again.packets == (0, 0) and again.bytes == (0, 0)
             assert again.rtcp_packets == (0, 0) and again.dropped == (0, 0)
             assert session.packets == (2, 0) and session.rtcp_packets == (0, 1) and session.dropped == (1, 0)
 
-            # the new call latches afresh: the intruder's old victim address means nothing now
+            # the new call locks afresh on its own phones
             carol, dave = await phone(), await phone()
-            again.set_remote(0, (HOST, unused_port()))
+            again.set_remote(0, carol.addr)
             again.set_remote(1, dave.addr)
-            carol.send(b"new call", again.legs[0].local_port)
-            assert (await dave.receive())[0] == b"new call"
-            assert again.legs[0].remote == carol.addr and again.legs[0].latched
-            assert again.packets == (1, 0)
+            for _ in range(2):
+                carol.talk(b"new call", again.legs[0].local_port)
+                assert await received(dave) == b"new call"
+            assert again.legs[0].remote == carol.addr and again.legs[0].locked
+            assert again.packets == (2, 0)
             await relay.close()
-            for p in (alice, bob, natted, intruder, carol, dave):
+            for p in (alice, bob, intruder, carol, dave):
                 p.close()
 
         run(scenario())

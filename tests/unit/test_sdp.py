@@ -273,3 +273,27 @@ class TestRewrite:
             with pytest.raises(SdpError, match="not an IP address"):
                 rewrite_sdp(BARESIP_OFFER, "example.com", [20000])
         assert address_type("::1") == "IP6" and address_type("192.0.2.1") == "IP4"
+
+
+ICE_OFFER = (
+    b"v=0\r\no=- 42 1 IN IP4 192.168.1.20\r\ns=-\r\nc=IN IP4 192.168.1.20\r\nt=0 0\r\n"
+    b"a=ice-lite\r\na=ice-options:trickle\r\n"
+    b"m=audio 4000 RTP/AVP 0 101\r\n"
+    b"a=ice-ufrag:F7gI\r\na=ice-pwd:x9cml/YzichV2+XlhiMu8g\r\n"
+    b"a=candidate:1 1 UDP 2130706431 192.168.1.20 4000 typ host\r\n"
+    b"a=candidate:2 1 UDP 1694498815 203.0.113.7 61000 typ srflx raddr 192.168.1.20 rport 4000\r\n"
+    b"a=remote-candidates:1 198.51.100.3 5000\r\na=end-of-candidates\r\n"
+    b"a=rtpmap:101 telephone-event/8000\r\na=sendrecv\r\n"
+)
+
+
+class TestIceIsStrippedWhenWeAnchor:
+    def test_no_candidate_or_ice_line_reaches_the_other_leg(self) -> None:
+        out = rewrite_sdp(ICE_OFFER, "127.0.0.1", [20000])
+        text = out.decode()
+        assert "candidate" not in text and "ice-" not in text
+        assert "192.168.1.20" not in text and "203.0.113.7" not in text and "198.51.100.3" not in text
+
+    def test_the_other_attributes_are_kept_in_order(self) -> None:
+        after = lines(rewrite_sdp(ICE_OFFER, "127.0.0.1", [20000]))
+        assert after[-3:] == ["m=audio 20000 RTP/AVP 0 101", "a=rtpmap:101 telephone-event/8000", "a=sendrecv"]

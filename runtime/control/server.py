@@ -1,0 +1,233 @@
+"""The control endpoint: HTTP (aiohttp) serving the JSON views, /metrics, reload, and the live page.
+
+Routes (all GET unless said):
+  /                  the live page (page.html, self-contained: no CDN, nothing fetched but our JSON)
+  /api/state         everything the page shows, in one answer (program, lines, users, calls, records)
+  /api/program       version id, load time, files, last reload error
+  /api/users         users and their contacts with expiry
+  /api/lines         lines: state, last response, next attempt, backoff
+  /api/calls         active calls with their legs
+  /api/counters      every metric sample as JSON
+  /api/graph         the running program's routing (rules as data, and Graphviz dot)
+  /api/records       recent call records, when the server keeps them
+  POST /api/reload   recompile the script now: {"result": "reloaded" | "unchanged" | "failed", ...}
+  /metrics           Prometheus text exposition
+
+Listening beyond loopback needs a token (refused otherwise, see `check_exposure`); with a token every
+route wants `Authorization: Bearer TOKEN` (or `?token=TOKEN`, for the page in a browser).
+"""
+
+from __future__ import annotations
+
+import hmac
+import inspect
+import ipaddress
+import logging
+import socket
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any
+
+from aiohttp import web
+
+from . import views
+from .metrics import CONTENT_TYPE, Metrics
+
+log = logging.getLogger("callflow.control")
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 5065
+TOKEN_ENV = "CALLFLOW_CONTROL_TOKEN"
+ADDRESS_ENV = "CALLFLOW_CONTROL"
+
+
+class ControlError(Exception):
+    """The control endpoint cannot start as configured; the message says what to do."""
+
+
+@dataclass(frozen=True, slots=True)
+class ControlAddress:
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+
+def parse_address(text: str) -> ControlAddress:
+    """HOST:PORT, :PORT or PORT (host 127.0.0.1); raises ValueError naming the expected form."""
+    text = text.strip()
+    if text.isdigit():
+        host, port = DEFAULT_HOST, text
+    else:
+        host, sep, port = text.rpartition(":")
+        if not sep:
+            raise ValueError(f"expected HOST:PORT for the control endpoint, e.g. 127.0.0.1:{DEFAULT_PORT}, "
+                             f"got {text!r}")
+        host = host.strip("[]") or DEFAULT_HOST
+    if not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"expected HOST:PORT for the control endpoint, e.g. 127.0.0.1:{DEFAULT_PORT}, got {text!r}")
+    return ControlAddress(host, int(port))
+
+
+def is_loopback(host: str) -> bool:
+    """True when every address `host` resolves to is a loopback one (127.0.0.0/8, ::1).
+
+    Raises ControlError when the name does not resolve."""
+    try:
+        infos = socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)
+    except (OSError, UnicodeError) as exc:
+        raise ControlError(f"control endpoint: cannot resolve {host!r}: {exc}") from exc
+    addresses = {info[4][0] for info in infos}
+    return bool(addresses) and all(ipaddress.ip_address(a.partition("%")[0]).is_loopback for a in addresses)
+
+
+def check_exposure(address: ControlAddress, token: str | None) -> None:
+    """Refuse to listen beyond loopback without a token: the endpoint can reload the program and shows
+    who is registered and calling. Raises ControlError with what to do."""
+    if token:
+        return
+    if not is_loopback(address.host):
+        raise ControlError(f"control endpoint: refusing to listen on {address} without a token: anyone "
+                           f"who reaches it could read the calls and reload the program. Set "
+                           f"--control-token TOKEN (or {TOKEN_ENV}), or listen on 127.0.0.1")
+
+
+class ControlServer:
+    """The running control endpoint; `await start()`, `await stop()`."""
+
+    def __init__(self, state: views.ControlState, address: ControlAddress, token: str | None = None) -> None:
+        self.state = state
+        self.address = address
+        self.token = token or None
+        self.app = build_app(state, self.token)
+        self._runner: web.AppRunner | None = None
+        self.bound: tuple[str, int] | None = None
+
+    async def start(self) -> tuple[str, int]:
+        """Listen; returns the bound (host, port). Raises OSError when the address is taken."""
+        check_exposure(self.address, self.token)
+        runner = web.AppRunner(self.app, access_log=None, handle_signals=False)
+        await runner.setup()
+        site = web.TCPSite(runner, self.address.host, self.address.port, reuse_address=True)
+        try:
+            await site.start()
+        except OSError:
+            await runner.cleanup()
+            raise
+        self._runner = runner
+        server = getattr(site, "_server", None)
+        sockets = getattr(server, "sockets", None) or []
+        self.bound = sockets[0].getsockname()[:2] if sockets else (self.address.host, self.address.port)
+        return self.bound
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+
+def build_app(state: views.ControlState, token: str | None = None) -> web.Application:
+    """The aiohttp application over `state` (exposed for tests with aiohttp's test client)."""
+
+    @web.middleware
+    async def auth(request: web.Request, handler: Any) -> web.StreamResponse:
+        if token:
+            given = request.headers.get("Authorization", "")
+            given = given[7:] if given.lower().startswith("bearer ") else request.query.get("token", "")
+            if not hmac.compare_digest(given.encode(), token.encode()):
+                return web.json_response({"error": "this control endpoint needs its token: "
+                                                   "Authorization: Bearer TOKEN"}, status=401)
+        return await handler(request)
+
+    app = web.Application(middlewares=[auth])
+
+    def json(data: object) -> web.Response:
+        return web.json_response(data, headers={"Cache-Control": "no-store"})
+
+    async def page(_: web.Request) -> web.Response:
+        html = resources.files(__package__).joinpath("page.html").read_text(encoding="utf-8")
+        return web.Response(text=html, content_type="text/html", headers={"Cache-Control": "no-store"})
+
+    async def program(_: web.Request) -> web.Response:
+        return json(views.program_view(state))
+
+    async def users(_: web.Request) -> web.Response:
+        return json(views.users_view(state))
+
+    async def lines(_: web.Request) -> web.Response:
+        return json(views.lines_view(state))
+
+    async def calls(_: web.Request) -> web.Response:
+        return json(views.calls_view(state))
+
+    async def counters(_: web.Request) -> web.Response:
+        return json(state.metrics.snapshot() if state.metrics is not None else {})
+
+    async def graph(_: web.Request) -> web.Response:
+        return json(views.graph_view(state.engine.program))
+
+    async def records(request: web.Request) -> web.Response:
+        limit = _limit(request)
+        return json({"records": views.records_view(state, limit)})
+
+    async def full(request: web.Request) -> web.Response:
+        return json({"program": views.program_view(state), "lines": views.lines_view(state),
+                     "users": views.users_view(state), "calls": views.calls_view(state),
+                     "records": views.records_view(state, _limit(request))})
+
+    async def reload(_: web.Request) -> web.Response:
+        return json(await reload_now(state))
+
+    async def metrics(_: web.Request) -> web.Response:
+        body = state.metrics.render() if state.metrics is not None else b""
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE})
+
+    app.router.add_get("/", page)
+    app.router.add_get("/api/state", full)
+    app.router.add_get("/api/program", program)
+    app.router.add_get("/api/users", users)
+    app.router.add_get("/api/lines", lines)
+    app.router.add_get("/api/calls", calls)
+    app.router.add_get("/api/counters", counters)
+    app.router.add_get("/api/graph", graph)
+    app.router.add_get("/api/records", records)
+    app.router.add_post("/api/reload", reload)
+    app.router.add_get("/metrics", metrics)
+    return app
+
+
+def _limit(request: web.Request) -> int:
+    text = request.query.get("limit", "20")
+    return max(1, min(int(text), 1000)) if text.isdigit() else 20
+
+
+async def reload_now(state: views.ControlState) -> dict[str, Any]:
+    """Recompile the script now, as SIGHUP does, and wait for the outcome (the reloader compiles on
+    a worker thread): {"result": "reloaded" | "unchanged" | "failed", "version", "previous_version",
+    "error"}; a server without a reloader answers "failed" with why."""
+    reloader = state.reloader
+    if reloader is None:
+        return {"result": "failed", "version": views.program_view(state)["version"],
+                "error": "this server has no script to reload"}
+    before = views.program_view(state)["version"]
+    outcome = reloader.reload("control")
+    if inspect.isawaitable(outcome):
+        outcome = await outcome
+    after = views.program_view(state)
+    error = after["last_reload_error"]
+    if isinstance(outcome, str) and outcome in ("reloaded", "unchanged", "failed"):
+        result = outcome
+    elif outcome is True:
+        result = "reloaded"
+    else:
+        result = "failed" if error else "unchanged"
+    return {"result": result, "version": after["version"], "previous_version": before,
+            "error": error if result == "failed" else None}
+
+
+def make_state(engine: Any, reloader: Any = None, records: Any = None) -> views.ControlState:
+    """A ControlState with metrics attached to `engine`'s bus and transport."""
+    metrics = Metrics()
+    metrics.attach(engine)
+    return views.ControlState(engine, reloader, metrics, records)

@@ -1,0 +1,202 @@
+"""Which source a relay socket takes media from: the latching rule, sans-IO (no sockets, no clock).
+
+Why a rule at all ("RTP bleed", Asterisk AST-2017-008): a relay that latches to whatever source
+sends first lets anyone who sprays its ports while a phone rings receive the caller's audio and
+inject their own, and lets a previous caller of a reused port into the next call. So a socket
+takes media only from a source consistent with what the call negotiated, and only after a short
+probation, then locks:
+
+- **Acceptable sources.** A packet may come from the host that leg's SDP names (any port: some
+  peers send from another port than they receive on), or from the signalling source host of that
+  leg's phone (``expect``: a phone behind NAT names a private address in its SDP but sends from
+  its public one, the address its SIP came from). Every other source is a stranger: dropped and
+  counted, never relayed, never latched. Before either is known (the callee still rings), every
+  packet is a stranger's.
+- **Probation.** Valid RTP from an acceptable source is relayed; ``probation`` consecutive
+  in-order packets (sequence + 1) of one SSRC from one source address lock the socket on that
+  address. RTCP follows the same rule with the sender SSRC and no sequence numbers (it has
+  none). The other leg's packets are sent to the SDP address until then.
+- **Locked.** Only the locked address passes (whatever its SSRC: a phone may restart its stream);
+  everyone else is a stranger. A new SDP address (re-INVITE: the phone moved) unlocks and starts a
+  new probation; the same address again (session refresh, hold) changes nothing.
+- **Former stream.** When a socket is handed to a new call, the stream it was locked on (source
+  address and SSRC) is remembered: its packets are strangers for the whole new call, even from an
+  acceptable host (the same provider's media server serves both calls). A new call's stream never
+  reuses both (RFC 3550 8.1: a new SSRC per session).
+
+States and moves (``LatchState``)::
+
+    UNKNOWN   --set_sdp_remote / expect-->        PROBATION   (acceptable sources known)
+    PROBATION --probation good packets-->         LOCKED
+    PROBATION --set_sdp_remote / expect-->        PROBATION   (the acceptable sources change)
+    LOCKED    --set_sdp_remote (a new address)--> PROBATION   (the phone moved)
+    LOCKED    --expect-->                         LOCKED      (one more acceptable host; no relock)
+    any       --reset-->                          UNKNOWN     (the socket rests or joins a new call)
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+from enum import Enum
+from typing import Any
+
+__all__ = ["Address", "LatchState", "Latch", "PROBATION", "canonical_host"]
+
+log = logging.getLogger("callflow.media")
+
+Address = tuple[Any, ...]  # (host, port) for IPv4, (host, port, flowinfo, scope_id) for IPv6
+
+# Consecutive in-order packets of one SSRC from one source before the socket locks: three 20 ms
+# packets (60 ms; Asterisk's strictrtp learns over a similar few, rtp.conf `probation`). Packets
+# from an acceptable host are relayed meanwhile, so probation costs no audio; it picks which of
+# the acceptable sources' streams to lock on, and refuses what is not RTP.
+PROBATION = 3
+
+
+class LatchState(Enum):
+    UNKNOWN = "unknown"      # no acceptable source known yet: every packet is a stranger's
+    PROBATION = "probation"  # acceptable sources known; counting good packets of one stream
+    LOCKED = "locked"        # the remote is fixed: only it passes
+
+
+_MOVES: dict[tuple[LatchState, str], frozenset[LatchState]] = {
+    (LatchState.UNKNOWN, "learn"): frozenset({LatchState.PROBATION}),
+    (LatchState.PROBATION, "learn"): frozenset({LatchState.PROBATION}),
+    (LatchState.LOCKED, "learn"): frozenset({LatchState.PROBATION, LatchState.LOCKED}),
+    (LatchState.PROBATION, "lock"): frozenset({LatchState.LOCKED}),
+}
+
+
+def canonical_host(host: str) -> str:
+    """The host as a socket reports a packet's source (``::1`` not ``0:0::1``); raises ValueError
+    when ``host`` is not an IP address literal."""
+    return str(ipaddress.ip_address(host))
+
+
+def _rtp_stream(data: bytes) -> tuple[int, int] | None:
+    """(SSRC, sequence number) of an RTP packet (RFC 3550 5.1), None if ``data`` is not RTP v2.
+    RTCP multiplexed on the RTP port (RFC 5761 4: second byte 192-223) is not RTP either."""
+    if len(data) < 12 or data[0] & 0xC0 != 0x80 or 192 <= data[1] <= 223:
+        return None
+    return int.from_bytes(data[8:12], "big"), int.from_bytes(data[2:4], "big")
+
+
+def _rtcp_sender(data: bytes) -> int | None:
+    """The sender SSRC of an RTCP packet (RFC 3550 6.4: SR, RR, SDES, BYE, APP, and the feedback
+    and XR types above them), None if ``data`` is not RTCP v2."""
+    if len(data) < 8 or data[0] & 0xC0 != 0x80 or not 200 <= data[1] <= 207:
+        return None
+    return int.from_bytes(data[4:8], "big")
+
+
+class Latch:
+    """The rule's state for one socket (a leg's RTP or its RTCP). ``remote`` is where the other
+    leg's packets are sent (the locked source, else the SDP address, else None) and ``locked``
+    mirrors ``state is LOCKED``, both read on the hot path without a call."""
+
+    __slots__ = (
+        "rtcp", "probation", "state", "locked", "remote", "sdp_remote", "hosts", "expected",
+        "_candidate", "_count", "_last_seq", "locked_ssrc", "former", "strangers",
+    )  # fmt: skip
+
+    def __init__(self, rtcp: bool = False, probation: int = PROBATION) -> None:
+        if probation < 1:
+            raise ValueError("probation must be at least one packet")
+        self.rtcp = rtcp
+        self.probation = probation
+        self.former: tuple[Address, int] | None = None
+        self.locked = False
+        self.remote: Address | None = None
+        self.locked_ssrc: int | None = None
+        self.reset_latch()
+
+    def reset_latch(self) -> None:
+        """Forget the call (the socket rests or joins a new one): UNKNOWN, no remote, no counters.
+        The stream it was locked on becomes ``former``: refused for the next call (a call that never
+        locked leaves the one before it as ``former``)."""
+        if self.locked and self.remote is not None and self.locked_ssrc is not None:
+            self.former = (self.remote, self.locked_ssrc)
+        self.state = LatchState.UNKNOWN
+        self.locked = False
+        self.remote = None
+        self.sdp_remote: Address | None = None
+        self.expected: str | None = None
+        self.hosts: tuple[str, ...] = ()
+        self._candidate: tuple[Address, int] | None = None
+        self._count = 0
+        self._last_seq = -1
+        self.locked_ssrc: int | None = None
+        self.strangers = 0
+
+    # ---- what the signalling says ---------------------------------------------------------------
+    def set_sdp_remote(self, addr: Address) -> None:
+        """The address this leg's SDP names for this socket. A new one restarts probation there; the
+        same one changes nothing; the first one after a lock taken from the signalling source keeps
+        that lock (early media already showed where the phone really is)."""
+        if addr == self.sdp_remote:
+            return
+        keep_lock = self.sdp_remote is None and self.locked
+        self.sdp_remote = addr
+        self._refresh_hosts()
+        if keep_lock:
+            self._move("learn", LatchState.LOCKED)
+            return
+        self.remote = addr
+        self._candidate, self._count = None, 0
+        self._move("learn", LatchState.PROBATION)
+
+    def expect(self, host: str) -> None:
+        """Packets from ``host`` (any port) are acceptable too: the signalling source of a phone's
+        leg. A lock already taken stays. Raises ValueError if ``host`` is not an IP literal."""
+        self.expected = canonical_host(host)
+        self._refresh_hosts()
+        self._move("learn", LatchState.LOCKED if self.locked else LatchState.PROBATION)
+
+    def _refresh_hosts(self) -> None:
+        hosts = []
+        if self.sdp_remote is not None:
+            hosts.append(self.sdp_remote[0])
+        if self.expected is not None and self.expected not in hosts:
+            hosts.append(self.expected)
+        self.hosts = tuple(hosts)
+
+    def _move(self, trigger: str, to: LatchState) -> None:
+        allowed = _MOVES.get((self.state, trigger), frozenset())
+        if to not in allowed:  # a bug in this module; refuse rather than relay from a wrong source
+            raise RuntimeError(f"latch: no move {self.state.name} --{trigger}--> {to.name}")
+        self.state = to
+        self.locked = to is LatchState.LOCKED
+
+    # ---- what arrives -----------------------------------------------------------------------------
+    def admit(self, addr: Address, data: bytes) -> bool:
+        """May a packet from ``addr`` be relayed? Called for every packet unless it comes from the
+        locked remote. Counts a refused packet in ``strangers``; may lock (module docstring)."""
+        if self.locked or addr[0] not in self.hosts:
+            self.strangers += 1
+            return False
+        stream = _rtcp_sender(data) if self.rtcp else _rtp_stream(data)
+        if stream is None:
+            if not self.rtcp and _rtcp_sender(data) is not None:
+                return True  # RTCP multiplexed on the RTP port from an acceptable host: pass, learn nothing
+            self.strangers += 1
+            return False
+        if self.rtcp:
+            ssrc, seq = stream, -1
+        else:
+            ssrc, seq = stream  # type: ignore[misc]
+        if self.former is not None and self.former == (addr, ssrc):
+            self.strangers += 1  # the previous call's stream, still arriving
+            return False
+        candidate = (addr, ssrc)
+        in_order = self.rtcp or seq == (self._last_seq + 1) & 0xFFFF
+        if candidate == self._candidate and in_order:
+            self._count += 1
+        else:
+            self._candidate, self._count = candidate, 1
+        self._last_seq = seq
+        if self._count >= self.probation:
+            self.remote = addr
+            self.locked_ssrc = ssrc
+            self._move("lock", LatchState.LOCKED)
+        return True

@@ -1,0 +1,267 @@
+"""One call's relayed media (``RelaySession``): two legs, their SDP, prompts played to a phone.
+
+Shape of one call::
+
+    caller phone <-> leg 0 (RTP p0, RTCP p0+1)  ==relay==  leg 1 (RTP p1, RTCP p1+1) <-> callee phone
+
+A packet arriving on leg 0's RTP socket leaves from leg 1's RTP socket towards leg 1's remote, and
+vice versa; RTCP likewise on the +1 sockets. Which sources a leg takes media from is the latching
+rule of ``runtime.media.latch``: the SDP's host, or the phone's signalling source (``expect``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import struct
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from runtime.media.base import MediaError, MediaSession
+from runtime.media.endpoint import MediaLeg
+from runtime.media.latch import Address, canonical_host
+from runtime.sip.sdp import (
+    AnswerChoice,
+    build_answer,
+    build_offer,
+    choose_playable,
+    keep_formats,
+    parse_sdp,
+    rewrite_sdp,
+)
+
+if TYPE_CHECKING:
+    from runtime.media.relay import MediaRelay
+
+__all__ = ["RelaySession"]
+
+log = logging.getLogger("callflow.media")
+
+
+def _session_id() -> str:
+    """The o= session id of an SDP body of our own (RFC 4566: unique, a number)."""
+    return str(int.from_bytes(os.urandom(4), "big"))
+
+
+def _normalize(host: str, port: int, family: int) -> Address:
+    """The address tuple the socket reports for a source, so the latch compare is a plain ==
+    (an SDP may spell an IPv6 address otherwise than the kernel does)."""
+    try:
+        host = canonical_host(host)
+    except ValueError:
+        pass  # a name, not an address: it will match no packet's source, so nothing latches to it
+    if family == socket.AF_INET6:
+        return (host, port, 0, 0)
+    return (host, port)
+
+
+class RelaySession(MediaSession):
+    """One call's relayed media: leg 0 faces the caller (channel ZERO), leg 1 the callee (channel ONE).
+
+    Once closed, its legs belong to the relay again (a later call may be using them): the counters
+    keep their final values, and ``set_remote``/``expect``/``anchor`` no longer touch the legs.
+    """
+
+    def __init__(self, relay: MediaRelay, call_id: str, legs: tuple[MediaLeg, MediaLeg]) -> None:
+        self.call_id = call_id
+        self.legs = legs
+        self.closed = False
+        self._relay = relay
+        self._done: asyncio.Future[None] | None = None  # made only when someone waits
+        self._pending = 0  # legs of this session whose sockets are closing
+        self._final: tuple[tuple[int, int], ...] | None = None  # counters as they were at close
+        self._answered: tuple[int, AnswerChoice] | None = None  # (stream, codec) we answered with
+
+    def set_remote(self, leg: int, addr: tuple[str, int], rtcp: tuple[str, int] | None = None) -> None:
+        """Where ``leg``'s phone wants media, from its SDP; RTCP defaults to the RTP port + 1.
+
+        Until that phone's stream passes probation this is where we send; the stream's source may
+        then differ in port (see ``runtime.media.latch``). Ignored once the session is closed.
+        """
+        if self.closed:
+            return
+        family = self._relay.family
+        host, port = addr
+        rhost, rport = rtcp if rtcp is not None else (host, port + 1)
+        self.legs[leg].rtp.set_sdp_remote(_normalize(host, port, family))
+        self.legs[leg].rtcp.set_sdp_remote(_normalize(rhost, rport, family))
+
+    def expect(self, leg: int, host: str) -> None:
+        """RTP and RTCP from ``host`` (any port) may be latched on ``leg`` besides its SDP's host: the
+        signalling source of a phone's leg (a phone behind NAT names a private address in its SDP).
+        Ignored once the session is closed, and (logged) when ``host`` is not an IP address."""
+        if self.closed:
+            return
+        try:
+            self.legs[leg].rtp.expect(host)
+            self.legs[leg].rtcp.expect(host)
+        except ValueError:
+            log.warning("event=media_expect_ignored call=%s leg=%d host=%r reason=%s", self.call_id, leg, host,
+                        '"not an IP address"')
+
+    async def anchor(self, from_leg: int, sdp: bytes) -> bytes:
+        """Learn ``from_leg``'s address from its SDP; return that SDP pointed at the other leg's ports.
+
+        The first audio stream with a port is relayed; other streams (video, a second audio) are
+        answered with port 0 for now, since a session relays one RTP/RTCP pair per leg. On a closed
+        session every stream gets port 0: its ports may already carry another call.
+        """
+        desc = parse_sdp(sdp)
+        media = desc.media
+        ports = [0] * len(media)
+        if not self.closed:
+            for stream, m in enumerate(media):
+                if m.kind == "audio" and m.port != 0:
+                    endpoint = desc.endpoint(stream)
+                    if endpoint is not None:  # None: hold by 0.0.0.0; keep sending where we were
+                        rtcp_port = m.rtcp_port
+                        self.set_remote(from_leg, endpoint, (endpoint[0], rtcp_port) if rtcp_port else None)
+                    ports[stream] = self.legs[1 - from_leg].local_port
+                    break
+        return rewrite_sdp(sdp, self._relay.advertise, ports, parsed=desc)
+
+    async def answer(self, leg: int, offer: bytes) -> tuple[bytes, int, str]:
+        """Answer ``leg``'s offer with our own address on that leg's port (for playing to it).
+
+        The codec is the first PCMU or PCMA the offer lists; telephone-event is kept when offered.
+        Answering again returns the same choice, so early media and a later answer agree.
+        """
+        if self.closed:
+            raise MediaError("the call's media is closed")
+        desc = parse_sdp(offer)
+        found = self._answered or choose_playable(desc)
+        if found is None:
+            raise MediaError("the offer has no codec we can play (PCMU or PCMA)")
+        stream, choice = found
+        endpoint = desc.endpoint(stream)
+        if endpoint is not None:
+            rtcp_port = desc.media[stream].rtcp_port
+            self.set_remote(leg, endpoint, (endpoint[0], rtcp_port) if rtcp_port else None)
+        self._answered = found
+        body = build_answer(desc, stream, choice, self._relay.advertise, self.legs[leg].local_port, _session_id())
+        return body, choice.payload_type, choice.codec
+
+    async def offer(self, leg: int) -> bytes:
+        """Our offer to ``leg`` (PCMU, PCMA, telephone-event), or, once a codec is settled with the
+        caller, that codec alone: what a late-offer caller and the leg dialled after it are sent."""
+        if self.closed:
+            raise MediaError("the call's media is closed")
+        port = self.legs[leg].local_port
+        if self._answered is not None:
+            choice = self._answered[1]
+            return build_offer(self._relay.advertise, port, _session_id(), (choice.payload_type,),
+                               choice.telephone_event)
+        return build_offer(self._relay.advertise, port, _session_id())
+
+    async def take_answer(self, leg: int, answer: bytes) -> tuple[int, str]:
+        if self.closed:
+            raise MediaError("the call's media is closed")
+        desc = parse_sdp(answer)
+        found = choose_playable(desc)
+        if found is None:
+            raise MediaError("the answer has no codec we can play (PCMU or PCMA)")
+        stream, choice = found
+        endpoint = desc.endpoint(stream)
+        if endpoint is not None:
+            rtcp_port = desc.media[stream].rtcp_port
+            self.set_remote(leg, endpoint, (endpoint[0], rtcp_port) if rtcp_port else None)
+        self._answered = (0, choice)  # our offers have one stream
+        return choice.payload_type, choice.codec
+
+    def restrict_offer(self, sdp: bytes) -> bytes:
+        if self._answered is None:
+            return sdp
+        stream, choice = self._answered
+        keep = {choice.payload_type} | ({choice.telephone_event} if choice.telephone_event is not None else set())
+        return keep_formats(sdp, stream, keep)
+
+    async def play(self, leg: int, payloads: Sequence[bytes], payload_type: int) -> int:
+        """RTP from ``leg``'s own socket to where that phone receives (its SDP address, or the source
+        its packets latched), paced on the loop clock so a late wake-up does not stretch the prompt."""
+        endpoint = self.legs[leg].rtp
+        loop = asyncio.get_running_loop()
+        ssrc, seq, stamp = struct.unpack("!IHI", os.urandom(10))
+        start = loop.time()
+        sent = 0
+        for i, payload in enumerate(payloads):
+            if self.closed:
+                break
+            transport, dest = endpoint.transport, endpoint.remote
+            if transport is not None and dest is not None:
+                marker = 0x80 if i == 0 else 0
+                header = struct.pack("!BBHII", 0x80, marker | payload_type, (seq + i) & 0xFFFF,
+                                     (stamp + i * 160) & 0xFFFFFFFF, ssrc)
+                transport.sendto(header + payload, dest)
+                sent += 1
+            delay = start + (i + 1) * 0.02 - loop.time()
+            if delay > 0:
+                await asyncio.sleep(delay)
+        return sent
+
+    # Counters, per direction: index 0 is caller -> callee (arrived on leg 0), index 1 the reverse.
+    @property
+    def packets(self) -> tuple[int, int]:
+        if self._final is not None:
+            return self._final[0]
+        return self.legs[0].rtp.packets, self.legs[1].rtp.packets
+
+    @property
+    def bytes(self) -> tuple[int, int]:
+        if self._final is not None:
+            return self._final[1]
+        return self.legs[0].rtp.bytes, self.legs[1].rtp.bytes
+
+    @property
+    def rtcp_packets(self) -> tuple[int, int]:
+        if self._final is not None:
+            return self._final[2]
+        return self.legs[0].rtcp.packets, self.legs[1].rtcp.packets
+
+    @property
+    def dropped(self) -> tuple[int, int]:
+        """Packets arriving on each leg not relayed: the far leg's remote was unknown, or they came
+        from a stranger (``strangers``)."""
+        if self._final is not None:
+            return self._final[3]
+        return tuple(  # type: ignore[return-value]
+            leg.rtp.dropped + leg.rtp.strangers + leg.rtcp.dropped + leg.rtcp.strangers for leg in self.legs
+        )
+
+    @property
+    def strangers(self) -> tuple[int, int]:
+        """Packets arriving on each leg (RTP and RTCP) refused by the latching rule: from a host the
+        call did not negotiate, not RTP, the previous call's stream, or not the locked source."""
+        if self._final is not None:
+            return self._final[4]
+        return tuple(leg.rtp.strangers + leg.rtcp.strangers for leg in self.legs)  # type: ignore[return-value]
+
+    def close(self) -> None:
+        """Stop relaying and give the legs back to the relay (kept bound for reuse, or closed)."""
+        if self.closed:
+            return
+        self._final = (self.packets, self.bytes, self.rtcp_packets, self.dropped, self.strangers)
+        if any(self._final[4]):
+            # someone sprayed the call's ports (or a peer's media came from elsewhere than it said)
+            log.info("event=media_strangers call=%s leg0=%d leg1=%d", self.call_id, *self._final[4])
+        self.closed = True
+        self._relay._session_closed(self)
+        if self._pending == 0 and self._done is not None and not self._done.done():
+            self._done.set_result(None)
+
+    async def wait_closed(self) -> None:
+        """Until the session is closed and both its ports are reusable (kept bound, or closed for good)."""
+        if self.closed and self._pending == 0:
+            return
+        if self._done is None:
+            self._done = asyncio.get_running_loop().create_future()
+        await asyncio.shield(self._done)
+
+    def _leg_released(self) -> None:
+        self._pending -= 1
+        if self._pending == 0 and self.closed and self._done is not None and not self._done.done():
+            self._done.set_result(None)
+
+    def __repr__(self) -> str:
+        return f"RelaySession({self.call_id!r}, legs={self.legs!r}, closed={self.closed})"
