@@ -144,6 +144,11 @@ EVENTS: tuple[EventSpec, ...] = (
         _f("reason", str, "why"),
         _f("expires", int, "seconds granted, when the line became registered", optional=True, default=""),
     )),
+    EventSpec("line_failover", "line", "a line's server did not answer: the next one DNS named (SRV) is tried", (
+        _f("line", str, "the line's name"), _f("failed", str, "the address that failed, `ip:port`"),
+        _f("next", str, "the address tried next"),
+        _f("found_by", str, "how DNS gave it, e.g. `SRV _sip._udp.example.com`"),
+    )),
     # ---- users (phones registering to us)
     EventSpec("user_registered", "user", "a phone registered a new contact for a user", (
         _f("user", str, "the user's name"), _f("contact", str, "the Contact URI the phone registered"),
@@ -151,10 +156,11 @@ EVENTS: tuple[EventSpec, ...] = (
         _f("expires", int, "seconds the registration lasts (filled from the location service)",
            optional=True),
     ), handler="on user registered", sdk="OnRegisterUserSuccess"),
-    EventSpec("user_unregistered", "user", "a user's contact went away (unregistered)", (
+    EventSpec("user_unregistered", "user", "a user's contact went away (unregistered, lapsed or replaced)", (
         _f("user", str, "the user's name"), _f("contact", str, "the Contact URI removed"),
-        _f("reason", str, "`unregistered` (the phone said so), `expired` (it stopped refreshing) or `replaced` "
-                          "(the user's oldest contact made room for a new one)", optional=True, default=""),
+        _f("reason", str, "`unregistered` (Expires 0 or `*`), `expired` (the phone did not refresh it) or "
+                          "`replaced` (a newer contact took the slot: at most 10 per user)",
+           optional=True, default="unregistered"),
     ), handler="on user unregistered", sdk="OnUnregisterUser"),
     EventSpec("user_register_failed", "user", "an authenticated REGISTER was refused", (
         _f("user", str, "the address's user part"), _f("ip", str, "where it came from"),
@@ -343,6 +349,13 @@ EVENTS: tuple[EventSpec, ...] = (
     ), bus=False),
     EventSpec("line_response_ignored", "line", "a provider's response to a line's request was unreadable", (
         _f("line", str, "the line's name"), _f("reason", str, "why"),
+    ), bus=False),
+    EventSpec("dns_failed", "line", "a NAPTR or SRV lookup for a line's server failed: its A records are used", (
+        _f("name", str, "the name looked up"), _f("error", str, "what DNS said"), _f("action", str, "what follows"),
+    ), bus=False),
+    EventSpec("dns_unconfigured", "line", "no DNS configuration (/etc/resolv.conf): NAPTR and SRV are not "
+              "looked up", (
+        _f("error", str, "why"), _f("action", str, "what follows"),
     ), bus=False),
     # ---- operator's endpoint and transport
     EventSpec("control_listening", "server", "the control endpoint (status, metrics, the live page) is open", (

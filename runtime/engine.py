@@ -349,7 +349,7 @@ class Engine:
         resp, added, removed = self.registrar.register(user, req, txn.peer, txn.transport, now)
         self.layer.respond(txn, resp, now)
         if added:
-            granted = {b.contact: int(b.expires_at - now) for b in self.registrar.lookup(user, now)}
+            granted = {b.contact: round(b.expires_at - now) for b in self.registrar.lookup(user, now)}
         for contact in added:
             self.bus.emit("user_registered", user=user, contact=contact, ip=ip, port=txn.peer[1],
                           expires=granted.get(contact))
