@@ -177,7 +177,9 @@ def lines_view(state: ControlState) -> list[dict[str, Any]]:
         line_state = _state_name(getattr(line, "state", None))
         if isinstance(retry_at, int | float):
             next_attempt: float | None = state.wall(retry_at)
-            backoff = max(0.0, retry_at - now)
+            # a wait after failures is a backoff; a registered line's next REGISTER is a refresh
+            failed = bool(getattr(machine, "failures", 0)) or line_state in ("rejected", "failed_waiting")
+            backoff = max(0.0, retry_at - now) if failed else None
         elif machine is not line:  # the machine keeps no retry time: none pending
             next_attempt, backoff = None, None
         else:
