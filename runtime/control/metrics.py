@@ -91,7 +91,9 @@ class Metrics:
         # the reloader logs its outcomes (it has no bus of its own yet): count those records
         logger = logging.getLogger("callflow.reload")
         logger.addHandler(_ReloadCounter(self))
+        self._reload_level: int | None = None
         if logger.getEffectiveLevel() > logging.INFO:
+            self._reload_level = logger.level
             logger.setLevel(logging.INFO)  # `reloaded` is an INFO record: count it at --log-level warning too
 
     def detach(self) -> None:
@@ -107,6 +109,9 @@ class Metrics:
         for handler in list(logger.handlers):
             if isinstance(handler, _ReloadCounter) and handler.metrics is self:
                 logger.removeHandler(handler)
+        if getattr(self, "_reload_level", None) is not None:
+            logger.setLevel(self._reload_level)  # type: ignore[arg-type]
+            self._reload_level = None
 
     # ---- the EventBus -------------------------------------------------------------------------------
     def on_event(self, event: Any) -> None:
