@@ -295,6 +295,25 @@ EVENTS: tuple[EventSpec, ...] = (
         CALL, _f("leg0", int, "packets dropped on channel ZERO's port"),
         _f("leg1", int, "packets dropped on channel ONE's port"),
     ), bus=False),
+    EventSpec("rtpengine_ready", "media", "at start with `--media rtpengine:HOST:PORT`: rtpengine answered "
+              "a ping", (_f("address", str, "its ng control address"),), bus=False),
+    EventSpec("rtpengine_unreachable", "media", "at start: rtpengine did not answer a ping; Callflow runs on, "
+              "and calls fail until it answers", (
+        _f("address", str, "its ng control address"), _f("reason", str, "what went wrong"),
+    ), bus=False),
+    EventSpec("rtpengine_warning", "media", "rtpengine carried out a request but warned about it", (
+        _f("address", str, "its ng control address"), _f("command", str, "offer, answer, query, delete..."),
+        _f("warning", str, "what rtpengine said"),
+    ), bus=False),
+    EventSpec("rtpengine_stray", "media", "a datagram on the ng control socket that answers no request of "
+              "ours (a late reply after the retransmissions gave up, or garbage); dropped", (
+        _f("address", str, "rtpengine's ng control address"), _f("size", int, "bytes"),
+        _f("reason", str, "why it was dropped"),
+    ), bus=False),
+    EventSpec("rtpengine_delete_failed", "media", "at a call's end rtpengine did not confirm deleting the "
+              "call's media (it ends it itself after its own timeout without RTP)", (
+        CALL, _f("reason", str, "what went wrong"),
+    ), bus=False),
     # ---- the call machine and the line machine's own troubles (bugs or refusals, never silent)
     EventSpec("call_error", "call", "an internal error in a step of a call: the call is ended with BYE or "
               "CANCEL as its state needs, its media released, `closed` emitted", (
