@@ -253,16 +253,19 @@ EVENTS: tuple[EventSpec, ...] = (
         _f("transport", str, "udp, tcp, tls, ws or wss"), _f("address", str, "HOST:PORT"),
         _f("advertise", str, "the address written in Via, Contact and SDP"),
     ), bus=False),
-    EventSpec("bindings_restored", "server", "registrations restored from `--location-db` at start-up", (
-        _f("file", str, "the SQLite file"), _f("restored", int, "bindings still valid, restored"),
+    EventSpec("bindings_restored", "server", "registrations restored from `--location-db` or "
+              "`--location-dsn` at start-up", (
+        _f("file", str, "the SQLite file, or the PostgreSQL DSN without its password"),
+        _f("restored", int, "bindings still valid, restored"),
         _f("dropped", int, "bindings expired, over TCP/TLS/WS, or of users no longer declared"),
     ), bus=False),
     EventSpec("location_db_error", "server", "the location database failed: registrations are kept in "
               "memory only until it recovers", (
-        _f("file", str, "the SQLite file"), _f("error", str, "what failed"), _f("action", str, "what is done"),
+        _f("file", str, "the SQLite file, or the PostgreSQL DSN without its password"),
+        _f("error", str, "what failed"), _f("action", str, "what is done"),
     ), bus=False),
     EventSpec("location_db_recovered", "server", "the location database works again", (
-        _f("file", str, "the SQLite file"),
+        _f("file", str, "the SQLite file, or the PostgreSQL DSN without its password"),
     ), bus=False),
     EventSpec("connection_closed", "server", "a TCP, TLS or WebSocket connection closed", (
         _f("transport", str, "its transport"), _f("peer", str, "HOST:PORT of the far end"),

@@ -63,6 +63,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--location-db", metavar="FILE",
                      help="SQLite file that keeps phone registrations across restarts "
                           "(default: registrations.sqlite in the state folder)")
+    run.add_argument("--location-dsn", metavar="postgresql://USER@HOST/DB",
+                     help="keep phone registrations in PostgreSQL, shared by every node given the same DSN "
+                          "(schema created and upgraded by Callflow); replaces --location-db")
     run.add_argument("--media", default="relay", metavar="relay|rtpengine:HOST:PORT",
                      help="who relays the calls' RTP: Callflow itself (relay, the default) or an rtpengine "
                           "reached over its ng control protocol at HOST:PORT (its --listen-ng)")
@@ -356,7 +359,19 @@ async def serve(args: argparse.Namespace, stop: asyncio.Event | None = None) -> 
         return 1
     args.records = state.writer  # `.recent()` for the control endpoint's live page (None with --no-cdr)
     location_store = None
-    if state.location_db:
+    location_dsn = getattr(args, "location_dsn", None)
+    if location_dsn:
+        from .location_db import LocationDbError
+        from .location_pg import PostgresLocationStore
+
+        try:  # the phones' bindings shared with the other nodes, instead of the SQLite file
+            location_store = PostgresLocationStore(location_dsn, clock=loop.time, node=args.advertise or "")
+            state.location_db = location_store.name
+        except LocationDbError as exc:
+            print(f"callflow: {exc}", file=sys.stderr)
+            state.close()
+            return 1
+    elif state.location_db:
         from .location_db import LocationDbError, SqliteLocationStore
 
         try:
