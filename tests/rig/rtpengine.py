@@ -53,8 +53,10 @@ def ng_ping(port: int, timeout: float = 0.3) -> bool:
 
 
 class Rtpengine:
-    def __init__(self, ng_port: int, media_ports: tuple[int, int], log: Path, threads: int = 1) -> None:
+    def __init__(self, ng_port: int, media_ports: tuple[int, int], log: Path, threads: int = 1,
+                 log_level: int = 6) -> None:
         self.ng_port = ng_port
+        self.log_level = log_level
         self.media_ports = media_ports
         self.log = log
         self.threads = threads
@@ -71,7 +73,7 @@ class Rtpengine:
     def command(self) -> list[str]:
         binary = rtpengine_binary()
         assert binary is not None, rtpengine_problem()
-        return [binary, "--config-file=none", "--foreground", "--log-stderr", "--log-level=6",
+        return [binary, "--config-file=none", "--foreground", "--log-stderr", f"--log-level={self.log_level}",
                 "--table=-1", f"--interface={HOST}", f"--listen-ng={HOST}:{self.ng_port}",
                 f"--port-min={self.media_ports[0]}", f"--port-max={self.media_ports[1]}",
                 f"--num-threads={self.threads}", "--delete-delay=0", "--timeout=60"]
