@@ -412,7 +412,6 @@ class RtpengineBackend(MediaBackend):
 
     async def close(self) -> None:
         """Delete every call still here, wait (bounded by the retransmissions) for the deletes, close."""
-        futures = []
         for session in list(self.sessions.values()):
             session.close()
         futures = [entry[0] for entry in self.client._pending.values()]
