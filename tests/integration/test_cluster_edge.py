@@ -134,3 +134,22 @@ def test_phones_behind_the_edge_call_each_other_through_a_node_with_voice_in_rtp
     stats = alice.rtp_stats(), bob.rtp_stats()
     assert all(s.rx_packets >= MIN_PACKETS for s in stats), stats
     cluster.nodes[1 - first].assert_alive()
+
+
+def test_nodes_on_one_shared_script_folder_reload_an_edit_to_the_same_version(tmp_path: Path) -> None:
+    shared = tmp_path / "flows"
+    shared.mkdir()
+    (shared / "main.flow").write_text(FLOW)
+    nodes = [CallflowServer(FLOW, tmp_path / f"node{i}", ports.sip_port(), ports.rtp_range(20)) for i in range(2)]
+    try:
+        for node in nodes:
+            node.flow_path = shared  # `callflow run FOLDER`: every node runs the shared folder
+            node.start()
+        (shared / "main.flow").write_text(FLOW + 'on incoming to "100" accept to user alice\n')
+        versions = {node.wait_event("reloaded", timeout=15)["version"] for node in nodes}
+        assert len(versions) == 1 and "" not in versions, versions
+        for node in nodes:
+            node.assert_alive()
+    finally:
+        for node in nodes:
+            node.stop()
