@@ -271,16 +271,19 @@ EVENTS: tuple[EventSpec, ...] = (
         _f("transport", str, "udp, tcp, tls, ws or wss"), _f("address", str, "HOST:PORT"),
         _f("advertise", str, "the address written in Via, Contact and SDP"),
     ), bus=False),
-    EventSpec("bindings_restored", "server", "registrations restored from `--location-db` at start-up", (
-        _f("file", str, "the SQLite file"), _f("restored", int, "bindings still valid, restored"),
+    EventSpec("bindings_restored", "server", "registrations restored from `--location-db` or "
+              "`--location-dsn` at start-up", (
+        _f("file", str, "the SQLite file, or the PostgreSQL DSN without its password"),
+        _f("restored", int, "bindings still valid, restored"),
         _f("dropped", int, "bindings expired, over TCP/TLS/WS, or of users no longer declared"),
     ), bus=False),
     EventSpec("location_db_error", "server", "the location database failed: registrations are kept in "
               "memory only until it recovers", (
-        _f("file", str, "the SQLite file"), _f("error", str, "what failed"), _f("action", str, "what is done"),
+        _f("file", str, "the SQLite file, or the PostgreSQL DSN without its password"),
+        _f("error", str, "what failed"), _f("action", str, "what is done"),
     ), bus=False),
     EventSpec("location_db_recovered", "server", "the location database works again", (
-        _f("file", str, "the SQLite file"),
+        _f("file", str, "the SQLite file, or the PostgreSQL DSN without its password"),
     ), bus=False),
     EventSpec("connection_closed", "server", "a TCP, TLS or WebSocket connection closed", (
         _f("transport", str, "its transport"), _f("peer", str, "HOST:PORT of the far end"),
@@ -323,6 +326,25 @@ EVENTS: tuple[EventSpec, ...] = (
               "peers were dropped (someone sprayed its ports, or a peer's media came from elsewhere)", (
         CALL, _f("leg0", int, "packets dropped on channel ZERO's port"),
         _f("leg1", int, "packets dropped on channel ONE's port"),
+    ), bus=False),
+    EventSpec("rtpengine_ready", "media", "at start with `--media rtpengine:HOST:PORT`: rtpengine answered "
+              "a ping", (_f("address", str, "its ng control address"),), bus=False),
+    EventSpec("rtpengine_unreachable", "media", "at start: rtpengine did not answer a ping; Callflow runs on, "
+              "and calls fail until it answers", (
+        _f("address", str, "its ng control address"), _f("reason", str, "what went wrong"),
+    ), bus=False),
+    EventSpec("rtpengine_warning", "media", "rtpengine carried out a request but warned about it", (
+        _f("address", str, "its ng control address"), _f("command", str, "offer, answer, query, delete..."),
+        _f("warning", str, "what rtpengine said"),
+    ), bus=False),
+    EventSpec("rtpengine_stray", "media", "a datagram on the ng control socket that answers no request of "
+              "ours (a late reply after the retransmissions gave up, or garbage); dropped", (
+        _f("address", str, "rtpengine's ng control address"), _f("size", int, "bytes"),
+        _f("reason", str, "why it was dropped"),
+    ), bus=False),
+    EventSpec("rtpengine_delete_failed", "media", "at a call's end rtpengine did not confirm deleting the "
+              "call's media (it ends it itself after its own timeout without RTP)", (
+        CALL, _f("reason", str, "what went wrong"),
     ), bus=False),
     # ---- the call machine and the line machine's own troubles (bugs or refusals, never silent)
     EventSpec("call_error", "call", "an internal error in a step of a call: the call is ended with BYE or "

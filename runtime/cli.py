@@ -11,8 +11,12 @@ import ssl
 import sys
 from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from flowlang import FlowError
+
+if TYPE_CHECKING:
+    from .media.base import MediaBackend
 
 log = logging.getLogger("callflow")
 
@@ -59,6 +63,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--location-db", metavar="FILE",
                      help="SQLite file that keeps phone registrations across restarts "
                           "(default: registrations.sqlite in the state folder)")
+    run.add_argument("--location-dsn", metavar="postgresql://USER@HOST/DB",
+                     help="keep phone registrations in PostgreSQL, shared by every node given the same DSN "
+                          "(schema created and upgraded by Callflow); replaces --location-db")
+    run.add_argument("--media", default="relay", metavar="relay|rtpengine:HOST:PORT",
+                     help="who relays the calls' RTP: Callflow itself (relay, the default) or an rtpengine "
+                          "reached over its ng control protocol at HOST:PORT (its --listen-ng)")
     from .records.setup import add_cdr_command, add_run_arguments
 
     add_run_arguments(run)
@@ -351,7 +361,19 @@ async def serve(args: argparse.Namespace, stop: asyncio.Event | None = None) -> 
         return 1
     args.records = state.writer  # `.recent()` for the control endpoint's live page (None with --no-cdr)
     location_store = None
-    if state.location_db:
+    location_dsn = getattr(args, "location_dsn", None)
+    if location_dsn:
+        from .location_db import LocationDbError
+        from .location_pg import PostgresLocationStore
+
+        try:  # the phones' bindings shared with the other nodes, instead of the SQLite file
+            location_store = PostgresLocationStore(location_dsn, clock=loop.time, node=args.advertise or "")
+            state.location_db = location_store.name
+        except LocationDbError as exc:
+            print(f"callflow: {exc}", file=sys.stderr)
+            state.close()
+            return 1
+    elif state.location_db:
         from .location_db import LocationDbError, SqliteLocationStore
 
         try:
@@ -360,10 +382,18 @@ async def serve(args: argparse.Namespace, stop: asyncio.Event | None = None) -> 
             print(f"callflow: {exc}", file=sys.stderr)
             state.close()
             return 1
+    try:
+        media = await _media_backend(getattr(args, "media", "relay"))
+    except ValueError as exc:
+        print(f"callflow: --media: {exc}", file=sys.stderr)
+        state.close()
+        return 1
     engine = Engine(listen=specs, advertise=args.advertise, realm=server.realm or server.domain or "callflow",
                     rtp_ports=args.rtp_ports or server.rtp_ports or (20000, 29999),
                     user_agent=server.user_agent, tls=tls, client_tls=client_tls,
-                    location_store=location_store)
+                    location_store=location_store, media=media)
+    if media is not None and hasattr(media, "watch"):
+        media.watch(engine.bus.subscribe)  # counters refreshed at hang-up, for `closed` and the record
     try:
         await engine.start()
     except (OSError, ValueError) as exc:
@@ -415,6 +445,26 @@ async def serve(args: argparse.Namespace, stop: asyncio.Event | None = None) -> 
     if location_store is not None:
         location_store.close()
     return 0
+
+
+async def _media_backend(spec: str) -> MediaBackend | None:
+    """``relay`` -> None (the engine makes its Python relay); ``rtpengine:HOST:PORT`` -> a started
+    RtpengineBackend. Raises ValueError saying what is expected."""
+    kind, _, rest = spec.partition(":")
+    if kind == "relay" and not rest:
+        return None
+    if kind != "rtpengine":
+        raise ValueError(f"expected relay or rtpengine:HOST:PORT, got {spec!r}")
+    from .media.base import MediaError
+    from .media.rtpengine import RtpengineBackend, parse_address
+
+    host, port = parse_address(rest)
+    backend = RtpengineBackend((_resolve_host(host), port))
+    try:
+        await backend.start()
+    except MediaError as exc:
+        raise ValueError(str(exc)) from exc
+    return backend
 
 
 def _resolve_host(host: str) -> str:
