@@ -95,8 +95,10 @@ EVENTS: tuple[EventSpec, ...] = (
     EventSpec("hangup", "call", "a leg hung up (or was hung up on: see reason)", (
         CALL, _f("channel", str, "the leg that hung up: `ZERO` the leg the call came in on, `ONE` the "
                                  "leg Callflow dialled; empty when Callflow ended both legs itself (maximum "
-                                 "duration, no RTP: see reason)", optional=True, default=""),
-        _f("reason", str, "why: `BYE` (that channel sent BYE), `cancelled`, `no ACK`, ...",
+                                 "duration, no RTP, session timer: see reason)", optional=True, default=""),
+        _f("reason", str, "why: `BYE` (that channel sent BYE), `cancelled`, `no ACK`, `session expired: no "
+                          "refresh on channel ZERO within 1800 s` (RFC 4028), `session refresh failed: 481 "
+                          "from channel ONE`, ...",
            optional=True, default="BYE"),
     ), handler="on hangup", sdk="OnCallSessionHangUp"),
     EventSpec("failed", "call", "the call never connected", (

@@ -491,7 +491,7 @@ class Engine:
         """A 2xx for an INVITE of ours outside its transaction: a retransmission (our ACK was lost)
         or another fork's answer; the call's machine knows which."""
         entry = self.dialogs.get((resp.call_id, resp.from_tag or ""))
-        if entry is not None and entry[1] is Channel.ONE:
+        if entry is not None:  # ONE: our INVITE to a fork; ZERO: a session refresh re-INVITE of ours
             entry[0].stray_2xx(resp)
 
     # ---- what call sessions use ---------------------------------------------------------------------

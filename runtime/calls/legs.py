@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Protocol
 from ..sip.dialog import Dialog
 from ..sip.message import Request, Response
 from ..sip.transaction import Address
+from .session_timer import SessionTimer
 from .states import ByeState, CancelState, Channel, ForkState, InviteState
 
 if TYPE_CHECKING:
@@ -45,7 +46,8 @@ class Leg:
     __slots__ = ("channel", "index", "peer_type", "peer", "address", "transport", "dialog", "invite_state",
                  "bye", "bye_auth_nonce", "final", "final_cseq", "final_to", "final_interval", "final_deadline",
                  "acks", "ack_waiting", "target", "invite", "auth", "state", "cancel", "sent_credentials",
-                 "attempt", "extra_dialogs", "answer_sdp")
+                 "attempt", "extra_dialogs", "answer_sdp", "timer", "allow_update", "local_sdp", "refreshing",
+                 "timer_retried")
 
     def __init__(self, channel: Channel, peer_type: str, peer: str | None, address: Address, transport: str) -> None:
         self.channel = channel
@@ -79,6 +81,12 @@ class Leg:
         self.attempt = 0
         self.extra_dialogs: dict[str, Request] | None = None  # other forks' 2xx: their ACKs by To tag
         self.answer_sdp = b""  # the SDP answer this fork's 2xx carried, as sent (the status page's codec)
+        # session timer (RFC 4028) of this leg's dialog with us, None when it has none
+        self.timer: SessionTimer | None = None
+        self.allow_update = False       # the peer lists UPDATE in Allow (else we answer refresh UPDATEs)
+        self.local_sdp = b""            # the last SDP we sent on this leg (a refresh re-INVITE repeats it)
+        self.refreshing = False         # a refresh of ours is in flight on this leg
+        self.timer_retried = False      # a 422 was answered once with a larger Session-Expires
 
     @classmethod
     def fork(cls, target: Target, destination: Address, invite: Request, auth: DigestClient | None,

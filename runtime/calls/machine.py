@@ -63,6 +63,7 @@ from .io import (
     TimerFired,
 )
 from .legs import CallEnv, Failure, Leg, Target
+from .session_timer import MIN_SE, SessionTimer, allows, as_uac, as_uas, min_se, request_headers, session_expires
 from .states import CALL_TRANSITIONS, ByeState, CallState, CancelState, Channel, ForkState, InviteState
 
 log = logging.getLogger("callflow.calls")
@@ -82,6 +83,11 @@ RESEND_2XX = {ZERO: "2xx_zero", ONE: "2xx_one"}
 LINGER = "linger"
 MAX_DURATION = "max_duration"
 RTP_CHECK = "rtp_check"
+# session timers (RFC 4028), per leg: we refresh it, or we wait for its refreshes
+SE_REFRESH = {ZERO: "se_refresh_zero", ONE: "se_refresh_one"}
+SE_EXPIRE = {ZERO: "se_expire_zero", ONE: "se_expire_one"}
+SE_TIMERS = {name: ch for ch in Channel for name in (SE_REFRESH[ch], SE_EXPIRE[ch])}
+TOO_SMALL = "Session Interval Too Small"
 
 Step = Generator[tuple[Any, ...], Any, None]
 
@@ -226,6 +232,11 @@ class CallMachine:
         self._emit("created", call=self.id, peer_type=self.peer_type, peer=self.peer_name, caller=self.caller_id,
                    to=self.dialled)
         self._move(CallState.ROUTING)
+        se = session_expires(self.invite)
+        if se is not None and se.interval < MIN_SE:  # RFC 4028 9: too short an interval gets 422
+            self._fail_zero(422, TOO_SMALL, [("Min-SE", str(MIN_SE))])
+            return
+        self.zero.allow_update = allows(self.invite, "UPDATE") is True
         # media is anchored with or without an offer here: a late offer comes in the 2xx
         try:
             yield ("allocate",)
@@ -270,11 +281,17 @@ class CallMachine:
             return
         failures: list[Failure] = []
         started: list[Leg] = []
+        # the caller asked for a session timer: the far leg is offered one of the same interval
+        zero_timer, _ = as_uas(self.invite)
         for target in targets:
             legs, failure = self.env.build_forks(self, target, offer, self.now)
             if failure is not None:
                 failures.append(failure)
             for leg in legs:
+                if zero_timer is not None and leg.invite is not None:
+                    for name, value in request_headers(zero_timer.interval):
+                        leg.invite.headers.add(name, value)
+                leg.local_sdp = leg.invite.body if leg.invite is not None else b""
                 leg.index = len(self.forks)
                 leg.attempt = self.attempt
                 self.forks.append(leg)
@@ -412,6 +429,8 @@ class CallMachine:
             self._bye_response(tag[1], tag[2], inp.response)
         elif kind == "relay":
             return self._relayed_response(tag[1], inp.response)
+        elif kind == "refresh":
+            return self._refresh_response(tag[1], tag[2], inp.response)
         return None  # a BYE to another fork's dialog: nothing waits for it
 
     def _fork_response(self, leg: Leg, resp: Response) -> Step | None:
@@ -438,6 +457,8 @@ class CallMachine:
         if status < 300:
             return self._fork_answered(leg, resp)
         # a final failure
+        if status == 422 and leg.cancel is CancelState.NONE and self._retry_with_interval(leg, resp):
+            return None
         if status in (401, 407) and leg.auth is not None and leg.cancel is CancelState.NONE:
             if self._retry_with_auth(leg, resp):
                 return None
@@ -449,6 +470,8 @@ class CallMachine:
     def _fork_answered(self, leg: Leg, resp: Response) -> Step:
         leg.state = ForkState.ANSWERED
         leg.answer_sdp = resp.body
+        leg.timer = as_uac(resp)
+        leg.allow_update = allows(resp, "UPDATE") is True
         invite = leg.invite
         assert invite is not None
         leg.dialog = Dialog.as_uac(invite, resp)
@@ -487,6 +510,7 @@ class CallMachine:
         self._move(CallState.CONNECTED)
         self.answered_at = self.now
         self._emit("connected", call=self.id, peer_type=leg.peer_type, peer=leg.peer)
+        self._arm_session(leg)
         if self.max_duration:
             self._out.append(SetTimer(MAX_DURATION, self.now + self.max_duration))
         if self.rtp_timeout:
@@ -501,6 +525,24 @@ class CallMachine:
         leg.state = ForkState.FAILED
         self._fork_failed(leg, Failure(408, "Request Timeout"))
         self._maybe_released()
+
+    def _retry_with_interval(self, leg: Leg, resp: Response) -> bool:
+        """A 422 to a fork's INVITE: once, again with the Session-Expires its Min-SE asks (RFC 4028 7.4)."""
+        needed = min_se(resp)
+        old = leg.invite
+        if leg.timer_retried or needed <= 0 or old is None:
+            return False
+        leg.timer_retried = True
+        h = old.headers.copy()
+        h.remove("via")
+        h.add("Via", f"{self.env.via(leg.transport)};branch={new_branch()}", first=True)
+        h.set("CSeq", f"{old.cseq[0] + 1} INVITE")
+        h.set("Session-Expires", str(needed))
+        h.set("Min-SE", str(needed))
+        leg.invite = Request("INVITE", old.uri, h, old.body)
+        leg.state = ForkState.CALLING
+        self._out.append(SendRequest(leg.invite, leg.address, leg.transport, leg.index))
+        return True
 
     def _retry_with_auth(self, leg: Leg, resp: Response) -> bool:
         header = "www-authenticate" if resp.status == 401 else "proxy-authenticate"
@@ -577,6 +619,13 @@ class CallMachine:
         (RFC 3261 13.2.2.4)."""
         resp = inp.response
         call_id = resp.call_id
+        if call_id == self.invite.call_id and (resp.from_tag or "") == self.local_tag:
+            # a retransmitted 2xx to a refresh re-INVITE of ours on channel ZERO: the same ACK again
+            zack = self.zero.acks.get(resp.cseq[0]) if self.zero.acks else None
+            if zack is not None:
+                dest, transport = self._next_hop(self.zero)
+                self._out.append(SendStateless(zack, dest, transport))
+            return
         leg = self.one if self.one is not None and self.one.invite is not None \
             and self.one.invite.call_id == call_id else None
         if leg is None:
@@ -610,11 +659,16 @@ class CallMachine:
     def _answer_zero(self, body: bytes) -> None:
         zero = self.zero
         headers = [("Contact", self.env.contact(zero.transport)), ("Allow", CONNECTED_METHODS)]
+        zero.timer, timer_headers = as_uas(self.invite)
+        headers += timer_headers
+        if body:
+            zero.local_sdp = body
         r = create_response(self.invite, 200, "OK", to_tag=self.local_tag, headers=headers, body=body,
                             content_type="application/sdp" if body else None)
         zero.dialog = Dialog.as_uas(self.invite, self.local_tag)
         self._out.append(IndexDialog(self.invite.call_id, self.local_tag, ZERO))
         self._send_2xx(zero, self.txn, r)
+        self._arm_session(zero)
 
     def _send_2xx(self, leg: Leg, txn: ServerTransaction, resp: Response) -> None:
         """A 2xx to an INVITE (initial or re-INVITE) on `leg`: resent from T1, doubling to T2,
@@ -680,9 +734,11 @@ class CallMachine:
             except SdpError:
                 body = b""
         if cseq is not None and to_leg.dialog is not None:
+            if body:
+                to_leg.local_sdp = body
             self._send_ack(to_leg, cseq, body)
 
-    def _fail_zero(self, code: int, reason: str) -> None:
+    def _fail_zero(self, code: int, reason: str, headers: list[tuple[str, str]] | None = None) -> None:
         """Refuse the call on channel ZERO with a final response, then close it (or, when we answered
         ZERO ourselves, hang it up: a final response can no longer be sent)."""
         if self.answered_by_us and self.state in (CallState.ANSWERED, CallState.DIALING):
@@ -696,7 +752,8 @@ class CallMachine:
         if self.one is not None:
             self._bye(self.one)  # it answered, but the call failed before ZERO could be answered
         if self.txn.state is State.PROCEEDING:
-            self._out.append(Respond(self.txn, create_response(self.invite, code, reason, to_tag=self.local_tag)))
+            self._out.append(Respond(self.txn, create_response(self.invite, code, reason, to_tag=self.local_tag,
+                                                               headers=headers)))
         self._emit("failed", call=self.id, code=code, reason=reason)
         self._close(f"{code} {reason}")
 
@@ -753,6 +810,15 @@ class CallMachine:
             self._emit("hangup", call=self.id, channel=channel.name)
             self._end(bye_zero=channel is ONE, bye_one=channel is ZERO)
             return None
+        if req.method in ("INVITE", "UPDATE"):
+            se = session_expires(req)
+            if se is not None and se.interval < MIN_SE:  # RFC 4028 9 (and 11: it holds in a dialog too)
+                self._out.append(Respond(txn, create_response(req, 422, TOO_SMALL,
+                                                              headers=[("Min-SE", str(MIN_SE))])))
+                return None
+            if req.method == "UPDATE" and not req.body and self._answers_refresh_itself(leg):
+                self._answer_refresh(leg, txn)
+                return None
         if self.state is not CallState.CONNECTED:
             if req.method == "INVITE":
                 self._out.append(Respond(txn, create_response(req, 491, "Request Pending")))
@@ -797,10 +863,16 @@ class CallMachine:
         if self.state is not CallState.CONNECTED or to_leg.dialog is None or from_leg.dialog is None:
             self._out.append(Respond(txn, create_response(req, 481, "Call/Transaction Does Not Exist")))
             return
-        if method in ("INVITE", "UPDATE"):  # only target refreshes move the remote target (12.2)
-            from_leg.dialog.update_target(req)
         keep = RELAYED_HEADERS.get(method, NO_HEADERS)
         extra = [(n, v) for n, v in req.headers if n.lower() in keep] if keep else None
+        if method in ("INVITE", "UPDATE"):  # only target refreshes move the remote target (12.2)
+            from_leg.dialog.update_target(req)
+            allow = allows(req, "UPDATE")
+            if allow is not None:
+                from_leg.allow_update = allow
+            extra = (extra or []) + self._timer_request_headers(to_leg, req)
+            if body:
+                to_leg.local_sdp = body
         dest, transport = self._next_hop(to_leg)
         out = to_leg.dialog.create_request(method, self.env.via(transport), contact=self.env.contact(transport),
                                            body=body, content_type=req.headers.get("content-type"), extra=extra)
@@ -840,6 +912,12 @@ class CallMachine:
             return None
         if resp.status >= 200:
             del self.relays[tag]
+        if resp.status in (405, 501) and req.method == "UPDATE" and not req.body and to_leg is not None \
+                and from_leg is not None and from_leg.dialog is not None:
+            # the far leg does not do UPDATE: a session refresh must not end the call (RFC 4028 7.4)
+            to_leg.allow_update = False
+            self._answer_refresh(from_leg, server_txn)
+            return None
         return self._relay_response(server_txn, to_leg, from_leg, resp)
 
     def _reset_invite_states(self, req: Request, to_leg: Leg | None, from_leg: Leg | None) -> None:
@@ -862,6 +940,9 @@ class CallMachine:
         is_invite = req.method == "INVITE"
         if is_invite and status >= 200:
             self._reset_invite_states(req, to_leg, from_leg)
+        refresh = req.method in ("INVITE", "UPDATE") and 200 <= status < 300
+        if refresh and to_leg is not None and to_leg.dialog is not None:
+            self._refreshed_by_response(to_leg, resp)
         if is_invite and 200 <= status < 300 and to_leg is not None and to_leg.dialog is not None:
             to_leg.dialog.update_target(resp)
             cseq = resp.cseq[0]
@@ -870,12 +951,24 @@ class CallMachine:
             else:
                 self._send_ack(to_leg, cseq)
         contact = self.env.contact(from_leg.transport if from_leg is not None else self.zero.transport)
-        out = create_response(req, status, resp.reason, headers=[("Contact", contact)] if is_invite else None,
+        headers = [("Contact", contact)] if is_invite or (refresh and req.method == "UPDATE") else []
+        timer: SessionTimer | None = None
+        if refresh and from_leg is not None:
+            timer, timer_headers = as_uas(req)
+            headers += timer_headers
+            if body:
+                from_leg.local_sdp = body
+        elif status == 422 and resp.headers.get("min-se"):
+            headers.append(("Min-SE", resp.headers.get("min-se") or ""))
+        out = create_response(req, status, resp.reason, headers=headers or None,
                               body=body, content_type=resp.headers.get("content-type") if body else None)
         if is_invite and 200 <= status < 300 and from_leg is not None:
             self._send_2xx(from_leg, server_txn, out)
         else:
             self._out.append(Respond(server_txn, out))
+        if refresh and from_leg is not None:
+            from_leg.timer = timer
+            self._arm_session(from_leg)
 
     # ---- timers ---------------------------------------------------------------------------------------
     def _on_timer(self, inp: TimerFired) -> Step | None:
@@ -896,6 +989,12 @@ class CallMachine:
                 self._end(bye_zero=True, bye_one=True)
         elif name == RTP_CHECK:
             return self._rtp_check()
+        elif name in SE_TIMERS:
+            channel = SE_TIMERS[name]
+            if name == SE_REFRESH[channel]:
+                self._send_refresh(channel)
+            else:
+                self._session_expired(channel)
         return None
 
     def _rtp_check(self) -> Step:
@@ -918,6 +1017,151 @@ class CallMachine:
         for leg in self.forks:
             self._cancel_fork(leg)
         self._attempt_failed(Failure(480, "Temporarily Unavailable (no answer)"))
+
+    # ---- session timers (RFC 4028): one per leg, refreshed by us or by the peer ---------------------
+    def _answers_refresh_itself(self, leg: Leg) -> bool:
+        """Whether a refresh UPDATE (no SDP) from `leg` is answered by us rather than relayed: the
+        other leg does not list UPDATE in its Allow (a 501 from it must not end the call), or there
+        is no other leg yet (ZERO answered by us for a prompt)."""
+        if self.state is CallState.ANSWERED or (self.answered_by_us and self.state is CallState.DIALING):
+            return True
+        other = self._other(leg)
+        return self.state is CallState.CONNECTED and (other is None or not other.allow_update)
+
+    def _answer_refresh(self, leg: Leg, txn: ServerTransaction) -> None:
+        """Answer a session refresh UPDATE without SDP ourselves: 200 with the negotiated
+        Session-Expires (and Require: timer when the peer supports it), RFC 4028 9 and 3311 5.2."""
+        req = txn.request
+        timer, headers = as_uas(req)
+        if leg.dialog is not None:
+            leg.dialog.update_target(req)
+        allow = allows(req, "UPDATE")
+        if allow is not None:
+            leg.allow_update = allow
+        headers = [("Contact", self.env.contact(leg.transport)), ("Allow", CONNECTED_METHODS)] + headers
+        self._out.append(Respond(txn, create_response(req, 200, "OK", headers=headers)))
+        leg.timer = timer
+        self._arm_session(leg)
+
+    def _timer_request_headers(self, to_leg: Leg, req: Request) -> list[tuple[str, str]]:
+        """Session timer headers of a re-INVITE/UPDATE we relay to `to_leg`: that leg's own timer
+        with us (who refreshes it stays as it was), else the interval the originator asked for."""
+        timer = to_leg.timer
+        if timer is not None:
+            return request_headers(timer.interval, "uac" if timer.we_refresh else "uas")
+        se = session_expires(req)
+        return request_headers(max(se.interval, MIN_SE)) if se is not None else []
+
+    def _refreshed_by_response(self, leg: Leg, resp: Response) -> None:
+        """A 2xx from `leg` to a re-INVITE/UPDATE of ours: its session is refreshed, on the terms
+        its Session-Expires states (none: no expiration, RFC 4028 7.2, unless we refresh it)."""
+        allow = allows(resp, "UPDATE")
+        if allow is not None:
+            leg.allow_update = allow
+        timer = as_uac(resp)
+        if timer is not None or leg.timer is None or not leg.timer.we_refresh:
+            leg.timer = timer
+        self._arm_session(leg)
+
+    def _arm_session(self, leg: Leg) -> None:
+        """(Re)start `leg`'s session timer from now: our refresh at half the interval, or the end of
+        the call when the peer's refresh has not come by the interval minus min(32 s, a third)."""
+        channel = leg.channel
+        self._out.append(CancelTimer(SE_REFRESH[channel]))
+        self._out.append(CancelTimer(SE_EXPIRE[channel]))
+        timer = leg.timer
+        if timer is None:
+            return
+        if timer.we_refresh:
+            self._out.append(SetTimer(SE_REFRESH[channel], self.now + timer.interval / 2))
+        else:
+            self._out.append(SetTimer(SE_EXPIRE[channel], self.now + timer.expiry_margin))
+
+    def _session_leg(self, channel: Channel) -> Leg | None:
+        """`channel`'s leg while its session can be refreshed (answered, not ending)."""
+        state = self.state
+        if not (state is CallState.CONNECTED or (channel is ZERO and self.answered_by_us
+                                                 and state in (CallState.ANSWERED, CallState.DIALING))):
+            return None
+        leg = self.zero if channel is ZERO else self.one
+        if leg is None or leg.dialog is None or leg.bye is not ByeState.NONE:
+            return None
+        return leg
+
+    def _send_refresh(self, channel: Channel) -> None:
+        """We are `channel`'s refresher: UPDATE without SDP when the peer allows it, else a
+        re-INVITE repeating the SDP we last sent there (no change of session, RFC 4028 7.4)."""
+        leg = self._session_leg(channel)
+        if leg is None or leg.timer is None or leg.dialog is None:
+            return
+        if leg.refreshing or leg.invite_state is not InviteState.IDLE or leg.ack_waiting is not None:
+            # an INVITE is in progress on this dialog (its success refreshes too): try again shortly
+            self._out.append(SetTimer(SE_REFRESH[channel], self.now + self.t2))
+            return
+        method = "UPDATE" if leg.allow_update or not leg.local_sdp else "INVITE"
+        body = leg.local_sdp if method == "INVITE" else b""
+        dest, transport = self._next_hop(leg)
+        req = leg.dialog.create_request(method, self.env.via(transport), contact=self.env.contact(transport),
+                                        body=body, content_type="application/sdp" if body else None,
+                                        extra=request_headers(leg.timer.interval, "uac"))
+        leg.refreshing = True
+        if method == "INVITE":
+            leg.invite_state = InviteState.INVITE_SENT
+        self._out.append(SendRequest(req, dest, transport, ("refresh", channel, method)))
+
+    def _refresh_response(self, channel: Channel, method: str, resp: Response | None) -> Step | None:
+        leg = self.zero if channel is ZERO else self.one
+        if leg is None or leg.dialog is None or (resp is not None and resp.status < 200):
+            return None
+        leg.refreshing = False
+        if method == "INVITE" and leg.invite_state is InviteState.INVITE_SENT:
+            leg.invite_state = InviteState.IDLE
+        code = resp.status if resp is not None else 408
+        if resp is not None and 200 <= code < 300:
+            leg.dialog.update_target(resp)
+            if method == "INVITE":
+                self._send_ack(leg, resp.cseq[0])
+            if self._session_leg(channel) is None:
+                return None
+            self._refreshed_by_response(leg, resp)
+            if method == "INVITE" and resp.body and self.has_media:
+                return self._anchor_quietly(channel, resp.body)
+            return None
+        if self._session_leg(channel) is None or leg.timer is None:
+            return None
+        if code in (408, 481):  # the dialog is gone (RFC 4028 10)
+            self._emit("hangup", call=self.id, channel=None,
+                       reason=f"session refresh failed: {code} from channel {channel.name}")
+            self._end(bye_zero=True, bye_one=True)
+            return None
+        if code in (405, 501) and method == "UPDATE":
+            leg.allow_update = False  # it does not do UPDATE after all: a re-INVITE now
+            self._send_refresh(channel)
+            return None
+        if code == 422 and resp is not None and min_se(resp) > leg.timer.interval:
+            leg.timer = SessionTimer(min_se(resp), True)
+            self._send_refresh(channel)
+            return None
+        # the session lives on until it expires: one more try, then it ends (RFC 4028 10)
+        remaining = leg.timer.interval / 2
+        if code == 491:
+            self._out.append(SetTimer(SE_REFRESH[channel], self.now + min(self.t2, remaining / 2)))
+        self._out.append(SetTimer(SE_EXPIRE[channel], self.now + remaining))
+        return None
+
+    def _anchor_quietly(self, channel: Channel, body: bytes) -> Step:
+        try:
+            yield ("anchor", channel.value, body)
+        except SdpError:
+            log.warning("call=%s unreadable SDP in a session refresh's answer on channel %s", self.id, channel.name)
+
+    def _session_expired(self, channel: Channel) -> None:
+        leg = self._session_leg(channel)
+        if leg is None or leg.timer is None:
+            return
+        self._emit("hangup", call=self.id, channel=None,
+                   reason=f"session expired: no refresh on channel {channel.name} within {leg.timer.interval} s")
+        self._end(bye_zero=True, bye_one=True)
 
     # ---- ending ---------------------------------------------------------------------------------------
     def _end(self, *, bye_zero: bool, bye_one: bool) -> None:

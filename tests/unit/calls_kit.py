@@ -90,6 +90,7 @@ class Call:
     max_duration: float | None = None
     rtp_timeout: float | None = None
     hold_media: bool = False        # leave media steps unanswered (see answer_media)
+    invite_headers: list[str] = field(default_factory=list)  # extra header lines of ZERO's INVITE
     now: float = 0.0
 
     def __post_init__(self) -> None:
@@ -108,6 +109,7 @@ class Call:
                 f"Via: SIP/2.0/UDP {ZERO_ADDR[0]}:{ZERO_ADDR[1]};branch=z9hG4bKzero1\r\nMax-Forwards: 70\r\n"
                 f"From: <sip:+15557654321@{ZERO_ADDR[0]}>;tag=z1\r\nTo: <sip:+15551230000@{US}>\r\n"
                 f"Call-ID: zero-1\r\nCSeq: 1 INVITE\r\nContact: {self.contact}\r\n{ct}"
+                + "".join(line + "\r\n" for line in self.invite_headers) +
                 f"Content-Length: {len(self.offer)}\r\n\r\n").encode() + self.offer
         self.layer.receive(data, ZERO_ADDR, self.now)
         event = self.layer.next_event()
