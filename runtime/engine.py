@@ -115,6 +115,9 @@ class Engine:
         self.rtp_timeout: float | None = None        # seconds without RTP either way; None: not checked
         self.program: object = None
         self.router: Callable[[CallSession], None] = lambda call: call.reject(404, "Not Found (no routing)")
+        # a transfer's target, routed as a call from the transferring user (the dialplan sets it)
+        self.transfer_router: Callable[[CallMachine, str, str], tuple[list[Target], Failure | None]] = \
+            lambda call, user, target: ([], Failure(404, "Not Found (no routing)"))
         self._line_starts: set[asyncio.Task] = set()
         self._line_by_address: dict[Address, LineClient] = {}
         self._leaving_lines: set[LineClient] = set()
@@ -502,6 +505,14 @@ class Engine:
         except Exception:
             log.exception("call=%s routing failed", call.id)
             call.reject(500, "Server Internal Error (routing)")
+
+    def route_transfer(self, call: CallMachine, user: str, target: str) -> tuple[list[Target], Failure | None]:
+        """CallEnv.route_transfer: `transfer_router` (the dialplan) decides; one that raises refuses."""
+        try:
+            return self.transfer_router(call, user, target)
+        except Exception:
+            log.exception("call=%s transfer routing failed", call.id)
+            return [], Failure(500, "Server Internal Error (routing)")
 
     def build_forks(self, call: CallMachine, target: Target, offer: bytes,
                     now: float) -> tuple[list[Leg], Failure | None]:

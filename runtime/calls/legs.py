@@ -118,3 +118,9 @@ class CallEnv(Protocol):
         """The INVITEs that ring `target` (one per registered contact of a user, one for a line),
         carrying `offer` as SDP when not empty; or why there are none."""
         ...
+
+    def route_transfer(self, call: object, user: str, target: str) -> tuple[list[Target], Failure | None]:
+        """Where a transfer asked by user `user`'s phone to `target` (a number or name) goes: the
+        routing program decides it as a new call from that user to `target` (its rules and their
+        security apply); the targets of its first accept, or why there are none (e.g. 404, 403)."""
+        ...

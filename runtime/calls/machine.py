@@ -28,7 +28,7 @@ from ..sip.errors import SipError
 from ..sip.message import Headers, Request, Response, create_response
 from ..sip.sdp import SdpError
 from ..sip.transaction import Address, ServerTransaction, State, new_branch, new_tag
-from ..sip.uri import SipUri
+from ..sip.uri import NameAddr, SipUri, unescape
 from .io import (
     AcceptIn,
     AckIn,
@@ -64,7 +64,17 @@ from .io import (
 )
 from .legs import CallEnv, Failure, Leg, Target
 from .session_timer import MIN_SE, SessionTimer, allows, as_uac, as_uas, min_se, request_headers, session_expires
-from .states import CALL_TRANSITIONS, ByeState, CallState, CancelState, Channel, ForkState, InviteState
+from .states import (
+    CALL_TRANSITIONS,
+    TRANSFER_TRANSITIONS,
+    ByeState,
+    CallState,
+    CancelState,
+    Channel,
+    ForkState,
+    InviteState,
+    TransferState,
+)
 
 log = logging.getLogger("callflow.calls")
 
@@ -86,10 +96,30 @@ RTP_CHECK = "rtp_check"
 # session timers (RFC 4028), per leg: we refresh it, or we wait for its refreshes
 SE_REFRESH = {ZERO: "se_refresh_zero", ONE: "se_refresh_one"}
 SE_EXPIRE = {ZERO: "se_expire_zero", ONE: "se_expire_one"}
+TRANSFER_NO_ANSWER = "transfer_no_answer"
+TRANSFER_TIMEOUT = 60.0  # seconds a transfer's target may ring before the transferor hears 480
 SE_TIMERS = {name: ch for ch in Channel for name in (SE_REFRESH[ch], SE_EXPIRE[ch])}
 TOO_SMALL = "Session Interval Too Small"
 
 Step = Generator[tuple[Any, ...], Any, None]
+
+
+class Transfer:
+    """A transfer under way (RFC 3515 REFER from a user's phone on `channel`, carried out by us)."""
+
+    __slots__ = ("channel", "transferor", "target", "kind", "state", "attempt", "ringing", "transferor_gone",
+                 "notify")
+
+    def __init__(self, channel: Channel, transferor: str, target: str, kind: str, attempt: int, notify: bool) -> None:
+        self.channel = channel            # the transferor's channel: its leg is the one replaced
+        self.transferor = transferor
+        self.target = target
+        self.kind = kind                  # "blind" | "attended"
+        self.state = TransferState.DIALING
+        self.attempt = attempt            # the transfer_forks of this transfer carry it
+        self.ringing = False
+        self.transferor_gone = False      # it sent BYE before the outcome (a blind transfer may)
+        self.notify = notify              # Refer-Sub: false (RFC 4488) asks for no NOTIFY
 
 
 class IllegalMove(RuntimeError):
@@ -146,6 +176,9 @@ class CallMachine:
         # to, what we sent, the nonce we last answered there)
         self.relays: dict[int, tuple[ServerTransaction, Channel, Request, str | None]] = {}
         self.rtp_seen: tuple[int, int] | None = None
+        self.transfer: Transfer | None = None
+        self.transfer_forks: list[Leg] = []   # the INVITEs of transfers, by index (tag ("transfer", i))
+        self.retired: list[Leg] = []          # transferors' legs, replaced and being ended
         self._next_tag = 0
         self._out: list[Action] = []
         self._queue: deque[Input] = deque()
@@ -426,12 +459,16 @@ class CallMachine:
             return None
         kind = tag[0]
         if kind == "bye":
-            self._bye_response(tag[1], tag[2], inp.response)
+            self._bye_response(tag[1], inp.response)
         elif kind == "relay":
             return self._relayed_response(tag[1], inp.response)
         elif kind == "refresh":
             return self._refresh_response(tag[1], tag[2], inp.response)
-        return None  # a BYE to another fork's dialog: nothing waits for it
+        elif kind == "transfer":
+            return self._transfer_response(tag[1], inp.response)
+        elif kind == "bridge":
+            return self._bridge_response(tag[1], inp.response)
+        return None  # NOTIFY, CANCEL, a BYE to another fork's dialog: nothing waits for them
 
     def _fork_response(self, leg: Leg, resp: Response) -> Step | None:
         status = resp.status
@@ -544,7 +581,7 @@ class CallMachine:
         self._out.append(SendRequest(leg.invite, leg.address, leg.transport, leg.index))
         return True
 
-    def _retry_with_auth(self, leg: Leg, resp: Response) -> bool:
+    def _retry_with_auth(self, leg: Leg, resp: Response, tag: Any = None) -> bool:
         header = "www-authenticate" if resp.status == 401 else "proxy-authenticate"
         challenge = select_challenge(resp.headers.get_all(header))
         if challenge is None or leg.auth is None or leg.invite is None:
@@ -565,7 +602,7 @@ class CallMachine:
         leg.invite = Request("INVITE", old.uri, h, old.body)
         leg.sent_credentials = True
         leg.state = ForkState.CALLING
-        self._out.append(SendRequest(leg.invite, leg.address, leg.transport, leg.index))
+        self._out.append(SendRequest(leg.invite, leg.address, leg.transport, leg.index if tag is None else tag))
         return True
 
     def _fork_failed(self, leg: Leg, failure: Failure) -> None:
@@ -629,7 +666,8 @@ class CallMachine:
         leg = self.one if self.one is not None and self.one.invite is not None \
             and self.one.invite.call_id == call_id else None
         if leg is None:
-            leg = next((f for f in self.forks if f.invite is not None and f.invite.call_id == call_id), None)
+            leg = next((f for f in (*self.forks, *self.transfer_forks)
+                        if f.invite is not None and f.invite.call_id == call_id), None)
         if leg is None or leg.invite is None:
             return
         to_tag = resp.to_tag or ""
@@ -776,7 +814,8 @@ class CallMachine:
 
     def _leg(self, channel: Channel, call_id: str) -> Leg | None:
         if channel is ZERO:
-            return self.zero
+            zero = self.zero
+            return zero if zero.dialog is None or zero.dialog.call_id == call_id else None
         one = self.one
         if one is not None and one.dialog is not None and one.dialog.call_id == call_id:
             return one
@@ -789,6 +828,12 @@ class CallMachine:
         leg = self._leg(channel, req.call_id)
         dialog = leg.dialog if leg is not None else None
         if leg is None or dialog is None:
+            old = next((r for r in self.retired if r.dialog is not None and r.dialog.call_id == req.call_id), None)
+            if old is not None and req.method == "BYE":  # a transferor hanging up after its transfer
+                self._out.append(Respond(txn, create_response(req, 200, "OK")))
+                if old.bye is not ByeState.SENT:
+                    old.bye = ByeState.DONE
+                return None
             self._out.append(Respond(txn, create_response(req, 481, "Call/Transaction Does Not Exist")))
             return None
         if not dialog.accepts(req):
@@ -803,6 +848,14 @@ class CallMachine:
                 self._out.append(CancelTimer(RESEND_2XX[channel]))
             if leg.bye is not ByeState.SENT:
                 leg.bye = ByeState.DONE
+            transfer = self.transfer
+            if transfer is not None and transfer.channel is channel and self.state is CallState.CONNECTED \
+                    and transfer.state in (TransferState.DIALING, TransferState.BRIDGING):
+                # the transferor leaves before the outcome (RFC 5589 6): the transfer goes on
+                transfer.transferor_gone = True
+                self._out.append(CancelTimer(SE_REFRESH[channel]))
+                self._out.append(CancelTimer(SE_EXPIRE[channel]))
+                return None
             if self.state in (CallState.ENDING, CallState.CLOSED):
                 self._maybe_closed()
                 return None
@@ -835,6 +888,8 @@ class CallMachine:
                 self._out.append(Respond(txn, create_response(req, 500, "Server Internal Error (re-INVITE pending)",
                                                               headers=[("Retry-After", "1")])))
                 return None
+        if req.method == "REFER" and leg.peer_type == "USER":
+            return self._on_refer(leg, txn)  # a user's phone transfers: we carry it out (RFC 3515)
         return self._relay_request(leg, txn)
 
     def _other(self, leg: Leg) -> Leg | None:
@@ -989,6 +1044,10 @@ class CallMachine:
                 self._end(bye_zero=True, bye_one=True)
         elif name == RTP_CHECK:
             return self._rtp_check()
+        elif name == TRANSFER_NO_ANSWER:
+            transfer = self.transfer
+            if transfer is not None and transfer.state is TransferState.DIALING and self.state is CallState.CONNECTED:
+                self._transfer_failed(transfer, Failure(480, "Temporarily Unavailable (no answer)"))
         elif name in SE_TIMERS:
             channel = SE_TIMERS[name]
             if name == SE_REFRESH[channel]:
@@ -1163,6 +1222,245 @@ class CallMachine:
                    reason=f"session expired: no refresh on channel {channel.name} within {leg.timer.interval} s")
         self._end(bye_zero=True, bye_one=True)
 
+    # ---- transfer (RFC 3515 REFER, 3892 Referred-By, 3420 sipfrag), carried out by us ---------------
+    def _on_refer(self, leg: Leg, txn: ServerTransaction) -> Step | None:
+        """A user's phone asks to transfer the other party to the Refer-To target: 202, then the
+        target is routed by the program as a new call from that user, rung, and on its answer the
+        remaining party is bridged to it and the transferor's leg ended; NOTIFYs report each step."""
+        req = txn.request
+        if self.transfer is not None and self.transfer.state in (TransferState.DIALING, TransferState.BRIDGING):
+            self._out.append(Respond(txn, create_response(req, 491, "Request Pending (a transfer is under way)")))
+            return None
+        refer_to = req.headers.get("refer-to")
+        try:
+            uri = NameAddr.parse(refer_to or "").uri
+        except (SipError, ValueError):
+            uri = None
+        target = unescape(uri.user or "") if uri is not None else ""
+        if uri is None or not target:
+            self._out.append(Respond(txn, create_response(req, 400, "Bad Request (Refer-To names no one to call)")))
+            return None
+        kind = "attended" if uri.headers and "replaces=" in uri.headers.lower() else "blind"
+        notify = (req.headers.get("refer-sub") or "true").strip().lower() != "false"
+        self._out.append(Respond(txn, create_response(req, 202, "Accepted", headers=[
+            ("Contact", self.env.contact(leg.transport))] + ([("Refer-Sub", "false")] if not notify else []))))
+        self.attempt += 1
+        transfer = Transfer(leg.channel, leg.peer or "", target, kind, self.attempt, notify)
+        self.transfer = transfer
+        self._transfer_step(transfer, "trying")
+        self._notify(transfer, 100, "Trying")
+        targets, failure = self.env.route_transfer(self, transfer.transferor, target)
+        if failure is not None or not targets:
+            self._transfer_failed(transfer, failure or Failure(404, "Not Found (no route)"))
+            return None
+        return self._dial_transfer(transfer, targets)
+
+    def _dial_transfer(self, transfer: Transfer, targets: list[Target]) -> Step:
+        offer = b""
+        if self.has_media:
+            try:
+                offer = yield ("offer", transfer.channel.value)  # our relay's side the new leg joins
+            except MediaError as exc:
+                self._transfer_failed(transfer, Failure(500, f"Server Internal Error (media: {exc})"))
+                return
+        if transfer.state is not TransferState.DIALING or self.state is not CallState.CONNECTED:
+            return
+        failures: list[Failure] = []
+        started = 0
+        for target in targets:
+            legs, failure = self.env.build_forks(self, target, offer, self.now)
+            if failure is not None:
+                failures.append(failure)
+            for fork in legs:
+                fork.channel = transfer.channel
+                fork.attempt = transfer.attempt
+                fork.index = -1 if transfer.channel is ZERO else len(self.forks)
+                fork.local_sdp = offer
+                number = len(self.transfer_forks)
+                self.transfer_forks.append(fork)
+                started += 1
+                invite = fork.invite
+                assert invite is not None
+                self._out.append(IndexDialog(invite.call_id, invite.from_tag or "", transfer.channel))
+                self._out.append(SendRequest(invite, fork.address, fork.transport, ("transfer", number)))
+        if not started:
+            self._transfer_failed(transfer, failures[-1] if failures else Failure(480, "Temporarily Unavailable"))
+            return
+        self._out.append(SetTimer(TRANSFER_NO_ANSWER, self.now + TRANSFER_TIMEOUT))
+
+    def _transfer_response(self, number: int, resp: Response | None) -> Step | None:
+        if not 0 <= number < len(self.transfer_forks):
+            return None
+        fork = self.transfer_forks[number]
+        transfer = self.transfer
+        live = transfer is not None and transfer.attempt == fork.attempt and transfer.state is TransferState.DIALING \
+            and self.state is CallState.CONNECTED and fork.cancel is CancelState.NONE
+        if resp is None:
+            if not fork.settled:
+                fork.state = ForkState.FAILED
+                if live and transfer is not None:
+                    self._transfer_fork_failed(transfer, Failure(408, "Request Timeout"))
+            self._maybe_released()
+            return None
+        status = resp.status
+        if fork.settled:
+            if 200 <= status < 300:
+                self._ack_and_bye(fork, resp)
+            return None
+        if status < 200:
+            if status == 100:
+                return None
+            fork.state = ForkState.EARLY
+            if fork.cancel is CancelState.WANTED:
+                self._send_cancel(fork)
+            elif live and transfer is not None and not transfer.ringing:
+                transfer.ringing = True
+                self._transfer_step(transfer, "ringing")
+                self._notify(transfer, 180, "Ringing")
+            return None
+        if status < 300:
+            fork.state = ForkState.ANSWERED
+            fork.dialog = Dialog.as_uac(fork.invite, resp)  # type: ignore[arg-type]
+            self._send_ack(fork, resp.cseq[0])
+            if not live or transfer is None:
+                self._bye(fork)
+                self._maybe_released()
+                return None
+            fork.timer = as_uac(resp)
+            fork.allow_update = allows(resp, "UPDATE") is True
+            fork.answer_sdp = resp.body
+            for other in self.transfer_forks:
+                if other is not fork and other.attempt == fork.attempt:
+                    self._cancel_fork(other)
+            self._transfer_move(transfer, TransferState.BRIDGING)
+            self._out.append(CancelTimer(TRANSFER_NO_ANSWER))
+            return self._bridge(transfer, fork, resp.body)
+        if status in (401, 407) and fork.auth is not None and fork.cancel is CancelState.NONE \
+                and self._retry_with_auth(fork, resp, ("transfer", number)):
+            return None
+        fork.state = ForkState.FAILED
+        if live and transfer is not None:
+            self._transfer_fork_failed(transfer, Failure(status, resp.reason or "Failed"))
+        self._maybe_released()
+        return None
+
+    def _transfer_fork_failed(self, transfer: Transfer, failure: Failure) -> None:
+        if any(not f.settled and f.attempt == transfer.attempt and f.cancel is CancelState.NONE
+               for f in self.transfer_forks):
+            return  # another of the target's phones may still answer
+        self._transfer_failed(transfer, failure)
+
+    def _bridge(self, transfer: Transfer, fork: Leg, answer: bytes) -> Step:
+        """The new leg answered: it replaces the transferor's leg, the remaining party is re-INVITEd
+        with the new media, the transferor hears 200 in a NOTIFY and its leg is ended."""
+        channel = transfer.channel
+        towards_remaining = b""
+        if answer and self.has_media:
+            try:
+                towards_remaining = yield ("anchor", channel.value, answer)
+            except SdpError:
+                towards_remaining = b""
+        if self.state is not CallState.CONNECTED or transfer.state is not TransferState.BRIDGING:
+            self._bye(fork)
+            return
+        old = self.zero if channel is ZERO else self.one
+        assert old is not None
+        self._notify(transfer, 200, "OK")
+        if channel is ZERO:
+            self.zero = fork
+        else:
+            self.one = fork
+        self.retired.append(old)
+        if old.final is not None:
+            old.final = None
+            self._out.append(CancelTimer(RESEND_2XX[channel]))
+        if not transfer.transferor_gone and old.bye is ByeState.NONE and old.dialog is not None:
+            self._send_bye(old, None)
+        self._transfer_move(transfer, TransferState.DONE)
+        self._transfer_step(transfer, "connected")
+        if fork.peer_type == "USER" and self.has_media:
+            self._out.append(MediaExpect(channel.value, fork.address[0]))
+        self._arm_session(fork)
+        remaining = self._other(fork)
+        if remaining is None or remaining.dialog is None or not towards_remaining:
+            return
+        if remaining.invite_state is not InviteState.IDLE:
+            log.warning("call=%s transfer: the remaining party's re-INVITE is busy; media left as it was", self.id)
+            return
+        dest, transport = self._next_hop(remaining)
+        reinvite = remaining.dialog.create_request("INVITE", self.env.via(transport),
+                                                   contact=self.env.contact(transport), body=towards_remaining,
+                                                   content_type="application/sdp")
+        remaining.invite_state = InviteState.INVITE_SENT
+        remaining.local_sdp = towards_remaining
+        self._out.append(SendRequest(reinvite, dest, transport, ("bridge", remaining.channel)))
+
+    def _bridge_response(self, channel: Channel, resp: Response | None) -> Step | None:
+        leg = self.zero if channel is ZERO else self.one
+        if leg is None or leg.dialog is None or (resp is not None and resp.status < 200):
+            return None
+        if leg.invite_state is InviteState.INVITE_SENT:
+            leg.invite_state = InviteState.IDLE
+        if resp is None or resp.status >= 300:
+            log.warning("call=%s transfer: re-INVITE to channel %s failed (%s); media left as it was", self.id,
+                        channel.name, resp.status if resp is not None else 408)
+            return None
+        leg.dialog.update_target(resp)
+        self._send_ack(leg, resp.cseq[0])
+        if resp.body and self.has_media and self.state is CallState.CONNECTED:
+            return self._anchor_quietly(channel, resp.body)
+        return None
+
+    def _transfer_failed(self, transfer: Transfer, failure: Failure) -> None:
+        """The target was refused or did not answer: the transferor hears the failure in a NOTIFY and
+        keeps its call; one that has left already leaves the remaining party alone, so it ends."""
+        if transfer.state in (TransferState.DONE, TransferState.FAILED):
+            return
+        self._transfer_move(transfer, TransferState.FAILED)
+        self._out.append(CancelTimer(TRANSFER_NO_ANSWER))
+        for fork in self.transfer_forks:
+            if fork.attempt == transfer.attempt:
+                self._cancel_fork(fork)
+        self._transfer_step(transfer, "failed", reason=f"{failure.code} {failure.reason}")
+        if transfer.transferor_gone:
+            if self.state is CallState.CONNECTED:
+                self.hangup_channel = transfer.channel
+                self._emit("hangup", call=self.id, channel=transfer.channel.name,
+                           reason=f"transfer failed: {failure.code} {failure.reason}")
+                self._end(bye_zero=True, bye_one=True)
+            return
+        self._notify(transfer, failure.code, failure.reason)
+
+    def _transfer_move(self, transfer: Transfer, to: TransferState) -> None:
+        if to not in TRANSFER_TRANSITIONS[transfer.state]:
+            log.error("event=illegal_move call=%s transfer from=%s to=%s", self.id, transfer.state.value, to.value)
+            raise IllegalMove(f"call {self.id}: transfer {transfer.state.value} -> {to.value} is not a legal move")
+        transfer.state = to
+
+    def _transfer_step(self, transfer: Transfer, outcome: str, reason: str | None = None) -> None:
+        fields: dict[str, object] = {"call": self.id, "transferor": transfer.transferor, "target": transfer.target,
+                                     "kind": transfer.kind, "channel": transfer.channel.name, "outcome": outcome}
+        if reason:
+            fields["reason"] = reason
+        self._out.append(Emit("transfer", fields))
+
+    def _notify(self, transfer: Transfer, code: int, reason: str) -> None:
+        """A NOTIFY of the refer subscription to the transferor: the new leg's progress as a sipfrag
+        status line (RFC 3515 2.4.5); a final status ends the subscription."""
+        if not transfer.notify or transfer.transferor_gone:
+            return
+        leg = self.zero if transfer.channel is ZERO else self.one
+        if leg is None or leg.dialog is None or leg.bye is not ByeState.NONE:
+            return
+        final = code >= 200
+        state = "terminated;reason=noresource" if final else "active;expires=60"
+        dest, transport = self._next_hop(leg)
+        notify = leg.dialog.create_request("NOTIFY", self.env.via(transport), contact=self.env.contact(transport),
+                                           body=f"SIP/2.0 {code} {reason}\r\n".encode(),
+                                           content_type="message/sipfrag;version=2.0",
+                                           extra=[("Event", "refer"), ("Subscription-State", state)])
+        self._out.append(SendRequest(notify, dest, transport, ("notify",)))
+
     # ---- ending ---------------------------------------------------------------------------------------
     def _end(self, *, bye_zero: bool, bye_one: bool) -> None:
         if self.state is CallState.ENDING or self.state is CallState.CLOSED:
@@ -1172,6 +1470,14 @@ class CallMachine:
         for fork in self.forks:
             if fork is not self.one:
                 self._cancel_fork(fork)  # ZERO answered by us hung up while ONE was still ringing
+        for fork in self.transfer_forks:
+            if fork is not self.one and fork is not self.zero:
+                if fork.dialog is not None:
+                    self._bye(fork)      # answered a transfer, not bridged yet
+                else:
+                    self._cancel_fork(fork)
+        if self.transfer is not None and self.transfer.state in (TransferState.DIALING, TransferState.BRIDGING):
+            self._transfer_move(self.transfer, TransferState.FAILED)
         self._stop_playing()
         one = self.one
         if one is not None and one.ack_waiting is not None and one.dialog is not None:
@@ -1202,10 +1508,27 @@ class CallMachine:
         leg.bye = ByeState.SENT
         dest, transport = self._next_hop(leg)
         bye = leg.dialog.create_request("BYE", self.env.via(transport), extra=[credentials] if credentials else None)
-        self._out.append(SendRequest(bye, dest, transport, ("bye", leg.channel, leg.index)))
+        self._out.append(SendRequest(bye, dest, transport, ("bye", self._leg_ref(leg))))
 
-    def _bye_response(self, channel: Channel, index: int, resp: Response | None) -> None:
-        leg = self.zero if channel is ZERO else (self.forks[index] if 0 <= index < len(self.forks) else None)
+    def _leg_ref(self, leg: Leg) -> tuple[str, int]:
+        """A name for `leg` that a request's tag can carry (no object: the tag outlives nothing)."""
+        if leg is self.zero:
+            return ("zero", 0)
+        for pool, legs in (("fork", self.forks), ("transfer", self.transfer_forks), ("retired", self.retired)):
+            for i, other in enumerate(legs):
+                if other is leg:
+                    return (pool, i)
+        return ("none", 0)
+
+    def _leg_at(self, ref: tuple[str, int]) -> Leg | None:
+        pool, i = ref
+        if pool == "zero":
+            return self.zero
+        legs = {"fork": self.forks, "transfer": self.transfer_forks, "retired": self.retired}.get(pool)
+        return legs[i] if legs is not None and 0 <= i < len(legs) else None
+
+    def _bye_response(self, ref: tuple[str, int], resp: Response | None) -> None:
+        leg = self._leg_at(ref)
         if leg is None or leg.bye is not ByeState.SENT:
             return
         if resp is not None:
@@ -1375,7 +1698,7 @@ class CallMachine:
             for f in self.forks)
 
     def _outstanding(self) -> bool:
-        return any(not f.settled and f.cancel is not CancelState.NONE for f in self.forks)
+        return any(not f.settled and f.cancel is not CancelState.NONE for f in (*self.forks, *self.transfer_forks))
 
     def _maybe_released(self) -> None:
         if self.state is CallState.CLOSED and not self._outstanding():

@@ -30,6 +30,7 @@ from runtime.sip.transaction import (
 ZERO, ONE = Channel.ZERO, Channel.ONE
 ZERO_ADDR: Address = ("198.51.100.1", 5060)    # where channel ZERO's INVITE came from
 FAR_ADDR: Address = ("203.0.113.7", 5060)      # the line `far` we dial on channel ONE
+XFER_ADDR: Address = ("203.0.113.9", 5060)     # the line `xfer`, where the rules send a transfer's target
 US = "192.0.2.1:5060"
 SDP_ZERO = b"v=0\r\no=a 1 1 IN IP4 198.51.100.1\r\ns=-\r\nc=IN IP4 198.51.100.1\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0\r\n"
 SDP_ONE = b"v=0\r\no=b 1 1 IN IP4 203.0.113.7\r\ns=-\r\nc=IN IP4 203.0.113.7\r\nt=0 0\r\nm=audio 6000 RTP/AVP 0\r\n"
@@ -44,12 +45,21 @@ class FakeEnv:
     def __init__(self, destinations: dict[str, list[Address]], auth: DigestClient | None = None) -> None:
         self.destinations = destinations
         self.auth = auth
+        self.refused: dict[str, Any] = {}   # transfer target -> the Failure the rules give it
+        self.transfers_routed: list[tuple[str, str]] = []  # (transferring user, target) asked
 
     def via(self, transport: str = "udp") -> str:
         return f"SIP/2.0/{transport.upper()} {US};rport"
 
     def contact(self, transport: str = "udp") -> str:
         return f"<sip:callflow@{US}>"
+
+    def route_transfer(self, call: object, user: str, target: str) -> tuple[list[Target], Any]:
+        """A transfer to `target` goes to line `xfer` with that number, unless `refused` names it."""
+        self.transfers_routed.append((user, target))
+        if target in self.refused:
+            return [], self.refused[target]
+        return [Target("LINE", "xfer", target)], None
 
     def build_forks(self, call: object, target: Target, offer: bytes, now: float) -> tuple[list[Leg], Any]:
         legs = []
@@ -85,7 +95,8 @@ class Call:
     peer_type: str = "LINE"
     offer: bytes = SDP_ZERO
     contact: str = f"<sip:gw@{ZERO_ADDR[0]}:{ZERO_ADDR[1]}>"
-    destinations: dict[str, list[Address]] = field(default_factory=lambda: {"far": [FAR_ADDR]})
+    destinations: dict[str, list[Address]] = field(default_factory=lambda: {"far": [FAR_ADDR],
+                                                                                    "xfer": [XFER_ADDR]})
     auth: DigestClient | None = None
     max_duration: float | None = None
     rtp_timeout: float | None = None
