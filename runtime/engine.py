@@ -514,6 +514,14 @@ class Engine:
             log.exception("call=%s transfer routing failed", call.id)
             return [], Failure(500, "Server Internal Error (routing)")
 
+    def take_over(self, call: CallMachine, user: str, call_id: str, local_tag: str,
+                  remote_tag: str) -> tuple[Leg | None, Failure | None]:
+        """CallEnv.take_over: the call holding that dialog hands its other party over (attended transfer)."""
+        entry = self.dialogs.get((call_id, local_tag))
+        if entry is None or entry[0].machine is call:
+            return None, Failure(481, "Call/Transaction Does Not Exist (Replaces names no other call)")
+        return self.call_runner.hand_over(entry[0], entry[1], user, remote_tag)
+
     def build_forks(self, call: CallMachine, target: Target, offer: bytes,
                     now: float) -> tuple[list[Leg], Failure | None]:
         """The INVITEs that ring `target` for `call` (CallEnv.build_forks)."""

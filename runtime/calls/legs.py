@@ -124,3 +124,10 @@ class CallEnv(Protocol):
         routing program decides it as a new call from that user to `target` (its rules and their
         security apply); the targets of its first accept, or why there are none (e.g. 404, 403)."""
         ...
+
+    def take_over(self, call: object, user: str, call_id: str, local_tag: str,
+                  remote_tag: str) -> tuple[Leg | None, Failure | None]:
+        """An attended transfer: the other party of the call whose dialog (call_id, our local_tag,
+        the phone's remote_tag) user `user`'s phone has with us, handed over by that call
+        (CallMachine.hand_over), or why it cannot be (481 no such dialog, 403 not that user's)."""
+        ...

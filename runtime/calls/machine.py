@@ -107,11 +107,12 @@ Step = Generator[tuple[Any, ...], Any, None]
 class Transfer:
     """A transfer under way (RFC 3515 REFER from a user's phone on `channel`, carried out by us)."""
 
-    __slots__ = ("channel", "transferor", "target", "kind", "state", "attempt", "ringing", "transferor_gone",
+    __slots__ = ("channel", "leg", "transferor", "target", "kind", "state", "attempt", "ringing", "transferor_gone",
                  "notify")
 
-    def __init__(self, channel: Channel, transferor: str, target: str, kind: str, attempt: int, notify: bool) -> None:
-        self.channel = channel            # the transferor's channel: its leg is the one replaced
+    def __init__(self, leg: Leg, transferor: str, target: str, kind: str, attempt: int, notify: bool) -> None:
+        self.channel = leg.channel        # the transferor's channel: its leg is the one replaced
+        self.leg = leg                    # the transferor's leg (NOTIFYs go there, then its BYE)
         self.transferor = transferor
         self.target = target
         self.kind = kind                  # "blind" | "attended"
@@ -468,6 +469,8 @@ class CallMachine:
             return self._transfer_response(tag[1], inp.response)
         elif kind == "bridge":
             return self._bridge_response(tag[1], inp.response)
+        elif kind == "adopt":
+            return self._adopt_response(tag[1], inp.response)
         return None  # NOTIFY, CANCEL, a BYE to another fork's dialog: nothing waits for them
 
     def _fork_response(self, leg: Leg, resp: Response) -> Step | None:
@@ -1240,15 +1243,18 @@ class CallMachine:
         if uri is None or not target:
             self._out.append(Respond(txn, create_response(req, 400, "Bad Request (Refer-To names no one to call)")))
             return None
-        kind = "attended" if uri.headers and "replaces=" in uri.headers.lower() else "blind"
+        replaces = _replaces(uri.headers)
+        kind = "attended" if replaces is not None else "blind"
         notify = (req.headers.get("refer-sub") or "true").strip().lower() != "false"
         self._out.append(Respond(txn, create_response(req, 202, "Accepted", headers=[
             ("Contact", self.env.contact(leg.transport))] + ([("Refer-Sub", "false")] if not notify else []))))
         self.attempt += 1
-        transfer = Transfer(leg.channel, leg.peer or "", target, kind, self.attempt, notify)
+        transfer = Transfer(leg, leg.peer or "", target, kind, self.attempt, notify)
         self.transfer = transfer
         self._transfer_step(transfer, "trying")
         self._notify(transfer, 100, "Trying")
+        if replaces is not None:
+            return self._attended(transfer, *replaces)
         targets, failure = self.env.route_transfer(self, transfer.transferor, target)
         if failure is not None or not targets:
             self._transfer_failed(transfer, failure or Failure(404, "Not Found (no route)"))
@@ -1363,25 +1369,35 @@ class CallMachine:
         if self.state is not CallState.CONNECTED or transfer.state is not TransferState.BRIDGING:
             self._bye(fork)
             return
-        old = self.zero if channel is ZERO else self.one
-        assert old is not None
-        self._notify(transfer, 200, "OK")
+        self._replace_leg(transfer, fork)
+        self._transfer_done(transfer, fork, towards_remaining)
+
+    def _replace_leg(self, transfer: Transfer, new: Leg) -> None:
+        """`new` takes the transferor's place on its channel; the transferor's leg is retired."""
+        channel = transfer.channel
+        old = transfer.leg
         if channel is ZERO:
-            self.zero = fork
+            self.zero = new
         else:
-            self.one = fork
+            self.one = new
         self.retired.append(old)
         if old.final is not None:
             old.final = None
             self._out.append(CancelTimer(RESEND_2XX[channel]))
+        if new.peer_type == "USER" and self.has_media:
+            self._out.append(MediaExpect(channel.value, new.address[0]))
+
+    def _transfer_done(self, transfer: Transfer, new: Leg, towards_remaining: bytes) -> None:
+        """The transferor hears 200 and its leg is ended; the remaining party is re-INVITEd with the
+        media of the new leg (its SDP answer anchored on the transferor's channel)."""
+        old = transfer.leg
+        self._notify(transfer, 200, "OK")
         if not transfer.transferor_gone and old.bye is ByeState.NONE and old.dialog is not None:
             self._send_bye(old, None)
         self._transfer_move(transfer, TransferState.DONE)
         self._transfer_step(transfer, "connected")
-        if fork.peer_type == "USER" and self.has_media:
-            self._out.append(MediaExpect(channel.value, fork.address[0]))
-        self._arm_session(fork)
-        remaining = self._other(fork)
+        self._arm_session(new)
+        remaining = self._other(new)
         if remaining is None or remaining.dialog is None or not towards_remaining:
             return
         if remaining.invite_state is not InviteState.IDLE:
@@ -1394,6 +1410,94 @@ class CallMachine:
         remaining.invite_state = InviteState.INVITE_SENT
         remaining.local_sdp = towards_remaining
         self._out.append(SendRequest(reinvite, dest, transport, ("bridge", remaining.channel)))
+
+    def _attended(self, transfer: Transfer, call_id: str, to_tag: str, from_tag: str) -> Step:
+        """REFER with Replaces (RFC 3891): the transferor's consultation call names its dialog with
+        us; the other party of that call is taken over (that call ends the transferor's leg and
+        closes), re-INVITEd onto this call's media, and bridged to the remaining party."""
+        taken, failure = self.env.take_over(self, transfer.transferor, call_id, to_tag, from_tag)
+        if taken is None or taken.dialog is None:
+            self._transfer_failed(transfer, failure or Failure(481, "Call/Transaction Does Not Exist"))
+            return
+        self._transfer_move(transfer, TransferState.BRIDGING)
+        channel = transfer.channel
+        taken.channel = channel
+        taken.index = -1
+        taken.bye = ByeState.NONE
+        taken.attempt = transfer.attempt
+        self.transfer_forks.append(taken)  # so its BYE's answer finds it
+        self._out.append(IndexDialog(taken.dialog.call_id, taken.dialog.local_tag, channel))
+        self._replace_leg(transfer, taken)
+        offer = b""
+        if self.has_media:
+            try:
+                offer = yield ("offer", channel.value)
+            except MediaError as exc:
+                self._transfer_failed(transfer, Failure(500, f"Server Internal Error (media: {exc})"))
+                return
+        if self.state is not CallState.CONNECTED or transfer.state is not TransferState.BRIDGING:
+            return
+        dest, transport = self._next_hop(taken)
+        reinvite = taken.dialog.create_request("INVITE", self.env.via(transport), contact=self.env.contact(transport),
+                                               body=offer, content_type="application/sdp" if offer else None)
+        taken.invite_state = InviteState.INVITE_SENT
+        taken.local_sdp = offer
+        self._out.append(SendRequest(reinvite, dest, transport, ("adopt", channel)))
+
+    def _adopt_response(self, channel: Channel, resp: Response | None) -> Step | None:
+        """The taken-over party answered our re-INVITE: its media is ours now; finish the transfer."""
+        leg = self.zero if channel is ZERO else self.one
+        transfer = self.transfer
+        if leg is None or leg.dialog is None or (resp is not None and resp.status < 200):
+            return None
+        if leg.invite_state is InviteState.INVITE_SENT:
+            leg.invite_state = InviteState.IDLE
+        if resp is not None and resp.status < 300:
+            leg.dialog.update_target(resp)
+            self._send_ack(leg, resp.cseq[0])
+        if transfer is None or transfer.state is not TransferState.BRIDGING or self.state is not CallState.CONNECTED:
+            return None
+        if resp is None or resp.status >= 300:
+            code = resp.status if resp is not None else 408
+            self._transfer_failed(transfer, Failure(code, "re-INVITE to the transfer's target failed"))
+            self.hangup_channel = channel
+            self._emit("hangup", call=self.id, channel=channel.name, reason=f"transfer failed: {code}")
+            self._end(bye_zero=True, bye_one=True)
+            self._bye(transfer.leg)
+            return None
+        return self._adopted(transfer, leg, resp.body)
+
+    def _adopted(self, transfer: Transfer, leg: Leg, answer: bytes) -> Step:
+        towards_remaining = b""
+        if answer and self.has_media:
+            try:
+                towards_remaining = yield ("anchor", transfer.channel.value, answer)
+            except SdpError:
+                towards_remaining = b""
+        if self.state is not CallState.CONNECTED or transfer.state is not TransferState.BRIDGING:
+            return
+        self._transfer_done(transfer, leg, towards_remaining)
+
+    def hand_over(self, now: float, channel: Channel, user: str, remote_tag: str) -> tuple[Leg | None, Failure | None]:
+        """An attended transfer elsewhere takes this call's other party: `channel`'s leg must be user
+        `user`'s dialog with that remote tag (the Replaces of its REFER). That leg is ended (BYE,
+        `hangup` reason `transferred`), the call closes, and the other leg is returned, its dialog
+        untouched, for the transferring call to re-INVITE. Failure (403, 481, 491) when it cannot be."""
+        self.now = now
+        mine = self.zero if channel is ZERO else self.one
+        if self.state is not CallState.CONNECTED or self._waiting is not None or mine is None or mine.dialog is None:
+            return None, Failure(481, "Call/Transaction Does Not Exist (the consultation call is not connected)")
+        if mine.peer_type != "USER" or mine.peer != user or mine.dialog.remote_tag != remote_tag:
+            return None, Failure(403, "Forbidden (Replaces names a dialog of someone else)")
+        other = self._other(mine)
+        if other is None or other.dialog is None or other.invite_state is not InviteState.IDLE \
+                or other.final is not None or other.ack_waiting is not None:
+            return None, Failure(491, "Request Pending (the consultation call is busy)")
+        other.bye = ByeState.DONE  # handed over: this call owes it no BYE
+        self.hangup_channel = channel
+        self._emit("hangup", call=self.id, channel=channel.name, reason="transferred")
+        self._end(bye_zero=channel is ZERO, bye_one=channel is ONE)
+        return other, None
 
     def _bridge_response(self, channel: Channel, resp: Response | None) -> Step | None:
         leg = self.zero if channel is ZERO else self.one
@@ -1449,8 +1553,8 @@ class CallMachine:
         status line (RFC 3515 2.4.5); a final status ends the subscription."""
         if not transfer.notify or transfer.transferor_gone:
             return
-        leg = self.zero if transfer.channel is ZERO else self.one
-        if leg is None or leg.dialog is None or leg.bye is not ByeState.NONE:
+        leg = transfer.leg
+        if leg.dialog is None or leg.bye is not ByeState.NONE:
             return
         final = code >= 200
         state = "terminated;reason=noresource" if final else "active;expires=60"
@@ -1713,6 +1817,24 @@ def _is_ip(host: str) -> bool:
         return True
     parts = host.split(".")
     return len(parts) == 4 and all(p.isdigit() and int(p) < 256 for p in parts)
+
+
+def _replaces(uri_headers: str | None) -> tuple[str, str, str] | None:
+    """(call-id, to-tag, from-tag) of a Replaces in a Refer-To URI's headers (RFC 3891 6.1), else None."""
+    if not uri_headers:
+        return None
+    for part in uri_headers.split("&"):
+        name, _, value = part.partition("=")
+        if name.strip().lower() != "replaces":
+            continue
+        call_id, *params = unescape(value).split(";")
+        tags = {}
+        for p in params:
+            k, _, v = p.partition("=")
+            tags[k.strip().lower()] = v.strip()
+        if call_id.strip() and "to-tag" in tags and "from-tag" in tags:
+            return call_id.strip(), tags["to-tag"], tags["from-tag"]
+    return None
 
 
 def _media_done(self: CallMachine, inp: MediaDone) -> None:

@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from runtime.calls import CallMachine, Channel, Leg, Target, io
+from runtime.calls import CallMachine, Channel, Failure, Leg, Target, io
 from runtime.sip.dialog import Dialog
 from runtime.sip.digest import DigestClient
 from runtime.sip.message import Request, Response, create_response, parse_message
@@ -47,6 +47,7 @@ class FakeEnv:
         self.auth = auth
         self.refused: dict[str, Any] = {}   # transfer target -> the Failure the rules give it
         self.transfers_routed: list[tuple[str, str]] = []  # (transferring user, target) asked
+        self.others: list[Call] = []        # other calls an attended transfer may take a party from
 
     def via(self, transport: str = "udp") -> str:
         return f"SIP/2.0/{transport.upper()} {US};rport"
@@ -60,6 +61,19 @@ class FakeEnv:
         if target in self.refused:
             return [], self.refused[target]
         return [Target("LINE", "xfer", target)], None
+
+    def take_over(self, call: object, user: str, call_id: str, local_tag: str,
+                  remote_tag: str) -> tuple[Leg | None, Any]:
+        """The other call (of `others`) holding that dialog hands its other party over."""
+        for other in self.others:
+            m = other.machine
+            for leg in (m.zero, m.one):
+                if leg is not None and leg.dialog is not None and leg.dialog.call_id == call_id \
+                        and leg.dialog.local_tag == local_tag:
+                    result = m.hand_over(other.now, leg.channel, user, remote_tag)
+                    other.drain()
+                    return result
+        return None, Failure(481, "Call/Transaction Does Not Exist")
 
     def build_forks(self, call: object, target: Target, offer: bytes, now: float) -> tuple[list[Leg], Any]:
         legs = []
@@ -102,6 +116,7 @@ class Call:
     rtp_timeout: float | None = None
     hold_media: bool = False        # leave media steps unanswered (see answer_media)
     invite_headers: list[str] = field(default_factory=list)  # extra header lines of ZERO's INVITE
+    call_id: str = "zero-1"         # the Call-ID of ZERO's INVITE
     now: float = 0.0
 
     def __post_init__(self) -> None:
@@ -119,7 +134,7 @@ class Call:
         data = (f"INVITE sip:+15551230000@{US} SIP/2.0\r\n"
                 f"Via: SIP/2.0/UDP {ZERO_ADDR[0]}:{ZERO_ADDR[1]};branch=z9hG4bKzero1\r\nMax-Forwards: 70\r\n"
                 f"From: <sip:+15557654321@{ZERO_ADDR[0]}>;tag=z1\r\nTo: <sip:+15551230000@{US}>\r\n"
-                f"Call-ID: zero-1\r\nCSeq: 1 INVITE\r\nContact: {self.contact}\r\n{ct}"
+                f"Call-ID: {self.call_id}\r\nCSeq: 1 INVITE\r\nContact: {self.contact}\r\n{ct}"
                 + "".join(line + "\r\n" for line in self.invite_headers) +
                 f"Content-Length: {len(self.offer)}\r\n\r\n").encode() + self.offer
         self.layer.receive(data, ZERO_ADDR, self.now)
@@ -134,6 +149,10 @@ class Call:
     # ---- driving the machine ---------------------------------------------------------------------
     def feed(self, inp: Any) -> None:
         self.machine.handle(inp)
+        self.drain()
+
+    def drain(self) -> None:
+        """Carry out every action the machine has produced."""
         for _ in range(1000):
             actions = self.machine.take_actions()
             if not actions:

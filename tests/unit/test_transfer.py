@@ -225,3 +225,76 @@ def test_a_relayed_notify_keeps_its_event_and_subscription_state() -> None:
     relayed: Request = call.sent("NOTIFY", to=ZERO_ADDR)[0].message  # type: ignore[assignment]
     assert relayed.headers.get("event") == "refer"
     assert relayed.headers.get("subscription-state") == "active;expires=60"
+
+
+# ---- attended: REFER with Replaces naming the transferor's consultation call ------------------------
+def consultation() -> tuple[Call, Call]:
+    """c1: bob (ZERO, itsp1's phone here) talks to line far (ONE); c2: bob consults carol, reached
+    through line xfer (ONE of c2). Both calls run on the same fake engine."""
+    c1 = connected()
+    c2 = Call(peer_type="USER", call_id="zero-2", destinations={"far": [XFER_ADDR]})
+    c2.start()
+    c2.one_responds(200, body=SDP_ONE, headers=[("Contact", f"<sip:carol@{XFER_ADDR[0]}:{XFER_ADDR[1]}>")])
+    c2.ack_from(ZERO)
+    c1.machine.env.others.append(c2)  # type: ignore[attr-defined]
+    return c1, c2
+
+
+def refer_with_replaces(c1: Call, c2: Call, from_tag: str = "z1") -> None:
+    replaces = f"zero-2%3Bto-tag%3D{c2.machine.local_tag}%3Bfrom-tag%3D{from_tag}"
+    c1.request_from(ZERO, "REFER", headers=[("Refer-To", f"<sip:carol@192.0.2.1?Replaces={replaces}>")])
+
+
+def adopt_reinvite(c1: Call) -> Out:
+    return [o for o in c1.sent("INVITE", to=XFER_ADDR) if o.tag == ("adopt", ZERO)][0]
+
+
+def test_an_attended_transfer_takes_the_consulted_party_over_and_ends_the_consultation_call() -> None:
+    c1, c2 = consultation()
+    refer_with_replaces(c1, c2)
+    assert c1.responses(202, "REFER")
+    assert c2.sent("BYE", to=ZERO_ADDR) and not c2.sent("BYE", to=XFER_ADDR)   # bob's consult leg only
+    assert c2.event("hangup") == {"call": "c1", "channel": "ZERO", "reason": "transferred"}
+    reinvite = adopt_reinvite(c1).message
+    assert reinvite.call_id == c2.invite_to_one().message.call_id and reinvite.body == b"our-offer"
+
+
+def test_an_attended_transfer_bridges_the_remaining_party_once_the_consulted_party_answers() -> None:
+    c1, c2 = consultation()
+    refer_with_replaces(c1, c2)
+    c1.respond_to(adopt_reinvite(c1), 200, body=SDP_XFER)
+    assert c1.sent("ACK", to=XFER_ADDR)
+    bridge = [o for o in c1.sent("INVITE", to=FAR_ADDR) if o.tag == ("bridge", ONE)][0]
+    assert bridge.message.body == anchored(SDP_XFER)
+    assert notifies(c1)[-1] == (b"SIP/2.0 200 OK\r\n", "terminated;reason=noresource")
+    assert c1.sent("BYE", to=ZERO_ADDR) and events(c1) == ["trying", "connected"]
+    assert [f["kind"] for n, f in c1.events if n == "transfer"] == ["attended", "attended"]
+
+
+def test_after_an_attended_transfer_the_consulted_partys_bye_ends_the_call() -> None:
+    c1, c2 = consultation()
+    refer_with_replaces(c1, c2)
+    c1.respond_to(adopt_reinvite(c1), 200, body=SDP_XFER)
+    d = c2.one_dialog()
+    d.local_cseq += 5
+    bye = d.create_request("BYE", f"SIP/2.0/UDP {XFER_ADDR[0]}:{XFER_ADDR[1]}")
+    c1.layer.receive(bytes(bye), XFER_ADDR, c1.now)
+    event = c1.layer.next_event()
+    assert isinstance(event, RequestReceived) and event.transaction is not None
+    c1.feed(io.RequestIn(c1.now, ZERO, event.transaction))
+    assert c1.sent("BYE", to=FAR_ADDR) and c1.machine.state is CallState.ENDING
+
+
+def test_a_replaces_naming_another_users_dialog_is_refused_and_both_calls_stay_up() -> None:
+    c1, c2 = consultation()
+    refer_with_replaces(c1, c2, from_tag="someone-else")
+    assert notifies(c1)[-1][0].startswith(b"SIP/2.0 403")
+    assert c1.machine.state is CallState.CONNECTED and c2.machine.state is CallState.CONNECTED
+    assert not c2.sent("BYE")
+
+
+def test_a_replaces_naming_no_call_is_refused_with_481() -> None:
+    c1 = connected()
+    c1.request_from(ZERO, "REFER", headers=[("Refer-To", "<sip:carol@192.0.2.1?Replaces=nope%3Bto-tag%3Da"
+                                                         "%3Bfrom-tag%3Db>")])
+    assert notifies(c1)[-1][0].startswith(b"SIP/2.0 481") and c1.machine.state is CallState.CONNECTED
