@@ -98,7 +98,8 @@ EVENTS: tuple[EventSpec, ...] = (
                                  "duration, no RTP, session timer: see reason)", optional=True, default=""),
         _f("reason", str, "why: `BYE` (that channel sent BYE), `cancelled`, `no ACK`, `session expired: no "
                           "refresh on channel ZERO within 1800 s` (RFC 4028), `session refresh failed: 481 "
-                          "from channel ONE`, ...",
+                          "from channel ONE`, `transferred` (the other party was taken into an attended transfer), "
+                          "`transfer failed: 486 Busy Here` (the transferor had left), ...",
            optional=True, default="BYE"),
     ), handler="on hangup", sdk="OnCallSessionHangUp"),
     EventSpec("failed", "call", "the call never connected", (

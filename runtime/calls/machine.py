@@ -81,11 +81,16 @@ log = logging.getLogger("callflow.calls")
 ZERO, ONE = Channel.ZERO, Channel.ONE
 CONNECTED_METHODS = "INVITE, ACK, CANCEL, BYE, OPTIONS, UPDATE, INFO, MESSAGE, NOTIFY, REFER"
 # headers a relayed in-dialog request keeps, by what its method needs (the rest is rebuilt by us)
+# (RFC 6086 INFO, 6665 SUBSCRIBE/NOTIFY, 3515/3892/4488/4538 REFER, 3428 MESSAGE; INVITE and UPDATE
+# get the session timer headers of the leg they go to instead, see _timer_request_headers)
 RELAYED_HEADERS: dict[str, frozenset[str]] = {
-    "INFO": frozenset({"info-package", "content-disposition"}),
-    "NOTIFY": frozenset({"event", "subscription-state"}),
-    "REFER": frozenset({"refer-to", "referred-by", "refer-sub"}),
+    "INFO": frozenset({"info-package", "content-disposition", "recv-info"}),
+    "NOTIFY": frozenset({"event", "subscription-state", "content-disposition"}),
+    "SUBSCRIBE": frozenset({"event", "expires", "accept"}),
+    "REFER": frozenset({"refer-to", "referred-by", "refer-sub", "target-dialog"}),
     "MESSAGE": frozenset({"content-disposition"}),
+    "INVITE": frozenset({"content-disposition", "recv-info"}),
+    "UPDATE": frozenset({"content-disposition", "recv-info"}),
 }
 NO_HEADERS: frozenset[str] = frozenset()
 NO_ANSWER = "no_answer"
