@@ -95,8 +95,11 @@ EVENTS: tuple[EventSpec, ...] = (
     EventSpec("hangup", "call", "a leg hung up (or was hung up on: see reason)", (
         CALL, _f("channel", str, "the leg that hung up: `ZERO` the leg the call came in on, `ONE` the "
                                  "leg Callflow dialled; empty when Callflow ended both legs itself (maximum "
-                                 "duration, no RTP: see reason)", optional=True, default=""),
-        _f("reason", str, "why: `BYE` (that channel sent BYE), `cancelled`, `no ACK`, ...",
+                                 "duration, no RTP, session timer: see reason)", optional=True, default=""),
+        _f("reason", str, "why: `BYE` (that channel sent BYE), `cancelled`, `no ACK`, `session expired: no "
+                          "refresh on channel ZERO within 1800 s` (RFC 4028), `session refresh failed: 481 "
+                          "from channel ONE`, `transferred` (the other party was taken into an attended transfer), "
+                          "`transfer failed: 486 Busy Here` (the transferor had left), ...",
            optional=True, default="BYE"),
     ), handler="on hangup", sdk="OnCallSessionHangUp"),
     EventSpec("failed", "call", "the call never connected", (
@@ -108,6 +111,17 @@ EVENTS: tuple[EventSpec, ...] = (
         _f("rtp_out", int, "RTP packets received from channel ONE's side (sent on to ZERO)", optional=True,
            default="0"),
     ), handler="on closed", sdk="OnCallSessionClosed"),
+    EventSpec("transfer", "call", "a transfer asked by a user's phone (REFER, RFC 3515) took a step", (
+        CALL, _f("transferor", str, "the user whose phone asked for the transfer"),
+        _f("target", str, "the number or name transferred to (the Refer-To's user part), routed by the rules "
+                      "as a call from that user"),
+        _f("kind", str, "`blind`, or `attended` (Refer-To with Replaces: the transferor's consultation call)"),
+        _f("channel", str, "the transferor's leg: the one that is replaced"),
+        _f("outcome", str, "`trying` (202 sent, routing), `ringing`, `connected` (the remaining party is "
+                           "bridged to the new leg, the transferor's leg ended) or `failed`"),
+        _f("reason", str, "for `failed`: the status and why, e.g. `404 Not Found (no route)`", optional=True,
+           default=""),
+    ), sdk="OnCallSessionTransfer"),
     # ---- lines (accounts at providers)
     EventSpec("line_registered", "line", "a line's registration succeeded (or was refreshed)", (
         _f("line", str, "the line's name"), _f("code", int, "the provider's status (200)"),

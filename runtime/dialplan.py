@@ -47,6 +47,7 @@ class Dialplan:
         self.clock = clock
         self.records = CallRecords(live=lambda call_id: call_id in engine.calls)
         engine.router = self.route
+        engine.transfer_router = self.route_transfer
         engine.bus.subscribe(self.on_event)
 
     # ---- declarations -----------------------------------------------------------------------------
@@ -99,6 +100,32 @@ class Dialplan:
             return
         log.info("event=routed call=%s rule=%s", call.id, decision.rule)
         _PlanRun(call, decision).step(None)
+
+    def route_transfer(self, call: object, user: str, target: str) -> tuple[list[Target], Failure | None]:
+        """A transfer that user `user`'s phone asked for (REFER) is decided like a new call from that
+        user to `target`, with the program the call started with: the targets of the decision's first
+        accept (actions such as `play` are not run: the remaining party is mid-call), else its reject."""
+        program: Program | None = getattr(call, "program", None) or self.program  # type: ignore[assignment]
+        account = self.engine.users.get(user)
+        if program is None or account is None:
+            return [], Failure(403, "Forbidden (transfers are for a known user's phone)")
+        info = CallInfo(from_type="user", from_name=user, caller_id=account.caller_id or user, caller_name=None,
+                        to=target, at=datetime.now(UTC))
+        decision = program.decide(info)
+        if decision is None:
+            return [], Failure(404, "Not Found (no route)")
+        for attempt in decision.plan:
+            terminal = attempt.terminal
+            if isinstance(terminal, Accept):
+                log.info("event=routed call=%s rule=%s transfer_to=%s", getattr(call, "id", ""), decision.rule,
+                         _quote(target))
+                return [Target("USER" if t.kind == "user" else "LINE", t.name, t.number)
+                        for t in terminal.targets], None
+            if isinstance(terminal, Reject):
+                return [], Failure(terminal.code, terminal.reason)
+            if isinstance(terminal, Hangup):
+                break
+        return [], Failure(403, "Forbidden (the rules do not connect this transfer)")
 
     # ---- observers ----------------------------------------------------------------------------------
     def on_event(self, event: EngineEvent) -> None:

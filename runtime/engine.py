@@ -115,6 +115,9 @@ class Engine:
         self.rtp_timeout: float | None = None        # seconds without RTP either way; None: not checked
         self.program: object = None
         self.router: Callable[[CallSession], None] = lambda call: call.reject(404, "Not Found (no routing)")
+        # a transfer's target, routed as a call from the transferring user (the dialplan sets it)
+        self.transfer_router: Callable[[CallMachine, str, str], tuple[list[Target], Failure | None]] = \
+            lambda call, user, target: ([], Failure(404, "Not Found (no routing)"))
         self._line_starts: set[asyncio.Task] = set()
         self._line_by_address: dict[Address, LineClient] = {}
         self._leaving_lines: set[LineClient] = set()
@@ -491,7 +494,7 @@ class Engine:
         """A 2xx for an INVITE of ours outside its transaction: a retransmission (our ACK was lost)
         or another fork's answer; the call's machine knows which."""
         entry = self.dialogs.get((resp.call_id, resp.from_tag or ""))
-        if entry is not None and entry[1] is Channel.ONE:
+        if entry is not None:  # ONE: our INVITE to a fork; ZERO: a session refresh re-INVITE of ours
             entry[0].stray_2xx(resp)
 
     # ---- what call sessions use ---------------------------------------------------------------------
@@ -502,6 +505,22 @@ class Engine:
         except Exception:
             log.exception("call=%s routing failed", call.id)
             call.reject(500, "Server Internal Error (routing)")
+
+    def route_transfer(self, call: CallMachine, user: str, target: str) -> tuple[list[Target], Failure | None]:
+        """CallEnv.route_transfer: `transfer_router` (the dialplan) decides; one that raises refuses."""
+        try:
+            return self.transfer_router(call, user, target)
+        except Exception:
+            log.exception("call=%s transfer routing failed", call.id)
+            return [], Failure(500, "Server Internal Error (routing)")
+
+    def take_over(self, call: CallMachine, user: str, call_id: str, local_tag: str,
+                  remote_tag: str) -> tuple[Leg | None, Failure | None]:
+        """CallEnv.take_over: the call holding that dialog hands its other party over (attended transfer)."""
+        entry = self.dialogs.get((call_id, local_tag))
+        if entry is None or entry[0].machine is call:
+            return None, Failure(481, "Call/Transaction Does Not Exist (Replaces names no other call)")
+        return self.call_runner.hand_over(entry[0], entry[1], user, remote_tag)
 
     def build_forks(self, call: CallMachine, target: Target, offer: bytes,
                     now: float) -> tuple[list[Leg], Failure | None]:
