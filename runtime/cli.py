@@ -45,6 +45,45 @@ def _range(text: str) -> tuple[int, int]:
     return int(lo), int(hi)
 
 
+OFF = "off"
+
+
+def _count_or_off(text: str) -> int | str:
+    """N >= 1, or `off` (no limit)."""
+    if text == OFF:
+        return OFF
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected a number of calls of at least 1, or off, got {text!r}")
+    return int(text)
+
+
+def _duration_or_off(text: str) -> float | str:
+    """A duration with its unit (500ms, 60s, 1.5m, 4h) of at least 1 s, or `off`; seconds."""
+    if text == OFF:
+        return OFF
+    from flowlang.compiler import parse_duration
+
+    try:
+        seconds = parse_duration(text)
+    except ValueError:
+        seconds = 0.0
+    if seconds < 1:
+        raise argparse.ArgumentTypeError(f"expected a duration of at least 1s with its unit (60s, 4h), or off, "
+                                         f"got {text!r}")
+    return seconds
+
+
+def _server_overrides(args: argparse.Namespace) -> dict[str, object]:
+    """The ServerConfig fields `run`'s options set: they win over the script's, across reloads."""
+    out: dict[str, object] = {}
+    for option, name in (("max_calls", "max_calls"), ("max_call_duration", "max_call_duration"),
+                         ("rtp_timeout", "rtp_timeout")):
+        value = getattr(args, option, None)
+        if value is not None:
+            out[name] = None if value == OFF else value
+    return out
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="callflow", description="A SIP server whose call routing is a .flow script.")
     p.add_argument("--version", action="version", version=f"callflow {_package_version()}")
@@ -69,6 +108,13 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--media", default="relay", metavar="relay|rtpengine:HOST:PORT",
                      help="who relays the calls' RTP: Callflow itself (relay, the default) or an rtpengine "
                           "reached over its ng control protocol at HOST:PORT (its --listen-ng)")
+    run.add_argument("--max-calls", type=_count_or_off, metavar="N|off",
+                     help="calls in the whole server at once (default: the script's `max calls`, else no limit)")
+    run.add_argument("--max-call-duration", type=_duration_or_off, metavar="DURATION|off",
+                     help="end calls that last this long, e.g. 4h (default: the script's, else off)")
+    run.add_argument("--rtp-timeout", type=_duration_or_off, metavar="DURATION|off",
+                     help="end calls whose media stopped both ways this long, e.g. 60s (default: the script's, "
+                          "else off)")
     from .records.setup import add_cdr_command, add_run_arguments
 
     add_run_arguments(run)
@@ -402,7 +448,7 @@ async def serve(args: argparse.Namespace, stop: asyncio.Event | None = None) -> 
         state.close()
         return 1
     state.attach(engine)
-    dialplan = Dialplan(engine)
+    dialplan = Dialplan(engine, server_overrides=_server_overrides(args))
     dialplan.load(program)
     if location_store is not None:
         try:

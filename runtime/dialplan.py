@@ -9,12 +9,25 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
 from flowlang.events import BY_NAME, EVENTS, EventSpec
-from flowlang.model import Accept, CallInfo, Decision, Hangup, Log, Play, Program, Reject, SetCallerId, SetHeader
+from flowlang.model import (
+    Accept,
+    CallInfo,
+    Decision,
+    Hangup,
+    Line,
+    Log,
+    Play,
+    Program,
+    Reject,
+    ServerConfig,
+    SetCallerId,
+    SetHeader,
+)
 
 from .calls import CallSession, Failure, Target
 from .engine import Engine
@@ -39,12 +52,25 @@ def line_config(line) -> LineConfig:  # type: ignore[no-untyped-def]
     )
 
 
+def apply_call_limits(engine: Engine, server: ServerConfig, lines: Mapping[str, Line]) -> None:
+    """The script's call limits and timers (its server block and each line's `max calls`) onto the
+    engine: they apply to calls that start from now on; a call keeps the timers it started with."""
+    engine.max_call_duration = server.max_call_duration
+    engine.rtp_timeout = server.rtp_timeout
+    engine.max_calls = server.max_calls
+    engine.line_max_calls = {name: line.max_calls for name, line in lines.items()}
+
+
 class Dialplan:
-    def __init__(self, engine: Engine, clock: Callable[[], float] = time.monotonic) -> None:
-        """`clock` gives seconds on a monotonic clock, for `{duration}` (tests pass a fake one)."""
+    def __init__(self, engine: Engine, clock: Callable[[], float] = time.monotonic,
+                 server_overrides: Mapping[str, object] | None = None) -> None:
+        """`clock` gives seconds on a monotonic clock, for `{duration}` (tests pass a fake one).
+        `server_overrides`: ServerConfig fields the command line sets (`callflow run --max-calls ...`),
+        which win over every program's server block, reloads included."""
         self.engine = engine
         self.program: Program | None = None
         self.clock = clock
+        self.server_overrides = dict(server_overrides or {})
         self.records = CallRecords(live=lambda call_id: call_id in engine.calls)
         engine.router = self.route
         engine.transfer_router = self.route_transfer
@@ -76,6 +102,10 @@ class Dialplan:
             if name not in program.lines:
                 engine.remove_line(name)
                 changes["lines-"].append(name)
+        server = program.server
+        if self.server_overrides:
+            server = replace(server, **self.server_overrides)
+        apply_call_limits(engine, server, program.lines)
         self.program = program
         engine.program = program
         return changes

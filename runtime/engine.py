@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 from .auth import Authenticator, AuthOutcome
-from .calls import CallMachine, CallRunner, CallSession, Channel, Failure, Leg, Target
+from .calls import CallMachine, CallRunner, CallSession, CallState, Channel, Failure, Leg, Target
 from .events import EventBus
 from .guard import FloodGuard
 from .lines import LineClient, LineConfig
@@ -113,6 +113,10 @@ class Engine:
         self.call_runner = CallRunner(self)
         self.max_call_duration: float | None = None  # seconds; None: no limit
         self.rtp_timeout: float | None = None        # seconds without RTP either way; None: not checked
+        # call limits (the script's `max calls`, set by the dialplan): calls in the whole server, and per
+        # line (both directions); None or absent: no limit. Users carry theirs in UserAccount.
+        self.max_calls: int | None = None
+        self.line_max_calls: dict[str, int | None] = {}
         self.program: object = None
         self.router: Callable[[CallSession], None] = lambda call: call.reject(404, "Not Found (no routing)")
         # a transfer's target, routed as a call from the transferring user (the dialplan sets it)
@@ -387,10 +391,17 @@ class Engine:
         if self.overloaded:
             self.respond(txn, 503, "Service Unavailable (overloaded)", [("Retry-After", "2")])
             return
+        if self.max_calls is not None and len(self.calls) >= self.max_calls:
+            self.respond(txn, 503, "Service Unavailable (call limit of the server reached)", [("Retry-After", "5")])
+            return
         line = self.line_for_source(txn.peer)
         if line is not None:
             peer_type, peer_name = "LINE", line.config.name
             account = None
+            limit = self.line_max_calls.get(peer_name)
+            if limit is not None and self.calls_of_line(peer_name) >= limit:
+                self.respond(txn, 486, f"Busy Here (line {peer_name} call limit reached)")
+                return
         else:
             outcome = self.auth.authenticate(req, txn.peer[0], self.now())
             if outcome.user is None:
@@ -422,9 +433,16 @@ class Engine:
         self.call_runner.add(call)
         call.start()
 
-    def calls_of_user(self, name: str) -> int:
-        """How many active calls user `name` is on, placed or received (its `max calls` counts both)."""
-        return sum(1 for c in self.calls.values() if c.machine.involves_user(name))
+    def calls_of_user(self, name: str, besides: CallMachine | None = None) -> int:
+        """How many active calls user `name` is on, placed or received (its `max calls` counts both),
+        not counting `besides` (the call asking to ring it)."""
+        return sum(1 for c in self.calls.values() if c.machine is not besides and c.machine.involves_user(name))
+
+    def calls_of_line(self, name: str, besides: CallMachine | None = None) -> int:
+        """How many active calls go through line `name`, in or out: the line is their channel ZERO's
+        peer, or channel ONE's (a fork of the current attempt still ringing counts), not counting
+        `besides` (the call asking to dial it)."""
+        return sum(1 for c in self.calls.values() if c.machine is not besides and _on_line(c.machine, name))
 
     def _admit(self, ip: str, data: bytes, now: float) -> bool:
         ok, attack = self.guard.admit(ip, data, now)
@@ -534,7 +552,7 @@ class Engine:
         if target.name not in self.users:
             return [], Failure(404, f"Not Found (no user {target.name})")
         account = self.users[target.name]
-        if account.max_calls is not None and self.calls_of_user(target.name) >= account.max_calls:
+        if account.max_calls is not None and self.calls_of_user(target.name, call) >= account.max_calls:
             return [], Failure(486, f"Busy Here ({target.name} has reached its call limit)")
         bindings = self.registrar.lookup(target.name, now)
         if not bindings:
@@ -560,6 +578,9 @@ class Engine:
             return [], Failure(404, f"Not Found (no line {target.name})")
         if line.address is None or not line.carries_calls:
             return [], Failure(503, f"Service Unavailable (line {target.name} is not registered)")
+        limit = self.line_max_calls.get(target.name)
+        if limit is not None and self.calls_of_line(target.name, call) >= limit:
+            return [], Failure(503, f"Service Unavailable (line {target.name} call limit reached)")
         cfg = line.config
         number = target.number or call.dialled
         host = cfg.server_host
@@ -635,6 +656,20 @@ class Engine:
     def _legacy_for(self, user: str) -> bool:
         account = self.users.get(user)
         return account is not None and account.legacy_digest
+
+
+def _on_line(m: CallMachine, name: str) -> bool:
+    """Whether line `name` is channel ZERO's or ONE's peer of call `m` (CallMachine.involves_user's
+    rule, for a line): a fork of the current attempt still ringing counts."""
+    if m.state is CallState.CLOSED:
+        return False
+    if m.peer_type == "LINE" and m.peer_name == name:
+        return True
+    one = m.one
+    if one is not None:
+        return one.peer_type == "LINE" and one.peer == name
+    return m.state is CallState.DIALING and any(
+        f.peer_type == "LINE" and f.peer == name and not f.settled and f.attempt == m.attempt for f in m.forks)
 
 
 def _advertise_for(host: str) -> str:
