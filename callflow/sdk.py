@@ -45,10 +45,11 @@ from runtime.calls import CallSession, Channel, Failure, Target
 from runtime.engine import Engine
 from runtime.events import EngineEvent
 from runtime.lines import LineConfig
+from runtime.logfmt import setup_logging  # re-exported: the log format `callflow run` writes
 from runtime.registrar import LocationStore
 from runtime.transport import ListenSpec
 
-__all__ = ["CallSession", "Channel", "Event", "EventStream", "Failure", "Handler", "SipServer"]
+__all__ = ["CallSession", "Channel", "Event", "EventStream", "Failure", "Handler", "SipServer", "setup_logging"]
 
 log = logging.getLogger("callflow.sdk")
 
