@@ -219,3 +219,15 @@ def test_a_bare_listen_address_is_udp_and_tcp_and_a_bad_one_is_named() -> None:
     assert [s.transport for s in _listen_specs(["tls:127.0.0.1:5061"])] == ["tls"]
     with pytest.raises(ValueError, match="'127.0.0.1': HOST:PORT expected"):
         _listen_specs(["127.0.0.1"])
+
+
+def test_docs_sdk_maps_every_sdk_event_and_every_public_method() -> None:
+    from pathlib import Path
+
+    from flowlang.events import EVENTS
+
+    text = (Path(__file__).resolve().parents[2] / "docs" / "sdk.md").read_text()
+    missing = [e.sdk for e in EVENTS if e.sdk and e.sdk not in text and f"`{e.name}`" not in text]
+    missing += [name for name in vars(SipServer) if not name.startswith("_") and f"{name}(" not in text
+                and name not in ("engine", "ports", "users", "lines")]
+    assert not missing, f"docs/sdk.md does not map: {missing}"
