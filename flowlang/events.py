@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Literal
 
-Kind = Literal["call", "line", "user", "security", "server", "media", "routing"]
+Kind = Literal["call", "line", "user", "chat", "security", "server", "media", "routing"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -180,6 +180,23 @@ EVENTS: tuple[EventSpec, ...] = (
         _f("user", str, "the address's user part"), _f("ip", str, "where it came from"),
         _f("reason", str, "why"),
     ), sdk="OnRegisterUserFailed"),
+    # ---- chat (SIP MESSAGE outside a dialog, RFC 3428)
+    EventSpec("message", "chat", "a user's or a line's MESSAGE was relayed (or could not be): one event per "
+              "MESSAGE, once its sender has had the answer", (
+        _f("from", str, "the sender as the recipient sees it: a user's caller-id (else its name), a line's "
+                        "caller number"),
+        _f("from_type", str, "`user` or `line`"),
+        _f("user", str, "the user who sent it (from a user)", optional=True),
+        _f("line", str, "the line it came in on (from a provider)", optional=True),
+        _f("to", str, "the user or number it was sent to"),
+        _f("text", str, "the message (a text/* body; other types show their type and size), 1,000 characters "
+                        "at most"),
+        _f("target", str, "where it went: `user NAME` / `line NAME`, space-separated (empty: no route)",
+           optional=True, default=""),
+        _f("code", int, "the final status the sender got: 2xx delivered, 404 no route, 480 nobody registered, "
+                        "408 no answer..."),
+        _f("reason", str, "that status's reason phrase"),
+    ), handler="on message", sdk="OnChatMessage"),
     # ---- security
     EventSpec("attack_detected", "security", "a source is blocked or ignored", (
         _f("kind", str, "`brute_force` (password guessing), `flood` (too many messages) or `scan` "

@@ -30,6 +30,7 @@ from flowlang.model import (
 )
 
 from .calls import CallSession, Failure, Target
+from .chat import ChatMessage
 from .engine import Engine
 from .events import EngineEvent
 from .lines import LineConfig
@@ -74,6 +75,9 @@ class Dialplan:
         self.records = CallRecords(live=lambda call_id: call_id in engine.calls)
         engine.router = self.route
         engine.transfer_router = self.route_transfer
+        chat = getattr(engine, "chat", None)  # an engine without chat: the handler specs' stand-in
+        if chat is not None:
+            chat.router = self.route_message
         engine.bus.subscribe(self.on_event)
 
     # ---- declarations -----------------------------------------------------------------------------
@@ -156,6 +160,26 @@ class Dialplan:
             if isinstance(terminal, Hangup):
                 break
         return [], Failure(403, "Forbidden (the rules do not connect this transfer)")
+
+    def route_message(self, message: ChatMessage) -> list[Target] | Failure:
+        """Where a MESSAGE goes: the targets of the first `accept` of the rule a call from the same
+        sender to the same number would take; that rule's `reject` (or no rule) refuses it."""
+        program = self.program
+        if program is None:
+            return Failure(503, "Service Unavailable (no routing program loaded)")
+        info = CallInfo(from_type=_FROM_TYPE.get(message.peer_type, "unknown"), from_name=message.peer,
+                        caller_id=message.sender, caller_name=None, to=message.to,
+                        headers={name.lower(): value for name, value in message.headers}, at=datetime.now(UTC))
+        decision = program.decide(info)
+        if decision is None:
+            return Failure(404, "Not Found (no route)")
+        for attempt in decision.plan:
+            terminal = attempt.terminal
+            if isinstance(terminal, Accept):
+                return [Target("USER" if t.kind == "user" else "LINE", t.name, t.number) for t in terminal.targets]
+            if isinstance(terminal, Reject):
+                return Failure(terminal.code, terminal.reason)
+        return Failure(404, "Not Found (the rule accepts no target)")
 
     # ---- observers ----------------------------------------------------------------------------------
     def on_event(self, event: EngineEvent) -> None:

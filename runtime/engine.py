@@ -20,6 +20,7 @@ from dataclasses import dataclass, replace
 
 from .auth import Authenticator, AuthOutcome
 from .calls import CallMachine, CallRunner, CallSession, CallState, Channel, Failure, Leg, Target
+from .chat import ChatRelay
 from .events import EventBus
 from .guard import FloodGuard
 from .lines import LineClient, LineConfig
@@ -111,6 +112,7 @@ class Engine:
         # (Call-ID, our tag) -> the call and the channel whose dialog it is
         self.dialogs: dict[tuple[str, str], tuple[CallSession, Channel]] = {}
         self.call_runner = CallRunner(self)
+        self.chat = ChatRelay(self)  # MESSAGE outside a dialog (RFC 3428); its `router` is the dialplan's
         self.max_call_duration: float | None = None  # seconds; None: no limit
         self.rtp_timeout: float | None = None        # seconds without RTP either way; None: not checked
         # call limits (the script's `max calls`, set by the dialplan): calls in the whole server, and per
@@ -334,6 +336,8 @@ class Engine:
             self._on_invite(event, txn)
         elif method == "OPTIONS":
             self.respond(txn, 200, "OK", [("Allow", ALLOW), ("Accept", "application/sdp")])
+        elif method == "MESSAGE":
+            self._on_message(txn)
         elif method in KNOWN_METHODS:
             self.respond(txn, 405, "Method Not Allowed", [("Allow", ALLOW)])
         else:
@@ -432,6 +436,25 @@ class Engine:
         self.calls[call.id] = call
         self.call_runner.add(call)
         call.start()
+
+    def _on_message(self, txn: ServerTransaction) -> None:
+        """Chat (RFC 3428) outside a dialog: from a line (by address) or a user who authenticates
+        like a caller (407, then 403); anyone else's MESSAGE is never relayed."""
+        if self.overloaded:
+            self.respond(txn, 503, "Service Unavailable (overloaded)", [("Retry-After", "2")])
+            return
+        req = txn.request
+        line = self.line_for_source(txn.peer)
+        if line is not None:
+            self.chat.receive(txn, "LINE", line.config.name, unescape(req.from_.uri.user or ""))
+            return
+        outcome = self.auth.authenticate(req, txn.peer[0], self.now())
+        if outcome.user is None:
+            self._refused(txn, outcome)
+            return
+        account = self.users.get(outcome.user)
+        sender = account.caller_id if account is not None and account.caller_id else outcome.user
+        self.chat.receive(txn, "USER", outcome.user, sender)
 
     def calls_of_user(self, name: str, besides: CallMachine | None = None) -> int:
         """How many active calls user `name` is on, placed or received (its `max calls` counts both),
