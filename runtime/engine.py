@@ -98,7 +98,7 @@ class Engine:
         self.bus = bus or EventBus()
         self.layer = TransactionLayer(screen=screen, server_header=user_agent, trying_after_tu=True)
         self.endpoint = SipEndpoint(self.layer, self.on_event)
-        self.guard = FloodGuard(exempt=self._is_provider)
+        self.guard = FloodGuard()  # what a line trusts is let through before it (_admit)
         self.endpoint.admit = self._admit
         self.media: MediaBackend = media or MediaRelay(host if host not in ("", "::") else "0.0.0.0",
                                                        rtp_ports, advertise=self.advertise)
@@ -130,6 +130,7 @@ class Engine:
         self._trusted_networks: list[tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, LineClient]] = []
         self._trusted_seen: dict[str, LineClient | None] = {}  # source IP -> its line by network, cached
         self._provider_ips: set[str] = set()
+        self._line_by_ip: dict[str, LineClient] = {}
         self.overloaded = False
         self._late = False
         self._pressed = False
@@ -398,7 +399,7 @@ class Engine:
         if self.max_calls is not None and len(self.calls) >= self.max_calls:
             self.respond(txn, 503, "Service Unavailable (call limit of the server reached)", [("Retry-After", "5")])
             return
-        line = self.line_for_source(txn.peer)
+        line = self.line_for_source(txn.peer, txn.transport)
         if line is not None:
             peer_type, peer_name = "LINE", line.config.name
             account = None
@@ -444,7 +445,7 @@ class Engine:
             self.respond(txn, 503, "Service Unavailable (overloaded)", [("Retry-After", "2")])
             return
         req = txn.request
-        line = self.line_for_source(txn.peer)
+        line = self.line_for_source(txn.peer, txn.transport)
         if line is not None:
             self.chat.receive(txn, "LINE", line.config.name, unescape(req.from_.uri.user or ""))
             return
@@ -467,7 +468,17 @@ class Engine:
         `besides` (the call asking to dial it)."""
         return sum(1 for c in self.calls.values() if c.machine is not besides and _on_line(c.machine, name))
 
-    def _admit(self, ip: str, data: bytes, now: float) -> bool:
+    def _admit(self, ip: str, data: bytes, now: float, port: int | None = None, transport: str = "udp") -> bool:
+        """The flood and scanner guard, except for what a line trusts: its provider's exact address
+        (a busy trunk is not a flood), the networks its `trust` names, and a stream connection from
+        the provider's IP on the line's own transport (a TCP peer cannot spoof its address). A UDP
+        packet from the provider's IP but another port is guarded like anyone's: it may be spoofed."""
+        if port is not None and self.line_for_source((ip, port), transport) is not None:
+            return True
+        if transport != "udp" and ip in self._provider_ips:
+            line = self._line_by_ip.get(ip)
+            if line is not None and line.config.transport == transport:
+                return True
         ok, attack = self.guard.admit(ip, data, now)
         if attack is not None:
             action = f"ignored {int(self.guard.block)}s" if attack == "flood" else "dropped, no answer"
@@ -482,20 +493,24 @@ class Engine:
                                   for line in self.lines.values() for text in line.config.trust]
         self._trusted_seen = {}
         self._provider_ips = {address[0] for address in self._line_by_address}
+        self._line_by_ip = {address[0]: line for address, line in self._line_by_address.items()}
 
-    def _is_provider(self, ip: str) -> bool:
-        return ip in self._provider_ips or self._trusted_line(ip) is not None
-
-    def line_for_source(self, source: Address) -> LineClient | None:
+    def line_for_source(self, source: Address, transport: str = "udp") -> LineClient | None:
         """A request is from a line when it comes from that provider's address, IP and port, or from
-        an address the line's `trust` names (any port).
+        an address the line's `trust` names (any port), over the transport the line is configured
+        for (udp, tcp or tls).
 
         Matching the server's IP alone would let anything else on the provider's host (or a phone
         behind the same NAT) pass as the provider, skipping authentication: a toll-fraud hole. So
-        other addresses count only where the operator listed them.
+        other addresses count only where the operator listed them; and a TCP connection from the
+        provider's address is not the provider unless the line is configured for TCP (issue 9).
         """
         line = self._line_by_address.get(source)
-        return line if line is not None else self._trusted_line(source[0])
+        if line is None:
+            line = self._trusted_line(source[0])
+        if line is not None and line.config.transport != transport.lower():
+            return None
+        return line
 
     def _trusted_line(self, ip: str) -> LineClient | None:
         """The line whose `trust` holds `ip` (an address is a network of one); cached, as the flood
