@@ -30,6 +30,7 @@ from .media.relay import MediaRelay
 from .registrar import LocationStore, Registrar
 from .sip.errors import SipError
 from .sip.message import Headers, Refusal, Request, Response, check_request, create_response
+from .sip.sdp import SdpError, prefer_codecs
 from .sip.transaction import (
     Address,
     ClientTransaction,
@@ -541,9 +542,13 @@ class Engine:
         user = invite.request_uri.user or ""
         if peer_type == "LINE" and peer_name in self.lines:
             line = self.lines[peer_name]
-            # a provider sends the call to the contact we registered; the number is in To
+            # a provider sends the call to the contact we registered; the number is in To, and when
+            # To names the account too, a line with one number was called on that number
             if not user or user == line.config.username:
-                return unescape(invite.to.uri.user or user)
+                to = unescape(invite.to.uri.user or user)
+                if (not to or to == line.config.username) and len(line.config.numbers) == 1:
+                    return line.config.numbers[0]
+                return to
         return unescape(user)
 
     def _stray_2xx(self, resp: Response, source: Address) -> None:
@@ -625,9 +630,20 @@ class Engine:
         hostport = host if cfg.server_port == 5060 else f"{host}:{cfg.server_port}"
         h = self._invite_headers(call, from_uri=f"sip:{cfg.username}@{host}", display=cfg.display,
                                  to_uri=f"sip:{number}@{host}", transport=cfg.transport)
+        # the number shown: the rule's `set caller-id`, the line's `caller-id`, the user's, else the
+        # line's first number (a DID of ours the provider will accept as the caller)
         caller_id = call.caller_id_override or cfg.caller_id or (
             self.users[call.peer_name].caller_id if call.peer_type == "USER" and call.peer_name in self.users
-            else None)
+            else None) or (cfg.numbers[0] if cfg.numbers else None)
+        if offer and cfg.codecs:
+            try:
+                narrowed = prefer_codecs(offer, cfg.codecs)
+            except SdpError:
+                narrowed = offer  # the caller's SDP was already anchored: our own rewrite reads it
+            if narrowed is None:
+                return [], Failure(488, f"Not Acceptable Here (the caller offers none of line {target.name}'s "
+                                        f"codecs: {', '.join(cfg.codecs)})")
+            offer = narrowed
         if caller_id:
             h.add("P-Asserted-Identity", f"<sip:{caller_id}@{host}>")
         ruri = f"sip:{number}@{hostport}" + ("" if cfg.transport == "udp" else f";transport={cfg.transport}")
