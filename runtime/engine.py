@@ -646,6 +646,10 @@ class Engine:
             offer = narrowed
         if caller_id:
             h.add("P-Asserted-Identity", f"<sip:{caller_id}@{host}>")
+        if cfg.outbound_proxy:
+            # the INVITE goes to the proxy (line.address) and names it as a loose route (RFC 3261
+            # 8.1.2), the provider staying in the Request-URI, as the line's REGISTERs do
+            h.add("Route", f"<sip:{cfg.outbound_proxy};lr>")
         ruri = f"sip:{number}@{hostport}" + ("" if cfg.transport == "udp" else f";transport={cfg.transport}")
         invite = Request("INVITE", ruri, h)
         if offer:

@@ -82,3 +82,10 @@ def test_a_provider_call_to_the_account_itself_is_a_call_to_the_lines_one_number
         return engine.dialled_number(invite, "LINE", "itsp1")  # type: ignore[arg-type]
 
     assert asyncio.run(dialled()) == "+15551230000"
+
+
+def test_a_call_out_through_an_outbound_proxy_names_it_as_a_loose_route() -> None:
+    legs, _ = fork(line(outbound_proxy="127.0.0.1:9"), OFFER)
+    invite: Request = legs[0].invite
+    assert invite.headers.get("route") == "<sip:127.0.0.1:9;lr>"
+    assert invite.uri.startswith("sip:+15557654321@127.0.0.1:9")
