@@ -102,6 +102,13 @@ EVENTS: tuple[EventSpec, ...] = (
     EventSpec("failed", "call", "the call never connected", (
         CALL, _f("code", int, "the SIP status the caller got"), _f("reason", str, "its reason phrase"),
     ), handler="on failed", sdk="OnCallSessionFailed"),
+    EventSpec("dtmf", "call", "a DTMF digit (RFC 4733 telephone-event) from a leg, reported once at its end; "
+              "the other leg still gets it", (
+        CALL,
+        _f("channel", str, "`ZERO` (the leg the call came in on) or `ONE` (the leg Callflow dialled)"),
+        _f("digit", str, "`0`-`9`, `*`, `#`, `A`-`D`"),
+        _f("duration", int, "how long the key was held, in milliseconds (not the call's duration)"),
+    ), handler="on dtmf", sdk="OnDetectDigitDTMF"),
     EventSpec("closed", "call", "the call is over and everything it held is released", (
         CALL, _f("reason", str, "how it ended: `hangup`, `cancelled`, `404 Not Found`, ..."),
         _f("rtp_in", int, "RTP packets received from channel ZERO's side", optional=True, default="0"),
