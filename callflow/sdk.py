@@ -410,7 +410,7 @@ class SipServer:
         """Decorator: call `handler(event)` for every `name` event (a plain function, or a coroutine
         function run as a task). `incoming` is the routing decision point: its handler decides with
         accept_call_session / reject_call_session, at once or later. A call that arrives while no
-        `incoming` handler and no `events()` stream exists is refused with 404.
+        `incoming` handler and no `events()` stream that gets `incoming` exists is refused with 404.
         Raises ValueError for a name that is not an event (flowlang/events.py)."""
         if name not in EVENT_NAMES:
             raise ValueError(f"no event {name!r}; events: {', '.join(sorted(EVENT_NAMES))}")
@@ -449,7 +449,8 @@ class SipServer:
         fields = dict(incoming.fields) if incoming is not None else {
             "call": call.id, "peer_type": call.peer_type, "peer": call.peer_name, "caller": call.caller_id,
             "to": call.dialled}
-        if not self._handlers.get("incoming") and not self._streams:
+        deciders = [s for s in self._streams if s._names is None or "incoming" in s._names]
+        if not self._handlers.get("incoming") and not deciders:
             call.reject(404, "Not Found (no incoming handler)")
         self._deliver(Event("incoming", MappingProxyType(fields), call))
 

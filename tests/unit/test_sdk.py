@@ -129,6 +129,14 @@ def test_a_call_with_no_incoming_handler_and_no_event_stream_is_refused_with_404
     assert status == 404
 
 
+def test_a_stream_of_other_events_does_not_hold_a_call_waiting_for_a_decision() -> None:
+    async def hangups_only(server: SipServer) -> None:
+        server.events("hangup", "closed")
+
+    status, _ = asyncio.run(provider_call(lambda server: None, during=hangups_only))
+    assert status == 404
+
+
 def test_accepting_a_closed_session_gives_a_487_failure_at_once() -> None:
     async def scenario() -> Failure | None:
         server = SipServer(listen="udp:127.0.0.1:0", rtp_ports=ports.rtp_range(10))
