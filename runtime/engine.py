@@ -103,6 +103,7 @@ class Engine:
         self.endpoint.admit = self._admit
         self.media: MediaBackend = media or MediaRelay(host if host not in ("", "::") else "0.0.0.0",
                                                        rtp_ports, advertise=self.advertise)
+        self.media.dtmf_listener = self._on_dtmf
         self.registrar = Registrar(location_store)
         self.prompts = PromptCache()
         self.users: dict[str, UserAccount] = {}
@@ -457,6 +458,11 @@ class Engine:
         account = self.users.get(outcome.user)
         sender = account.caller_id if account is not None and account.caller_id else outcome.user
         self.chat.receive(txn, "USER", outcome.user, sender)
+
+    def _on_dtmf(self, call_id: str, leg: int, digit: str, duration: int) -> None:
+        """An RFC 4733 digit the media relay saw on a leg of a live call: the `dtmf` event."""
+        if call_id in self.calls:
+            self.bus.emit("dtmf", call=call_id, channel=Channel(leg).name, digit=digit, duration=duration)
 
     def calls_of_user(self, name: str, besides: CallMachine | None = None) -> int:
         """How many active calls user `name` is on, placed or received (its `max calls` counts both),
