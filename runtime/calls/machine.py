@@ -1134,9 +1134,12 @@ class CallMachine:
         """(Re)start `leg`'s session timer from now: our refresh at half the interval, or the end of
         the call when the peer's refresh has not come by the interval minus min(32 s, a third)."""
         channel = leg.channel
+        timer = leg.timer
+        if timer is None and not leg.timer_armed:
+            return  # the common case: no session timer on this leg, nothing to cancel
         self._out.append(CancelTimer(SE_REFRESH[channel]))
         self._out.append(CancelTimer(SE_EXPIRE[channel]))
-        timer = leg.timer
+        leg.timer_armed = timer is not None
         if timer is None:
             return
         if timer.we_refresh:
@@ -1389,6 +1392,10 @@ class CallMachine:
         if old.final is not None:
             old.final = None
             self._out.append(CancelTimer(RESEND_2XX[channel]))
+        if old.timer_armed:  # the transferor's session timer goes with its leg
+            old.timer_armed = False
+            self._out.append(CancelTimer(SE_REFRESH[channel]))
+            self._out.append(CancelTimer(SE_EXPIRE[channel]))
         if new.peer_type == "USER" and self.has_media:
             self._out.append(MediaExpect(channel.value, new.address[0]))
 

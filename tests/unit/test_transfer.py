@@ -298,3 +298,11 @@ def test_a_replaces_naming_no_call_is_refused_with_481() -> None:
     c1.request_from(ZERO, "REFER", headers=[("Refer-To", "<sip:carol@192.0.2.1?Replaces=nope%3Bto-tag%3Da"
                                                          "%3Bfrom-tag%3Db>")])
     assert notifies(c1)[-1][0].startswith(b"SIP/2.0 481") and c1.machine.state is CallState.CONNECTED
+
+
+def test_the_transferors_session_timer_leaves_with_its_leg() -> None:
+    call = Call(peer_type="USER", invite_headers=["Session-Expires: 90;refresher=uac", "Supported: timer"])
+    call.connect()
+    transferred(call)
+    call.advance(600)              # the transferor never refreshes again: it is gone
+    assert call.machine.state is CallState.CONNECTED and call.event("hangup") is None
