@@ -840,6 +840,10 @@ import runtime.cli as cli
 import runtime.engine as engine_module
 
 shipped = cli._tune_gc
+def before():  # what _tune_gc did until it was measured (kept to compare against)
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 100)
 def freeze_only():
     gc.collect()
     gc.freeze()
@@ -851,6 +855,8 @@ def threshold(n):
     return tune
 if variant == "shipped":
     cli._tune_gc = shipped
+elif variant == "before":
+    cli._tune_gc = before
 elif variant == "default":
     cli._tune_gc = lambda: None
 elif variant == "freeze":
@@ -1174,7 +1180,8 @@ def main() -> int:
     parser.add_argument("--memory-rate", type=int, default=300, help="--memory: offered calls/s (default 300)")
     parser.add_argument("--gc", type=lambda t: [x for x in t.split(",") if x], default=["shipped", "default"],
                         help="--memory: collector settings, comma-separated: shipped (runtime/cli.py _tune_gc), "
-                             "default (CPython's), freeze, freeze+N (default shipped,default)")
+                             "default (CPython's), freeze, freeze+N, before (freeze+(50000, 20, 100), what "
+                             "_tune_gc did until measured) (default shipped,default)")
     parser.add_argument("--tracemalloc", type=int, metavar="FRAMES", default=0,
                         help="--memory: trace allocations (FRAMES deep) and print the sites that grew most "
                              "between the first and the last checkpoint")
