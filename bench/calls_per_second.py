@@ -61,6 +61,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -68,7 +69,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 FLOW = ROOT / "bench" / "flows" / "load.flow"
 HOST = "127.0.0.1"
-RTP_PORTS = (30000, 39999)  # 5000 pairs: 2 per relayed call, far above the concurrency of these steps
+# 2,500 pairs: 2 per relayed call, far above the concurrency of these steps; clear of the ranges the test
+# suite binds (tests/rig/ports.py: 21000-32000; the unit tests: 36000-37799), so a bench beside a test run
+# does not take a test's ports
+RTP_PORTS = (50000, 54999)
 TARGET = 600  # the project's target, calls/s through one process
 PEERS = "Sippy (Python B2BUA) 250 calls/s at 75 % of a core; Kamailio (C proxy) 3,650 calls/s"
 BUDGET = 170.0  # seconds for the whole run; steps that would not fit are skipped
@@ -584,11 +588,12 @@ def settle(pid: int, limit: float) -> None:
 
 
 def start_callflow(work: Path, tag: str, port: int, uac_port: int, uas_port: int,
-                   extra: tuple[str, ...] = ()) -> Proc:
+                   extra: tuple[str, ...] = (), entry: tuple[str, ...] = ("-m", "runtime.cli"),
+                   env_extra: dict[str, str] | None = None) -> Proc:
     env = dict(os.environ, CALLFLOW_BENCH_UAC=f"{HOST}:{uac_port}", CALLFLOW_BENCH_UAS=f"{HOST}:{uas_port}",
-               PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+               PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""), **(env_extra or {}))
     # call records (on by default) go to the work dir, not to the machine's state folder
-    argv = [sys.executable, "-m", "runtime.cli", "run", str(FLOW), "--listen", f"{HOST}:{port}",
+    argv = [sys.executable, *entry, "run", str(FLOW), "--listen", f"{HOST}:{port}",
             "--rtp-ports", f"{RTP_PORTS[0]}-{RTP_PORTS[1]}", "--log-level", "warning",
             "--state-dir", str(work / f"state_{tag}"), *extra]
     return Proc("callflow", argv, work / f"{tag}.log", cwd=str(ROOT), env=env)
@@ -607,9 +612,9 @@ def start_kamailio(work: Path, port: int, uas_port: int, workers: int) -> Proc:
     return Proc("kamailio", argv, work / "kamailio.log")
 
 
-def start_uas(work: Path, port: int, sdp: bool, tag: str) -> Proc:
+def start_uas(work: Path, port: int, sdp: bool, tag: str, timeout: int = 170) -> Proc:
     argv = ["sipp", "-sf", str(work / f"uas_{'sdp' if sdp else 'nosdp'}.xml"), "-i", HOST, "-p", str(port),
-            "-nostdin", "-timeout", "170s", "-trace_screen", "-screen_file", str(work / f"uas_{tag}_screen.log")]
+            "-nostdin", "-timeout", f"{timeout}s", "-trace_screen", "-screen_file", str(work / f"uas_{tag}_screen.log")]
     uas = Proc("sipp-uas", argv, work / f"uas_{tag}.log")
     uas.port = port
     return uas
@@ -815,6 +820,335 @@ def _records_written(path: Path) -> int | str:
         return f"unreadable ({exc})"
 
 
+# --- memory: what the server keeps after many short calls, per collector setting -----------------------
+
+# Runs `callflow run` in the server process with the collector setting under test in place of
+# runtime/cli.py's _tune_gc, gc.callbacks timing every collection, and a thread that answers the
+# bench's requests (a file in the control folder) with the process's figures; tracemalloc snapshots
+# when CALLFLOW_BENCH_TRACEMALLOC is set. Bench-only: nothing of it ships in the server.
+MEMORY_WRAPPER = r'''
+import gc, json, os, sys, threading, time
+from pathlib import Path
+
+ctl = Path(os.environ["CALLFLOW_BENCH_CTL"])
+variant = os.environ["CALLFLOW_BENCH_GC"]
+trace = os.environ.get("CALLFLOW_BENCH_TRACEMALLOC")
+if trace:
+    import tracemalloc
+    tracemalloc.start(int(trace))
+import runtime.cli as cli
+import runtime.engine as engine_module
+
+shipped = cli._tune_gc
+def before():  # what _tune_gc did until it was measured (kept to compare against)
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 100)
+def freeze_only():
+    gc.collect()
+    gc.freeze()
+def threshold(n):
+    def tune():
+        gc.collect()
+        gc.freeze()
+        gc.set_threshold(n, 10, 10)
+    return tune
+if variant == "shipped":
+    cli._tune_gc = shipped
+elif variant == "before":
+    cli._tune_gc = before
+elif variant == "default":
+    cli._tune_gc = lambda: None
+elif variant == "freeze":
+    cli._tune_gc = freeze_only
+elif variant.startswith("freeze+"):
+    cli._tune_gc = threshold(int(variant[7:]))
+else:
+    raise SystemExit(f"unknown collector setting {variant!r}")
+
+stats = {"collections": [0, 0, 0], "pause_total": 0.0, "pause_max": 0.0, "pauses_over_50ms": 0,
+         "pauses_over_100ms": 0, "collected": 0, "pauses": [], "cpu_total": 0.0, "cpu_max": 0.0,
+         "cpu_max_by_generation": [0.0, 0.0, 0.0]}
+began = [0.0, 0.0]
+def on_gc(phase, info):
+    if phase == "start":
+        began[0] = time.perf_counter()
+        began[1] = time.thread_time()
+        return
+    pause = time.perf_counter() - began[0]
+    cpu = time.thread_time() - began[1]  # the pause without the time the shared machine took the core away
+    g = info["generation"]
+    stats["collections"][g] += 1
+    stats["cpu_total"] += cpu
+    stats["cpu_max"] = max(stats["cpu_max"], cpu)
+    stats["cpu_max_by_generation"][g] = max(stats["cpu_max_by_generation"][g], cpu)
+    stats["pause_total"] += pause
+    stats["pause_max"] = max(stats["pause_max"], pause)
+    stats["pauses_over_50ms"] += pause > 0.05
+    stats["pauses_over_100ms"] += pause > 0.1
+    stats["collected"] += info["collected"]
+    if len(stats["pauses"]) < 2_000_000:
+        stats["pauses"].append(round(pause * 1e6))
+gc.callbacks.append(on_gc)
+
+engines = []
+original_init = engine_module.Engine.__init__
+def init(self, *a, **kw):
+    original_init(self, *a, **kw)
+    engines.append(self)
+engine_module.Engine.__init__ = init
+
+def rss_kb():
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return -1
+
+import ctypes
+class MallInfo2(ctypes.Structure):
+    _fields_ = [(n, ctypes.c_size_t) for n in ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks",
+                                                "fsmblks", "uordblks", "fordblks", "keepcost")]
+try:
+    libc = ctypes.CDLL("libc.so.6")
+    libc.mallinfo2.restype = MallInfo2
+except (OSError, AttributeError):
+    libc = None
+
+def malloc_figures(out, suffix=""):
+    if libc is not None:
+        m = libc.mallinfo2()
+        out["malloc_in_use_kb" + suffix] = (m.uordblks + m.hblkhd) // 1024
+        out["malloc_free_held_kb" + suffix] = m.fordblks // 1024
+
+def answer(name):
+    out = {k: v for k, v in stats.items() if k != "pauses"}
+    malloc_figures(out)
+    pauses = sorted(stats["pauses"])
+    out["pause_p99_us"] = pauses[int(len(pauses) * 0.99)] if pauses else 0
+    out["rss_kb"] = rss_kb()
+    out["allocated_blocks"] = sys.getallocatedblocks()
+    out["gc_tracked"] = len(gc.get_objects())
+    out["gc_count"] = gc.get_count()
+    out["frozen"] = gc.get_freeze_count()
+    e = engines[0] if engines else None
+    if e is not None:
+        out["calls"] = len(e.calls)
+        out["dialogs"] = len(e.dialogs)
+        out["call_sessions"] = len(e.call_runner.sessions)
+        out["server_transactions"] = len(e.layer.server)
+        out["client_transactions"] = len(e.layer.client)
+    if name.startswith("collect"):
+        t = time.perf_counter()
+        gc.set_debug(gc.DEBUG_SAVEALL)  # keep what the collection finds, to say what the cycles are made of
+        out["full_collection_freed"] = gc.collect()
+        out["full_collection_s"] = time.perf_counter() - t
+        gc.set_debug(0)
+        kinds = {}
+        for obj in gc.garbage:
+            kind = type(obj).__module__ + "." + type(obj).__qualname__
+            kinds[kind] = kinds.get(kind, 0) + 1
+        out["garbage_kinds"] = sorted(kinds.items(), key=lambda kv: -kv[1])[:8]
+        gc.garbage.clear()
+        gc.collect()
+        out["rss_after_collection_kb"] = rss_kb()
+        if libc is not None:
+            libc.malloc_trim(0)
+            out["rss_after_trim_kb"] = rss_kb()
+            malloc_figures(out, "_after_trim")
+    if trace and name.split("_")[0] in ("start", "during", "after"):
+        tracemalloc.take_snapshot().dump(str(ctl / f"{name}.snapshot"))
+    (ctl / f"{name}.tmp").write_text(json.dumps(out))
+    os.replace(ctl / f"{name}.tmp", ctl / f"{name}.json")
+
+def serve_requests():
+    for _ in range(100_000_000):
+        for req in ctl.glob("*.req"):
+            req.unlink()
+            answer(req.stem)
+        time.sleep(0.2)
+threading.Thread(target=serve_requests, daemon=True).start()
+sys.exit(cli.main(sys.argv[1:]))
+'''
+
+
+def ask(ctl: Path, name: str, timeout: float = 60) -> dict:
+    """The server's figures (MEMORY_WRAPPER's answer), or {} when it does not answer in time."""
+    import json
+
+    (ctl / f"{name}.req").write_text("")
+    deadline = time.monotonic() + timeout
+    for _ in range(int(timeout / 0.1) + 1):
+        if (ctl / f"{name}.json").exists():
+            return json.loads((ctl / f"{name}.json").read_text())
+        if time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    return {}
+
+
+def memory(args: argparse.Namespace, work: Path) -> int:
+    """RSS and Python heap after each checkpoint of short calls, per collector setting."""
+    checkpoints = args.memory
+    rate = args.memory_rate
+    print(f"\nmemory: {rate} calls/s with SDP, hold {args.hold_ms} ms; figures after "
+          f"{', '.join(f'{n:,}' for n in checkpoints)} calls, per collector setting (runtime/cli.py _tune_gc "
+          "replaced in the server process: shipped = what _tune_gc does, default = CPython's own, "
+          "freeze = start-up objects frozen, freeze+N = frozen and a youngest generation of N)")
+    if args.tracemalloc:
+        print(f"tracemalloc on ({args.tracemalloc} frames): slower, and its own memory is in the RSS")
+    head = (f"{'setting':>14} {'calls':>8} {'failed':>6} {'RSS MB':>7} {'KB/call':>8} {'blocks':>9} {'gc objs':>9} "
+            f"{'malloc MB':>9} {'free MB':>7} {'gen0/1/2':>16} {'GC s':>6} {'max ms':>7} {'p99 ms':>6} {'>100ms':>6} "
+            f"{'GC CPU s':>8} {'CPU max ms g0/g1/g2':>20} {'CPU':>5} {'live':>14}")
+    status = 0
+    for variant in args.gc:
+        server_port, uac_port, uas_port = free_udp_port(), free_udp_port(), free_udp_port()
+        tag = f"memory_{variant.replace('+', '_')}"
+        ctl = work / f"{tag}_ctl"
+        ctl.mkdir(exist_ok=True)
+        for old in ctl.iterdir():
+            old.unlink()
+        total_seconds = int(checkpoints[-1] / rate * 1.5) + 120
+        uas = start_uas(work, uas_port, True, tag, timeout=total_seconds)
+        env = {"CALLFLOW_BENCH_CTL": str(ctl), "CALLFLOW_BENCH_GC": variant}
+        if args.tracemalloc:
+            env["CALLFLOW_BENCH_TRACEMALLOC"] = str(args.tracemalloc)
+        server = start_callflow(work, tag, server_port, uac_port, uas_port, entry=("-c", MEMORY_WRAPPER),
+                                env_extra=env)
+        for _ in range(3):  # a free UDP port may be taken over TCP: try other ports
+            if sip_ping(server_port, 20) or server.alive():
+                break
+            server.stop()
+            server_port = free_udp_port()
+            server = start_callflow(work, tag, server_port, uac_port, uas_port, entry=("-c", MEMORY_WRAPPER),
+                                    env_extra=env)
+        try:
+            if not sip_ping(server_port, 20) or not server.alive():
+                print(f"{variant}: did not answer OPTIONS; log {server.log}:")
+                print(server.log.read_text(errors="replace")[-2000:])
+                status = 1
+                continue
+            settle(server.pid, 10)
+            base = ask(ctl, "start")
+            print(f"\n{variant}: pid {server.pid}; at start RSS {base.get('rss_kb', 0) / 1024:.1f} MB, "
+                  f"{base.get('allocated_blocks', 0):,} blocks, {base.get('frozen', 0):,} frozen objects")
+            print(head)
+            print("-" * len(head))
+            done = placed = failed = 0
+            for n in checkpoints:
+                step_args = argparse.Namespace(**vars(args))
+                step_args.seconds = (n - done) / rate
+                # the working set under load: the same figures near the end of the offered load
+                probe = threading.Timer(step_args.seconds * 0.9, (ctl / f"during_{n}.req").write_text, ("",))
+                probe.start()
+                step = run_step(work, f"{tag}_{n}", rate, step_args, server.pid, server_port, uac_port, uas, True,
+                                profile=False)
+                probe.cancel()
+                settle(server.pid, 15)
+                done = n
+                placed += step.placed
+                failed += step.failed
+                fig = _quiet_figures(ctl, n)
+                if not fig:
+                    print(f"{variant:>14} {n:>8}  the server did not report (alive: {server.alive()})")
+                    status = 1
+                    break
+                grown = (fig["rss_kb"] - base["rss_kb"]) / max(1, placed)
+                live = f"{fig.get('calls', '?')}/{fig.get('dialogs', '?')}/{fig.get('call_sessions', '?')}/" \
+                       f"{fig.get('server_transactions', 0) + fig.get('client_transactions', 0)}"
+                gens = "/".join(str(x) for x in fig["collections"])
+                during = ask(ctl, f"during_{n}", timeout=1)
+                if during:
+                    live_txns = during.get("server_transactions", 0) + during.get("client_transactions", 0)
+                    print(f"{'(under load)':>14} {'':>8} {'':>6} {during['rss_kb'] / 1024:>7.1f} {'':>8} "
+                          f"{during['allocated_blocks']:>9,} {during['gc_tracked']:>9,} "
+                          f"{during.get('malloc_in_use_kb', 0) / 1024:>9.1f} "
+                          f"{during.get('malloc_free_held_kb', 0) / 1024:>7.1f} {'':>16} {'':>6} {'':>7} {'':>6} "
+                          f"{'':>6} {'':>8} {'':>20} {'':>5} {during.get('calls', '?')}/{during.get('dialogs', '?')}/"
+                          f"{during.get('call_sessions', '?')}/{live_txns}")
+                print(f"{variant:>14} {placed:>8} {failed:>6} {fig['rss_kb'] / 1024:>7.1f} {grown:>8.2f} "
+                      f"{fig['allocated_blocks']:>9,} {fig['gc_tracked']:>9,} "
+                      f"{fig.get('malloc_in_use_kb', 0) / 1024:>9.1f} {fig.get('malloc_free_held_kb', 0) / 1024:>7.1f} "
+                      f"{gens:>16} {fig['pause_total']:>6.2f} "
+                      f"{fig['pause_max'] * 1000:>7.1f} {fig['pause_p99_us'] / 1000:>6.1f} "
+                      f"{fig['pauses_over_100ms']:>6} {fig['cpu_total']:>8.2f} "
+                      f"{'/'.join(f'{x * 1000:.0f}' for x in fig['cpu_max_by_generation']):>20} "
+                      f"{100 * step.cpu:>4.0f}% {live:>14}")
+            if args.tracemalloc:
+                _tracemalloc_diff(ctl, "start", f"after_{checkpoints[0]}", checkpoints[0])
+                if len(checkpoints) > 1:
+                    _tracemalloc_diff(ctl, f"after_{checkpoints[0]}", f"after_{checkpoints[-1]}",
+                                      checkpoints[-1] - checkpoints[0])
+                _tracemalloc_top(ctl / f"during_{checkpoints[-1]}.snapshot", "held under load")
+            final = ask(ctl, "collect_end", timeout=120)
+            if final:
+                print(f"{'':>14} then a full collection: freed {final['full_collection_freed']:,} objects in "
+                      f"{final['full_collection_s'] * 1000:.0f} ms; RSS {final['rss_kb'] / 1024:.1f} -> "
+                      f"{final['rss_after_collection_kb'] / 1024:.1f} MB"
+                      + (f"; then malloc_trim(0): RSS {final['rss_after_trim_kb'] / 1024:.1f} MB" if
+                         "rss_after_trim_kb" in final else ""))
+                if final.get("garbage_kinds"):
+                    print(f"{'':>14} what the cycles were made of: "
+                          + ", ".join(f"{n:,} {kind}" for kind, n in final["garbage_kinds"]))
+        finally:
+            server.stop()
+            uas.stop()
+    print("\ncolumns: RSS = VmRSS after the calls and a quiet second; KB/call = RSS growth since start per call "
+          "placed; blocks = sys.getallocatedblocks() (the Python heap); gc objs = objects the collector tracks; "
+          "malloc MB / free MB = glibc's mallinfo2: bytes in use, and bytes freed but kept by the allocator; "
+          "gen0/1/2 = collections of each generation during the run; GC s = total time in collections; max/p99 "
+          "= longest and 99th-percentile collection pause (wall clock); >100ms = pauses over 100 ms; GC CPU s and "
+          "CPU max = the same in the thread's CPU time, without the time the shared machine took the core away, "
+          "longest per generation; CPU = server CPU in the "
+          "last stretch; live = calls/dialogs/call sessions/transactions left once the transactions' RFC 3261 "
+          "wait states are over (at most 40 s): 0/0/0/0 when ended calls leave nothing behind")
+    return status
+
+
+def _quiet_figures(ctl: Path, n: int) -> dict:
+    """The server's figures once its transactions have left their RFC 3261 wait states (Timer J, D and
+    K: 64*T1 = 32 s at most over UDP), so what remains is what the ended calls left behind."""
+    fig: dict = {}
+    for i in range(40):
+        fig = ask(ctl, f"wait_{n}_{i}")
+        if not fig or fig.get("server_transactions", 0) + fig.get("client_transactions", 0) == 0:
+            break
+        time.sleep(1.0)
+    return ask(ctl, f"after_{n}") if fig else fig
+
+
+def _tracemalloc_top(path: Path, what: str) -> None:
+    """The allocation sites holding most memory in one snapshot."""
+    import tracemalloc
+
+    if not path.exists():
+        return
+    snap = tracemalloc.Snapshot.load(str(path)).filter_traces([tracemalloc.Filter(False, tracemalloc.__file__)])
+    stats = snap.statistics("traceback")
+    total = sum(s.size for s in stats)
+    print(f"{'':>14} tracemalloc: {what}, {total / 1024 / 1024:.1f} MB traced; the largest allocation sites:")
+    root = str(ROOT) + os.sep
+    for stat in stats[:12]:
+        frames = [f"{f.filename.replace(root, '')}:{f.lineno}" for f in reversed(stat.traceback)][:3]
+        print(f"{'':>16} {stat.size / 1024:>9.0f} KB {stat.count:>8} blocks  {' <- '.join(frames)}")
+
+
+def _tracemalloc_diff(ctl: Path, before: str, after: str, calls: int) -> None:
+    """The allocation sites that grew most between two snapshots, `calls` calls apart."""
+    import tracemalloc
+
+    first, last = ctl / f"{before}.snapshot", ctl / f"{after}.snapshot"
+    if not (first.exists() and last.exists()):
+        return
+    a = tracemalloc.Snapshot.load(str(first)).filter_traces([tracemalloc.Filter(False, tracemalloc.__file__)])
+    b = tracemalloc.Snapshot.load(str(last)).filter_traces([tracemalloc.Filter(False, tracemalloc.__file__)])
+    print(f"{'':>14} tracemalloc: allocation sites that grew most from {before} to {after} ({calls:,} calls)")
+    root = str(ROOT) + os.sep
+    for stat in b.compare_to(a, "traceback")[:12]:
+        frames = [f"{f.filename.replace(root, '')}:{f.lineno}" for f in reversed(stat.traceback)][:3]
+        print(f"{'':>16} {stat.size_diff / 1024:>9.0f} KB {stat.size_diff / calls:>7.1f} B/call "
+              f"{stat.count_diff:>+8} blocks  {' <- '.join(frames)}")
+
+
 def parse_rates(text: str) -> list[int]:
     return [int(x) for x in text.split(",") if x.strip()]
 
@@ -840,11 +1174,22 @@ def main() -> int:
     parser.add_argument("--overhead", type=int, metavar="RATE",
                         help="instead of the series: call records and metrics off vs on, in turns at RATE")
     parser.add_argument("--rounds", type=int, default=3, help="--overhead: off/on pairs (default 3)")
+    parser.add_argument("--memory", type=parse_rates, metavar="N,N,...", nargs="?", const=[10_000, 100_000],
+                        help="instead of the series: the server's memory after N short calls (cumulative "
+                             "checkpoints; default 10000,100000), per collector setting (--gc)")
+    parser.add_argument("--memory-rate", type=int, default=300, help="--memory: offered calls/s (default 300)")
+    parser.add_argument("--gc", type=lambda t: [x for x in t.split(",") if x], default=["shipped", "default"],
+                        help="--memory: collector settings, comma-separated: shipped (runtime/cli.py _tune_gc), "
+                             "default (CPython's), freeze, freeze+N, before (freeze+(50000, 20, 100), what "
+                             "_tune_gc did until measured) (default shipped,default)")
+    parser.add_argument("--tracemalloc", type=int, metavar="FRAMES", default=0,
+                        help="--memory: trace allocations (FRAMES deep) and print the sites that grew most "
+                             "between the first and the last checkpoint")
     args = parser.parse_args()
     if not 1 <= args.seconds <= 30:
         parser.error("--seconds must be within 1..30")
 
-    if args.overhead:
+    if args.overhead or args.memory:
         args.no_kamailio = True
     missing = [name for name in ("sipp",) + (() if args.no_kamailio else ("kamailio",)) if shutil.which(name) is None]
     if missing:
@@ -882,6 +1227,10 @@ def main() -> int:
     print(f"stepping stops after > {100 * MAX_FAIL:.0f} % failed calls or < {100 * MIN_ACHIEVED:.0f} % of the "
           "offered rate completed; CPU % is of one core")
 
+    if args.memory:
+        status = memory(args, work)
+        print(f"\ntotal {time.monotonic() - started:.0f} s; SIPp screens, stats and logs in {work}")
+        return status
     if args.overhead:
         status = overhead(args, work, started)
         print(f"\ntotal {time.monotonic() - started:.0f} s; SIPp screens, stats and logs in {work}")
