@@ -264,12 +264,25 @@ class Compiler:
             tls_cert=cert,
             tls_key=key,
             timezone=tz,
+            control=self._control_address(f, s, text("control")),
+            control_token=text("control_token"),
             max_call_duration=self._limit_duration(f, s, "max_call_duration", defaults.max_call_duration),
             rtp_timeout=self._limit_duration(f, s, "rtp_timeout", defaults.rtp_timeout),
             max_calls=self._limit_count(f, s, "max_calls_total", defaults.max_calls),
             max_calls_per_user=self._limit_count(f, s, "max_calls_per_user", defaults.max_calls_per_user),
             max_calls_per_line=self._limit_count(f, s, "max_calls_per_line", defaults.max_calls_per_line),
         )
+
+    def _control_address(self, f: str, s: Mapping[str, Setting], value: str | None) -> str | None:
+        """`control "HOST:PORT"` or `control "off"`: checked here, so a typo is a compile error at its
+        place rather than a server that starts without its endpoint."""
+        if value is None or value.strip().lower() == "off":
+            return value
+        host, sep, port = value.rpartition(":")
+        if not sep or not host or not port.isdigit() or int(port) > 65535:  # 0: any free port
+            st = s["control"]
+            self.r.error(f, st.line, st.col, f'control "{value}" is not HOST:PORT (e.g. "127.0.0.1:5065") or "off"')
+        return value
 
     def _limit_count(self, f: str, s: Mapping[str, Setting], kind: str, default: int | None) -> int | None:
         """`max calls N` and its server forms: N >= 1, or None for `off`; `default` when not set."""
@@ -881,6 +894,7 @@ def _setting_word(kind: str) -> str:
     return {
         "caller_id": "caller-id", "max_calls": "max calls", "rtp_ports": "rtp ports",
         "user_agent": "user-agent", "tls_cert": "tls certificate", "tls_key": "tls key",
+        "control_token": "control token",
         "auth_username": "auth-username", "outbound_proxy": "outbound-proxy",
         "register_every": "register every", "register_never": "register never",
         "legacy_digest": "legacy-digest", "max_call_duration": "max call duration", "rtp_timeout": "rtp timeout",

@@ -151,6 +151,8 @@ class ServerConfig:
     tls_cert: str | None = None
     tls_key: str | None = None
     timezone: str | None = None  # default zone for `time`/`days` conditions; None = the call's own zone
+    control: str | None = None        # the control endpoint's "HOST:PORT" or "off"; the CLI's --control wins
+    control_token: str | None = None  # its token (`control token env NAME`); the CLI's --control-token wins
     # None = off; seconds. A call is ended (BYE on both legs, `hangup` saying why) when it reaches the
     # duration, or when no RTP has flowed either way for the timeout.
     max_call_duration: float | None = DEFAULT_MAX_CALL_DURATION

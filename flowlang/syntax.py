@@ -284,6 +284,8 @@ BUILDERS = {
     "user_agent": _setting("user_agent"),
     "tls_cert": _setting("tls_cert"),
     "tls_key": _setting("tls_key"),
+    "control": _setting("control"),
+    "control_token": _setting("control_token"),
     "timezone": lambda p, ch: Setting("timezone", [unquote(ch[0][1])], p[2], p[3]),
     # users and lines
     "user_decl": lambda p, ch: Decl("user", ch[0][1], ch[1:], p[2], p[3], ch[0][2], ch[0][3]),

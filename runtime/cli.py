@@ -229,14 +229,16 @@ async def _start_control(args: argparse.Namespace, engine: object, reloader: obj
     from .control import ADDRESS_ENV, DEFAULT_HOST, DEFAULT_PORT, TOKEN_ENV, ControlServer, make_state, parse_address
     from .control.server import ControlError
 
-    chosen = getattr(args, "control", None) or os.environ.get(ADDRESS_ENV)
+    server = getattr(getattr(reloader, "program", None), "server", None)  # the script's `server { control ... }`
+    chosen = getattr(args, "control", None) or os.environ.get(ADDRESS_ENV) or getattr(server, "control", None)
     if chosen and chosen.strip().lower() in ("off", "none", "no"):
         return None
     try:
         address = parse_address(chosen or f"{DEFAULT_HOST}:{DEFAULT_PORT}")
     except ValueError as exc:
         raise ControlError(str(exc)) from None
-    token = getattr(args, "control_token", None) or os.environ.get(TOKEN_ENV)
+    token = (getattr(args, "control_token", None) or os.environ.get(TOKEN_ENV)
+             or getattr(server, "control_token", None))
     # records: the call-records store (`.recent(limit)`); without one, `engine.records` is used if set
     state = make_state(engine, reloader, records=records)
     control = ControlServer(state, address, token)

@@ -14,7 +14,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from flowlang import compile_source
+from flowlang import FlowError, compile_source
 from runtime.control import ControlAddress, ControlError, ControlServer, make_state
 from runtime.control.client import render_calls, render_status
 from runtime.control.server import check_exposure
@@ -331,6 +331,23 @@ def test_run_says_clearly_when_the_chosen_control_port_is_taken() -> None:
                           "--rtp-ports", "36730-36739", "--control", f"127.0.0.1:{port}")
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert f"control endpoint: cannot listen on 127.0.0.1:{port}" in result.stderr
+
+
+def test_the_scripts_server_block_chooses_the_control_address(tmp_path: Path) -> None:
+    """`server { control "HOST:PORT" }` applies when the command line gives none: a public address
+    from the script is refused without a token just as one from --control is."""
+    (tmp_path / "script").mkdir()
+    flow = tmp_path / "script" / "office.flow"
+    flow.write_text('server {\n    control "0.0.0.0:0"\n}\n' + (ROOT / "flows" / "office.flow").read_text())
+    result = callflow("run", str(flow), "--listen", "127.0.0.1:0", "--rtp-ports", "36740-36749",
+                      "--state-dir", str(tmp_path / "state"))
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "0.0.0.0" in result.stderr and "--control-token" in result.stderr
+
+
+def test_a_control_setting_that_is_not_an_address_is_a_compile_error() -> None:
+    with pytest.raises(FlowError, match=r'office.flow:2:5: .*control "nope" is not HOST:PORT'):
+        compile_source('server {\n    control "nope"\n}\n', "office.flow")
 
 
 @pytest.mark.parametrize("command", ["status", "calls", "reload", "version"])
