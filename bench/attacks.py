@@ -125,7 +125,8 @@ def report(attack: str, figure: str, expected: str, held: bool | None) -> None:
 class Server:
     """`callflow run` in a child process; its pid for /proc figures, its log for events."""
 
-    def __init__(self, name: str, workdir: Path, rtp: tuple[int, int], provider_port: int) -> None:
+    def __init__(self, name: str, workdir: Path, rtp: tuple[int, int], provider_port: int,
+                 extra: list[str] | None = None) -> None:
         self.dir = workdir / name
         (self.dir / "flow").mkdir(parents=True)
         self.flow = self.dir / "flow" / "main.flow"
@@ -134,12 +135,13 @@ class Server:
         self.port = ports.port()
         self.rtp = rtp
         self.log_path = self.dir / "callflow.log"
+        self.extra = extra or []
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> Server:
         cmd = [sys.executable, "-m", "runtime.cli", "run", str(self.flow), "--listen", f"{SERVER}:{self.port}",
                "--rtp-ports", f"{self.rtp[0]}-{self.rtp[1]}", "--state-dir", str(self.dir / "state"),
-               "--control", "off"]
+               "--control", "off", *self.extra]
         env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
         self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(cmd, cwd=ROOT, stdin=subprocess.DEVNULL, stdout=self._log,
@@ -188,13 +190,14 @@ def branch() -> str:
 
 def build(method: str, ruri: str, *, src: tuple[str, int], to: str, from_: str, call_id: str, cseq: int,
           transport: str = "UDP", extra: list[str] | None = None, body: bytes = b"", to_tag: str | None = None,
-          display: str | None = None) -> bytes:
+          display: str | None = None, contact: bool = True) -> bytes:
     name = f'"{display}" ' if display is not None else ""
     lines = [f"{method} {ruri} SIP/2.0", f"Via: SIP/2.0/{transport} {src[0]}:{src[1]};rport;branch={branch()}",
              "Max-Forwards: 70", f"From: {name}<{from_}>;tag={secrets.token_hex(4)}",
              f"To: <{to}>" + (f";tag={to_tag}" if to_tag else ""), f"Call-ID: {call_id}",
-             f"CSeq: {cseq} {method}", f"Contact: <sip:{from_.split(':', 1)[1].split('@')[0]}@{src[0]}:{src[1]}>",
-             *(extra or [])]
+             f"CSeq: {cseq} {method}", *(extra or [])]
+    if contact:
+        lines.append(f"Contact: <sip:{from_.split(':', 1)[1].split('@')[0]}@{src[0]}:{src[1]}>")
     if body:
         lines.append("Content-Type: application/sdp")
     lines.append(f"Content-Length: {len(body)}")
@@ -805,16 +808,48 @@ class Registrant:
     def send(self, heads: list[str]) -> Response | None:
         if self.challenge is None:
             self.phone.sip.send(build("REGISTER", self.ruri, src=self.phone.sip.addr, to=self.aor, from_=self.aor,
-                                      call_id=self.call_id, cseq=self.cseq, extra=heads), self.phone.dest)
+                                      call_id=self.call_id, cseq=self.cseq, extra=heads, contact=False),
+                                self.phone.dest)
             self.cseq += 1
             first = self.phone.sip.final()
             self.challenge = parse_challenge(first.headers.get("www-authenticate") or "")
         auth = self.client.authorize(self.challenge, "REGISTER", self.ruri)
         self.phone.sip.send(build("REGISTER", self.ruri, src=self.phone.sip.addr, to=self.aor, from_=self.aor,
-                                  call_id=self.call_id, cseq=self.cseq, extra=[*heads, f"Authorization: {auth}"]),
-                            self.phone.dest)
+                                  call_id=self.call_id, cseq=self.cseq, extra=[*heads, f"Authorization: {auth}"],
+                                  contact=False), self.phone.dest)
         self.cseq += 1
         return self.phone.sip.final()
+
+
+class Prober(threading.Thread):
+    """A bystander pinging the server with OPTIONS every 100 ms from its own address: the worst
+    round trip seen (or a ping lost) says whether the attack froze the server for everyone."""
+
+    def __init__(self, server: Server, host: str = "127.0.0.202") -> None:
+        super().__init__(daemon=True)
+        self.server = server
+        self.sip = Udp(host)
+        self.worst = 0.0
+        self.lost = 0
+        self._halt = threading.Event()
+        self.start()
+
+    def run(self) -> None:
+        while not self._halt.is_set():
+            c = secrets.token_hex(6)
+            t0 = time.monotonic()
+            self.sip.send(build("OPTIONS", f"sip:{SERVER}:{self.server.port}", src=self.sip.addr, to=f"sip:{SERVER}",
+                                from_=f"sip:probe@{self.sip.addr[0]}", call_id=c, cseq=1), (SERVER, self.server.port))
+            if self.sip.final(5.0, call_id=c) is None:
+                self.lost += 1
+            self.worst = max(self.worst, time.monotonic() - t0)
+            self._halt.wait(0.1)
+
+    def stop(self) -> str:
+        self._halt.set()
+        self.join(6)
+        self.sip.close()
+        return f"a bystander's OPTIONS: worst {self.worst * 1000:.0f} ms, {self.lost} lost"
 
 
 def attack_register_flood(workdir: Path, provider: Provider, count: int) -> None:
@@ -827,6 +862,7 @@ def attack_register_flood(workdir: Path, provider: Provider, count: int) -> None
         last = None
         codes: Counter[int] = Counter()
         t0 = time.monotonic()
+        probe = Prober(server)
         for n in range(count):
             s = senders[n % len(senders)]
             host = "h" * 440
@@ -836,27 +872,32 @@ def attack_register_flood(workdir: Path, provider: Provider, count: int) -> None
             if resp is not None and resp.status == 200:
                 last = resp
         dt = time.monotonic() - t0
+        probed = probe.stop()
         rss1 = server.status_kb("VmRSS")
         bindings = len(last.headers.get_all("contact")) if last else 0
         resp_size = len(bytes(last)) if last else 0
         held = bindings <= 10 and rss1 - rss0 < 200_000
         report(f"4a REGISTER flood: {count} REGISTERs x 10 contacts of 470 B, one user",
                f"RSS {rss0 // 1024} -> {rss1 // 1024} MiB, bindings held {bindings}, last 200 is {resp_size} B, "
-               f"answers {dict(codes)} in {dt:.1f} s", "bounded; bindings <= 10", held)
+               f"answers {dict(codes)} in {dt:.1f} s ({count / dt:.0f}/s); {probed}", "bounded; bindings <= 10", held)
         # 4b: the same user, REGISTERs padded with 60 KB of headers (each kept for Timer J, 32 s)
         rss0 = server.status_kb("VmRSS")
         pad = [f"X-Pad-{k}: {'p' * 1000}" for k in range(60)]
         codes.clear()
         t0 = time.monotonic()
+        probe = Prober(server)
         for n in range(count):
             s = senders[n % len(senders)]
             resp = s.send([f"Contact: <sip:mallory-pad@{s.phone.host}:5060>", "Expires: 3600", *pad])
             codes[resp.status if resp else 0] += 1
+        probed = probe.stop()
         rss1 = server.status_kb("VmRSS")
         hwm = server.status_kb("VmHWM")
         grown = (rss1 - rss0) // 1024
         report(f"4b {count} authenticated REGISTERs with 60 KB of headers each",
-               f"RSS grew {grown} MiB (peak {hwm // 1024} MiB), answers {dict(codes)} in {time.monotonic() - t0:.1f} s",
+               f"RSS grew {grown} MiB (peak {hwm // 1024} MiB), answers {dict(codes)} "
+               f"in {time.monotonic() - t0:.1f} s; "
+               f"{probed}",
                "bounded (a few MiB)", grown < 64)
         if grown >= 64:
             HOLES.append(f"4b every transaction keeps its request (and response) for Timer J (32 s): "
@@ -903,9 +944,39 @@ def attack_connection_flood(workdir: Path, provider: Provider, total: int) -> No
     with contextlib.suppress(ValueError, OSError):
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     total = min(total, resource.getrlimit(resource.RLIMIT_NOFILE)[0] - 300)
-    server = Server("connflood", workdir, ports.rtp_range(8), provider.port).start()
+    ws_port = ports.port()
+    server = Server("connflood", workdir, ports.rtp_range(8), provider.port,
+                    ["--listen", f"ws:{SERVER}:{ws_port}"]).start()
     conns: list[socket.socket] = []
     try:
+        # 5c (first, on a fresh process): unauthenticated WebSocket connections, handshake done, then
+        # silent: the memory each one holds
+        rss0, wfd0 = server.status_kb("VmRSS"), server.fds()
+        ws = []
+        for i in range(500):
+            c = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            c.settimeout(2)
+            try:
+                c.bind((f"127.0.5.{1 + i // 50}", 0))
+                c.connect((SERVER, ws_port))
+                c.sendall(f"GET / HTTP/1.1\r\nHost: {SERVER}:{ws_port}\r\nUpgrade: websocket\r\n"
+                          "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                          "Sec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: sip\r\n\r\n".encode())
+                if c.recv(4096).startswith(b"HTTP/1.1 101"):
+                    ws.append(c)
+                    continue
+            except OSError:
+                pass
+            c.close()
+        time.sleep(1.0)
+        rss1, wfd1 = server.status_kb("VmRSS"), server.fds()
+        per = (rss1 - rss0) / max(1, len(ws))
+        report(f"5c {len(ws)} unauthenticated WebSocket connections, handshake done, silent",
+               f"server RSS grew {(rss1 - rss0) // 1024} MiB, {per:.0f} kB each; its descriptors {wfd0} -> {wfd1}",
+               "almost nothing each", per < 64)
+        for c in ws:
+            c.close()
+        time.sleep(1.0)
         fds0 = server.fds()
         per_source = 50
         sources = [f"127.0.{2 + i // 250}.{1 + i % 250}" for i in range(total // per_source + 1)]
@@ -926,7 +997,7 @@ def attack_connection_flood(workdir: Path, provider: Provider, total: int) -> No
         fds1 = server.fds()
         udp_ok, tcp_ok = _new_call_served(server, provider)
         report(f"5a {len(conns)} TCP connections from {len(sources)} sources (idle)",
-               f"server descriptors {fds0} -> {fds1}, connections left open {len(alive)}; new UDP call served: "
+               f"server descriptors {fds0} -> {fds1}; new UDP call served: "
                f"{udp_ok}; TCP OPTIONS from a fresh source: {tcp_ok}", "bounded; served",
                fds1 < fds0 + 2100 and udp_ok == "yes" and tcp_ok == "200")
         # 5b: every open connection says one OPTIONS (now it has "carried" a message) and then idles
@@ -939,12 +1010,16 @@ def attack_connection_flood(workdir: Path, provider: Provider, total: int) -> No
         alive = _alive(alive)
         udp_ok, tcp_ok = _new_call_served(server, provider)
         report("5b the same, each having sent one OPTIONS, 12 s later",
-               f"connections still open {len(alive)} (idle timeout 900 s), descriptors {server.fds()}; new UDP call "
+               f"server descriptors {server.fds()} (idle timeout 900 s); new UDP call "
                f"served: {udp_ok}; TCP OPTIONS from a fresh source: {tcp_ok}", "TCP phones still served",
                tcp_ok == "200" and udp_ok == "yes")
         if tcp_ok != "200":
-            HOLES.append(f"5b {len(alive)} unauthenticated TCP connections, each sending one OPTIONS, fill the "
-                         "total connection cap for 15 min: every new TCP/TLS/WS phone is refused")
+            HOLES.append(f"5b unauthenticated TCP connections, each sending one OPTIONS, fill the total connection "
+                         f"cap ({server.fds() - fds0} held) for 15 min: every new TCP/TLS/WS phone is refused")
+        for s in conns:
+            s.close()
+        conns = []
+        time.sleep(1.0)
     finally:
         for s in conns:
             s.close()
@@ -1080,8 +1155,7 @@ class Amplifier:
                              f'uri="{ruri}", response="00000000000000000000000000000000", qop=auth, nc=00000001, '
                              'cnonce="abc"']
                 data = build(method, ruri, src=s.addr, to=ruri, from_="sip:alice@127.0.0.1",
-                             call_id=secrets.token_hex(8), cseq=1, extra=extra, to_tag=to_tag,
-                             body=sdp(VICTIM, 4000) if method == "INVITE" else b"")
+                             call_id=secrets.token_hex(8), cseq=1, extra=extra, to_tag=to_tag)
                 s.send(data, dest)
                 self.sent[kind] += len(data)
 
