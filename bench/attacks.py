@@ -96,6 +96,7 @@ on incoming to prefix "+1999" accept to line itsp
 # attack 6: patterns a backtracking engine takes minutes over
 on incoming from line itsp to /^([0-9]+)+$/ reject 404 "Hostile number matched"
 on incoming from line itsp when caller-name /^(.*a){{12}}$/ reject 404 "Hostile name matched"
+on incoming from line itsp to "+15550009999" accept to user alice
 on incoming from line itsp reject 480 "Nobody here"
 """
 
@@ -239,6 +240,7 @@ class Udp:
         self.addr = self.sock.getsockname()
         self.bytes_in = 0
         self.datagrams_in = 0
+        self.unreadable: list[bytes] = []  # datagrams our parser refused (kept for attack 11)
 
     def send(self, data: bytes, dest: tuple[str, int]) -> None:
         self.sock.sendto(data, dest)
@@ -256,8 +258,11 @@ class Udp:
                 return None
             self.bytes_in += len(data)
             self.datagrams_in += 1
-            with contextlib.suppress(Exception):
+            try:
                 return parse_message(data)
+            except Exception:  # noqa: BLE001 - a peer's garbage is data here, not an error
+                if len(self.unreadable) < 100:
+                    self.unreadable.append(data)
 
     def final(self, timeout: float = 3.0, call_id: str | None = None) -> Response | None:
         """The next final response (provisional ones skipped), or None."""
@@ -1263,6 +1268,55 @@ def attack_fingerprint(server: Server, provider: Provider) -> None:
            f"{len(seen)} such headers{': ' + '; '.join(seen) if seen else ''}", "absent", not seen and not naming)
 
 
+# ---- 11. header injection through %-escapes -----------------------------------------------------
+def attack_injection(server: Server, provider: Provider) -> None:
+    """The user part of a SIP URI may carry %0D%0A (RFC 3261 19.1.2 escapes): unescaped and then
+    pasted into a URI of a new request, it becomes a header line of the B2BUA's own INVITE."""
+    print("11. Header injection through %-escaped URI user parts", flush=True)
+    provider.mode = "busy"
+    evil = "%0D%0AP-Asserted-Identity%3A%20%3Csip%3A+19998887777%40evil.example%3E%0D%0AX-Injected%3A%20yes"
+    alice = Phone(server, "alice", ALICE)
+    before, raw_before = len(provider.invites), len(provider.sip.unreadable)
+    alice.invite("+15551" + evil)
+    time.sleep(0.3)
+    with provider.lock:
+        sent = [bytes(r) for r in provider.invites[before:]] + provider.sip.unreadable[raw_before:]
+    injected = [d for d in sent if b"\r\nX-Injected: yes" in d]
+    first = injected[0].split(b"\r\n")[:4] if injected else []
+    report("11a a phone dials a number with %0D%0A and headers (the rule: prefix +1555, to the line)",
+           f"requests to the provider carrying the injected header lines: {len(injected)} of {len(sent)}"
+           + (f" (they begin {first!r})" if injected else ""), "0", not injected)
+    if injected:
+        HOLES.append("11a an authenticated phone injects header lines (P-Asserted-Identity: caller-id spoofing at "
+                     "the provider) into the INVITE sent to the line: the dialled number is %-unescaped and "
+                     "pasted into the Request-URI and To")
+    # 11b: from the line (or one packet spoofed from the provider's address) to alice's phone
+    alice.register()
+    alice.sip.drain(0.1)
+    ruri = f"sip:+15550009999@{SERVER}:{server.port}"
+    provider.sip.send(build("INVITE", ruri, src=provider.sip.addr, to=ruri, from_=f"sip:+1444{evil}@{PROVIDER}",
+                            call_id=secrets.token_hex(6), cseq=1, body=sdp(PROVIDER, 4004)), (SERVER, server.port))
+    got = None
+    deadline = time.monotonic() + 3
+    while time.monotonic() < deadline:
+        msg = alice.sip.recv(deadline - time.monotonic())
+        if isinstance(msg, Request) and msg.method == "INVITE":
+            got = msg
+            break
+    if got is None:
+        report("11b a provider caller's From user with %0D%0A and headers, to a phone", "no INVITE reached the phone",
+               "-", None)
+    else:
+        hit = bool(got.headers.get("x-injected"))
+        report("11b a provider caller's From user with %0D%0A and headers, to a phone",
+               f"the phone's INVITE carries the injected headers: {'YES' if hit else 'no'}", "no", not hit)
+        if hit:
+            HOLES.append("11b a caller on the line (or one spoofed packet) injects header lines into the INVITE "
+                         "that rings a phone, through the %-unescaped From user (caller id)")
+        alice.sip.send(response_to(got, 486, "Busy Here", "t1", f"sip:alice@{ALICE}"), (SERVER, server.port))
+    alice.close()
+
+
 # ---- 10. calls held by one user -------------------------------------------------------------
 def attack_concurrent_calls(workdir: Path, provider: Provider, calls: int) -> None:
     print("10. Concurrent calls held by one user", flush=True)
@@ -1296,7 +1350,7 @@ def attack_concurrent_calls(workdir: Path, provider: Provider, calls: int) -> No
 # ---- main ---------------------------------------------------------------------------------------
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
-    ap.add_argument("--only", default="1,2,3,4,5,6,7,8,9,10", help="attacks to run, e.g. 1,7")
+    ap.add_argument("--only", default="1,2,3,4,5,6,7,8,9,10,11", help="attacks to run, e.g. 1,7")
     ap.add_argument("--connections", type=int, default=20000, help="TCP connections of attack 5")
     ap.add_argument("--registers", type=int, default=2000, help="REGISTERs of attack 4")
     ap.add_argument("--calls", type=int, default=40, help="calls of attack 10")
@@ -1324,6 +1378,8 @@ def main() -> None:
             attack_line_to_line(main_server, provider)
         if 9 in only:
             attack_fingerprint(main_server, provider)
+        if 11 in only:
+            attack_injection(main_server, provider)
         if 3 in only:
             attack_guessing(main_server)
         if 4 in only:
