@@ -1317,6 +1317,53 @@ def attack_injection(server: Server, provider: Provider) -> None:
     alice.close()
 
 
+# ---- 12. the control endpoint from a web page (DNS rebinding, cross-site POST) --------------------
+def attack_control(workdir: Path, provider: Provider) -> None:
+    """The control endpoint listens on loopback without a token by default. A web page the operator
+    opens can reach it: by DNS rebinding (its own name resolving to 127.0.0.1, so the browser sends
+    `Host: its-name` and lets the page read the answer) and by a cross-site form POST (no preflight)."""
+    import http.client
+
+    print("12. Control endpoint from a hostile web page", flush=True)
+    control = ports.port()
+    server = Server("control", workdir, ports.rtp_range(4), provider.port,
+                    ["--control", f"{SERVER}:{control}"]).start()
+    try:
+        Phone(server, "alice", ALICE).register()
+        results = {}
+        for label, method, path, headers in (
+                ("GET /api/state with Host: rebound.attacker.example", "GET", "/api/state",
+                 {"Host": "rebound.attacker.example"}),
+                ("cross-site POST /api/reload (Origin: attacker)", "POST", "/api/reload",
+                 {"Origin": "http://attacker.example", "Content-Type": "application/x-www-form-urlencoded"})):
+            conn = http.client.HTTPConnection(SERVER, control, timeout=5)
+            try:
+                conn.request(method, path, body=b"" if method == "POST" else None, headers=headers)
+                resp = conn.getresponse()
+                body = resp.read()
+                results[label] = (resp.status, body)
+            except OSError as exc:
+                results[label] = (0, str(exc).encode())
+            finally:
+                conn.close()
+        status, body = results["GET /api/state with Host: rebound.attacker.example"]
+        leaks = [w for w in ("alice", ALICE, "itsp", PROVIDER) if w.encode() in body]
+        report("12a DNS rebinding: the control endpoint read with a foreign Host header",
+               f"HTTP {status}, {len(body)} bytes; it names {leaks}", "refused (Host not ours)",
+               status >= 400 or not leaks)
+        if status < 400 and leaks:
+            HOLES.append("12a the control endpoint answers any Host header: a web page the operator opens can "
+                         "read users, their addresses, lines and call records by DNS rebinding (no token on "
+                         "loopback by default)")
+        status, body = results["cross-site POST /api/reload (Origin: attacker)"]
+        report("12b cross-site POST /api/reload from a web page", f"HTTP {status}", "refused (foreign Origin)",
+               status >= 400)
+        if status < 400:
+            HOLES.append("12b a cross-site form POST from any web page reloads the program (no Origin check)")
+    finally:
+        server.stop()
+
+
 # ---- 10. calls held by one user -------------------------------------------------------------
 def attack_concurrent_calls(workdir: Path, provider: Provider, calls: int) -> None:
     print("10. Concurrent calls held by one user", flush=True)
@@ -1350,7 +1397,7 @@ def attack_concurrent_calls(workdir: Path, provider: Provider, calls: int) -> No
 # ---- main ---------------------------------------------------------------------------------------
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
-    ap.add_argument("--only", default="1,2,3,4,5,6,7,8,9,10,11", help="attacks to run, e.g. 1,7")
+    ap.add_argument("--only", default="1,2,3,4,5,6,7,8,9,10,11,12", help="attacks to run, e.g. 1,7")
     ap.add_argument("--connections", type=int, default=20000, help="TCP connections of attack 5")
     ap.add_argument("--registers", type=int, default=2000, help="REGISTERs of attack 4")
     ap.add_argument("--calls", type=int, default=40, help="calls of attack 10")
@@ -1386,6 +1433,8 @@ def main() -> None:
             attack_register_flood(workdir, provider, args.registers)
         if 10 in only:
             attack_concurrent_calls(workdir, provider, args.calls)
+        if 12 in only:
+            attack_control(workdir, provider)
         if 5 in only:
             attack_connection_flood(workdir, provider, args.connections)
         if amplifier is not None:
