@@ -629,6 +629,39 @@ def attack_rtp_bleed(server: Server, provider: Provider) -> None:
         stream.stop()
     spoofer.close()
     phone_rtp.stop()
+
+    # 1e: the same on the line's leg: forged packets from the provider's IP (another port) race the
+    # provider's first packets once its answer names its media address
+    phone_rtp = RtpStream(ALICE, None)
+    call_id, _ = alice.invite(number, phone_rtp.port)
+    time.sleep(0.3)
+    spoofer = Sprayer(PROVIDER)
+    spraying = threading.Thread(target=spoofer.spray, args=(server.rtp, 2.0, 3), daemon=True)
+    spraying.start()
+    time.sleep(0.3)
+    stream = provider.answer(provider.invites[-1].call_id)
+    ok = alice.sip.final(call_id=call_id)
+    if ok is None or ok.status != 200 or stream is None:
+        report("1e RTP hijack on the line's leg", "call not answered", "-", None)
+    else:
+        alice.ack(ok, number)
+        phone_rtp.dest = sdp_target(ok.body)
+        spraying.join()
+        spoofer.collect(0.3)
+        heard_provider, heard_spoofer = phone_rtp.got[stream.ssrc], phone_rtp.got[spoofer.ssrc]
+        stolen = spoofer.got[phone_rtp.ssrc]
+        held = heard_provider > 0 and heard_spoofer == 0 and stolen == 0
+        report("1e RTP hijack on the line's leg: forged from the provider's IP (another port) as it answers",
+               f"the phone heard the provider {heard_provider} packets, the spoofer {heard_spoofer}; the phone's "
+               f"audio sent to the spoofer's port: {stolen}", "provider > 0, 0, 0", held)
+        if not held:
+            HOLES.append("1e RTP latch hijack on the line's leg: packets forged from the provider's IP, any port, "
+                         "sent as the answer arrives, win the probation race")
+        alice.bye(ok, number)
+        alice.sip.final(1.0)
+        stream.stop()
+    spoofer.close()
+    phone_rtp.stop()
     alice.close()
 
 
