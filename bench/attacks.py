@@ -261,8 +261,8 @@ class Udp:
             try:
                 return parse_message(data)
             except Exception:  # noqa: BLE001 - a peer's garbage is data here, not an error
-                if len(self.unreadable) < 100:
-                    self.unreadable.append(data)
+                self.unreadable.append(data)
+                del self.unreadable[:-200]
 
     def final(self, timeout: float = 3.0, call_id: str | None = None) -> Response | None:
         """The next final response (provisional ones skipped), or None."""
@@ -1309,11 +1309,13 @@ def attack_injection(server: Server, provider: Provider) -> None:
     provider.mode = "busy"
     evil = "%0D%0AP-Asserted-Identity%3A%20%3Csip%3A+19998887777%40evil.example%3E%0D%0AX-Injected%3A%20yes"
     alice = Phone(server, "alice", ALICE)
-    before, raw_before = len(provider.invites), len(provider.sip.unreadable)
-    alice.invite("+15551" + evil)
-    time.sleep(0.3)
+    before = len(provider.invites)
     with provider.lock:
-        sent = [bytes(r) for r in provider.invites[before:]] + provider.sip.unreadable[raw_before:]
+        provider.sip.unreadable.clear()
+    alice.invite("+15551" + evil)
+    time.sleep(1.0)
+    with provider.lock:
+        sent = [bytes(r) for r in provider.invites[before:]] + list(provider.sip.unreadable)
     injected = [d for d in sent if b"\r\nX-Injected: yes" in d]
     first = injected[0].split(b"\r\n")[:4] if injected else []
     report("11a a phone dials a number with %0D%0A and headers (the rule: prefix +1555, to the line)",
@@ -1423,6 +1425,37 @@ def attack_concurrent_calls(workdir: Path, provider: Provider, calls: int) -> No
         if held >= calls:
             HOLES.append(f"10 no default per-user concurrent call limit: one user held {held} calls "
                          "(the relay's ports and the line's channels are everyone's)")
+    finally:
+        server.stop()
+    # 10b: calls from the line's address (one spoofed UDP packet each: the provider is not
+    # authenticated, and the flood guard exempts it) ringing a phone that never answers
+    server = Server("linecalls", workdir, ports.rtp_range(4 * calls + 8), provider.port).start()
+    try:
+        alice = Phone(server, "alice", ALICE)
+        alice.register()
+        n = calls + 4
+        for i in range(n):
+            ruri = f"sip:+15550009999@{SERVER}:{server.port}"
+            invite = build("INVITE", ruri, src=provider.sip.addr, to=ruri, from_=f"sip:+1444{i:04d}@{PROVIDER}",
+                           call_id=f"spoofed-{i}-{secrets.token_hex(4)}", cseq=1, body=sdp(PROVIDER, 6000 + 2 * i))
+            provider.sip.send(invite, (SERVER, server.port))
+        ringing = set()
+        deadline = time.monotonic() + 2.0
+        while time.monotonic() < deadline:
+            msg = alice.sip.recv(0.2)
+            if isinstance(msg, Request) and msg.method == "INVITE":
+                ringing.add(msg.call_id)
+        bob = Phone(server, "bob", BOB)
+        _, final = bob.invite("+15556669999", 5000)
+        bob.close()
+        alice.close()
+        after = "rings" if final is None or final.status < 300 else f"{final.status} {final.reason}"
+        report(f"10b {n} INVITEs from the provider's address (spoofable UDP) to a phone that never answers",
+               f"{len(ringing)} ringing the phone at once; a user's outgoing call then: {after}",
+               "a per-line limit; others still served", final is None or final.status < 300 or final.status == 486)
+        if final is not None and final.status == 503:
+            HOLES.append(f"10b {n} INVITEs from the provider's address (one spoofed UDP packet each) held "
+                         f"{len(ringing)} calls and exhausted the relay: everyone's new calls got 503")
     finally:
         server.stop()
 
