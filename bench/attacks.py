@@ -18,8 +18,8 @@ raw IP datagrams with a forged source instead (needs root; skipped without it).
 Attacks, each printing its figure (see the brief in issue 9's "Done means"):
 
  1. RTP bleed: spray the relay's port range from a stranger during ringing (early media flowing)
-    and after the answer; a spoofer on the phone's own host locking the latch before the phone's
-    first packet; a previous caller still sending after its ports were reused by a new call.
+    and after the answer; packets forged from the phone's (1c) or the provider's (1e) address, another
+    port, locking the latch first; a previous caller still sending after a new call took its ports.
  2. Replayed credentials: a captured Proxy-Authorization (qop=auth, and a legacy-digest user's
     answer without qop) replayed from other hosts, to other numbers, and from the phone's address.
  3. Password guessing over 33 sources interleaved with the attacker's own logins; whether the
@@ -34,11 +34,14 @@ Attacks, each printing its figure (see the brief in issue 9's "Done means"):
     be) hitting a rule without `from` that targets the line; TCP from the provider's addresses;
     the flood guard's exemption for them.
  9. Fingerprinting: Server / User-Agent headers naming the software.
-10. Concurrent calls held by one user (no default per-user limit?).
+    The flood and connection attacks also report a bystander's experience (an OPTIONS ping, a new call).
+10. Concurrent calls held by one user; and by INVITEs from the provider's address (10b).
+11. Header injection: %0D%0A in a dialled number or a provider caller's From user.
+12. The control endpoint (loopback, no token by default) reached from a hostile web page.
 
-    python bench/attacks.py [--only 1,2,...] [--connections 20000] [--quick]
+    python bench/attacks.py [--only 1,2,...] [--connections 20000] [--registers 2000] [--calls 40] [--keep]
 
-It runs for about three minutes (the amplification count waits out RFC 3261's 32 s Timer H).
+It runs for about four minutes (the amplification count waits out RFC 3261's 32 s Timer H).
 Prints a table at the end: attack, figure, expected, held yes/no.
 """
 
