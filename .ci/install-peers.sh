@@ -9,6 +9,8 @@
 #   chromium        - headless browser for the live-page test (tests/integration/test_operator_view.py);
 #                     fonts-dejavu-core gives its screenshots readable text
 #   postgresql      - a real PostgreSQL server for the call-records test (started by the test itself)
+#   rtpengine-daemon - the media relay behind `--media rtpengine:HOST:PORT` (runs in user space, no
+#                     kernel module: the tests start it with --table=-1 on 127.0.0.1)
 #   sngrep          - the HEP collector the SIP trace test sends to (sngrep -L udp:...)
 #   gcc, libc6-dev  - build tests/rig/bindlo.c, the LD_PRELOAD shim that keeps baresip's RTP and DNS
 #                     sockets on 127.0.0.1 (baresip 1.0 binds them to 0.0.0.0 unconditionally)
@@ -27,8 +29,8 @@ have() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok ins
 if [ -z "${INSTALL_PEERS_FORCE:-}" ] \
         && have kamailio && have kamailio-tls-modules && have baresip && have baresip-core \
         && have gcc && have libc6-dev && have openssl && have chromium && have fonts-dejavu-core \
-        && have postgresql && have sngrep && have dnsmasq-base; then
-    echo "install-peers.sh: kamailio, kamailio-tls-modules, baresip, gcc, openssl, chromium, postgresql, sngrep, dnsmasq-base already installed"
+        && have postgresql && have sngrep && have dnsmasq-base && have rtpengine-daemon; then
+    echo "install-peers.sh: kamailio, kamailio-tls-modules, baresip, gcc, openssl, chromium, postgresql, sngrep, dnsmasq-base, rtpengine-daemon already installed"
     exit 0
 fi
 
@@ -44,6 +46,8 @@ apt-get install -y --no-install-recommends kamailio kamailio-tls-modules baresip
     openssl chromium fonts-dejavu-core dnsmasq-base
 # call records (PostgreSQL server binaries; the test runs its own instance) and the SIP trace (sngrep)
 apt-get install -y --no-install-recommends postgresql sngrep
+# rtpengine's user-space daemon (Debian 12: 10.5); its service is not wanted, the tests start their own
+apt-get install -y --no-install-recommends rtpengine-daemon
 
 # The Debian kamailio package enables a system service on install; tests run their own instance
 # on their own ports, so stop the packaged one if a service manager started it (it may bind 5060).
@@ -55,6 +59,10 @@ fi
 # server in a temporary folder on a free port, so that one is not needed
 if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet postgresql 2>/dev/null; then
     systemctl stop postgresql || true
+fi
+
+if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet rtpengine-daemon 2>/dev/null; then
+    systemctl stop rtpengine-daemon || true
 fi
 
 # sed reads to the end: with pipefail, `head` could SIGPIPE the writer and fail the script

@@ -254,6 +254,7 @@ class Compiler:
         cert, key = text("tls_cert"), text("tls_key")
         if any(x.transport in ("tls", "wss") for x in listens) and not (cert and key):
             self.r.error(f, d.line, d.col, "listening on tls or wss needs `tls certificate` and `tls key`")
+        defaults = ServerConfig()
         self.server = ServerConfig(
             listen=tuple(listens),
             domain=text("domain"),
@@ -263,7 +264,39 @@ class Compiler:
             tls_cert=cert,
             tls_key=key,
             timezone=tz,
+            max_call_duration=self._limit_duration(f, s, "max_call_duration", defaults.max_call_duration),
+            rtp_timeout=self._limit_duration(f, s, "rtp_timeout", defaults.rtp_timeout),
+            max_calls=self._limit_count(f, s, "max_calls_total", defaults.max_calls),
+            max_calls_per_user=self._limit_count(f, s, "max_calls_per_user", defaults.max_calls_per_user),
+            max_calls_per_line=self._limit_count(f, s, "max_calls_per_line", defaults.max_calls_per_line),
         )
+
+    def _limit_count(self, f: str, s: Mapping[str, Setting], kind: str, default: int | None) -> int | None:
+        """`max calls N` and its server forms: N >= 1, or None for `off`; `default` when not set."""
+        st = s.get(kind)
+        if st is None:
+            return default
+        raw, line, col = st.args
+        if raw is None:
+            return None
+        n = int(raw)
+        if n < 1:
+            self.r.error(f, line, col, f"{_setting_word(kind)} must be at least 1 (write `off` for no limit)")
+        return n
+
+    def _limit_duration(self, f: str, s: Mapping[str, Setting], kind: str,
+                        default: float | None) -> float | None:
+        """`max call duration D` / `rtp timeout D`: seconds, at least 1 s, or None for `off`."""
+        st = s.get(kind)
+        if st is None:
+            return default
+        raw, line, col = st.args
+        if raw is None:
+            return None
+        secs = parse_duration(raw)
+        if secs < 1:
+            self.r.error(f, line, col, f"{_setting_word(kind)} {raw} is under a second (write `off` to turn it off)")
+        return secs
 
     def _user(self, f: str, d: Decl) -> None:
         if not self._name_ok(f, d, self.users, "user"):
@@ -281,12 +314,7 @@ class Compiler:
         caller_id = None
         if "caller_id" in s:
             caller_id = self._value(f, s["caller_id"].args[0], f"caller-id of user {d.name}")
-        max_calls = None
-        if "max_calls" in s:
-            max_calls = s["max_calls"].args[0]
-            if max_calls < 1:
-                st = s["max_calls"]
-                self.r.error(f, st.line, st.col, "max calls must be at least 1")
+        max_calls = self._limit_count(f, s, "max_calls", self.server.max_calls_per_user)
         self.users[d.name] = User(d.name, password or "", caller_id, max_calls, pos,
                                   legacy_digest="legacy_digest" in s)
 
@@ -403,6 +431,7 @@ class Compiler:
             display=text("display"),
             trust=tuple(trust),
             position=pos,
+            max_calls=self._limit_count(f, s, "max_calls", self.server.max_calls_per_line),
         )
 
     def _check_trust_overlaps(self) -> None:
@@ -854,7 +883,9 @@ def _setting_word(kind: str) -> str:
         "user_agent": "user-agent", "tls_cert": "tls certificate", "tls_key": "tls key",
         "auth_username": "auth-username", "outbound_proxy": "outbound-proxy",
         "register_every": "register every", "register_never": "register never",
-        "legacy_digest": "legacy-digest",
+        "legacy_digest": "legacy-digest", "max_call_duration": "max call duration", "rtp_timeout": "rtp timeout",
+        "max_calls_total": "max calls", "max_calls_per_user": "max calls per user",
+        "max_calls_per_line": "max calls per line",
     }.get(kind, kind)
 
 

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Literal
 
-Kind = Literal["call", "line", "user", "security", "server", "media", "routing"]
+Kind = Literal["call", "line", "user", "chat", "security", "server", "media", "routing"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,8 +95,11 @@ EVENTS: tuple[EventSpec, ...] = (
     EventSpec("hangup", "call", "a leg hung up (or was hung up on: see reason)", (
         CALL, _f("channel", str, "the leg that hung up: `ZERO` the leg the call came in on, `ONE` the "
                                  "leg Callflow dialled; empty when Callflow ended both legs itself (maximum "
-                                 "duration, no RTP: see reason)", optional=True, default=""),
-        _f("reason", str, "why: `BYE` (that channel sent BYE), `cancelled`, `no ACK`, ...",
+                                 "duration, no RTP, session timer: see reason)", optional=True, default=""),
+        _f("reason", str, "why: `BYE` (that channel sent BYE), `cancelled`, `no ACK`, `session expired: no "
+                          "refresh on channel ZERO within 1800 s` (RFC 4028), `session refresh failed: 481 "
+                          "from channel ONE`, `transferred` (the other party was taken into an attended transfer), "
+                          "`transfer failed: 486 Busy Here` (the transferor had left), ...",
            optional=True, default="BYE"),
     ), handler="on hangup", sdk="OnCallSessionHangUp"),
     EventSpec("failed", "call", "the call never connected", (
@@ -108,6 +111,17 @@ EVENTS: tuple[EventSpec, ...] = (
         _f("rtp_out", int, "RTP packets received from channel ONE's side (sent on to ZERO)", optional=True,
            default="0"),
     ), handler="on closed", sdk="OnCallSessionClosed"),
+    EventSpec("transfer", "call", "a transfer asked by a user's phone (REFER, RFC 3515) took a step", (
+        CALL, _f("transferor", str, "the user whose phone asked for the transfer"),
+        _f("target", str, "the number or name transferred to (the Refer-To's user part), routed by the rules "
+                      "as a call from that user"),
+        _f("kind", str, "`blind`, or `attended` (Refer-To with Replaces: the transferor's consultation call)"),
+        _f("channel", str, "the transferor's leg: the one that is replaced"),
+        _f("outcome", str, "`trying` (202 sent, routing), `ringing`, `connected` (the remaining party is "
+                           "bridged to the new leg, the transferor's leg ended) or `failed`"),
+        _f("reason", str, "for `failed`: the status and why, e.g. `404 Not Found (no route)`", optional=True,
+           default=""),
+    ), sdk="OnCallSessionTransfer"),
     # ---- lines (accounts at providers)
     EventSpec("line_registered", "line", "a line's registration succeeded (or was refreshed)", (
         _f("line", str, "the line's name"), _f("code", int, "the provider's status (200)"),
@@ -144,6 +158,11 @@ EVENTS: tuple[EventSpec, ...] = (
         _f("reason", str, "why"),
         _f("expires", int, "seconds granted, when the line became registered", optional=True, default=""),
     )),
+    EventSpec("line_failover", "line", "a line's server did not answer: the next one DNS named (SRV) is tried", (
+        _f("line", str, "the line's name"), _f("failed", str, "the address that failed, `ip:port`"),
+        _f("next", str, "the address tried next"),
+        _f("found_by", str, "how DNS gave it, e.g. `SRV _sip._udp.example.com`"),
+    )),
     # ---- users (phones registering to us)
     EventSpec("user_registered", "user", "a phone registered a new contact for a user", (
         _f("user", str, "the user's name"), _f("contact", str, "the Contact URI the phone registered"),
@@ -151,15 +170,33 @@ EVENTS: tuple[EventSpec, ...] = (
         _f("expires", int, "seconds the registration lasts (filled from the location service)",
            optional=True),
     ), handler="on user registered", sdk="OnRegisterUserSuccess"),
-    EventSpec("user_unregistered", "user", "a user's contact went away (unregistered)", (
+    EventSpec("user_unregistered", "user", "a user's contact went away (unregistered, lapsed or replaced)", (
         _f("user", str, "the user's name"), _f("contact", str, "the Contact URI removed"),
-        _f("reason", str, "`unregistered` (the phone said so), `expired` (it stopped refreshing) or `replaced` "
-                          "(the user's oldest contact made room for a new one)", optional=True, default=""),
+        _f("reason", str, "`unregistered` (Expires 0 or `*`), `expired` (the phone did not refresh it) or "
+                          "`replaced` (a newer contact took the slot: at most 10 per user)",
+           optional=True, default="unregistered"),
     ), handler="on user unregistered", sdk="OnUnregisterUser"),
     EventSpec("user_register_failed", "user", "an authenticated REGISTER was refused", (
         _f("user", str, "the address's user part"), _f("ip", str, "where it came from"),
         _f("reason", str, "why"),
     ), sdk="OnRegisterUserFailed"),
+    # ---- chat (SIP MESSAGE outside a dialog, RFC 3428)
+    EventSpec("message", "chat", "a user's or a line's MESSAGE was relayed (or could not be): one event per "
+              "MESSAGE, once its sender has had the answer", (
+        _f("from", str, "the sender as the recipient sees it: a user's caller-id (else its name), a line's "
+                        "caller number"),
+        _f("from_type", str, "`user` or `line`"),
+        _f("user", str, "the user who sent it (from a user)", optional=True),
+        _f("line", str, "the line it came in on (from a provider)", optional=True),
+        _f("to", str, "the user or number it was sent to"),
+        _f("text", str, "the message (a text/* body; other types show their type and size), 1,000 characters "
+                        "at most"),
+        _f("target", str, "where it went: `user NAME` / `line NAME`, space-separated (empty: no route)",
+           optional=True, default=""),
+        _f("code", int, "the final status the sender got: 2xx delivered, 404 no route, 480 nobody registered, "
+                        "408 no answer..."),
+        _f("reason", str, "that status's reason phrase"),
+    ), handler="on message", sdk="OnChatMessage"),
     # ---- security
     EventSpec("attack_detected", "security", "a source is blocked or ignored", (
         _f("kind", str, "`brute_force` (password guessing), `flood` (too many messages) or `scan` "
@@ -265,16 +302,19 @@ EVENTS: tuple[EventSpec, ...] = (
         _f("transport", str, "udp, tcp, tls, ws or wss"), _f("address", str, "HOST:PORT"),
         _f("advertise", str, "the address written in Via, Contact and SDP"),
     ), bus=False),
-    EventSpec("bindings_restored", "server", "registrations restored from `--location-db` at start-up", (
-        _f("file", str, "the SQLite file"), _f("restored", int, "bindings still valid, restored"),
+    EventSpec("bindings_restored", "server", "registrations restored from `--location-db` or "
+              "`--location-dsn` at start-up", (
+        _f("file", str, "the SQLite file, or the PostgreSQL DSN without its password"),
+        _f("restored", int, "bindings still valid, restored"),
         _f("dropped", int, "bindings expired, over TCP/TLS/WS, or of users no longer declared"),
     ), bus=False),
     EventSpec("location_db_error", "server", "the location database failed: registrations are kept in "
               "memory only until it recovers", (
-        _f("file", str, "the SQLite file"), _f("error", str, "what failed"), _f("action", str, "what is done"),
+        _f("file", str, "the SQLite file, or the PostgreSQL DSN without its password"),
+        _f("error", str, "what failed"), _f("action", str, "what is done"),
     ), bus=False),
     EventSpec("location_db_recovered", "server", "the location database works again", (
-        _f("file", str, "the SQLite file"),
+        _f("file", str, "the SQLite file, or the PostgreSQL DSN without its password"),
     ), bus=False),
     EventSpec("connection_closed", "server", "a TCP, TLS or WebSocket connection closed", (
         _f("transport", str, "its transport"), _f("peer", str, "HOST:PORT of the far end"),
@@ -318,6 +358,25 @@ EVENTS: tuple[EventSpec, ...] = (
         CALL, _f("leg0", int, "packets dropped on channel ZERO's port"),
         _f("leg1", int, "packets dropped on channel ONE's port"),
     ), bus=False),
+    EventSpec("rtpengine_ready", "media", "at start with `--media rtpengine:HOST:PORT`: rtpengine answered "
+              "a ping", (_f("address", str, "its ng control address"),), bus=False),
+    EventSpec("rtpengine_unreachable", "media", "at start: rtpengine did not answer a ping; Callflow runs on, "
+              "and calls fail until it answers", (
+        _f("address", str, "its ng control address"), _f("reason", str, "what went wrong"),
+    ), bus=False),
+    EventSpec("rtpengine_warning", "media", "rtpengine carried out a request but warned about it", (
+        _f("address", str, "its ng control address"), _f("command", str, "offer, answer, query, delete..."),
+        _f("warning", str, "what rtpengine said"),
+    ), bus=False),
+    EventSpec("rtpengine_stray", "media", "a datagram on the ng control socket that answers no request of "
+              "ours (a late reply after the retransmissions gave up, or garbage); dropped", (
+        _f("address", str, "rtpengine's ng control address"), _f("size", int, "bytes"),
+        _f("reason", str, "why it was dropped"),
+    ), bus=False),
+    EventSpec("rtpengine_delete_failed", "media", "at a call's end rtpengine did not confirm deleting the "
+              "call's media (it ends it itself after its own timeout without RTP)", (
+        CALL, _f("reason", str, "what went wrong"),
+    ), bus=False),
     # ---- the call machine and the line machine's own troubles (bugs or refusals, never silent)
     EventSpec("call_error", "call", "an internal error in a step of a call: the call is ended with BYE or "
               "CANCEL as its state needs, its media released, `closed` emitted", (
@@ -343,6 +402,13 @@ EVENTS: tuple[EventSpec, ...] = (
     ), bus=False),
     EventSpec("line_response_ignored", "line", "a provider's response to a line's request was unreadable", (
         _f("line", str, "the line's name"), _f("reason", str, "why"),
+    ), bus=False),
+    EventSpec("dns_failed", "line", "a NAPTR or SRV lookup for a line's server failed: its A records are used", (
+        _f("name", str, "the name looked up"), _f("error", str, "what DNS said"), _f("action", str, "what follows"),
+    ), bus=False),
+    EventSpec("dns_unconfigured", "line", "no DNS configuration (/etc/resolv.conf): NAPTR and SRV are not "
+              "looked up", (
+        _f("error", str, "why"), _f("action", str, "what follows"),
     ), bus=False),
     # ---- operator's endpoint and transport
     EventSpec("control_listening", "server", "the control endpoint (status, metrics, the live page) is open", (

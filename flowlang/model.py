@@ -127,6 +127,19 @@ class Listen:
     port: int
 
 
+# Call limits and timers when the script does not set them (docs/language.md, "Call limits").
+# A phone rarely needs more than a handful of calls at once (a call, one on hold, a transfer, a
+# conference: baresip allows 4); 8 leaves room and still stops one account from taking every media port
+# (issue 9: one user held 2,449 calls). A line carries what its provider sells; 100 bounds what one
+# trunk, or a packet spoofed from its address, can hold.
+DEFAULT_MAX_CALLS_PER_USER = 8
+DEFAULT_MAX_CALLS_PER_LINE = 100
+# Off by default: session timers (RFC 4028) end a call whose peer vanished, and the call runner keeps a
+# cancelled timer until its time passes (runtime/calls/runner.py `_set_timer`), so a default of hours
+# would hold one heap entry per ended call for those hours. Set it to bound what a call can cost.
+DEFAULT_MAX_CALL_DURATION: float | None = None
+
+
 @fast_init
 @dataclass(frozen=True, slots=True)
 class ServerConfig:
@@ -138,6 +151,14 @@ class ServerConfig:
     tls_cert: str | None = None
     tls_key: str | None = None
     timezone: str | None = None  # default zone for `time`/`days` conditions; None = the call's own zone
+    # None = off; seconds. A call is ended (BYE on both legs, `hangup` saying why) when it reaches the
+    # duration, or when no RTP has flowed either way for the timeout.
+    max_call_duration: float | None = DEFAULT_MAX_CALL_DURATION
+    rtp_timeout: float | None = None
+    max_calls: int | None = None  # calls in the whole server at once; None = no limit but the media ports
+    # the limit of a user or line that sets none (the compiled User/Line carries its effective limit)
+    max_calls_per_user: int | None = DEFAULT_MAX_CALLS_PER_USER
+    max_calls_per_line: int | None = DEFAULT_MAX_CALLS_PER_LINE
 
 
 @fast_init
@@ -146,7 +167,7 @@ class User:
     name: str
     password: str
     caller_id: str | None = None
-    max_calls: int | None = None
+    max_calls: int | None = None  # calls the user is in at once, placed or received; None = no limit
     position: Position | None = None
     # `legacy-digest`: the phone may answer digest without qop (RFC 2069), which the server otherwise
     # refuses because such an answer carries no nonce-count (docs/security.md)
@@ -173,6 +194,8 @@ class Line:
     # other addresses the provider sends calls from (IP or CIDR network, normalised), any port
     trust: tuple[str, ...] = ()
     position: Position | None = None
+    # calls through the line at once, both directions (it is channel ZERO's or ONE's peer); None = no limit
+    max_calls: int | None = None
 
 
 def caller_identity(user: User) -> str:

@@ -175,6 +175,13 @@ def _setting(kind: str):
     return build
 
 
+def _limit(kind: str):
+    def build(p, ch):
+        tok = ch[0]
+        return Setting(kind, [None if tok[1] == "off" else tok[1], tok[2], tok[3]], p[2], p[3])
+    return build
+
+
 def _cond(kind: str):
     def build(p, ch):
         return CondNode(kind, False, ch, p[2], p[3])
@@ -283,7 +290,15 @@ BUILDERS = {
     "line_decl": lambda p, ch: Decl("line", ch[0][1], ch[1:], p[2], p[3], ch[0][2], ch[0][3]),
     "password": _setting("password"),
     "caller_id": _setting("caller_id"),
-    "max_calls": lambda p, ch: Setting("max_calls", [int(ch[0][1])], p[2], p[3]),
+    # limits: args = [the INT/DURATION token, or None for `off`; its line; its column]
+    "limit_count": lambda p, ch: ch[0],
+    "limit_duration": lambda p, ch: ch[0],
+    "max_calls": _limit("max_calls"),
+    "max_call_duration": _limit("max_call_duration"),
+    "rtp_timeout": _limit("rtp_timeout"),
+    "max_calls_total": _limit("max_calls_total"),
+    "max_calls_per_user": _limit("max_calls_per_user"),
+    "max_calls_per_line": _limit("max_calls_per_line"),
     "legacy_digest": lambda p, ch: Setting("legacy_digest", [], p[2], p[3]),
     "line_server": _setting("server"),
     "line_transport": _setting("transport"),

@@ -11,8 +11,12 @@ import ssl
 import sys
 from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from flowlang import FlowError
+
+if TYPE_CHECKING:
+    from .media.base import MediaBackend
 
 log = logging.getLogger("callflow")
 
@@ -41,6 +45,45 @@ def _range(text: str) -> tuple[int, int]:
     return int(lo), int(hi)
 
 
+OFF = "off"
+
+
+def _count_or_off(text: str) -> int | str:
+    """N >= 1, or `off` (no limit)."""
+    if text == OFF:
+        return OFF
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected a number of calls of at least 1, or off, got {text!r}")
+    return int(text)
+
+
+def _duration_or_off(text: str) -> float | str:
+    """A duration with its unit (500ms, 60s, 1.5m, 4h) of at least 1 s, or `off`; seconds."""
+    if text == OFF:
+        return OFF
+    from flowlang.compiler import parse_duration
+
+    try:
+        seconds = parse_duration(text)
+    except ValueError:
+        seconds = 0.0
+    if seconds < 1:
+        raise argparse.ArgumentTypeError(f"expected a duration of at least 1s with its unit (60s, 4h), or off, "
+                                         f"got {text!r}")
+    return seconds
+
+
+def _server_overrides(args: argparse.Namespace) -> dict[str, object]:
+    """The ServerConfig fields `run`'s options set: they win over the script's, across reloads."""
+    out: dict[str, object] = {}
+    for option, name in (("max_calls", "max_calls"), ("max_call_duration", "max_call_duration"),
+                         ("rtp_timeout", "rtp_timeout")):
+        value = getattr(args, option, None)
+        if value is not None:
+            out[name] = None if value == OFF else value
+    return out
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="callflow", description="A SIP server whose call routing is a .flow script.")
     p.add_argument("--version", action="version", version=f"callflow {_package_version()}")
@@ -59,6 +102,19 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--location-db", metavar="FILE",
                      help="SQLite file that keeps phone registrations across restarts "
                           "(default: registrations.sqlite in the state folder)")
+    run.add_argument("--location-dsn", metavar="postgresql://USER@HOST/DB",
+                     help="keep phone registrations in PostgreSQL, shared by every node given the same DSN "
+                          "(schema created and upgraded by Callflow); replaces --location-db")
+    run.add_argument("--media", default="relay", metavar="relay|rtpengine:HOST:PORT",
+                     help="who relays the calls' RTP: Callflow itself (relay, the default) or an rtpengine "
+                          "reached over its ng control protocol at HOST:PORT (its --listen-ng)")
+    run.add_argument("--max-calls", type=_count_or_off, metavar="N|off",
+                     help="calls in the whole server at once (default: the script's `max calls`, else no limit)")
+    run.add_argument("--max-call-duration", type=_duration_or_off, metavar="DURATION|off",
+                     help="end calls that last this long, e.g. 4h (default: the script's, else off)")
+    run.add_argument("--rtp-timeout", type=_duration_or_off, metavar="DURATION|off",
+                     help="end calls whose media stopped both ways this long, e.g. 60s (default: the script's, "
+                          "else off)")
     from .records.setup import add_cdr_command, add_run_arguments
 
     add_run_arguments(run)
@@ -351,7 +407,19 @@ async def serve(args: argparse.Namespace, stop: asyncio.Event | None = None) -> 
         return 1
     args.records = state.writer  # `.recent()` for the control endpoint's live page (None with --no-cdr)
     location_store = None
-    if state.location_db:
+    location_dsn = getattr(args, "location_dsn", None)
+    if location_dsn:
+        from .location_db import LocationDbError
+        from .location_pg import PostgresLocationStore
+
+        try:  # the phones' bindings shared with the other nodes, instead of the SQLite file
+            location_store = PostgresLocationStore(location_dsn, clock=loop.time, node=args.advertise or "")
+            state.location_db = location_store.name
+        except LocationDbError as exc:
+            print(f"callflow: {exc}", file=sys.stderr)
+            state.close()
+            return 1
+    elif state.location_db:
         from .location_db import LocationDbError, SqliteLocationStore
 
         try:
@@ -360,10 +428,18 @@ async def serve(args: argparse.Namespace, stop: asyncio.Event | None = None) -> 
             print(f"callflow: {exc}", file=sys.stderr)
             state.close()
             return 1
+    try:
+        media = await _media_backend(getattr(args, "media", "relay"))
+    except ValueError as exc:
+        print(f"callflow: --media: {exc}", file=sys.stderr)
+        state.close()
+        return 1
     engine = Engine(listen=specs, advertise=args.advertise, realm=server.realm or server.domain or "callflow",
                     rtp_ports=args.rtp_ports or server.rtp_ports or (20000, 29999),
                     user_agent=server.user_agent, tls=tls, client_tls=client_tls,
-                    location_store=location_store)
+                    location_store=location_store, media=media)
+    if media is not None and hasattr(media, "watch"):
+        media.watch(engine.bus.subscribe)  # counters refreshed at hang-up, for `closed` and the record
     try:
         await engine.start()
     except (OSError, ValueError) as exc:
@@ -372,7 +448,7 @@ async def serve(args: argparse.Namespace, stop: asyncio.Event | None = None) -> 
         state.close()
         return 1
     state.attach(engine)
-    dialplan = Dialplan(engine)
+    dialplan = Dialplan(engine, server_overrides=_server_overrides(args))
     dialplan.load(program)
     if location_store is not None:
         try:
@@ -415,6 +491,26 @@ async def serve(args: argparse.Namespace, stop: asyncio.Event | None = None) -> 
     if location_store is not None:
         location_store.close()
     return 0
+
+
+async def _media_backend(spec: str) -> MediaBackend | None:
+    """``relay`` -> None (the engine makes its Python relay); ``rtpengine:HOST:PORT`` -> a started
+    RtpengineBackend. Raises ValueError saying what is expected."""
+    kind, _, rest = spec.partition(":")
+    if kind == "relay" and not rest:
+        return None
+    if kind != "rtpengine":
+        raise ValueError(f"expected relay or rtpengine:HOST:PORT, got {spec!r}")
+    from .media.base import MediaError
+    from .media.rtpengine import RtpengineBackend, parse_address
+
+    host, port = parse_address(rest)
+    backend = RtpengineBackend((_resolve_host(host), port))
+    try:
+        await backend.start()
+    except MediaError as exc:
+        raise ValueError(str(exc)) from exc
+    return backend
 
 
 def _resolve_host(host: str) -> str:

@@ -9,14 +9,28 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
 from flowlang.events import BY_NAME, EVENTS, EventSpec
-from flowlang.model import Accept, CallInfo, Decision, Hangup, Log, Play, Program, Reject, SetCallerId, SetHeader
+from flowlang.model import (
+    Accept,
+    CallInfo,
+    Decision,
+    Hangup,
+    Line,
+    Log,
+    Play,
+    Program,
+    Reject,
+    ServerConfig,
+    SetCallerId,
+    SetHeader,
+)
 
 from .calls import CallSession, Failure, Target
+from .chat import ChatMessage
 from .engine import Engine
 from .events import EngineEvent
 from .lines import LineConfig
@@ -39,14 +53,31 @@ def line_config(line) -> LineConfig:  # type: ignore[no-untyped-def]
     )
 
 
+def apply_call_limits(engine: Engine, server: ServerConfig, lines: Mapping[str, Line]) -> None:
+    """The script's call limits and timers (its server block and each line's `max calls`) onto the
+    engine: they apply to calls that start from now on; a call keeps the timers it started with."""
+    engine.max_call_duration = server.max_call_duration
+    engine.rtp_timeout = server.rtp_timeout
+    engine.max_calls = server.max_calls
+    engine.line_max_calls = {name: line.max_calls for name, line in lines.items()}
+
+
 class Dialplan:
-    def __init__(self, engine: Engine, clock: Callable[[], float] = time.monotonic) -> None:
-        """`clock` gives seconds on a monotonic clock, for `{duration}` (tests pass a fake one)."""
+    def __init__(self, engine: Engine, clock: Callable[[], float] = time.monotonic,
+                 server_overrides: Mapping[str, object] | None = None) -> None:
+        """`clock` gives seconds on a monotonic clock, for `{duration}` (tests pass a fake one).
+        `server_overrides`: ServerConfig fields the command line sets (`callflow run --max-calls ...`),
+        which win over every program's server block, reloads included."""
         self.engine = engine
         self.program: Program | None = None
         self.clock = clock
+        self.server_overrides = dict(server_overrides or {})
         self.records = CallRecords(live=lambda call_id: call_id in engine.calls)
         engine.router = self.route
+        engine.transfer_router = self.route_transfer
+        chat = getattr(engine, "chat", None)  # an engine without chat: the handler specs' stand-in
+        if chat is not None:
+            chat.router = self.route_message
         engine.bus.subscribe(self.on_event)
 
     # ---- declarations -----------------------------------------------------------------------------
@@ -75,6 +106,10 @@ class Dialplan:
             if name not in program.lines:
                 engine.remove_line(name)
                 changes["lines-"].append(name)
+        server = program.server
+        if self.server_overrides:
+            server = replace(server, **self.server_overrides)
+        apply_call_limits(engine, server, program.lines)
         self.program = program
         engine.program = program
         return changes
@@ -99,6 +134,52 @@ class Dialplan:
             return
         log.info("event=routed call=%s rule=%s", call.id, decision.rule)
         _PlanRun(call, decision).step(None)
+
+    def route_transfer(self, call: object, user: str, target: str) -> tuple[list[Target], Failure | None]:
+        """A transfer that user `user`'s phone asked for (REFER) is decided like a new call from that
+        user to `target`, with the program the call started with: the targets of the decision's first
+        accept (actions such as `play` are not run: the remaining party is mid-call), else its reject."""
+        program: Program | None = getattr(call, "program", None) or self.program  # type: ignore[assignment]
+        account = self.engine.users.get(user)
+        if program is None or account is None:
+            return [], Failure(403, "Forbidden (transfers are for a known user's phone)")
+        info = CallInfo(from_type="user", from_name=user, caller_id=account.caller_id or user, caller_name=None,
+                        to=target, at=datetime.now(UTC))
+        decision = program.decide(info)
+        if decision is None:
+            return [], Failure(404, "Not Found (no route)")
+        for attempt in decision.plan:
+            terminal = attempt.terminal
+            if isinstance(terminal, Accept):
+                log.info("event=routed call=%s rule=%s transfer_to=%s", getattr(call, "id", ""), decision.rule,
+                         _quote(target))
+                return [Target("USER" if t.kind == "user" else "LINE", t.name, t.number)
+                        for t in terminal.targets], None
+            if isinstance(terminal, Reject):
+                return [], Failure(terminal.code, terminal.reason)
+            if isinstance(terminal, Hangup):
+                break
+        return [], Failure(403, "Forbidden (the rules do not connect this transfer)")
+
+    def route_message(self, message: ChatMessage) -> list[Target] | Failure:
+        """Where a MESSAGE goes: the targets of the first `accept` of the rule a call from the same
+        sender to the same number would take; that rule's `reject` (or no rule) refuses it."""
+        program = self.program
+        if program is None:
+            return Failure(503, "Service Unavailable (no routing program loaded)")
+        info = CallInfo(from_type=_FROM_TYPE.get(message.peer_type, "unknown"), from_name=message.peer,
+                        caller_id=message.sender, caller_name=None, to=message.to,
+                        headers={name.lower(): value for name, value in message.headers}, at=datetime.now(UTC))
+        decision = program.decide(info)
+        if decision is None:
+            return Failure(404, "Not Found (no route)")
+        for attempt in decision.plan:
+            terminal = attempt.terminal
+            if isinstance(terminal, Accept):
+                return [Target("USER" if t.kind == "user" else "LINE", t.name, t.number) for t in terminal.targets]
+            if isinstance(terminal, Reject):
+                return Failure(terminal.code, terminal.reason)
+        return Failure(404, "Not Found (the rule accepts no target)")
 
     # ---- observers ----------------------------------------------------------------------------------
     def on_event(self, event: EngineEvent) -> None:

@@ -19,7 +19,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 from .auth import Authenticator, AuthOutcome
-from .calls import CallMachine, CallRunner, CallSession, Channel, Failure, Leg, Target
+from .calls import CallMachine, CallRunner, CallSession, CallState, Channel, Failure, Leg, Target
+from .chat import ChatRelay
 from .events import EventBus
 from .guard import FloodGuard
 from .lines import LineClient, LineConfig
@@ -111,10 +112,18 @@ class Engine:
         # (Call-ID, our tag) -> the call and the channel whose dialog it is
         self.dialogs: dict[tuple[str, str], tuple[CallSession, Channel]] = {}
         self.call_runner = CallRunner(self)
+        self.chat = ChatRelay(self)  # MESSAGE outside a dialog (RFC 3428); its `router` is the dialplan's
         self.max_call_duration: float | None = None  # seconds; None: no limit
         self.rtp_timeout: float | None = None        # seconds without RTP either way; None: not checked
+        # call limits (the script's `max calls`, set by the dialplan): calls in the whole server, and per
+        # line (both directions); None or absent: no limit. Users carry theirs in UserAccount.
+        self.max_calls: int | None = None
+        self.line_max_calls: dict[str, int | None] = {}
         self.program: object = None
         self.router: Callable[[CallSession], None] = lambda call: call.reject(404, "Not Found (no routing)")
+        # a transfer's target, routed as a call from the transferring user (the dialplan sets it)
+        self.transfer_router: Callable[[CallMachine, str, str], tuple[list[Target], Failure | None]] = \
+            lambda call, user, target: ([], Failure(404, "Not Found (no routing)"))
         self._line_starts: set[asyncio.Task] = set()
         self._line_by_address: dict[Address, LineClient] = {}
         self._leaving_lines: set[LineClient] = set()
@@ -327,6 +336,8 @@ class Engine:
             self._on_invite(event, txn)
         elif method == "OPTIONS":
             self.respond(txn, 200, "OK", [("Allow", ALLOW), ("Accept", "application/sdp")])
+        elif method == "MESSAGE":
+            self._on_message(txn)
         elif method in KNOWN_METHODS:
             self.respond(txn, 405, "Method Not Allowed", [("Allow", ALLOW)])
         else:
@@ -349,7 +360,7 @@ class Engine:
         resp, added, removed = self.registrar.register(user, req, txn.peer, txn.transport, now)
         self.layer.respond(txn, resp, now)
         if added:
-            granted = {b.contact: int(b.expires_at - now) for b in self.registrar.lookup(user, now)}
+            granted = {b.contact: round(b.expires_at - now) for b in self.registrar.lookup(user, now)}
         for contact in added:
             self.bus.emit("user_registered", user=user, contact=contact, ip=ip, port=txn.peer[1],
                           expires=granted.get(contact))
@@ -384,10 +395,17 @@ class Engine:
         if self.overloaded:
             self.respond(txn, 503, "Service Unavailable (overloaded)", [("Retry-After", "2")])
             return
+        if self.max_calls is not None and len(self.calls) >= self.max_calls:
+            self.respond(txn, 503, "Service Unavailable (call limit of the server reached)", [("Retry-After", "5")])
+            return
         line = self.line_for_source(txn.peer)
         if line is not None:
             peer_type, peer_name = "LINE", line.config.name
             account = None
+            limit = self.line_max_calls.get(peer_name)
+            if limit is not None and self.calls_of_line(peer_name) >= limit:
+                self.respond(txn, 486, f"Busy Here (line {peer_name} call limit reached)")
+                return
         else:
             outcome = self.auth.authenticate(req, txn.peer[0], self.now())
             if outcome.user is None:
@@ -419,9 +437,35 @@ class Engine:
         self.call_runner.add(call)
         call.start()
 
-    def calls_of_user(self, name: str) -> int:
-        """How many active calls user `name` is on, placed or received (its `max calls` counts both)."""
-        return sum(1 for c in self.calls.values() if c.machine.involves_user(name))
+    def _on_message(self, txn: ServerTransaction) -> None:
+        """Chat (RFC 3428) outside a dialog: from a line (by address) or a user who authenticates
+        like a caller (407, then 403); anyone else's MESSAGE is never relayed."""
+        if self.overloaded:
+            self.respond(txn, 503, "Service Unavailable (overloaded)", [("Retry-After", "2")])
+            return
+        req = txn.request
+        line = self.line_for_source(txn.peer)
+        if line is not None:
+            self.chat.receive(txn, "LINE", line.config.name, unescape(req.from_.uri.user or ""))
+            return
+        outcome = self.auth.authenticate(req, txn.peer[0], self.now())
+        if outcome.user is None:
+            self._refused(txn, outcome)
+            return
+        account = self.users.get(outcome.user)
+        sender = account.caller_id if account is not None and account.caller_id else outcome.user
+        self.chat.receive(txn, "USER", outcome.user, sender)
+
+    def calls_of_user(self, name: str, besides: CallMachine | None = None) -> int:
+        """How many active calls user `name` is on, placed or received (its `max calls` counts both),
+        not counting `besides` (the call asking to ring it)."""
+        return sum(1 for c in self.calls.values() if c.machine is not besides and c.machine.involves_user(name))
+
+    def calls_of_line(self, name: str, besides: CallMachine | None = None) -> int:
+        """How many active calls go through line `name`, in or out: the line is their channel ZERO's
+        peer, or channel ONE's (a fork of the current attempt still ringing counts), not counting
+        `besides` (the call asking to dial it)."""
+        return sum(1 for c in self.calls.values() if c.machine is not besides and _on_line(c.machine, name))
 
     def _admit(self, ip: str, data: bytes, now: float) -> bool:
         ok, attack = self.guard.admit(ip, data, now)
@@ -491,7 +535,7 @@ class Engine:
         """A 2xx for an INVITE of ours outside its transaction: a retransmission (our ACK was lost)
         or another fork's answer; the call's machine knows which."""
         entry = self.dialogs.get((resp.call_id, resp.from_tag or ""))
-        if entry is not None and entry[1] is Channel.ONE:
+        if entry is not None:  # ONE: our INVITE to a fork; ZERO: a session refresh re-INVITE of ours
             entry[0].stray_2xx(resp)
 
     # ---- what call sessions use ---------------------------------------------------------------------
@@ -502,6 +546,22 @@ class Engine:
         except Exception:
             log.exception("call=%s routing failed", call.id)
             call.reject(500, "Server Internal Error (routing)")
+
+    def route_transfer(self, call: CallMachine, user: str, target: str) -> tuple[list[Target], Failure | None]:
+        """CallEnv.route_transfer: `transfer_router` (the dialplan) decides; one that raises refuses."""
+        try:
+            return self.transfer_router(call, user, target)
+        except Exception:
+            log.exception("call=%s transfer routing failed", call.id)
+            return [], Failure(500, "Server Internal Error (routing)")
+
+    def take_over(self, call: CallMachine, user: str, call_id: str, local_tag: str,
+                  remote_tag: str) -> tuple[Leg | None, Failure | None]:
+        """CallEnv.take_over: the call holding that dialog hands its other party over (attended transfer)."""
+        entry = self.dialogs.get((call_id, local_tag))
+        if entry is None or entry[0].machine is call:
+            return None, Failure(481, "Call/Transaction Does Not Exist (Replaces names no other call)")
+        return self.call_runner.hand_over(entry[0], entry[1], user, remote_tag)
 
     def build_forks(self, call: CallMachine, target: Target, offer: bytes,
                     now: float) -> tuple[list[Leg], Failure | None]:
@@ -515,7 +575,7 @@ class Engine:
         if target.name not in self.users:
             return [], Failure(404, f"Not Found (no user {target.name})")
         account = self.users[target.name]
-        if account.max_calls is not None and self.calls_of_user(target.name) >= account.max_calls:
+        if account.max_calls is not None and self.calls_of_user(target.name, call) >= account.max_calls:
             return [], Failure(486, f"Busy Here ({target.name} has reached its call limit)")
         bindings = self.registrar.lookup(target.name, now)
         if not bindings:
@@ -541,6 +601,9 @@ class Engine:
             return [], Failure(404, f"Not Found (no line {target.name})")
         if line.address is None or not line.carries_calls:
             return [], Failure(503, f"Service Unavailable (line {target.name} is not registered)")
+        limit = self.line_max_calls.get(target.name)
+        if limit is not None and self.calls_of_line(target.name, call) >= limit:
+            return [], Failure(503, f"Service Unavailable (line {target.name} call limit reached)")
         cfg = line.config
         number = target.number or call.dialled
         host = cfg.server_host
@@ -616,6 +679,20 @@ class Engine:
     def _legacy_for(self, user: str) -> bool:
         account = self.users.get(user)
         return account is not None and account.legacy_digest
+
+
+def _on_line(m: CallMachine, name: str) -> bool:
+    """Whether line `name` is channel ZERO's or ONE's peer of call `m` (CallMachine.involves_user's
+    rule, for a line): a fork of the current attempt still ringing counts."""
+    if m.state is CallState.CLOSED:
+        return False
+    if m.peer_type == "LINE" and m.peer_name == name:
+        return True
+    one = m.one
+    if one is not None:
+        return one.peer_type == "LINE" and one.peer == name
+    return m.state is CallState.DIALING and any(
+        f.peer_type == "LINE" and f.peer == name and not f.settled and f.attempt == m.attempt for f in m.forks)
 
 
 def _advertise_for(host: str) -> str:

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Protocol
 from ..sip.dialog import Dialog
 from ..sip.message import Request, Response
 from ..sip.transaction import Address
+from .session_timer import SessionTimer
 from .states import ByeState, CancelState, Channel, ForkState, InviteState
 
 if TYPE_CHECKING:
@@ -45,7 +46,8 @@ class Leg:
     __slots__ = ("channel", "index", "peer_type", "peer", "address", "transport", "dialog", "invite_state",
                  "bye", "bye_auth_nonce", "final", "final_cseq", "final_to", "final_interval", "final_deadline",
                  "acks", "ack_waiting", "target", "invite", "auth", "state", "cancel", "sent_credentials",
-                 "attempt", "extra_dialogs", "answer_sdp")
+                 "attempt", "extra_dialogs", "answer_sdp", "timer", "allow_update", "local_sdp", "refreshing",
+                 "timer_retried")
 
     def __init__(self, channel: Channel, peer_type: str, peer: str | None, address: Address, transport: str) -> None:
         self.channel = channel
@@ -79,6 +81,12 @@ class Leg:
         self.attempt = 0
         self.extra_dialogs: dict[str, Request] | None = None  # other forks' 2xx: their ACKs by To tag
         self.answer_sdp = b""  # the SDP answer this fork's 2xx carried, as sent (the status page's codec)
+        # session timer (RFC 4028) of this leg's dialog with us, None when it has none
+        self.timer: SessionTimer | None = None
+        self.allow_update = False       # the peer lists UPDATE in Allow (else we answer refresh UPDATEs)
+        self.local_sdp = b""            # the last SDP we sent on this leg (a refresh re-INVITE repeats it)
+        self.refreshing = False         # a refresh of ours is in flight on this leg
+        self.timer_retried = False      # a 422 was answered once with a larger Session-Expires
 
     @classmethod
     def fork(cls, target: Target, destination: Address, invite: Request, auth: DigestClient | None,
@@ -109,4 +117,17 @@ class CallEnv(Protocol):
     def build_forks(self, call: object, target: Target, offer: bytes, now: float) -> tuple[list[Leg], Failure | None]:
         """The INVITEs that ring `target` (one per registered contact of a user, one for a line),
         carrying `offer` as SDP when not empty; or why there are none."""
+        ...
+
+    def route_transfer(self, call: object, user: str, target: str) -> tuple[list[Target], Failure | None]:
+        """Where a transfer asked by user `user`'s phone to `target` (a number or name) goes: the
+        routing program decides it as a new call from that user to `target` (its rules and their
+        security apply); the targets of its first accept, or why there are none (e.g. 404, 403)."""
+        ...
+
+    def take_over(self, call: object, user: str, call_id: str, local_tag: str,
+                  remote_tag: str) -> tuple[Leg | None, Failure | None]:
+        """An attended transfer: the other party of the call whose dialog (call_id, our local_tag,
+        the phone's remote_tag) user `user`'s phone has with us, handed over by that call
+        (CallMachine.hand_over), or why it cannot be (481 no such dialog, 403 not that user's)."""
         ...

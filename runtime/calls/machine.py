@@ -28,7 +28,7 @@ from ..sip.errors import SipError
 from ..sip.message import Headers, Request, Response, create_response
 from ..sip.sdp import SdpError
 from ..sip.transaction import Address, ServerTransaction, State, new_branch, new_tag
-from ..sip.uri import SipUri
+from ..sip.uri import NameAddr, SipUri, unescape
 from .io import (
     AcceptIn,
     AckIn,
@@ -63,18 +63,34 @@ from .io import (
     TimerFired,
 )
 from .legs import CallEnv, Failure, Leg, Target
-from .states import CALL_TRANSITIONS, ByeState, CallState, CancelState, Channel, ForkState, InviteState
+from .session_timer import MIN_SE, SessionTimer, allows, as_uac, as_uas, min_se, request_headers, session_expires
+from .states import (
+    CALL_TRANSITIONS,
+    TRANSFER_TRANSITIONS,
+    ByeState,
+    CallState,
+    CancelState,
+    Channel,
+    ForkState,
+    InviteState,
+    TransferState,
+)
 
 log = logging.getLogger("callflow.calls")
 
 ZERO, ONE = Channel.ZERO, Channel.ONE
 CONNECTED_METHODS = "INVITE, ACK, CANCEL, BYE, OPTIONS, UPDATE, INFO, MESSAGE, NOTIFY, REFER"
 # headers a relayed in-dialog request keeps, by what its method needs (the rest is rebuilt by us)
+# (RFC 6086 INFO, 6665 SUBSCRIBE/NOTIFY, 3515/3892/4488/4538 REFER, 3428 MESSAGE; INVITE and UPDATE
+# get the session timer headers of the leg they go to instead, see _timer_request_headers)
 RELAYED_HEADERS: dict[str, frozenset[str]] = {
-    "INFO": frozenset({"info-package", "content-disposition"}),
-    "NOTIFY": frozenset({"event", "subscription-state"}),
-    "REFER": frozenset({"refer-to", "referred-by", "refer-sub"}),
+    "INFO": frozenset({"info-package", "content-disposition", "recv-info"}),
+    "NOTIFY": frozenset({"event", "subscription-state", "content-disposition"}),
+    "SUBSCRIBE": frozenset({"event", "expires", "accept"}),
+    "REFER": frozenset({"refer-to", "referred-by", "refer-sub", "target-dialog"}),
     "MESSAGE": frozenset({"content-disposition"}),
+    "INVITE": frozenset({"content-disposition", "recv-info"}),
+    "UPDATE": frozenset({"content-disposition", "recv-info"}),
 }
 NO_HEADERS: frozenset[str] = frozenset()
 NO_ANSWER = "no_answer"
@@ -82,8 +98,34 @@ RESEND_2XX = {ZERO: "2xx_zero", ONE: "2xx_one"}
 LINGER = "linger"
 MAX_DURATION = "max_duration"
 RTP_CHECK = "rtp_check"
+# session timers (RFC 4028), per leg: we refresh it, or we wait for its refreshes
+SE_REFRESH = {ZERO: "se_refresh_zero", ONE: "se_refresh_one"}
+SE_EXPIRE = {ZERO: "se_expire_zero", ONE: "se_expire_one"}
+TRANSFER_NO_ANSWER = "transfer_no_answer"
+TRANSFER_TIMEOUT = 60.0  # seconds a transfer's target may ring before the transferor hears 480
+SE_TIMERS = {name: ch for ch in Channel for name in (SE_REFRESH[ch], SE_EXPIRE[ch])}
+TOO_SMALL = "Session Interval Too Small"
 
 Step = Generator[tuple[Any, ...], Any, None]
+
+
+class Transfer:
+    """A transfer under way (RFC 3515 REFER from a user's phone on `channel`, carried out by us)."""
+
+    __slots__ = ("channel", "leg", "transferor", "target", "kind", "state", "attempt", "ringing", "transferor_gone",
+                 "notify")
+
+    def __init__(self, leg: Leg, transferor: str, target: str, kind: str, attempt: int, notify: bool) -> None:
+        self.channel = leg.channel        # the transferor's channel: its leg is the one replaced
+        self.leg = leg                    # the transferor's leg (NOTIFYs go there, then its BYE)
+        self.transferor = transferor
+        self.target = target
+        self.kind = kind                  # "blind" | "attended"
+        self.state = TransferState.DIALING
+        self.attempt = attempt            # the transfer_forks of this transfer carry it
+        self.ringing = False
+        self.transferor_gone = False      # it sent BYE before the outcome (a blind transfer may)
+        self.notify = notify              # Refer-Sub: false (RFC 4488) asks for no NOTIFY
 
 
 class IllegalMove(RuntimeError):
@@ -140,6 +182,9 @@ class CallMachine:
         # to, what we sent, the nonce we last answered there)
         self.relays: dict[int, tuple[ServerTransaction, Channel, Request, str | None]] = {}
         self.rtp_seen: tuple[int, int] | None = None
+        self.transfer: Transfer | None = None
+        self.transfer_forks: list[Leg] = []   # the INVITEs of transfers, by index (tag ("transfer", i))
+        self.retired: list[Leg] = []          # transferors' legs, replaced and being ended
         self._next_tag = 0
         self._out: list[Action] = []
         self._queue: deque[Input] = deque()
@@ -226,6 +271,11 @@ class CallMachine:
         self._emit("created", call=self.id, peer_type=self.peer_type, peer=self.peer_name, caller=self.caller_id,
                    to=self.dialled)
         self._move(CallState.ROUTING)
+        se = session_expires(self.invite)
+        if se is not None and se.interval < MIN_SE:  # RFC 4028 9: too short an interval gets 422
+            self._fail_zero(422, TOO_SMALL, [("Min-SE", str(MIN_SE))])
+            return
+        self.zero.allow_update = allows(self.invite, "UPDATE") is True
         # media is anchored with or without an offer here: a late offer comes in the 2xx
         try:
             yield ("allocate",)
@@ -270,11 +320,17 @@ class CallMachine:
             return
         failures: list[Failure] = []
         started: list[Leg] = []
+        # the caller asked for a session timer: the far leg is offered one of the same interval
+        zero_timer, _ = as_uas(self.invite)
         for target in targets:
             legs, failure = self.env.build_forks(self, target, offer, self.now)
             if failure is not None:
                 failures.append(failure)
             for leg in legs:
+                if zero_timer is not None and leg.invite is not None:
+                    for name, value in request_headers(zero_timer.interval):
+                        leg.invite.headers.add(name, value)
+                leg.local_sdp = leg.invite.body if leg.invite is not None else b""
                 leg.index = len(self.forks)
                 leg.attempt = self.attempt
                 self.forks.append(leg)
@@ -409,10 +465,18 @@ class CallMachine:
             return None
         kind = tag[0]
         if kind == "bye":
-            self._bye_response(tag[1], tag[2], inp.response)
+            self._bye_response(tag[1], inp.response)
         elif kind == "relay":
             return self._relayed_response(tag[1], inp.response)
-        return None  # a BYE to another fork's dialog: nothing waits for it
+        elif kind == "refresh":
+            return self._refresh_response(tag[1], tag[2], inp.response)
+        elif kind == "transfer":
+            return self._transfer_response(tag[1], inp.response)
+        elif kind == "bridge":
+            return self._bridge_response(tag[1], inp.response)
+        elif kind == "adopt":
+            return self._adopt_response(tag[1], inp.response)
+        return None  # NOTIFY, CANCEL, a BYE to another fork's dialog: nothing waits for them
 
     def _fork_response(self, leg: Leg, resp: Response) -> Step | None:
         status = resp.status
@@ -438,6 +502,8 @@ class CallMachine:
         if status < 300:
             return self._fork_answered(leg, resp)
         # a final failure
+        if status == 422 and leg.cancel is CancelState.NONE and self._retry_with_interval(leg, resp):
+            return None
         if status in (401, 407) and leg.auth is not None and leg.cancel is CancelState.NONE:
             if self._retry_with_auth(leg, resp):
                 return None
@@ -449,6 +515,8 @@ class CallMachine:
     def _fork_answered(self, leg: Leg, resp: Response) -> Step:
         leg.state = ForkState.ANSWERED
         leg.answer_sdp = resp.body
+        leg.timer = as_uac(resp)
+        leg.allow_update = allows(resp, "UPDATE") is True
         invite = leg.invite
         assert invite is not None
         leg.dialog = Dialog.as_uac(invite, resp)
@@ -487,6 +555,7 @@ class CallMachine:
         self._move(CallState.CONNECTED)
         self.answered_at = self.now
         self._emit("connected", call=self.id, peer_type=leg.peer_type, peer=leg.peer)
+        self._arm_session(leg)
         if self.max_duration:
             self._out.append(SetTimer(MAX_DURATION, self.now + self.max_duration))
         if self.rtp_timeout:
@@ -502,7 +571,25 @@ class CallMachine:
         self._fork_failed(leg, Failure(408, "Request Timeout"))
         self._maybe_released()
 
-    def _retry_with_auth(self, leg: Leg, resp: Response) -> bool:
+    def _retry_with_interval(self, leg: Leg, resp: Response) -> bool:
+        """A 422 to a fork's INVITE: once, again with the Session-Expires its Min-SE asks (RFC 4028 7.4)."""
+        needed = min_se(resp)
+        old = leg.invite
+        if leg.timer_retried or needed <= 0 or old is None:
+            return False
+        leg.timer_retried = True
+        h = old.headers.copy()
+        h.remove("via")
+        h.add("Via", f"{self.env.via(leg.transport)};branch={new_branch()}", first=True)
+        h.set("CSeq", f"{old.cseq[0] + 1} INVITE")
+        h.set("Session-Expires", str(needed))
+        h.set("Min-SE", str(needed))
+        leg.invite = Request("INVITE", old.uri, h, old.body)
+        leg.state = ForkState.CALLING
+        self._out.append(SendRequest(leg.invite, leg.address, leg.transport, leg.index))
+        return True
+
+    def _retry_with_auth(self, leg: Leg, resp: Response, tag: Any = None) -> bool:
         header = "www-authenticate" if resp.status == 401 else "proxy-authenticate"
         challenge = select_challenge(resp.headers.get_all(header))
         if challenge is None or leg.auth is None or leg.invite is None:
@@ -523,7 +610,7 @@ class CallMachine:
         leg.invite = Request("INVITE", old.uri, h, old.body)
         leg.sent_credentials = True
         leg.state = ForkState.CALLING
-        self._out.append(SendRequest(leg.invite, leg.address, leg.transport, leg.index))
+        self._out.append(SendRequest(leg.invite, leg.address, leg.transport, leg.index if tag is None else tag))
         return True
 
     def _fork_failed(self, leg: Leg, failure: Failure) -> None:
@@ -577,10 +664,18 @@ class CallMachine:
         (RFC 3261 13.2.2.4)."""
         resp = inp.response
         call_id = resp.call_id
+        if call_id == self.invite.call_id and (resp.from_tag or "") == self.local_tag:
+            # a retransmitted 2xx to a refresh re-INVITE of ours on channel ZERO: the same ACK again
+            zack = self.zero.acks.get(resp.cseq[0]) if self.zero.acks else None
+            if zack is not None:
+                dest, transport = self._next_hop(self.zero)
+                self._out.append(SendStateless(zack, dest, transport))
+            return
         leg = self.one if self.one is not None and self.one.invite is not None \
             and self.one.invite.call_id == call_id else None
         if leg is None:
-            leg = next((f for f in self.forks if f.invite is not None and f.invite.call_id == call_id), None)
+            leg = next((f for f in (*self.forks, *self.transfer_forks)
+                        if f.invite is not None and f.invite.call_id == call_id), None)
         if leg is None or leg.invite is None:
             return
         to_tag = resp.to_tag or ""
@@ -610,11 +705,16 @@ class CallMachine:
     def _answer_zero(self, body: bytes) -> None:
         zero = self.zero
         headers = [("Contact", self.env.contact(zero.transport)), ("Allow", CONNECTED_METHODS)]
+        zero.timer, timer_headers = as_uas(self.invite)
+        headers += timer_headers
+        if body:
+            zero.local_sdp = body
         r = create_response(self.invite, 200, "OK", to_tag=self.local_tag, headers=headers, body=body,
                             content_type="application/sdp" if body else None)
         zero.dialog = Dialog.as_uas(self.invite, self.local_tag)
         self._out.append(IndexDialog(self.invite.call_id, self.local_tag, ZERO))
         self._send_2xx(zero, self.txn, r)
+        self._arm_session(zero)
 
     def _send_2xx(self, leg: Leg, txn: ServerTransaction, resp: Response) -> None:
         """A 2xx to an INVITE (initial or re-INVITE) on `leg`: resent from T1, doubling to T2,
@@ -680,9 +780,11 @@ class CallMachine:
             except SdpError:
                 body = b""
         if cseq is not None and to_leg.dialog is not None:
+            if body:
+                to_leg.local_sdp = body
             self._send_ack(to_leg, cseq, body)
 
-    def _fail_zero(self, code: int, reason: str) -> None:
+    def _fail_zero(self, code: int, reason: str, headers: list[tuple[str, str]] | None = None) -> None:
         """Refuse the call on channel ZERO with a final response, then close it (or, when we answered
         ZERO ourselves, hang it up: a final response can no longer be sent)."""
         if self.answered_by_us and self.state in (CallState.ANSWERED, CallState.DIALING):
@@ -696,7 +798,8 @@ class CallMachine:
         if self.one is not None:
             self._bye(self.one)  # it answered, but the call failed before ZERO could be answered
         if self.txn.state is State.PROCEEDING:
-            self._out.append(Respond(self.txn, create_response(self.invite, code, reason, to_tag=self.local_tag)))
+            self._out.append(Respond(self.txn, create_response(self.invite, code, reason, to_tag=self.local_tag,
+                                                               headers=headers)))
         self._emit("failed", call=self.id, code=code, reason=reason)
         self._close(f"{code} {reason}")
 
@@ -719,7 +822,8 @@ class CallMachine:
 
     def _leg(self, channel: Channel, call_id: str) -> Leg | None:
         if channel is ZERO:
-            return self.zero
+            zero = self.zero
+            return zero if zero.dialog is None or zero.dialog.call_id == call_id else None
         one = self.one
         if one is not None and one.dialog is not None and one.dialog.call_id == call_id:
             return one
@@ -732,6 +836,12 @@ class CallMachine:
         leg = self._leg(channel, req.call_id)
         dialog = leg.dialog if leg is not None else None
         if leg is None or dialog is None:
+            old = next((r for r in self.retired if r.dialog is not None and r.dialog.call_id == req.call_id), None)
+            if old is not None and req.method == "BYE":  # a transferor hanging up after its transfer
+                self._out.append(Respond(txn, create_response(req, 200, "OK")))
+                if old.bye is not ByeState.SENT:
+                    old.bye = ByeState.DONE
+                return None
             self._out.append(Respond(txn, create_response(req, 481, "Call/Transaction Does Not Exist")))
             return None
         if not dialog.accepts(req):
@@ -746,6 +856,14 @@ class CallMachine:
                 self._out.append(CancelTimer(RESEND_2XX[channel]))
             if leg.bye is not ByeState.SENT:
                 leg.bye = ByeState.DONE
+            transfer = self.transfer
+            if transfer is not None and transfer.channel is channel and self.state is CallState.CONNECTED \
+                    and transfer.state in (TransferState.DIALING, TransferState.BRIDGING):
+                # the transferor leaves before the outcome (RFC 5589 6): the transfer goes on
+                transfer.transferor_gone = True
+                self._out.append(CancelTimer(SE_REFRESH[channel]))
+                self._out.append(CancelTimer(SE_EXPIRE[channel]))
+                return None
             if self.state in (CallState.ENDING, CallState.CLOSED):
                 self._maybe_closed()
                 return None
@@ -753,6 +871,15 @@ class CallMachine:
             self._emit("hangup", call=self.id, channel=channel.name)
             self._end(bye_zero=channel is ONE, bye_one=channel is ZERO)
             return None
+        if req.method in ("INVITE", "UPDATE"):
+            se = session_expires(req)
+            if se is not None and se.interval < MIN_SE:  # RFC 4028 9 (and 11: it holds in a dialog too)
+                self._out.append(Respond(txn, create_response(req, 422, TOO_SMALL,
+                                                              headers=[("Min-SE", str(MIN_SE))])))
+                return None
+            if req.method == "UPDATE" and not req.body and self._answers_refresh_itself(leg):
+                self._answer_refresh(leg, txn)
+                return None
         if self.state is not CallState.CONNECTED:
             if req.method == "INVITE":
                 self._out.append(Respond(txn, create_response(req, 491, "Request Pending")))
@@ -769,6 +896,8 @@ class CallMachine:
                 self._out.append(Respond(txn, create_response(req, 500, "Server Internal Error (re-INVITE pending)",
                                                               headers=[("Retry-After", "1")])))
                 return None
+        if req.method == "REFER" and leg.peer_type == "USER":
+            return self._on_refer(leg, txn)  # a user's phone transfers: we carry it out (RFC 3515)
         return self._relay_request(leg, txn)
 
     def _other(self, leg: Leg) -> Leg | None:
@@ -797,10 +926,16 @@ class CallMachine:
         if self.state is not CallState.CONNECTED or to_leg.dialog is None or from_leg.dialog is None:
             self._out.append(Respond(txn, create_response(req, 481, "Call/Transaction Does Not Exist")))
             return
-        if method in ("INVITE", "UPDATE"):  # only target refreshes move the remote target (12.2)
-            from_leg.dialog.update_target(req)
         keep = RELAYED_HEADERS.get(method, NO_HEADERS)
         extra = [(n, v) for n, v in req.headers if n.lower() in keep] if keep else None
+        if method in ("INVITE", "UPDATE"):  # only target refreshes move the remote target (12.2)
+            from_leg.dialog.update_target(req)
+            allow = allows(req, "UPDATE")
+            if allow is not None:
+                from_leg.allow_update = allow
+            extra = (extra or []) + self._timer_request_headers(to_leg, req)
+            if body:
+                to_leg.local_sdp = body
         dest, transport = self._next_hop(to_leg)
         out = to_leg.dialog.create_request(method, self.env.via(transport), contact=self.env.contact(transport),
                                            body=body, content_type=req.headers.get("content-type"), extra=extra)
@@ -840,6 +975,12 @@ class CallMachine:
             return None
         if resp.status >= 200:
             del self.relays[tag]
+        if resp.status in (405, 501) and req.method == "UPDATE" and not req.body and to_leg is not None \
+                and from_leg is not None and from_leg.dialog is not None:
+            # the far leg does not do UPDATE: a session refresh must not end the call (RFC 4028 7.4)
+            to_leg.allow_update = False
+            self._answer_refresh(from_leg, server_txn)
+            return None
         return self._relay_response(server_txn, to_leg, from_leg, resp)
 
     def _reset_invite_states(self, req: Request, to_leg: Leg | None, from_leg: Leg | None) -> None:
@@ -862,6 +1003,9 @@ class CallMachine:
         is_invite = req.method == "INVITE"
         if is_invite and status >= 200:
             self._reset_invite_states(req, to_leg, from_leg)
+        refresh = req.method in ("INVITE", "UPDATE") and 200 <= status < 300
+        if refresh and to_leg is not None and to_leg.dialog is not None:
+            self._refreshed_by_response(to_leg, resp)
         if is_invite and 200 <= status < 300 and to_leg is not None and to_leg.dialog is not None:
             to_leg.dialog.update_target(resp)
             cseq = resp.cseq[0]
@@ -870,12 +1014,24 @@ class CallMachine:
             else:
                 self._send_ack(to_leg, cseq)
         contact = self.env.contact(from_leg.transport if from_leg is not None else self.zero.transport)
-        out = create_response(req, status, resp.reason, headers=[("Contact", contact)] if is_invite else None,
+        headers = [("Contact", contact)] if is_invite or (refresh and req.method == "UPDATE") else []
+        timer: SessionTimer | None = None
+        if refresh and from_leg is not None:
+            timer, timer_headers = as_uas(req)
+            headers += timer_headers
+            if body:
+                from_leg.local_sdp = body
+        elif status == 422 and resp.headers.get("min-se"):
+            headers.append(("Min-SE", resp.headers.get("min-se") or ""))
+        out = create_response(req, status, resp.reason, headers=headers or None,
                               body=body, content_type=resp.headers.get("content-type") if body else None)
         if is_invite and 200 <= status < 300 and from_leg is not None:
             self._send_2xx(from_leg, server_txn, out)
         else:
             self._out.append(Respond(server_txn, out))
+        if refresh and from_leg is not None:
+            from_leg.timer = timer
+            self._arm_session(from_leg)
 
     # ---- timers ---------------------------------------------------------------------------------------
     def _on_timer(self, inp: TimerFired) -> Step | None:
@@ -896,6 +1052,16 @@ class CallMachine:
                 self._end(bye_zero=True, bye_one=True)
         elif name == RTP_CHECK:
             return self._rtp_check()
+        elif name == TRANSFER_NO_ANSWER:
+            transfer = self.transfer
+            if transfer is not None and transfer.state is TransferState.DIALING and self.state is CallState.CONNECTED:
+                self._transfer_failed(transfer, Failure(480, "Temporarily Unavailable (no answer)"))
+        elif name in SE_TIMERS:
+            channel = SE_TIMERS[name]
+            if name == SE_REFRESH[channel]:
+                self._send_refresh(channel)
+            else:
+                self._session_expired(channel)
         return None
 
     def _rtp_check(self) -> Step:
@@ -919,6 +1085,491 @@ class CallMachine:
             self._cancel_fork(leg)
         self._attempt_failed(Failure(480, "Temporarily Unavailable (no answer)"))
 
+    # ---- session timers (RFC 4028): one per leg, refreshed by us or by the peer ---------------------
+    def _answers_refresh_itself(self, leg: Leg) -> bool:
+        """Whether a refresh UPDATE (no SDP) from `leg` is answered by us rather than relayed: the
+        other leg does not list UPDATE in its Allow (a 501 from it must not end the call), or there
+        is no other leg yet (ZERO answered by us for a prompt)."""
+        if self.state is CallState.ANSWERED or (self.answered_by_us and self.state is CallState.DIALING):
+            return True
+        other = self._other(leg)
+        return self.state is CallState.CONNECTED and (other is None or not other.allow_update)
+
+    def _answer_refresh(self, leg: Leg, txn: ServerTransaction) -> None:
+        """Answer a session refresh UPDATE without SDP ourselves: 200 with the negotiated
+        Session-Expires (and Require: timer when the peer supports it), RFC 4028 9 and 3311 5.2."""
+        req = txn.request
+        timer, headers = as_uas(req)
+        if leg.dialog is not None:
+            leg.dialog.update_target(req)
+        allow = allows(req, "UPDATE")
+        if allow is not None:
+            leg.allow_update = allow
+        headers = [("Contact", self.env.contact(leg.transport)), ("Allow", CONNECTED_METHODS)] + headers
+        self._out.append(Respond(txn, create_response(req, 200, "OK", headers=headers)))
+        leg.timer = timer
+        self._arm_session(leg)
+
+    def _timer_request_headers(self, to_leg: Leg, req: Request) -> list[tuple[str, str]]:
+        """Session timer headers of a re-INVITE/UPDATE we relay to `to_leg`: that leg's own timer
+        with us (who refreshes it stays as it was), else the interval the originator asked for."""
+        timer = to_leg.timer
+        if timer is not None:
+            return request_headers(timer.interval, "uac" if timer.we_refresh else "uas")
+        se = session_expires(req)
+        return request_headers(max(se.interval, MIN_SE)) if se is not None else []
+
+    def _refreshed_by_response(self, leg: Leg, resp: Response) -> None:
+        """A 2xx from `leg` to a re-INVITE/UPDATE of ours: its session is refreshed, on the terms
+        its Session-Expires states (none: no expiration, RFC 4028 7.2, unless we refresh it)."""
+        allow = allows(resp, "UPDATE")
+        if allow is not None:
+            leg.allow_update = allow
+        timer = as_uac(resp)
+        if timer is not None or leg.timer is None or not leg.timer.we_refresh:
+            leg.timer = timer
+        self._arm_session(leg)
+
+    def _arm_session(self, leg: Leg) -> None:
+        """(Re)start `leg`'s session timer from now: our refresh at half the interval, or the end of
+        the call when the peer's refresh has not come by the interval minus min(32 s, a third)."""
+        channel = leg.channel
+        self._out.append(CancelTimer(SE_REFRESH[channel]))
+        self._out.append(CancelTimer(SE_EXPIRE[channel]))
+        timer = leg.timer
+        if timer is None:
+            return
+        if timer.we_refresh:
+            self._out.append(SetTimer(SE_REFRESH[channel], self.now + timer.interval / 2))
+        else:
+            self._out.append(SetTimer(SE_EXPIRE[channel], self.now + timer.expiry_margin))
+
+    def _session_leg(self, channel: Channel) -> Leg | None:
+        """`channel`'s leg while its session can be refreshed (answered, not ending)."""
+        state = self.state
+        if not (state is CallState.CONNECTED or (channel is ZERO and self.answered_by_us
+                                                 and state in (CallState.ANSWERED, CallState.DIALING))):
+            return None
+        leg = self.zero if channel is ZERO else self.one
+        if leg is None or leg.dialog is None or leg.bye is not ByeState.NONE:
+            return None
+        return leg
+
+    def _send_refresh(self, channel: Channel) -> None:
+        """We are `channel`'s refresher: UPDATE without SDP when the peer allows it, else a
+        re-INVITE repeating the SDP we last sent there (no change of session, RFC 4028 7.4)."""
+        leg = self._session_leg(channel)
+        if leg is None or leg.timer is None or leg.dialog is None:
+            return
+        if leg.refreshing or leg.invite_state is not InviteState.IDLE or leg.ack_waiting is not None:
+            # an INVITE is in progress on this dialog (its success refreshes too): try again shortly
+            self._out.append(SetTimer(SE_REFRESH[channel], self.now + self.t2))
+            return
+        method = "UPDATE" if leg.allow_update or not leg.local_sdp else "INVITE"
+        body = leg.local_sdp if method == "INVITE" else b""
+        dest, transport = self._next_hop(leg)
+        req = leg.dialog.create_request(method, self.env.via(transport), contact=self.env.contact(transport),
+                                        body=body, content_type="application/sdp" if body else None,
+                                        extra=request_headers(leg.timer.interval, "uac"))
+        leg.refreshing = True
+        if method == "INVITE":
+            leg.invite_state = InviteState.INVITE_SENT
+        self._out.append(SendRequest(req, dest, transport, ("refresh", channel, method)))
+
+    def _refresh_response(self, channel: Channel, method: str, resp: Response | None) -> Step | None:
+        leg = self.zero if channel is ZERO else self.one
+        if leg is None or leg.dialog is None or (resp is not None and resp.status < 200):
+            return None
+        leg.refreshing = False
+        if method == "INVITE" and leg.invite_state is InviteState.INVITE_SENT:
+            leg.invite_state = InviteState.IDLE
+        code = resp.status if resp is not None else 408
+        if resp is not None and 200 <= code < 300:
+            leg.dialog.update_target(resp)
+            if method == "INVITE":
+                self._send_ack(leg, resp.cseq[0])
+            if self._session_leg(channel) is None:
+                return None
+            self._refreshed_by_response(leg, resp)
+            if method == "INVITE" and resp.body and self.has_media:
+                return self._anchor_quietly(channel, resp.body)
+            return None
+        if self._session_leg(channel) is None or leg.timer is None:
+            return None
+        if code in (408, 481):  # the dialog is gone (RFC 4028 10)
+            self._emit("hangup", call=self.id, channel=None,
+                       reason=f"session refresh failed: {code} from channel {channel.name}")
+            self._end(bye_zero=True, bye_one=True)
+            return None
+        if code in (405, 501) and method == "UPDATE":
+            leg.allow_update = False  # it does not do UPDATE after all: a re-INVITE now
+            self._send_refresh(channel)
+            return None
+        if code == 422 and resp is not None and min_se(resp) > leg.timer.interval:
+            leg.timer = SessionTimer(min_se(resp), True)
+            self._send_refresh(channel)
+            return None
+        # the session lives on until it expires: one more try, then it ends (RFC 4028 10)
+        remaining = leg.timer.interval / 2
+        if code == 491:
+            self._out.append(SetTimer(SE_REFRESH[channel], self.now + min(self.t2, remaining / 2)))
+        self._out.append(SetTimer(SE_EXPIRE[channel], self.now + remaining))
+        return None
+
+    def _anchor_quietly(self, channel: Channel, body: bytes) -> Step:
+        try:
+            yield ("anchor", channel.value, body)
+        except SdpError:
+            log.warning("call=%s unreadable SDP in a session refresh's answer on channel %s", self.id, channel.name)
+
+    def _session_expired(self, channel: Channel) -> None:
+        leg = self._session_leg(channel)
+        if leg is None or leg.timer is None:
+            return
+        self._emit("hangup", call=self.id, channel=None,
+                   reason=f"session expired: no refresh on channel {channel.name} within {leg.timer.interval} s")
+        self._end(bye_zero=True, bye_one=True)
+
+    # ---- transfer (RFC 3515 REFER, 3892 Referred-By, 3420 sipfrag), carried out by us ---------------
+    def _on_refer(self, leg: Leg, txn: ServerTransaction) -> Step | None:
+        """A user's phone asks to transfer the other party to the Refer-To target: 202, then the
+        target is routed by the program as a new call from that user, rung, and on its answer the
+        remaining party is bridged to it and the transferor's leg ended; NOTIFYs report each step."""
+        req = txn.request
+        if self.transfer is not None and self.transfer.state in (TransferState.DIALING, TransferState.BRIDGING):
+            self._out.append(Respond(txn, create_response(req, 491, "Request Pending (a transfer is under way)")))
+            return None
+        refer_to = req.headers.get("refer-to")
+        try:
+            uri = NameAddr.parse(refer_to or "").uri
+        except (SipError, ValueError):
+            uri = None
+        target = unescape(uri.user or "") if uri is not None else ""
+        if uri is None or not target:
+            self._out.append(Respond(txn, create_response(req, 400, "Bad Request (Refer-To names no one to call)")))
+            return None
+        replaces = _replaces(uri.headers)
+        kind = "attended" if replaces is not None else "blind"
+        notify = (req.headers.get("refer-sub") or "true").strip().lower() != "false"
+        self._out.append(Respond(txn, create_response(req, 202, "Accepted", headers=[
+            ("Contact", self.env.contact(leg.transport))] + ([("Refer-Sub", "false")] if not notify else []))))
+        self.attempt += 1
+        transfer = Transfer(leg, leg.peer or "", target, kind, self.attempt, notify)
+        self.transfer = transfer
+        self._transfer_step(transfer, "trying")
+        self._notify(transfer, 100, "Trying")
+        if replaces is not None:
+            return self._attended(transfer, *replaces)
+        targets, failure = self.env.route_transfer(self, transfer.transferor, target)
+        if failure is not None or not targets:
+            self._transfer_failed(transfer, failure or Failure(404, "Not Found (no route)"))
+            return None
+        return self._dial_transfer(transfer, targets)
+
+    def _dial_transfer(self, transfer: Transfer, targets: list[Target]) -> Step:
+        offer = b""
+        if self.has_media:
+            try:
+                offer = yield ("offer", transfer.channel.value)  # our relay's side the new leg joins
+            except MediaError as exc:
+                self._transfer_failed(transfer, Failure(500, f"Server Internal Error (media: {exc})"))
+                return
+        if transfer.state is not TransferState.DIALING or self.state is not CallState.CONNECTED:
+            return
+        failures: list[Failure] = []
+        started = 0
+        for target in targets:
+            legs, failure = self.env.build_forks(self, target, offer, self.now)
+            if failure is not None:
+                failures.append(failure)
+            for fork in legs:
+                fork.channel = transfer.channel
+                fork.attempt = transfer.attempt
+                fork.index = -1 if transfer.channel is ZERO else len(self.forks)
+                fork.local_sdp = offer
+                number = len(self.transfer_forks)
+                self.transfer_forks.append(fork)
+                started += 1
+                invite = fork.invite
+                assert invite is not None
+                self._out.append(IndexDialog(invite.call_id, invite.from_tag or "", transfer.channel))
+                self._out.append(SendRequest(invite, fork.address, fork.transport, ("transfer", number)))
+        if not started:
+            self._transfer_failed(transfer, failures[-1] if failures else Failure(480, "Temporarily Unavailable"))
+            return
+        self._out.append(SetTimer(TRANSFER_NO_ANSWER, self.now + TRANSFER_TIMEOUT))
+
+    def _transfer_response(self, number: int, resp: Response | None) -> Step | None:
+        if not 0 <= number < len(self.transfer_forks):
+            return None
+        fork = self.transfer_forks[number]
+        transfer = self.transfer
+        live = transfer is not None and transfer.attempt == fork.attempt and transfer.state is TransferState.DIALING \
+            and self.state is CallState.CONNECTED and fork.cancel is CancelState.NONE
+        if resp is None:
+            if not fork.settled:
+                fork.state = ForkState.FAILED
+                if live and transfer is not None:
+                    self._transfer_fork_failed(transfer, Failure(408, "Request Timeout"))
+            self._maybe_released()
+            return None
+        status = resp.status
+        if fork.settled:
+            if 200 <= status < 300:
+                self._ack_and_bye(fork, resp)
+            return None
+        if status < 200:
+            if status == 100:
+                return None
+            fork.state = ForkState.EARLY
+            if fork.cancel is CancelState.WANTED:
+                self._send_cancel(fork)
+            elif live and transfer is not None and not transfer.ringing:
+                transfer.ringing = True
+                self._transfer_step(transfer, "ringing")
+                self._notify(transfer, 180, "Ringing")
+            return None
+        if status < 300:
+            fork.state = ForkState.ANSWERED
+            fork.dialog = Dialog.as_uac(fork.invite, resp)  # type: ignore[arg-type]
+            self._send_ack(fork, resp.cseq[0])
+            if not live or transfer is None:
+                self._bye(fork)
+                self._maybe_released()
+                return None
+            fork.timer = as_uac(resp)
+            fork.allow_update = allows(resp, "UPDATE") is True
+            fork.answer_sdp = resp.body
+            for other in self.transfer_forks:
+                if other is not fork and other.attempt == fork.attempt:
+                    self._cancel_fork(other)
+            self._transfer_move(transfer, TransferState.BRIDGING)
+            self._out.append(CancelTimer(TRANSFER_NO_ANSWER))
+            return self._bridge(transfer, fork, resp.body)
+        if status in (401, 407) and fork.auth is not None and fork.cancel is CancelState.NONE \
+                and self._retry_with_auth(fork, resp, ("transfer", number)):
+            return None
+        fork.state = ForkState.FAILED
+        if live and transfer is not None:
+            self._transfer_fork_failed(transfer, Failure(status, resp.reason or "Failed"))
+        self._maybe_released()
+        return None
+
+    def _transfer_fork_failed(self, transfer: Transfer, failure: Failure) -> None:
+        if any(not f.settled and f.attempt == transfer.attempt and f.cancel is CancelState.NONE
+               for f in self.transfer_forks):
+            return  # another of the target's phones may still answer
+        self._transfer_failed(transfer, failure)
+
+    def _bridge(self, transfer: Transfer, fork: Leg, answer: bytes) -> Step:
+        """The new leg answered: it replaces the transferor's leg, the remaining party is re-INVITEd
+        with the new media, the transferor hears 200 in a NOTIFY and its leg is ended."""
+        channel = transfer.channel
+        towards_remaining = b""
+        if answer and self.has_media:
+            try:
+                towards_remaining = yield ("anchor", channel.value, answer)
+            except SdpError:
+                towards_remaining = b""
+        if self.state is not CallState.CONNECTED or transfer.state is not TransferState.BRIDGING:
+            self._bye(fork)
+            return
+        self._replace_leg(transfer, fork)
+        self._transfer_done(transfer, fork, towards_remaining)
+
+    def _replace_leg(self, transfer: Transfer, new: Leg) -> None:
+        """`new` takes the transferor's place on its channel; the transferor's leg is retired."""
+        channel = transfer.channel
+        old = transfer.leg
+        if channel is ZERO:
+            self.zero = new
+        else:
+            self.one = new
+        self.retired.append(old)
+        if old.final is not None:
+            old.final = None
+            self._out.append(CancelTimer(RESEND_2XX[channel]))
+        if new.peer_type == "USER" and self.has_media:
+            self._out.append(MediaExpect(channel.value, new.address[0]))
+
+    def _transfer_done(self, transfer: Transfer, new: Leg, towards_remaining: bytes) -> None:
+        """The transferor hears 200 and its leg is ended; the remaining party is re-INVITEd with the
+        media of the new leg (its SDP answer anchored on the transferor's channel)."""
+        old = transfer.leg
+        self._notify(transfer, 200, "OK")
+        if not transfer.transferor_gone and old.bye is ByeState.NONE and old.dialog is not None:
+            self._send_bye(old, None)
+        self._transfer_move(transfer, TransferState.DONE)
+        self._transfer_step(transfer, "connected")
+        self._arm_session(new)
+        remaining = self._other(new)
+        if remaining is None or remaining.dialog is None or not towards_remaining:
+            return
+        if remaining.invite_state is not InviteState.IDLE:
+            log.warning("call=%s transfer: the remaining party's re-INVITE is busy; media left as it was", self.id)
+            return
+        dest, transport = self._next_hop(remaining)
+        reinvite = remaining.dialog.create_request("INVITE", self.env.via(transport),
+                                                   contact=self.env.contact(transport), body=towards_remaining,
+                                                   content_type="application/sdp")
+        remaining.invite_state = InviteState.INVITE_SENT
+        remaining.local_sdp = towards_remaining
+        self._out.append(SendRequest(reinvite, dest, transport, ("bridge", remaining.channel)))
+
+    def _attended(self, transfer: Transfer, call_id: str, to_tag: str, from_tag: str) -> Step:
+        """REFER with Replaces (RFC 3891): the transferor's consultation call names its dialog with
+        us; the other party of that call is taken over (that call ends the transferor's leg and
+        closes), re-INVITEd onto this call's media, and bridged to the remaining party."""
+        taken, failure = self.env.take_over(self, transfer.transferor, call_id, to_tag, from_tag)
+        if taken is None or taken.dialog is None:
+            self._transfer_failed(transfer, failure or Failure(481, "Call/Transaction Does Not Exist"))
+            return
+        self._transfer_move(transfer, TransferState.BRIDGING)
+        channel = transfer.channel
+        taken.channel = channel
+        taken.index = -1
+        taken.bye = ByeState.NONE
+        taken.attempt = transfer.attempt
+        self.transfer_forks.append(taken)  # so its BYE's answer finds it
+        self._out.append(IndexDialog(taken.dialog.call_id, taken.dialog.local_tag, channel))
+        self._replace_leg(transfer, taken)
+        offer = b""
+        if self.has_media:
+            try:
+                offer = yield ("offer", channel.value)
+            except MediaError as exc:
+                self._transfer_failed(transfer, Failure(500, f"Server Internal Error (media: {exc})"))
+                return
+        if self.state is not CallState.CONNECTED or transfer.state is not TransferState.BRIDGING:
+            return
+        dest, transport = self._next_hop(taken)
+        reinvite = taken.dialog.create_request("INVITE", self.env.via(transport), contact=self.env.contact(transport),
+                                               body=offer, content_type="application/sdp" if offer else None)
+        taken.invite_state = InviteState.INVITE_SENT
+        taken.local_sdp = offer
+        self._out.append(SendRequest(reinvite, dest, transport, ("adopt", channel)))
+
+    def _adopt_response(self, channel: Channel, resp: Response | None) -> Step | None:
+        """The taken-over party answered our re-INVITE: its media is ours now; finish the transfer."""
+        leg = self.zero if channel is ZERO else self.one
+        transfer = self.transfer
+        if leg is None or leg.dialog is None or (resp is not None and resp.status < 200):
+            return None
+        if leg.invite_state is InviteState.INVITE_SENT:
+            leg.invite_state = InviteState.IDLE
+        if resp is not None and resp.status < 300:
+            leg.dialog.update_target(resp)
+            self._send_ack(leg, resp.cseq[0])
+        if transfer is None or transfer.state is not TransferState.BRIDGING or self.state is not CallState.CONNECTED:
+            return None
+        if resp is None or resp.status >= 300:
+            code = resp.status if resp is not None else 408
+            self._transfer_failed(transfer, Failure(code, "re-INVITE to the transfer's target failed"))
+            self.hangup_channel = channel
+            self._emit("hangup", call=self.id, channel=channel.name, reason=f"transfer failed: {code}")
+            self._end(bye_zero=True, bye_one=True)
+            self._bye(transfer.leg)
+            return None
+        return self._adopted(transfer, leg, resp.body)
+
+    def _adopted(self, transfer: Transfer, leg: Leg, answer: bytes) -> Step:
+        towards_remaining = b""
+        if answer and self.has_media:
+            try:
+                towards_remaining = yield ("anchor", transfer.channel.value, answer)
+            except SdpError:
+                towards_remaining = b""
+        if self.state is not CallState.CONNECTED or transfer.state is not TransferState.BRIDGING:
+            return
+        self._transfer_done(transfer, leg, towards_remaining)
+
+    def hand_over(self, now: float, channel: Channel, user: str, remote_tag: str) -> tuple[Leg | None, Failure | None]:
+        """An attended transfer elsewhere takes this call's other party: `channel`'s leg must be user
+        `user`'s dialog with that remote tag (the Replaces of its REFER). That leg is ended (BYE,
+        `hangup` reason `transferred`), the call closes, and the other leg is returned, its dialog
+        untouched, for the transferring call to re-INVITE. Failure (403, 481, 491) when it cannot be."""
+        self.now = now
+        mine = self.zero if channel is ZERO else self.one
+        if self.state is not CallState.CONNECTED or self._waiting is not None or mine is None or mine.dialog is None:
+            return None, Failure(481, "Call/Transaction Does Not Exist (the consultation call is not connected)")
+        if mine.peer_type != "USER" or mine.peer != user or mine.dialog.remote_tag != remote_tag:
+            return None, Failure(403, "Forbidden (Replaces names a dialog of someone else)")
+        other = self._other(mine)
+        if other is None or other.dialog is None or other.invite_state is not InviteState.IDLE \
+                or other.final is not None or other.ack_waiting is not None:
+            return None, Failure(491, "Request Pending (the consultation call is busy)")
+        other.bye = ByeState.DONE  # handed over: this call owes it no BYE
+        self.hangup_channel = channel
+        self._emit("hangup", call=self.id, channel=channel.name, reason="transferred")
+        self._end(bye_zero=channel is ZERO, bye_one=channel is ONE)
+        return other, None
+
+    def _bridge_response(self, channel: Channel, resp: Response | None) -> Step | None:
+        leg = self.zero if channel is ZERO else self.one
+        if leg is None or leg.dialog is None or (resp is not None and resp.status < 200):
+            return None
+        if leg.invite_state is InviteState.INVITE_SENT:
+            leg.invite_state = InviteState.IDLE
+        if resp is None or resp.status >= 300:
+            log.warning("call=%s transfer: re-INVITE to channel %s failed (%s); media left as it was", self.id,
+                        channel.name, resp.status if resp is not None else 408)
+            return None
+        leg.dialog.update_target(resp)
+        self._send_ack(leg, resp.cseq[0])
+        if resp.body and self.has_media and self.state is CallState.CONNECTED:
+            return self._anchor_quietly(channel, resp.body)
+        return None
+
+    def _transfer_failed(self, transfer: Transfer, failure: Failure) -> None:
+        """The target was refused or did not answer: the transferor hears the failure in a NOTIFY and
+        keeps its call; one that has left already leaves the remaining party alone, so it ends."""
+        if transfer.state in (TransferState.DONE, TransferState.FAILED):
+            return
+        self._transfer_move(transfer, TransferState.FAILED)
+        self._out.append(CancelTimer(TRANSFER_NO_ANSWER))
+        for fork in self.transfer_forks:
+            if fork.attempt == transfer.attempt:
+                self._cancel_fork(fork)
+        self._transfer_step(transfer, "failed", reason=f"{failure.code} {failure.reason}")
+        if transfer.transferor_gone:
+            if self.state is CallState.CONNECTED:
+                self.hangup_channel = transfer.channel
+                self._emit("hangup", call=self.id, channel=transfer.channel.name,
+                           reason=f"transfer failed: {failure.code} {failure.reason}")
+                self._end(bye_zero=True, bye_one=True)
+            return
+        self._notify(transfer, failure.code, failure.reason)
+
+    def _transfer_move(self, transfer: Transfer, to: TransferState) -> None:
+        if to not in TRANSFER_TRANSITIONS[transfer.state]:
+            log.error("event=illegal_move call=%s transfer from=%s to=%s", self.id, transfer.state.value, to.value)
+            raise IllegalMove(f"call {self.id}: transfer {transfer.state.value} -> {to.value} is not a legal move")
+        transfer.state = to
+
+    def _transfer_step(self, transfer: Transfer, outcome: str, reason: str | None = None) -> None:
+        fields: dict[str, object] = {"call": self.id, "transferor": transfer.transferor, "target": transfer.target,
+                                     "kind": transfer.kind, "channel": transfer.channel.name, "outcome": outcome}
+        if reason:
+            fields["reason"] = reason
+        self._out.append(Emit("transfer", fields))
+
+    def _notify(self, transfer: Transfer, code: int, reason: str) -> None:
+        """A NOTIFY of the refer subscription to the transferor: the new leg's progress as a sipfrag
+        status line (RFC 3515 2.4.5); a final status ends the subscription."""
+        if not transfer.notify or transfer.transferor_gone:
+            return
+        leg = transfer.leg
+        if leg.dialog is None or leg.bye is not ByeState.NONE:
+            return
+        final = code >= 200
+        state = "terminated;reason=noresource" if final else "active;expires=60"
+        dest, transport = self._next_hop(leg)
+        notify = leg.dialog.create_request("NOTIFY", self.env.via(transport), contact=self.env.contact(transport),
+                                           body=f"SIP/2.0 {code} {reason}\r\n".encode(),
+                                           content_type="message/sipfrag;version=2.0",
+                                           extra=[("Event", "refer"), ("Subscription-State", state)])
+        self._out.append(SendRequest(notify, dest, transport, ("notify",)))
+
     # ---- ending ---------------------------------------------------------------------------------------
     def _end(self, *, bye_zero: bool, bye_one: bool) -> None:
         if self.state is CallState.ENDING or self.state is CallState.CLOSED:
@@ -928,6 +1579,14 @@ class CallMachine:
         for fork in self.forks:
             if fork is not self.one:
                 self._cancel_fork(fork)  # ZERO answered by us hung up while ONE was still ringing
+        for fork in self.transfer_forks:
+            if fork is not self.one and fork is not self.zero:
+                if fork.dialog is not None:
+                    self._bye(fork)      # answered a transfer, not bridged yet
+                else:
+                    self._cancel_fork(fork)
+        if self.transfer is not None and self.transfer.state in (TransferState.DIALING, TransferState.BRIDGING):
+            self._transfer_move(self.transfer, TransferState.FAILED)
         self._stop_playing()
         one = self.one
         if one is not None and one.ack_waiting is not None and one.dialog is not None:
@@ -958,10 +1617,27 @@ class CallMachine:
         leg.bye = ByeState.SENT
         dest, transport = self._next_hop(leg)
         bye = leg.dialog.create_request("BYE", self.env.via(transport), extra=[credentials] if credentials else None)
-        self._out.append(SendRequest(bye, dest, transport, ("bye", leg.channel, leg.index)))
+        self._out.append(SendRequest(bye, dest, transport, ("bye", self._leg_ref(leg))))
 
-    def _bye_response(self, channel: Channel, index: int, resp: Response | None) -> None:
-        leg = self.zero if channel is ZERO else (self.forks[index] if 0 <= index < len(self.forks) else None)
+    def _leg_ref(self, leg: Leg) -> tuple[str, int]:
+        """A name for `leg` that a request's tag can carry (no object: the tag outlives nothing)."""
+        if leg is self.zero:
+            return ("zero", 0)
+        for pool, legs in (("fork", self.forks), ("transfer", self.transfer_forks), ("retired", self.retired)):
+            for i, other in enumerate(legs):
+                if other is leg:
+                    return (pool, i)
+        return ("none", 0)
+
+    def _leg_at(self, ref: tuple[str, int]) -> Leg | None:
+        pool, i = ref
+        if pool == "zero":
+            return self.zero
+        legs = {"fork": self.forks, "transfer": self.transfer_forks, "retired": self.retired}.get(pool)
+        return legs[i] if legs is not None and 0 <= i < len(legs) else None
+
+    def _bye_response(self, ref: tuple[str, int], resp: Response | None) -> None:
+        leg = self._leg_at(ref)
         if leg is None or leg.bye is not ByeState.SENT:
             return
         if resp is not None:
@@ -1131,7 +1807,7 @@ class CallMachine:
             for f in self.forks)
 
     def _outstanding(self) -> bool:
-        return any(not f.settled and f.cancel is not CancelState.NONE for f in self.forks)
+        return any(not f.settled and f.cancel is not CancelState.NONE for f in (*self.forks, *self.transfer_forks))
 
     def _maybe_released(self) -> None:
         if self.state is CallState.CLOSED and not self._outstanding():
@@ -1146,6 +1822,24 @@ def _is_ip(host: str) -> bool:
         return True
     parts = host.split(".")
     return len(parts) == 4 and all(p.isdigit() and int(p) < 256 for p in parts)
+
+
+def _replaces(uri_headers: str | None) -> tuple[str, str, str] | None:
+    """(call-id, to-tag, from-tag) of a Replaces in a Refer-To URI's headers (RFC 3891 6.1), else None."""
+    if not uri_headers:
+        return None
+    for part in uri_headers.split("&"):
+        name, _, value = part.partition("=")
+        if name.strip().lower() != "replaces":
+            continue
+        call_id, *params = unescape(value).split(";")
+        tags = {}
+        for p in params:
+            k, _, v = p.partition("=")
+            tags[k.strip().lower()] = v.strip()
+        if call_id.strip() and "to-tag" in tags and "from-tag" in tags:
+            return call_id.strip(), tags["to-tag"], tags["from-tag"]
+    return None
 
 
 def _media_done(self: CallMachine, inp: MediaDone) -> None:

@@ -57,7 +57,7 @@ from .io import (
     StrayResponseIn,
     TimerFired,
 )
-from .legs import Failure, Target
+from .legs import Failure, Leg, Target
 from .machine import CallMachine
 from .states import Channel
 
@@ -273,6 +273,17 @@ class CallRunner:
         """Give `inp` to the call's machine and carry out what it asks, in order. Re-entrant calls
         (a dialplan callback accepting the call) only queue: the outer loop carries them out."""
         session.machine.handle(inp)
+        self._drain(session)
+
+    def hand_over(self, session: CallSession, channel: Channel, user: str,
+                  remote_tag: str) -> tuple[Leg | None, Failure | None]:
+        """CallMachine.hand_over on `session` (an attended transfer in another call takes its other
+        party), then carry out what that call does (its BYE to the transferor, its close)."""
+        result = session.machine.hand_over(self.host.now(), channel, user, remote_tag)
+        self._drain(session)
+        return result
+
+    def _drain(self, session: CallSession) -> None:
         if not session.queued:
             session.queued = True
             self._ready.append(session)

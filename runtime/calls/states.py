@@ -50,6 +50,25 @@ CALL_TRANSITIONS: dict[CallState, frozenset[CallState]] = {
 del S
 
 
+class TransferState(Enum):
+    """A transfer a user's phone asked for with REFER (RFC 3515), carried out by Callflow itself."""
+
+    DIALING = "dialing"      # 202 sent, the Refer-To target routed and rung (NOTIFY 100, then 180)
+    BRIDGING = "bridging"    # the new leg answered: the remaining party is being re-INVITEd to it
+    DONE = "done"            # bridged; NOTIFY 200 sent and the transferor's leg ended
+    FAILED = "failed"        # refused by the rules or no answer: NOTIFY with the failure
+
+
+T = TransferState
+TRANSFER_TRANSITIONS: dict[TransferState, frozenset[TransferState]] = {
+    T.DIALING: frozenset({T.BRIDGING, T.FAILED}),
+    T.BRIDGING: frozenset({T.DONE, T.FAILED}),
+    T.DONE: frozenset(),
+    T.FAILED: frozenset(),
+}
+del T
+
+
 class InviteState(Enum):
     """The INVITE transaction within one leg's dialog (RFC 3261 13, 14): at most one each way."""
 

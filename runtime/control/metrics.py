@@ -24,7 +24,12 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
-LINE_STATES = ("idle", "registering", "registered", "failed", "static", "stopped")
+try:  # every state a line can be in, so each line's series exist (at 0) before it gets there
+    from runtime.lines.machine import LineState
+
+    LINE_STATES: tuple[str, ...] = tuple(state.value for state in LineState)
+except ImportError:  # an older line client: its states as strings
+    LINE_STATES = ("idle", "registering", "registered", "failed", "static", "stopped")
 # setup time: from the INVITE's arrival to the answer, seconds (phones ring for seconds)
 SETUP_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 20, 30, 60, 120)
 MAX_TRACKED_CALLS = 100_000
@@ -86,7 +91,9 @@ class Metrics:
         # the reloader logs its outcomes (it has no bus of its own yet): count those records
         logger = logging.getLogger("callflow.reload")
         logger.addHandler(_ReloadCounter(self))
+        self._reload_level: int | None = None
         if logger.getEffectiveLevel() > logging.INFO:
+            self._reload_level = logger.level
             logger.setLevel(logging.INFO)  # `reloaded` is an INFO record: count it at --log-level warning too
 
     def detach(self) -> None:
@@ -102,6 +109,9 @@ class Metrics:
         for handler in list(logger.handlers):
             if isinstance(handler, _ReloadCounter) and handler.metrics is self:
                 logger.removeHandler(handler)
+        if getattr(self, "_reload_level", None) is not None:
+            logger.setLevel(self._reload_level)  # type: ignore[arg-type]
+            self._reload_level = None
 
     # ---- the EventBus -------------------------------------------------------------------------------
     def on_event(self, event: Any) -> None:

@@ -152,36 +152,48 @@ def _state_name(value: object) -> str | None:
 
 def lines_view(state: ControlState) -> list[dict[str, Any]]:
     """[{"line", "state", "server", "transport", "registered_until", "last_response", "next_attempt",
-    "backoff", "failures"}]; times as Unix seconds, backoff in seconds; None where unknown."""
+    "backoff", "failures"}]; times as Unix seconds, backoff in seconds; None where unknown.
+
+    Reads the line's machine (runtime/lines: state, code and reason, expires_at, retry_at, failures)
+    and falls back to what the bus said for a line client that keeps none of it."""
     engine = state.engine
+    now = engine.now()
     out = []
     for name, line in sorted(engine.lines.items()):
         config = getattr(line, "config", None)
+        machine = getattr(line, "machine", line)
         host = getattr(config, "server_host", None)
         port = getattr(config, "server_port", None)
-        expires_at = getattr(line, "expires_at", None)
-        registered = _state_name(getattr(line, "state", None)) == "registered"
         seen = state.line_results.get(name, {})
-        last = getattr(line, "last_response", None) or seen.get("last_response")
-        if last is not None and not isinstance(last, str | int | dict):
-            last = f"{getattr(last, 'status', '')} {getattr(last, 'reason', '')}".strip() or str(last)
-        next_attempt = getattr(line, "next_attempt", None)
-        if next_attempt is None:
-            timer = getattr(line, "_timer", None)
-            when = getattr(timer, "when", None)
-            next_attempt = state.wall(when()) if callable(when) else seen.get("next_attempt")
-        elif isinstance(next_attempt, int | float):
-            next_attempt = state.wall(next_attempt)
+        code = getattr(machine, "code", None)
+        if isinstance(code, int) and code > 0:
+            last = f"{code} {getattr(machine, 'reason', '') or ''}".strip()
+        elif code == 0 and getattr(machine, "reason", None):
+            last = str(machine.reason)  # no SIP answer: the reason says what happened
+        else:
+            last = seen.get("last_response")
+        expires_at = getattr(machine, "expires_at", None)
+        retry_at = getattr(machine, "retry_at", None)
+        line_state = _state_name(getattr(line, "state", None))
+        if isinstance(retry_at, int | float):
+            next_attempt: float | None = state.wall(retry_at)
+            # a wait after failures is a backoff; a registered line's next REGISTER is a refresh
+            failed = bool(getattr(machine, "failures", 0)) or line_state in ("rejected", "failed_waiting")
+            backoff = max(0.0, retry_at - now) if failed else None
+        elif machine is not line:  # the machine keeps no retry time: none pending
+            next_attempt, backoff = None, None
+        else:
+            next_attempt, backoff = seen.get("next_attempt"), seen.get("backoff")
         out.append({
             "line": name,
-            "state": _state_name(getattr(line, "state", None)),
+            "state": line_state,
             "server": f"{host}:{port}" if host else None,
             "transport": getattr(config, "transport", None),
-            "registered_until": state.wall(expires_at) if registered and expires_at else None,
+            "registered_until": state.wall(expires_at) if isinstance(expires_at, int | float) else None,
             "last_response": last,
-            "next_attempt": next_attempt if isinstance(next_attempt, int | float) else None,
-            "backoff": _number(getattr(line, "backoff", None)) if hasattr(line, "backoff") else seen.get("backoff"),
-            "failures": getattr(line, "failures", None),
+            "next_attempt": next_attempt,
+            "backoff": backoff,
+            "failures": getattr(machine, "failures", None),
         })
     return out
 

@@ -813,7 +813,7 @@ def tag_of(value: str) -> str | None:
 
 # ---- message-level acceptance (RFC 3261 8.2 and 16.3) -------------------------------------------
 
-SUPPORTED_OPTIONS = frozenset({"replaces"})
+SUPPORTED_OPTIONS = frozenset({"replaces", "timer"})  # timer: session timers, RFC 4028 (runtime/calls)
 URI_SCHEMES = frozenset({"sip", "sips"})
 BODY_TYPES = ("application/sdp",)
 # Methods this server always answers itself, so Max-Forwards: 0 does not stop them (a registrar is

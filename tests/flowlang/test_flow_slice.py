@@ -12,7 +12,8 @@ def test_the_slice_compiles_without_warnings():
 
 def test_the_user_is_declared_with_its_password():
     user = compile_source(SLICE).users["alice"]
-    assert (user.name, user.password, user.caller_id, user.max_calls) == ("alice", "alice-pw", None, None)
+    assert (user.name, user.password, user.caller_id) == ("alice", "alice-pw", None)
+    assert user.max_calls == 8  # the default per-user limit (docs/language.md, "Call limits")
 
 
 def test_the_line_carries_server_port_credentials_and_registration_interval():

@@ -47,14 +47,16 @@ class PortAllocator:
         self._lock_dir = lock_dir or Path(tempfile.gettempdir()) / "callflow-rig-ports"
         self._mutex = threading.Lock()
         self._held: list[int] = []  # fds of the lock files we hold (kept open for our lifetime)
+        self._blocks: list[int] = []  # the first port of each block we hold, in claim order
         self._claimed: dict[int, int] = {}  # claim()ed well-known port -> lock file fd
         self._next = 0
         self._end = 0
+        self._wraps = 0  # times we went round our own blocks again
 
     def _claim_block(self) -> None:
         self._lock_dir.mkdir(parents=True, exist_ok=True)
         for start in range(self._first, self._last - self._block + 1, self._block):
-            if start < self._end:  # blocks are claimed in ascending order; never reuse one
+            if start in self._blocks:  # a block of ours is gone round again only when no other is free
                 continue
             fd = os.open(self._lock_dir / f"{start}.lock", os.O_RDWR | os.O_CREAT, 0o666)
             try:
@@ -63,7 +65,17 @@ class PortAllocator:
                 os.close(fd)
                 continue
             self._held.append(fd)
+            self._blocks.append(start)
             self._next, self._end = start, start + self._block
+            return
+        if self._blocks:
+            # every block is held (several test runs at once): go round the blocks we hold again,
+            # taking the ports earlier tests have let go of (_take checks each is free)
+            current = self._end - self._block
+            index = self._blocks.index(current) if current in self._blocks else -1
+            start = self._blocks[(index + 1) % len(self._blocks)]
+            self._next, self._end = start, start + self._block
+            self._wraps += 1
             return
         raise RuntimeError(f"no free port block left in {self._first}-{self._last} "
                            f"(lock files in {self._lock_dir})")
@@ -73,11 +85,15 @@ class PortAllocator:
         if count > self._block:
             raise ValueError(f"cannot allocate {count} consecutive ports (block size {self._block})")
         with self._mutex:
+            wraps = self._wraps
             while True:
                 if self._next % align:
                     self._next += align - self._next % align
                 if self._next + count > self._end:
                     self._claim_block()
+                    if self._wraps - wraps > 2 * len(self._blocks):  # bounded: round all our blocks twice
+                        raise RuntimeError(f"no {count} free consecutive ports in the blocks this process "
+                                           f"holds, and no free block left in {self._first}-{self._last}")
                     continue
                 start = self._next
                 self._next += count

@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from runtime.calls import CallMachine, Channel, Leg, Target, io
+from runtime.calls import CallMachine, Channel, Failure, Leg, Target, io
 from runtime.sip.dialog import Dialog
 from runtime.sip.digest import DigestClient
 from runtime.sip.message import Request, Response, create_response, parse_message
@@ -30,6 +30,7 @@ from runtime.sip.transaction import (
 ZERO, ONE = Channel.ZERO, Channel.ONE
 ZERO_ADDR: Address = ("198.51.100.1", 5060)    # where channel ZERO's INVITE came from
 FAR_ADDR: Address = ("203.0.113.7", 5060)      # the line `far` we dial on channel ONE
+XFER_ADDR: Address = ("203.0.113.9", 5060)     # the line `xfer`, where the rules send a transfer's target
 US = "192.0.2.1:5060"
 SDP_ZERO = b"v=0\r\no=a 1 1 IN IP4 198.51.100.1\r\ns=-\r\nc=IN IP4 198.51.100.1\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0\r\n"
 SDP_ONE = b"v=0\r\no=b 1 1 IN IP4 203.0.113.7\r\ns=-\r\nc=IN IP4 203.0.113.7\r\nt=0 0\r\nm=audio 6000 RTP/AVP 0\r\n"
@@ -44,12 +45,35 @@ class FakeEnv:
     def __init__(self, destinations: dict[str, list[Address]], auth: DigestClient | None = None) -> None:
         self.destinations = destinations
         self.auth = auth
+        self.refused: dict[str, Any] = {}   # transfer target -> the Failure the rules give it
+        self.transfers_routed: list[tuple[str, str]] = []  # (transferring user, target) asked
+        self.others: list[Call] = []        # other calls an attended transfer may take a party from
 
     def via(self, transport: str = "udp") -> str:
         return f"SIP/2.0/{transport.upper()} {US};rport"
 
     def contact(self, transport: str = "udp") -> str:
         return f"<sip:callflow@{US}>"
+
+    def route_transfer(self, call: object, user: str, target: str) -> tuple[list[Target], Any]:
+        """A transfer to `target` goes to line `xfer` with that number, unless `refused` names it."""
+        self.transfers_routed.append((user, target))
+        if target in self.refused:
+            return [], self.refused[target]
+        return [Target("LINE", "xfer", target)], None
+
+    def take_over(self, call: object, user: str, call_id: str, local_tag: str,
+                  remote_tag: str) -> tuple[Leg | None, Any]:
+        """The other call (of `others`) holding that dialog hands its other party over."""
+        for other in self.others:
+            m = other.machine
+            for leg in (m.zero, m.one):
+                if leg is not None and leg.dialog is not None and leg.dialog.call_id == call_id \
+                        and leg.dialog.local_tag == local_tag:
+                    result = m.hand_over(other.now, leg.channel, user, remote_tag)
+                    other.drain()
+                    return result
+        return None, Failure(481, "Call/Transaction Does Not Exist")
 
     def build_forks(self, call: object, target: Target, offer: bytes, now: float) -> tuple[list[Leg], Any]:
         legs = []
@@ -85,11 +109,14 @@ class Call:
     peer_type: str = "LINE"
     offer: bytes = SDP_ZERO
     contact: str = f"<sip:gw@{ZERO_ADDR[0]}:{ZERO_ADDR[1]}>"
-    destinations: dict[str, list[Address]] = field(default_factory=lambda: {"far": [FAR_ADDR]})
+    destinations: dict[str, list[Address]] = field(default_factory=lambda: {"far": [FAR_ADDR],
+                                                                                    "xfer": [XFER_ADDR]})
     auth: DigestClient | None = None
     max_duration: float | None = None
     rtp_timeout: float | None = None
     hold_media: bool = False        # leave media steps unanswered (see answer_media)
+    invite_headers: list[str] = field(default_factory=list)  # extra header lines of ZERO's INVITE
+    call_id: str = "zero-1"         # the Call-ID of ZERO's INVITE
     now: float = 0.0
 
     def __post_init__(self) -> None:
@@ -107,7 +134,8 @@ class Call:
         data = (f"INVITE sip:+15551230000@{US} SIP/2.0\r\n"
                 f"Via: SIP/2.0/UDP {ZERO_ADDR[0]}:{ZERO_ADDR[1]};branch=z9hG4bKzero1\r\nMax-Forwards: 70\r\n"
                 f"From: <sip:+15557654321@{ZERO_ADDR[0]}>;tag=z1\r\nTo: <sip:+15551230000@{US}>\r\n"
-                f"Call-ID: zero-1\r\nCSeq: 1 INVITE\r\nContact: {self.contact}\r\n{ct}"
+                f"Call-ID: {self.call_id}\r\nCSeq: 1 INVITE\r\nContact: {self.contact}\r\n{ct}"
+                + "".join(line + "\r\n" for line in self.invite_headers) +
                 f"Content-Length: {len(self.offer)}\r\n\r\n").encode() + self.offer
         self.layer.receive(data, ZERO_ADDR, self.now)
         event = self.layer.next_event()
@@ -121,6 +149,10 @@ class Call:
     # ---- driving the machine ---------------------------------------------------------------------
     def feed(self, inp: Any) -> None:
         self.machine.handle(inp)
+        self.drain()
+
+    def drain(self) -> None:
+        """Carry out every action the machine has produced."""
         for _ in range(1000):
             actions = self.machine.take_actions()
             if not actions:

@@ -109,16 +109,39 @@ def test_users_view_lists_each_user_with_its_live_contacts_and_expiry() -> None:
     with_server(scenario)
 
 
+class _Provider(asyncio.DatagramProtocol):
+    """A scripted provider: answers every REGISTER with 503 (a failure that is retried with backoff)."""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        head = data.decode().split("\r\n\r\n", 1)[0].split("\r\n")
+        keep = [h for h in head[1:] if h.split(":", 1)[0].lower() in ("via", "from", "to", "call-id", "cseq")]
+        answer = "\r\n".join(["SIP/2.0 503 Service Unavailable", *keep, "Content-Length: 0", "", ""])
+        self.transport.sendto(answer.encode(), addr)  # type: ignore[attr-defined]
+
+
 def test_lines_view_shows_the_last_failure_and_the_backoff_before_the_next_attempt() -> None:
     async def scenario(engine: Engine, base: str, state: Any) -> None:
         from runtime.lines import LineConfig
 
-        engine.add_line(LineConfig("itsp1", "127.0.0.1", 9, "trunk1", "s3cret"))
-        engine.bus.emit("line_register_failed", line="itsp1", code=408, reason="Request Timeout", retry_in="4s")
-        (line,) = await get_json(base + "/api/lines")
-        assert line["line"] == "itsp1" and line["server"] == "127.0.0.1:9"
-        assert line["last_response"] == "408 Request Timeout" and line["backoff"] == 4.0
-        assert line["next_attempt"] is not None
+        loop = asyncio.get_running_loop()
+        transport, _ = await loop.create_datagram_endpoint(_Provider, local_addr=("127.0.0.1", 0))
+        port = transport.get_extra_info("sockname")[1]
+        try:
+            engine.add_line(LineConfig("itsp1", "127.0.0.1", port, "trunk1", "s3cret"))
+            engine.register_line("itsp1")
+            for _ in range(100):  # bounded: the 503 comes back within milliseconds
+                if engine.lines["itsp1"].state == "failed_waiting":
+                    break
+                await asyncio.sleep(0.02)
+            (line,) = await get_json(base + "/api/lines")
+        finally:
+            transport.close()
+        assert line["line"] == "itsp1" and line["server"] == f"127.0.0.1:{port}"
+        assert line["state"] == "failed_waiting" and line["last_response"] == "503 Service Unavailable"
+        assert line["backoff"] > 0 and line["next_attempt"] is not None and line["failures"] == 1
 
     with_server(scenario)
 
@@ -219,7 +242,7 @@ def test_metrics_count_calls_by_outcome_hangup_cause_and_sip_messages() -> None:
                        'callflow_sip_responses_total{code="503",direction="out"} 1.0',
                        "callflow_admission_sheds_total 1.0",
                        "callflow_calls_active 0.0",
-                       'callflow_line_state{line="itsp1",state="idle"}',
+                       'callflow_line_state{line="itsp1",state="unregistered"} 1.0',
                        "callflow_relay_packets_total 0.0"):
             assert sample in text, sample
         counters = await get_json(base + "/api/counters")

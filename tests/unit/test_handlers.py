@@ -180,6 +180,8 @@ def test_every_field_check_accepts_is_filled_at_run_time(event: str, caplog: pyt
                         retry_in="30s")
         engine.bus.emit("user_registered", user="alice", contact=contact, ip="127.0.0.1", port=5062)
         engine.bus.emit("user_unregistered", user="alice", contact=contact)
+        engine.bus.emit("message", **{"from": "alice", "from_type": "user", "user": "alice", "to": "bob",
+                                      "text": "hi", "target": "user bob", "code": 200, "reason": "OK"})
     lines = logged(caplog)
     assert lines, f"no `{spec.handler}` handler fired"
     for line in lines:

@@ -49,12 +49,18 @@ def test_a_traceback_is_carried_in_one_quoted_field() -> None:
 
 def test_line_failures_are_logged_at_warning() -> None:
     stream = io.StringIO()
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
     setup_logging("info", stream)
     try:
         EventBus().emit("line_register_failed", line="itsp1", code=403, reason="Forbidden", retry_in="4s")
         EventBus().emit("line_registered", line="itsp1", code=200, reason="OK", expires=60)
-    finally:
-        setup_logging("info")
+    finally:  # the root logger as pytest had it: later tests must not log (and capture) at INFO
+        for handler in list(root.handlers):
+            root.removeHandler(handler)
+        for handler in handlers:
+            root.addHandler(handler)
+        root.setLevel(level)
     failed, registered = stream.getvalue().splitlines()
     assert "level=warning event=line_register_failed" in failed and 'reason=Forbidden' in failed
     assert "level=info event=line_registered" in registered

@@ -1,0 +1,469 @@
+"""The SIP server SDK in Python: users, lines and call sessions as methods, the SDK's events as
+callbacks and as an async iterator.
+
+```python
+from callflow.sdk import SipServer
+
+server = SipServer(listen="127.0.0.1:5060", rtp_ports=(20000, 20999))
+server.add_user("alice", "alice-pw")
+server.add_line("itsp1", server="sip.provider.example:5060", username="trunk1", password="s3cret")
+
+@server.on("incoming")
+def route(event):
+    if event["peer_type"] == "USER":
+        server.accept_call_session(event.session, to_line="itsp1", timeout=30)
+    else:
+        server.accept_call_session(event.session, to_user="alice")
+
+async with server:                      # start(), and stop() on the way out
+    server.register_line("itsp1")
+    async for event in server.events():  # every event, in order
+        print(event.name, dict(event.fields))
+```
+
+Every name is the SDK's in snake case (AddUser -> add_user, AcceptCallSession -> accept_call_session,
+OnIncomingCall -> the `incoming` event); docs/sdk.md has the whole table. Events and their fields are
+those of flowlang/events.py (docs/events.md): the same ones the log shows and `.flow` handlers see.
+
+Built on the engine's public surface (Engine's add_user/add_line/register_line..., its EventBus, its
+`router`, and CallSession's accept/reject/hangup); nothing here reaches into the call layer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import weakref
+from collections import deque
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from types import MappingProxyType, TracebackType
+
+from flowlang.events import BY_NAME, EVENTS, EventSpec
+from runtime.calls import CallSession, Channel, Failure, Target
+from runtime.engine import Engine
+from runtime.events import EngineEvent
+from runtime.lines import LineConfig
+from runtime.logfmt import setup_logging  # re-exported: the log format `callflow run` writes
+from runtime.registrar import LocationStore
+from runtime.transport import ListenSpec
+
+__all__ = ["CallSession", "Channel", "Event", "EventStream", "Failure", "Handler", "SipServer", "setup_logging"]
+
+log = logging.getLogger("callflow.sdk")
+
+# the events a program can watch: every event of the engine's bus (flowlang/events.py, bus=True)
+EVENT_NAMES: frozenset[str] = frozenset(e.name for e in EVENTS if e.bus)
+STREAM_SIZE = 10_000  # events an `events()` stream holds unread before it drops its oldest
+NOT_YET = "the call layer cannot do this yet (issue 12)"
+_REASONS = {400: "Bad Request", 403: "Forbidden", 404: "Not Found", 408: "Request Timeout",
+            480: "Temporarily Unavailable", 486: "Busy Here", 487: "Request Terminated",
+            488: "Not Acceptable Here", 500: "Server Internal Error", 503: "Service Unavailable",
+            600: "Busy Everywhere", 603: "Decline"}
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One SDK event: `name` (flowlang/events.py), its `fields` as the engine emitted them, and for
+    call events the live `session` (None once the call has closed, and for other events).
+
+    `event["field"]` gives a field, or its documented default when the engine left an optional one
+    out; a name that is not a field of the event raises KeyError naming the event's fields.
+    """
+
+    name: str
+    fields: Mapping[str, object] = field(default_factory=dict)
+    session: CallSession | None = None
+
+    def __getitem__(self, name: str) -> object:
+        return EngineEvent(self.name, dict(self.fields)).get(name)
+
+    def get(self, name: str, default: object = None) -> object:
+        """A field's value; `default` when the event does not carry it."""
+        value = self.fields.get(name)
+        return default if value is None else value
+
+    @property
+    def spec(self) -> EventSpec:
+        """The event's definition: meaning, fields with their types, the SDK's own name."""
+        return BY_NAME[self.name]
+
+    @property
+    def call(self) -> str | None:
+        """The call session's id, for call events."""
+        value = self.fields.get("call")
+        return None if value is None else str(value)
+
+    @property
+    def channel(self) -> Channel | None:
+        """ZERO (the leg the call came in on) or ONE (the leg Callflow dialled); None when the event
+        names no channel (a hang-up of both legs by Callflow itself)."""
+        value = self.fields.get("channel")
+        return Channel[str(value)] if value in ("ZERO", "ONE") else None
+
+
+Handler = Callable[[Event], "None | Awaitable[None]"]
+
+
+class EventStream:
+    """The events of one `SipServer.events()` loop, in the order they happened.
+
+    It is subscribed from the moment `events()` returns, so nothing emitted between that call and the
+    first `async for` step is lost. It ends when the server stops or `close()` is called. A reader
+    that falls STREAM_SIZE events behind loses the oldest ones (`dropped` counts them): a stuck
+    reader must not make the server hold memory without bound.
+    """
+
+    def __init__(self, server: SipServer, names: frozenset[str] | None) -> None:
+        self._server = server
+        self._names = names
+        self._items: deque[Event | None] = deque()
+        self._ready = asyncio.Event()
+        self.dropped = 0
+
+    def _put(self, event: Event | None) -> None:
+        if event is not None and self._names is not None and event.name not in self._names:
+            return
+        if len(self._items) >= STREAM_SIZE:
+            self._items.popleft()
+            self.dropped += 1
+            if self.dropped == 1:
+                log.warning("sdk event stream full: its reader is %d events behind; the oldest are dropped",
+                            STREAM_SIZE)
+        self._items.append(event)
+        self._ready.set()
+
+    def close(self) -> None:
+        """Stop receiving events; the loop reading this stream ends after what it already holds."""
+        self._server._streams.discard(self)
+        self._put(None)
+
+    def __aiter__(self) -> EventStream:
+        return self
+
+    async def __anext__(self) -> Event:
+        while not self._items:
+            self._ready.clear()
+            await self._ready.wait()
+        event = self._items.popleft()
+        if event is None:
+            self._server._streams.discard(self)
+            raise StopAsyncIteration
+        return event
+
+
+class SipServer:
+    """The SIP server SDK: a registrar, B2BUA and RTP relay driven from Python.
+
+    listen: "HOST:PORT" (UDP and TCP), "udp:HOST:PORT", "tcp:...", "tls:...", "ws:...", or a list
+    of them; the first one's host is the address advertised unless `advertise` says otherwise.
+    rtp_ports: the inclusive range the relay takes its ports from. realm: the digest realm phones
+    authenticate in. location_store: where registrations live (runtime.location_db's SQLite store
+    keeps them across restarts); memory by default.
+
+    Create it inside the running event loop (in your `async def main()`); nothing is bound before
+    `start()` (or `async with server:`), and users and lines may be added before or after it.
+    """
+
+    def __init__(self, *, listen: str | Iterable[str] = "0.0.0.0:5060", advertise: str | None = None,
+                 rtp_ports: tuple[int, int] = (20000, 29999), realm: str = "callflow",
+                 user_agent: str | None = None, location_store: LocationStore | None = None) -> None:
+        specs = _listen_specs([listen] if isinstance(listen, str) else list(listen))
+        self.engine = Engine(listen=specs, advertise=advertise, realm=realm, rtp_ports=rtp_ports,
+                             user_agent=user_agent, location_store=location_store)
+        self._handlers: dict[str, list[Handler]] = {}
+        self._streams: set[EventStream] = set()
+        self._pending_incoming: dict[str, EngineEvent] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._started = False
+        self._registering: weakref.WeakSet[object] = weakref.WeakSet()  # lines register_line started
+        self.engine.router = self._route
+        self.engine.bus.subscribe(self._on_bus)
+
+    # ---- lifecycle -------------------------------------------------------------------------------
+    async def start(self) -> None:
+        """Open the listeners and the RTP relay. Raises OSError when an address cannot be bound."""
+        await self.engine.start()
+        self._started = True
+
+    async def stop(self) -> None:
+        """End every call (BYE, CANCEL or a final response as its state needs), un-register the
+        lines (bounded), close the sockets, and end every `events()` stream."""
+        if self._started:
+            self._started = False
+            await self.engine.stop()
+        for stream in list(self._streams):
+            stream.close()
+
+    async def __aenter__(self) -> SipServer:
+        await self.start()
+        return self
+
+    async def __aexit__(self, kind: type[BaseException] | None, exc: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        await self.stop()
+
+    @property
+    def ports(self) -> Mapping[str, int]:
+        """The bound SIP port of each transport ({"udp": 5060, "tcp": 5060}), once started."""
+        return MappingProxyType(self.engine.ports)
+
+    # ---- users (AddUser / RemoveUser) ----------------------------------------------------------------
+    def add_user(self, name: str, password: str, *, caller_id: str | None = None,
+                 max_calls: int | None = None) -> None:
+        """A phone account that may REGISTER and call (digest authentication, RFC 3261 22).
+
+        caller_id: the number its calls show (else the account name); max_calls: calls it may be on
+        at once, placed and received (a further one gets 486). Adding an existing name replaces it."""
+        if not name or not password:
+            raise ValueError("a user needs a name and a password")
+        self.engine.add_user(name, password, caller_id, max_calls)
+
+    def remove_user(self, name: str) -> None:
+        """The account goes, and its phones' registrations with it (no-op for an unknown name)."""
+        self.engine.remove_user(name)
+
+    @property
+    def users(self) -> frozenset[str]:
+        return frozenset(self.engine.users)
+
+    # ---- lines (AddLine / RemoveLine / RegisterLine / UnRegisterLine) -------------------------------
+    def add_line(self, name: str, *, server: str, username: str, password: str = "",
+                 auth_username: str | None = None, realm: str | None = None, transport: str = "udp",
+                 register_every: int | None = 300, numbers: Iterable[str] = (), display: str | None = None,
+                 caller_id: str | None = None, outbound_proxy: str | None = None, codecs: Iterable[str] = (),
+                 trust: Iterable[str] = ()) -> None:
+        """An account at a provider. `server` is "HOST[:PORT]" (PORT 5060, 5061 for TLS, when left
+        out; a bare host name is looked up with NAPTR/SRV, RFC 3263). `register_every` is the
+        REGISTER expiry asked for, in seconds (None: the line does not register; calls still go
+        out). `trust`: other addresses (IPs, CIDR networks) the provider's calls come from.
+        The line does not register until `register_line(name)`. Replacing a line with the same
+        settings keeps its registration."""
+        if transport not in ("udp", "tcp", "tls"):
+            raise ValueError(f"transport {transport!r}: a line speaks udp, tcp or tls")
+        host, port = _hostport(server, 5061 if transport == "tls" else 5060)
+        self.engine.add_line(LineConfig(
+            name=name, server_host=host, server_port=port, username=username, password=password,
+            auth_username=auth_username, realm=realm, transport=transport, register_every=register_every,
+            numbers=tuple(numbers), display=display, caller_id=caller_id, outbound_proxy=outbound_proxy,
+            codecs=tuple(codecs), trust=tuple(trust)))
+
+    def remove_line(self, name: str) -> None:
+        """Un-register the line (bounded) and forget it; no-op for an unknown name."""
+        self.engine.remove_line(name)
+
+    def register_line(self, name: str, expires: int | None = None) -> None:
+        """REGISTER the line to its provider and keep it registered (refreshes, backoff on failure);
+        `line_registered` / `line_register_failed` events follow. `expires` (seconds) replaces the
+        expiry given to add_line. Raises KeyError for an unknown line; no-op while it registers."""
+        line = self._line(name)
+        if expires is not None and expires != line.config.register_every:
+            line = self.engine.add_line(replace(line.config, register_every=expires))
+        if line in self._registering:
+            return
+        self._registering.add(line)
+        self.engine.register_line(name)
+
+    def unregister_line(self, name: str) -> None:
+        """Withdraw the line's registration (REGISTER with Expires: 0) but keep the line, so
+        `register_line` registers it again. Raises KeyError for an unknown line."""
+        line = self._line(name)
+        self.engine.remove_line(name)
+        self.engine.add_line(line.config)
+
+    def line_state(self, name: str) -> str:
+        """"unregistered", "trying", "registered", "failed_waiting", "rejected"... (LineState)."""
+        return self._line(name).state
+
+    @property
+    def lines(self) -> frozenset[str]:
+        return frozenset(self.engine.lines)
+
+    def _line(self, name: str):  # type: ignore[no-untyped-def]
+        try:
+            return self.engine.lines[name]
+        except KeyError:
+            raise KeyError(f"no line {name!r} (add_line first; lines: {', '.join(sorted(self.engine.lines)) or 'none'})"
+                           ) from None
+
+    # ---- call sessions -----------------------------------------------------------------------------
+    def call_sessions(self) -> list[CallSession]:
+        """The live call sessions (a closed one is gone)."""
+        return list(self.engine.calls.values())
+
+    def accept_call_session(self, session: CallSession | str, *, to_user: str | None = None,
+                            to_line: str | None = None, number: str | None = None,
+                            timeout: float | None = None, fallback: bool = False) -> asyncio.Future[Failure | None]:
+        """AcceptCallSession: ring a user's registered phones (all at once) or dial out through a line.
+
+        number: the number to dial through the line (default: the number the caller dialled), or
+        shown to the user's phone as the one called. timeout: seconds to ring before giving up
+        (None: as long as the far side rings). Returns a future: None once connected, else the
+        Failure (SIP code and reason: 486 busy, 480 not registered, 408 no answer in time, 404
+        unknown user or line...). Without `fallback` a failure refuses the call with that code
+        (the caller hears busy for busy); with `fallback=True` the session waits for the program's
+        next accept_call_session or reject_call_session (hunting: alice, then bob, then voicemail).
+        A session that has closed meanwhile gives Failure(487) at once.
+        Raises ValueError unless exactly one of to_user and to_line is given."""
+        if (to_user is None) == (to_line is None):
+            raise ValueError("accept_call_session needs exactly one of to_user= and to_line=")
+        if timeout is not None and timeout <= 0:
+            raise ValueError(f"timeout {timeout!r}: seconds, more than 0 (or None for no limit)")
+        future: asyncio.Future[Failure | None] = asyncio.get_running_loop().create_future()
+        call = self._session(session)
+        if call is None:
+            future.set_result(Failure(487, "Request Terminated (the call session has closed)"))
+            return future
+        target = Target("USER", to_user, number) if to_user is not None else Target("LINE", to_line or "", number)
+
+        def on_result(failure: Failure | None) -> None:
+            if failure is not None and not fallback:
+                call.reject(failure.code, failure.reason)
+            if not future.done():
+                future.set_result(failure)
+
+        call.accept([target], timeout, on_result)
+        return future
+
+    def reject_call_session(self, session: CallSession | str, code: int = 603, reason: str | None = None) -> None:
+        """RejectCallSession: refuse the call with a final response `code reason` (300-699; the
+        reason defaults to the standard phrase). No-op for a session that has closed."""
+        if not 300 <= code <= 699:
+            raise ValueError(f"code {code}: a call is refused with 300-699")
+        call = self._session(session)
+        if call is not None:
+            call.reject(code, reason or _REASONS.get(code, "Rejected"))
+
+    def close_call_session(self, session: CallSession | str) -> None:
+        """CloseCallSession: end the call as its state needs (BYE to both legs, CANCEL of the ringing
+        leg, or a final response to the caller). No-op for a session that has closed."""
+        call = self._session(session)
+        if call is not None:
+            call.hangup()
+
+    def dial_call_session(self, *args: object, **kwargs: object) -> None:
+        """DialCallSession (originate): not available yet."""
+        raise NotImplementedError(f"dial_call_session: {NOT_YET}")
+
+    def transfer_call_session(self, *args: object, **kwargs: object) -> None:
+        """Blind or attended transfer: not available yet."""
+        raise NotImplementedError(f"transfer_call_session: {NOT_YET}")
+
+    def send_dtmf(self, *args: object, **kwargs: object) -> None:
+        """SendDigitDTMF: not available yet."""
+        raise NotImplementedError(f"send_dtmf: {NOT_YET}")
+
+    def send_chat(self, *args: object, **kwargs: object) -> None:
+        """Chat (SIP MESSAGE, RFC 3428): not available yet."""
+        raise NotImplementedError(f"send_chat: {NOT_YET}")
+
+    def _session(self, session: CallSession | str) -> CallSession | None:
+        call_id = session if isinstance(session, str) else session.id
+        return self.engine.calls.get(call_id)
+
+    # ---- events ------------------------------------------------------------------------------------
+    def on(self, name: str) -> Callable[[Handler], Handler]:
+        """Decorator: call `handler(event)` for every `name` event (a plain function, or a coroutine
+        function run as a task). `incoming` is the routing decision point: its handler decides with
+        accept_call_session / reject_call_session, at once or later. A call that arrives while no
+        `incoming` handler and no `events()` stream exists is refused with 404.
+        Raises ValueError for a name that is not an event (flowlang/events.py)."""
+        if name not in EVENT_NAMES:
+            raise ValueError(f"no event {name!r}; events: {', '.join(sorted(EVENT_NAMES))}")
+
+        def register(handler: Handler) -> Handler:
+            self._handlers.setdefault(name, []).append(handler)
+            return handler
+
+        return register
+
+    def events(self, *names: str) -> EventStream:
+        """Every event (or only those named), in order, for `async for event in server.events():`.
+        Raises ValueError for a name that is not an event."""
+        unknown = [n for n in names if n not in EVENT_NAMES]
+        if unknown:
+            raise ValueError(f"no event {unknown[0]!r}; events: {', '.join(sorted(EVENT_NAMES))}")
+        stream = EventStream(self, frozenset(names) if names else None)
+        self._streams.add(stream)
+        return stream
+
+    def _on_bus(self, engine_event: EngineEvent) -> None:
+        name = engine_event.name
+        if name == "incoming":
+            # handed out when the engine asks for the decision (the next step of the same call), so
+            # that a handler's accept_call_session finds the session waiting for one
+            self._pending_incoming[str(engine_event.fields.get("call"))] = engine_event
+            return
+        if name == "closed":
+            self._pending_incoming.pop(str(engine_event.fields.get("call")), None)
+        call_id = engine_event.fields.get("call")
+        session = self.engine.calls.get(call_id) if isinstance(call_id, str) else None
+        self._deliver(Event(name, MappingProxyType(dict(engine_event.fields)), session))
+
+    def _route(self, call: CallSession) -> None:
+        incoming = self._pending_incoming.pop(call.id, None)
+        fields = dict(incoming.fields) if incoming is not None else {
+            "call": call.id, "peer_type": call.peer_type, "peer": call.peer_name, "caller": call.caller_id,
+            "to": call.dialled}
+        if not self._handlers.get("incoming") and not self._streams:
+            call.reject(404, "Not Found (no incoming handler)")
+        self._deliver(Event("incoming", MappingProxyType(fields), call))
+
+    def _deliver(self, event: Event) -> None:
+        for stream in list(self._streams):
+            stream._put(event)
+        for handler in self._handlers.get(event.name, ()):
+            try:
+                result = handler(event)
+            except Exception:
+                log.exception("event=listener_failed name=%s", event.name)
+                continue
+            if inspect.isawaitable(result):
+                task = asyncio.ensure_future(result)
+                self._tasks.add(task)
+                task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("event=listener_failed name=handler", exc_info=task.exception())
+
+
+def _listen_specs(texts: list[str]) -> list[ListenSpec]:
+    """"[transport:]HOST:PORT" -> listeners; a bare HOST:PORT listens on UDP and TCP (like `callflow
+    run --listen`). Raises ValueError naming the text that is not one."""
+    specs: list[ListenSpec] = []
+    for text in texts:
+        transport, sep, rest = text.partition(":")
+        if sep and transport in ("udp", "tcp", "tls", "ws", "wss"):
+            host, port = _hostport(rest, None)
+            specs.append(ListenSpec(transport, host, port))
+        else:
+            host, port = _hostport(text, None)
+            specs += [ListenSpec("udp", host, port), ListenSpec("tcp", host, port)]
+    if not specs:
+        raise ValueError("listen: at least one HOST:PORT")
+    return specs
+
+
+def _hostport(text: str, default: int | None) -> tuple[str, int]:
+    """"host:port", "[v6]:port" or (with a default port) "host" -> (host, port)."""
+    text = text.strip()
+    if text.startswith("["):
+        host, _, rest = text[1:].partition("]")
+        port_text = rest[1:] if rest.startswith(":") else ""
+    elif text.count(":") == 1:
+        host, _, port_text = text.partition(":")
+    else:
+        host, port_text = text, ""
+    if not port_text:
+        if default is None:
+            raise ValueError(f"{text!r}: HOST:PORT expected")
+        return host, default
+    if not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
+        raise ValueError(f"{text!r}: the port must be a number from 0 to 65535")
+    if not host:
+        raise ValueError(f"{text!r}: a host is needed before the port")
+    return host, int(port_text)
+

@@ -1,0 +1,155 @@
+"""Two Callflow nodes behind the shipped Kamailio edge, bindings in PostgreSQL, media in rtpengine.
+
+Every process is real and started here on 127.0.0.1: PostgreSQL (Debian's), rtpengine-daemon (user
+space), two `callflow run` nodes on one `--location-dsn` and one `--media rtpengine:...`, Kamailio with
+deploy/kamailio-edge.cfg as shipped, and baresip phones that know only the edge's address.
+
+What a user would observe: phones register through the edge; a call between them rings and carries
+voice both ways, relayed by rtpengine; when the node that carried a call is killed, the next call is
+taken by the other node (after the edge's failover or its probing took the dead one out) and reaches
+the phone without it registering again.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.integration.callflow_server import CallflowServer
+from tests.integration.conftest import kamailio_problem, require_peer
+from tests.integration.test_rtpengine_media import assert_voice_went_through_rtpengine
+from tests.integration.test_seed_flows import MIN_PACKETS, TALK_SECONDS
+from tests.rig import CALL_CLOSED, CALL_ESTABLISHED, CALL_INCOMING, Phone, PhoneFactory, account_line, ports
+from tests.rig.edge import Edge
+from tests.rig.postgres import Postgres, postgres_problem
+from tests.rig.rtpengine import Rtpengine, rtpengine_problem
+
+FLOW = """user alice password "alice-pw"
+user bob password "bob-pw"
+on incoming to "alice" accept to user alice
+on incoming to "bob" accept to user bob
+"""
+
+
+@pytest.fixture(scope="module")
+def postgres() -> Iterator[Postgres]:
+    require_peer("PostgreSQL", postgres_problem())
+    server = Postgres(ports.port())
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="module")
+def rtpengine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rtpengine]:
+    require_peer("rtpengine", rtpengine_problem())
+    relay = Rtpengine(ports.port(), ports.rtp_range(40), tmp_path_factory.mktemp("rtpengine") / "rtpengine.log")
+    relay.start()
+    try:
+        yield relay
+    finally:
+        relay.stop()
+
+
+class Cluster:
+    def __init__(self, nodes: list[CallflowServer], edge: Edge) -> None:
+        self.nodes, self.edge = nodes, edge
+
+    def node_that_connected(self, since: list[int]) -> int:
+        """Index of the node whose log has a `connected` event after `since` (one offset per node)."""
+        for i, node in enumerate(self.nodes):
+            if any(True for _ in node.events("connected")[since[i]:]):
+                return i
+        raise AssertionError("no node connected the call:\n" + self.edge.log_text()[-3000:])
+
+    def marks(self) -> list[int]:
+        return [len(node.events("connected")) for node in self.nodes]
+
+
+@pytest.fixture
+def cluster(postgres: Postgres, rtpengine: Rtpengine, tmp_path: Path) -> Iterator[Cluster]:
+    require_peer("kamailio", kamailio_problem())
+    nodes = [CallflowServer(FLOW, tmp_path / f"node{i}", ports.sip_port(), ports.rtp_range(20),
+                            extra_args=["--location-dsn", postgres.dsn, "--media", f"rtpengine:{rtpengine.address}"])
+             for i in range(2)]
+    edge = Edge(ports.port(), [node.hostport for node in nodes], tmp_path / "edge")
+    try:
+        for node in nodes:
+            node.start()
+        edge.start()
+        yield Cluster(nodes, edge)
+    finally:
+        edge.stop()
+        for node in nodes:
+            node.stop()
+
+
+def kill(node: CallflowServer) -> None:
+    """The node dies at once (no BYE, no un-REGISTER): SIGKILL to its process group."""
+    proc = node._proc
+    assert proc is not None
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(5)
+
+
+def call(caller: Phone, callee: Phone, number: str, edge: Edge) -> None:
+    caller.dial(f"sip:{number}@{edge.hostport}")
+    callee.wait_event(CALL_INCOMING, 15)
+    callee.accept()
+    caller.wait_event(CALL_ESTABLISHED, 10)
+    callee.wait_event(CALL_ESTABLISHED, 10)
+    time.sleep(TALK_SECONDS)
+    caller.hangup()
+    caller.wait_event(CALL_CLOSED, 10)
+    callee.wait_event(CALL_CLOSED, 10)
+
+
+def test_phones_behind_the_edge_call_each_other_through_a_node_with_voice_in_rtpengine_and_survive_its_death(
+        cluster: Cluster, phone_factory: PhoneFactory, rtpengine: Rtpengine) -> None:
+    edge = cluster.edge
+    alice = phone_factory(account_line("alice", edge.hostport, auth_pass="alice-pw"), name="alice")
+    alice.wait_registered()
+    bob = phone_factory(account_line("bob", edge.hostport, auth_pass="bob-pw"), name="bob")
+    bob.wait_registered()
+    assert "with Path" in edge.log_text()
+
+    mark, log_mark = cluster.marks(), len(rtpengine.log.read_text(errors="replace"))
+    call(bob, alice, "alice", edge)
+    first = cluster.node_that_connected(mark)
+    stats = alice.rtp_stats(), bob.rtp_stats()
+    assert all(s.rx_packets >= MIN_PACKETS for s in stats), stats
+    assert_voice_went_through_rtpengine(rtpengine, log_mark)
+
+    kill(cluster.nodes[first])
+    mark = cluster.marks()
+    call(bob, alice, "alice", edge)  # no new REGISTER: alice's binding is in PostgreSQL
+    assert cluster.node_that_connected(mark) == 1 - first
+    stats = alice.rtp_stats(), bob.rtp_stats()
+    assert all(s.rx_packets >= MIN_PACKETS for s in stats), stats
+    cluster.nodes[1 - first].assert_alive()
+
+
+def test_nodes_on_one_shared_script_folder_reload_an_edit_to_the_same_version(tmp_path: Path) -> None:
+    shared = tmp_path / "flows"
+    shared.mkdir()
+    (shared / "main.flow").write_text(FLOW)
+    nodes = [CallflowServer(FLOW, tmp_path / f"node{i}", ports.sip_port(), ports.rtp_range(20)) for i in range(2)]
+    try:
+        for node in nodes:
+            node.flow_path = shared  # `callflow run FOLDER`: every node runs the shared folder
+            node.start()
+        (shared / "main.flow").write_text(FLOW + 'on incoming to "100" accept to user alice\n')
+        versions = {node.wait_event("reloaded", timeout=15)["version"] for node in nodes}
+        assert len(versions) == 1 and "" not in versions, versions
+        for node in nodes:
+            node.assert_alive()
+    finally:
+        for node in nodes:
+            node.stop()
