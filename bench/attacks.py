@@ -1446,11 +1446,29 @@ def attack_concurrent_calls(workdir: Path, provider: Provider, calls: int) -> No
         deadline = time.monotonic() + 2.0
         while time.monotonic() < deadline:
             msg = alice.sip.recv(0.2)
-            if isinstance(msg, Request) and msg.method == "INVITE":
+            if isinstance(msg, Request) and msg.method == "INVITE" and msg.call_id not in ringing:
                 ringing.add(msg.call_id)
+                # a real phone rings: 180, then nothing until someone picks up
+                alice.sip.send(response_to(msg, 180, "Ringing", secrets.token_hex(4), f"sip:alice@{ALICE}"),
+                               (SERVER, server.port))
         bob = Phone(server, "bob", BOB)
         _, final = bob.invite("+15556669999", 5000)
         bob.close()
+        wait = 40.0  # past every RFC 3261 transaction timer (64*T1 = 32 s)
+        ended = set()
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline:
+            msg = alice.sip.recv(0.5)
+            if isinstance(msg, Request) and msg.method in ("CANCEL", "BYE"):
+                ended.add(msg.call_id)
+        still = len(ringing - ended)
+        report("10c the same calls, the phone ringing (180) and nobody cancelling, 40 s later",
+               f"{still} of {len(ringing)} still ringing (they hold the user's and the line's call slots)",
+               "a ring timeout ends them", still == 0)
+        if still:
+            HOLES.append(f"10c no ring timeout: {still} calls from spoofed provider packets still rang alice after "
+                         f"{wait:.0f} s; each holds one of the line's call slots (100) and the user's (8) for as long "
+                         "as the phone rings")
         alice.close()
         after = "rings" if final is None or final.status < 300 else f"{final.status} {final.reason}"
         report(f"10b {n} INVITEs from the provider's address (spoofable UDP) to a phone that never answers",
