@@ -42,6 +42,7 @@ from types import MappingProxyType, TracebackType
 
 from flowlang.events import BY_NAME, EVENTS, EventSpec
 from runtime.calls import CallSession, Channel, Failure, Target
+from runtime.chat import ChatMessage
 from runtime.engine import Engine
 from runtime.events import EngineEvent
 from runtime.lines import LineConfig
@@ -49,7 +50,8 @@ from runtime.logfmt import setup_logging  # re-exported: the log format `callflo
 from runtime.registrar import LocationStore
 from runtime.transport import ListenSpec
 
-__all__ = ["CallSession", "Channel", "Event", "EventStream", "Failure", "Handler", "SipServer", "setup_logging"]
+__all__ = ["CallSession", "Channel", "ChatMessage", "Event", "EventStream", "Failure", "Handler", "SipServer", "Target",
+           "setup_logging"]
 
 log = logging.getLogger("callflow.sdk")
 
@@ -354,9 +356,50 @@ class SipServer:
         """SendDigitDTMF: not available yet."""
         raise NotImplementedError(f"send_dtmf: {NOT_YET}")
 
-    def send_chat(self, *args: object, **kwargs: object) -> None:
-        """Chat (SIP MESSAGE, RFC 3428): not available yet."""
-        raise NotImplementedError(f"send_chat: {NOT_YET}")
+    def send_chat(self, text: str, *, to_user: str | None = None, to_line: str | None = None,
+                  number: str | None = None, sender: str = "callflow",
+                  content_type: str = "text/plain;charset=UTF-8") -> asyncio.Future[tuple[int, str]]:
+        """Chat (SIP MESSAGE outside a dialog, RFC 3428) from the server: to every registered phone of
+        `to_user`, or to `number` through `to_line` (answering the provider's challenge with the
+        line's credentials). `sender` is the From user the recipient sees. Returns a future of the
+        final (code, reason): the first 2xx, else the lowest failure (480: the user has no phone
+        registered, 404: no such user or line, 503: the line is not registered, 408: no answer).
+        Raises ValueError unless exactly one of to_user and to_line is given (to_line needs number)."""
+        if (to_user is None) == (to_line is None):
+            raise ValueError("send_chat needs exactly one of to_user= and to_line=")
+        if to_line is not None and not number:
+            raise ValueError("send_chat through a line needs the number= to send to")
+        future: asyncio.Future[tuple[int, str]] = asyncio.get_running_loop().create_future()
+        target = Target("USER", to_user, number) if to_user is not None else Target("LINE", to_line or "", number)
+        message = ChatMessage("SERVER", "callflow", sender, number or to_user or "", content_type,
+                              text.encode("utf-8"))
+
+        def done(code: int, reason: str) -> None:
+            if not future.done():
+                future.set_result((code, reason))
+
+        self.engine.chat.send(message, [target], done)
+        return future
+
+    def route_chat(self, router: Callable[[ChatMessage], Target | list[Target] | Failure | None]
+                   ) -> Callable[[ChatMessage], Target | list[Target] | Failure | None]:
+        """Decorator: decide where a user's or a line's MESSAGE goes. `router(message)` gets the
+        ChatMessage (peer_type "USER"/"LINE", peer, sender, to, text) and returns a Target
+        (`Target("USER", "bob")`, `Target("LINE", "itsp1", "+15557654321")`), a list of them, a
+        Failure to refuse it with, or None for 404. Without one, a message goes to the user whose
+        name it was sent to. The sender was authenticated first (never an open relay), and a line's
+        message never goes back out through a line."""
+
+        def route(message: ChatMessage) -> list[Target] | Failure:
+            decided = router(message)
+            if decided is None:
+                return Failure(404, "Not Found (no route)")
+            if isinstance(decided, Target):
+                return [decided]
+            return decided
+
+        self.engine.chat.router = route
+        return router
 
     def _session(self, session: CallSession | str) -> CallSession | None:
         call_id = session if isinstance(session, str) else session.id
@@ -367,7 +410,7 @@ class SipServer:
         """Decorator: call `handler(event)` for every `name` event (a plain function, or a coroutine
         function run as a task). `incoming` is the routing decision point: its handler decides with
         accept_call_session / reject_call_session, at once or later. A call that arrives while no
-        `incoming` handler and no `events()` stream exists is refused with 404.
+        `incoming` handler and no `events()` stream that gets `incoming` exists is refused with 404.
         Raises ValueError for a name that is not an event (flowlang/events.py)."""
         if name not in EVENT_NAMES:
             raise ValueError(f"no event {name!r}; events: {', '.join(sorted(EVENT_NAMES))}")
@@ -406,7 +449,8 @@ class SipServer:
         fields = dict(incoming.fields) if incoming is not None else {
             "call": call.id, "peer_type": call.peer_type, "peer": call.peer_name, "caller": call.caller_id,
             "to": call.dialled}
-        if not self._handlers.get("incoming") and not self._streams:
+        deciders = [s for s in self._streams if s._names is None or "incoming" in s._names]
+        if not self._handlers.get("incoming") and not deciders:
             call.reject(404, "Not Found (no incoming handler)")
         self._deliver(Event("incoming", MappingProxyType(fields), call))
 

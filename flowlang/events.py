@@ -105,6 +105,13 @@ EVENTS: tuple[EventSpec, ...] = (
     EventSpec("failed", "call", "the call never connected", (
         CALL, _f("code", int, "the SIP status the caller got"), _f("reason", str, "its reason phrase"),
     ), handler="on failed", sdk="OnCallSessionFailed"),
+    EventSpec("dtmf", "call", "a DTMF digit (RFC 4733 telephone-event) from a leg, reported once at its end; "
+              "the other leg still gets it", (
+        CALL,
+        _f("channel", str, "`ZERO` (the leg the call came in on) or `ONE` (the leg Callflow dialled)"),
+        _f("digit", str, "`0`-`9`, `*`, `#`, `A`-`D`"),
+        _f("duration", int, "how long the key was held, in milliseconds (not the call's duration)"),
+    ), handler="on dtmf", sdk="OnDetectDigitDTMF"),
     EventSpec("closed", "call", "the call is over and everything it held is released", (
         CALL, _f("reason", str, "how it ended: `hangup`, `cancelled`, `404 Not Found`, ..."),
         _f("rtp_in", int, "RTP packets received from channel ZERO's side", optional=True, default="0"),
@@ -135,16 +142,6 @@ EVENTS: tuple[EventSpec, ...] = (
         _f("action", str, "what the operator should do, when the provider refuses our credentials",
            optional=True, default=""),
     ), handler="on line register failed", sdk="OnLineRegisterFailed"),
-    EventSpec("line_failover", "line", "a line's server did not answer: the next target RFC 3263 found is tried", (
-        _f("line", str, "the line's name"), _f("failed", str, "HOST:PORT that did not answer"),
-        _f("next", str, "HOST:PORT tried now"), _f("found_by", str, "how it was found: NAPTR, SRV, A/AAAA"),
-    )),
-    EventSpec("dns_unconfigured", "line", "no DNS resolver is configured: lines' names are resolved by A/AAAA only", (
-        _f("error", str, "why"), _f("action", str, "what happens instead"),
-    ), bus=False),
-    EventSpec("dns_failed", "line", "a NAPTR/SRV lookup for a line's server failed; A/AAAA records are tried", (
-        _f("name", str, "the name looked up"), _f("error", str, "why"), _f("action", str, "what happens instead"),
-    ), bus=False),
     EventSpec("line_unregistered", "line", "a line's registration was removed (on reload or stop)", (
         _f("line", str, "the line's name"), _f("code", int, "the provider's status"),
         _f("reason", str, "its reason phrase, or why the un-registration ended", optional=True, default=""),

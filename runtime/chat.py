@@ -87,17 +87,24 @@ class ChatRelay:
         if peer_type == "LINE":
             # a provider's message is for the office's users: never relayed back out (open relay)
             route = [t for t in route if t.kind == "USER"]
+        target = " ".join(f"{t.kind.lower()} {t.name}" for t in route)
+        self.send(message, route, lambda code, reason: self._answer(txn, message, code, reason, target))
+
+    def send(self, message: ChatMessage, targets: list[Target], on_result: Callable[[int, str], None]) -> None:
+        """Send `message` to every registered phone of each USER target and out through each LINE
+        target; `on_result(code, reason)` once: the first 2xx, else the lowest failure once every
+        copy has failed (404 / 480 / 503 at once when no copy could be sent at all)."""
         copies: list[_Copy] = []
         failure = Failure(404, "Not Found (no route)")
-        delivery = _Delivery(self, txn, message, " ".join(f"{t.kind.lower()} {t.name}" for t in route))
-        for target in route:
+        delivery = _Delivery(on_result)
+        for target in targets:
             made = self._copies(delivery, message, target)
             if isinstance(made, Failure):
                 failure = made
             else:
                 copies += made
         if not copies:
-            self._answer(txn, message, failure.code, failure.reason, delivery.target)
+            on_result(failure.code, failure.reason)
             return
         delivery.waiting = len(copies)
         for copy in copies:
@@ -112,7 +119,7 @@ class ChatRelay:
             if not bindings:
                 return Failure(480, f"Temporarily Unavailable ({target.name} is not registered)")
             to = target.number or target.name
-            return [_Copy(delivery, self._request(b.contact, f"sip:{message.sender}@{engine.advertise}", None,
+            return [_Copy(self, delivery, self._request(b.contact, f"sip:{message.sender}@{engine.advertise}", None,
                                                   f"sip:{to}@{engine.advertise}", b.transport, message),
                           b.source, b.transport, None) for b in bindings]
         line = engine.lines.get(target.name)
@@ -131,7 +138,7 @@ class ChatRelay:
         if caller_id:
             req.headers.add("P-Asserted-Identity", f"<sip:{caller_id}@{host}>")
         auth = line.auth.__class__(cfg.auth_username or cfg.username, cfg.password)
-        return [_Copy(delivery, req, line.address, cfg.transport, auth)]
+        return [_Copy(self, delivery, req, line.address, cfg.transport, auth)]
 
     def _request(self, ruri: str, from_uri: str, display: str | None, to_uri: str, transport: str,
                  message: ChatMessage) -> Request:
@@ -162,14 +169,11 @@ class ChatRelay:
 
 
 class _Delivery:
-    """One sender's MESSAGE and its copies: the first 2xx answers the sender, else the lowest
-    failure once every copy has failed."""
+    """One MESSAGE and its copies: the first 2xx is the result, else the lowest failure once every
+    copy has failed."""
 
-    def __init__(self, relay: ChatRelay, txn: ServerTransaction, message: ChatMessage, target: str) -> None:
-        self.relay = relay
-        self.txn = txn
-        self.message = message
-        self.target = target
+    def __init__(self, on_result: Callable[[int, str], None]) -> None:
+        self.on_result = on_result
         self.waiting = 0
         self.answered = False
         self.best: tuple[int, str] | None = None
@@ -179,21 +183,22 @@ class _Delivery:
             return
         if 200 <= code < 300:
             self.answered = True
-            self.relay._answer(self.txn, self.message, code, reason, self.target)
+            self.on_result(code, reason)
             return
         if self.best is None or code < self.best[0]:
             self.best = (code, reason)
         self.waiting -= 1
         if self.waiting <= 0:
             self.answered = True
-            self.relay._answer(self.txn, self.message, *self.best, self.target)
+            self.on_result(*self.best)
 
 
 class _Copy:
     """One MESSAGE we send (the client transaction's owner: on_response / on_timeout)."""
 
-    def __init__(self, delivery: _Delivery, request: Request, destination: Address, transport: str,
-                 auth: object | None) -> None:
+    def __init__(self, relay: ChatRelay, delivery: _Delivery, request: Request, destination: Address,
+                 transport: str, auth: object | None) -> None:
+        self.relay = relay
         self.delivery = delivery
         self.request = request
         self.destination = destination
@@ -202,7 +207,7 @@ class _Copy:
         self.answered_nonce: str | None = None
 
     def send(self) -> None:
-        engine = self.delivery.relay.engine
+        engine = self.relay.engine
         engine.send_request(self.request, self.destination, self, self.transport)
         engine.pump()
 
@@ -233,7 +238,7 @@ class _Copy:
         except DigestError:
             return False
         h = sent.headers.copy()
-        h.set("Via", f"{self.delivery.relay.engine.via(self.transport)};branch={new_branch()}")
+        h.set("Via", f"{self.relay.engine.via(self.transport)};branch={new_branch()}")
         h.set("CSeq", f"{sent.cseq[0] + 1} MESSAGE")
         h.set("Authorization" if resp.status == 401 else "Proxy-Authorization", value)
         self.request = Request("MESSAGE", sent.uri, h, sent.body)

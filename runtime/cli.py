@@ -432,6 +432,8 @@ async def serve(args: argparse.Namespace, stop: asyncio.Event | None = None) -> 
         media = await _media_backend(getattr(args, "media", "relay"))
     except ValueError as exc:
         print(f"callflow: --media: {exc}", file=sys.stderr)
+        if location_store is not None:
+            location_store.close()
         state.close()
         return 1
     engine = Engine(listen=specs, advertise=args.advertise, realm=server.realm or server.domain or "callflow",

@@ -30,6 +30,7 @@ from .media.relay import MediaRelay
 from .registrar import LocationStore, Registrar
 from .sip.errors import SipError
 from .sip.message import Headers, Refusal, Request, Response, check_request, create_response
+from .sip.sdp import SdpError, prefer_codecs
 from .sip.transaction import (
     Address,
     ClientTransaction,
@@ -98,10 +99,11 @@ class Engine:
         self.bus = bus or EventBus()
         self.layer = TransactionLayer(screen=screen, server_header=user_agent, trying_after_tu=True)
         self.endpoint = SipEndpoint(self.layer, self.on_event)
-        self.guard = FloodGuard(exempt=self._is_provider)
+        self.guard = FloodGuard()  # what a line trusts is let through before it (_admit)
         self.endpoint.admit = self._admit
         self.media: MediaBackend = media or MediaRelay(host if host not in ("", "::") else "0.0.0.0",
                                                        rtp_ports, advertise=self.advertise)
+        self.media.dtmf_listener = self._on_dtmf
         self.registrar = Registrar(location_store)
         self.prompts = PromptCache()
         self.users: dict[str, UserAccount] = {}
@@ -130,6 +132,7 @@ class Engine:
         self._trusted_networks: list[tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, LineClient]] = []
         self._trusted_seen: dict[str, LineClient | None] = {}  # source IP -> its line by network, cached
         self._provider_ips: set[str] = set()
+        self._line_by_ip: dict[str, LineClient] = {}
         self.overloaded = False
         self._late = False
         self._pressed = False
@@ -398,7 +401,7 @@ class Engine:
         if self.max_calls is not None and len(self.calls) >= self.max_calls:
             self.respond(txn, 503, "Service Unavailable (call limit of the server reached)", [("Retry-After", "5")])
             return
-        line = self.line_for_source(txn.peer)
+        line = self.line_for_source(txn.peer, txn.transport)
         if line is not None:
             peer_type, peer_name = "LINE", line.config.name
             account = None
@@ -444,7 +447,7 @@ class Engine:
             self.respond(txn, 503, "Service Unavailable (overloaded)", [("Retry-After", "2")])
             return
         req = txn.request
-        line = self.line_for_source(txn.peer)
+        line = self.line_for_source(txn.peer, txn.transport)
         if line is not None:
             self.chat.receive(txn, "LINE", line.config.name, unescape(req.from_.uri.user or ""))
             return
@@ -455,6 +458,11 @@ class Engine:
         account = self.users.get(outcome.user)
         sender = account.caller_id if account is not None and account.caller_id else outcome.user
         self.chat.receive(txn, "USER", outcome.user, sender)
+
+    def _on_dtmf(self, call_id: str, leg: int, digit: str, duration: int) -> None:
+        """An RFC 4733 digit the media relay saw on a leg of a live call: the `dtmf` event."""
+        if call_id in self.calls:
+            self.bus.emit("dtmf", call=call_id, channel=Channel(leg).name, digit=digit, duration=duration)
 
     def calls_of_user(self, name: str, besides: CallMachine | None = None) -> int:
         """How many active calls user `name` is on, placed or received (its `max calls` counts both),
@@ -467,7 +475,17 @@ class Engine:
         `besides` (the call asking to dial it)."""
         return sum(1 for c in self.calls.values() if c.machine is not besides and _on_line(c.machine, name))
 
-    def _admit(self, ip: str, data: bytes, now: float) -> bool:
+    def _admit(self, ip: str, data: bytes, now: float, port: int | None = None, transport: str = "udp") -> bool:
+        """The flood and scanner guard, except for what a line trusts: its provider's exact address
+        (a busy trunk is not a flood), the networks its `trust` names, and a stream connection from
+        the provider's IP on the line's own transport (a TCP peer cannot spoof its address). A UDP
+        packet from the provider's IP but another port is guarded like anyone's: it may be spoofed."""
+        if port is not None and self.line_for_source((ip, port), transport) is not None:
+            return True
+        if transport != "udp" and ip in self._provider_ips:
+            line = self._line_by_ip.get(ip)
+            if line is not None and line.config.transport == transport:
+                return True
         ok, attack = self.guard.admit(ip, data, now)
         if attack is not None:
             action = f"ignored {int(self.guard.block)}s" if attack == "flood" else "dropped, no answer"
@@ -482,20 +500,24 @@ class Engine:
                                   for line in self.lines.values() for text in line.config.trust]
         self._trusted_seen = {}
         self._provider_ips = {address[0] for address in self._line_by_address}
+        self._line_by_ip = {address[0]: line for address, line in self._line_by_address.items()}
 
-    def _is_provider(self, ip: str) -> bool:
-        return ip in self._provider_ips or self._trusted_line(ip) is not None
-
-    def line_for_source(self, source: Address) -> LineClient | None:
+    def line_for_source(self, source: Address, transport: str = "udp") -> LineClient | None:
         """A request is from a line when it comes from that provider's address, IP and port, or from
-        an address the line's `trust` names (any port).
+        an address the line's `trust` names (any port), over the transport the line is configured
+        for (udp, tcp or tls).
 
         Matching the server's IP alone would let anything else on the provider's host (or a phone
         behind the same NAT) pass as the provider, skipping authentication: a toll-fraud hole. So
-        other addresses count only where the operator listed them.
+        other addresses count only where the operator listed them; and a TCP connection from the
+        provider's address is not the provider unless the line is configured for TCP (issue 9).
         """
         line = self._line_by_address.get(source)
-        return line if line is not None else self._trusted_line(source[0])
+        if line is None:
+            line = self._trusted_line(source[0])
+        if line is not None and line.config.transport != transport.lower():
+            return None
+        return line
 
     def _trusted_line(self, ip: str) -> LineClient | None:
         """The line whose `trust` holds `ip` (an address is a network of one); cached, as the flood
@@ -526,9 +548,13 @@ class Engine:
         user = invite.request_uri.user or ""
         if peer_type == "LINE" and peer_name in self.lines:
             line = self.lines[peer_name]
-            # a provider sends the call to the contact we registered; the number is in To
+            # a provider sends the call to the contact we registered; the number is in To, and when
+            # To names the account too, a line with one number was called on that number
             if not user or user == line.config.username:
-                return unescape(invite.to.uri.user or user)
+                to = unescape(invite.to.uri.user or user)
+                if (not to or to == line.config.username) and len(line.config.numbers) == 1:
+                    return line.config.numbers[0]
+                return to
         return unescape(user)
 
     def _stray_2xx(self, resp: Response, source: Address) -> None:
@@ -610,11 +636,26 @@ class Engine:
         hostport = host if cfg.server_port == 5060 else f"{host}:{cfg.server_port}"
         h = self._invite_headers(call, from_uri=f"sip:{cfg.username}@{host}", display=cfg.display,
                                  to_uri=f"sip:{number}@{host}", transport=cfg.transport)
+        # the number shown: the rule's `set caller-id`, the line's `caller-id`, the user's, else the
+        # line's first number (a DID of ours the provider will accept as the caller)
         caller_id = call.caller_id_override or cfg.caller_id or (
             self.users[call.peer_name].caller_id if call.peer_type == "USER" and call.peer_name in self.users
-            else None)
+            else None) or (cfg.numbers[0] if cfg.numbers else None)
+        if offer and cfg.codecs:
+            try:
+                narrowed = prefer_codecs(offer, cfg.codecs)
+            except SdpError:
+                narrowed = offer  # the caller's SDP was already anchored: our own rewrite reads it
+            if narrowed is None:
+                return [], Failure(488, f"Not Acceptable Here (the caller offers none of line {target.name}'s "
+                                        f"codecs: {', '.join(cfg.codecs)})")
+            offer = narrowed
         if caller_id:
             h.add("P-Asserted-Identity", f"<sip:{caller_id}@{host}>")
+        if cfg.outbound_proxy:
+            # the INVITE goes to the proxy (line.address) and names it as a loose route (RFC 3261
+            # 8.1.2), the provider staying in the Request-URI, as the line's REGISTERs do
+            h.add("Route", f"<sip:{cfg.outbound_proxy};lr>")
         ruri = f"sip:{number}@{hostport}" + ("" if cfg.transport == "udp" else f";transport={cfg.transport}")
         invite = Request("INVITE", ruri, h)
         if offer:

@@ -303,7 +303,8 @@ class SipEndpoint:
         self._timer_at: float | None = None
         self._pumping = False
         self._sweeper: asyncio.TimerHandle | None = None
-        self.admit: Callable[[str, bytes, float], bool] | None = None  # the engine's flood guard
+        # the engine's flood guard: (ip, data, now, port, transport) -> admitted
+        self.admit: Callable[[str, bytes, float, int, str], bool] | None = None
         self._udp_sockets: list[socket.socket] = []
         self._observers: tuple[Observer, ...] = ()  # empty tuple: one falsy test per message, no call
         self.limits = ConnectionLimits()
@@ -445,7 +446,7 @@ class SipEndpoint:
         if self._observers:
             self._observe("in", transport, source, data)
         now = self.loop.time()
-        if self.admit is not None and not self.admit(source[0], data, now):
+        if self.admit is not None and not self.admit(source[0], data, now, source[1], transport):
             return  # a flood or a scanner: not even parsed
         try:
             self.layer.receive(data, source, now, transport)

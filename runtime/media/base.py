@@ -9,7 +9,7 @@ never needs to know ports or sockets.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 __all__ = ["MediaError", "MediaBackend", "MediaSession", "CALLER", "CALLEE"]
 
@@ -78,6 +78,11 @@ class MediaSession(ABC):
 
 class MediaBackend(ABC):
     """Allocates a MediaSession per call."""
+
+    # dtmf_listener(call_id, leg, digit, duration_ms): RFC 4733 digits the backend sees in any call's
+    # RTP, once per event end (the engine's `dtmf` event). A backend that does not look at RTP
+    # (rtpengine reports digits itself, over ng) leaves it uncalled.
+    dtmf_listener: Callable[[str, int, str, int], None] | None = None
 
     @abstractmethod
     async def allocate(self, call_id: str) -> MediaSession:

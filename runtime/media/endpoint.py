@@ -11,15 +11,19 @@ strangers, resting legs) takes the ``_admit`` branch.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from runtime.media.dtmf import EventDetector
 from runtime.media.latch import PROBATION, Address, Latch
 
 if TYPE_CHECKING:
     from runtime.media.session import RelaySession
 
 __all__ = ["ACTIVE", "IDLE", "CLOSING", "CLOSED", "MAX_DATAGRAM", "MediaLeg", "RelayEndpoint"]
+
+log = logging.getLogger("callflow.media")
 
 MAX_DATAGRAM = 65535
 
@@ -37,7 +41,7 @@ class RelayEndpoint(Latch, asyncio.DatagramProtocol):
     dropped and counted in ``dropped``.
     """
 
-    __slots__ = ("transport", "peer", "packets", "bytes", "dropped", "errors", "_on_lost")
+    __slots__ = ("transport", "peer", "packets", "bytes", "dropped", "errors", "dtmf", "on_dtmf", "_on_lost")
 
     def __init__(self, rtcp: bool, probation: int, on_lost: Callable[[], None]) -> None:
         Latch.__init__(self, rtcp, probation)
@@ -54,6 +58,10 @@ class RelayEndpoint(Latch, asyncio.DatagramProtocol):
         self.bytes = 0
         self.dropped = 0  # received here while the other leg's remote was unknown (or while resting)
         self.errors = 0
+        # RFC 4733 digits in what arrives here (set by the session when someone listens): the
+        # detector, and on_dtmf(digit, duration_ms) once per event end
+        self.dtmf: EventDetector | None = None
+        self.on_dtmf: Callable[[str, int], None] | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -71,10 +79,22 @@ class RelayEndpoint(Latch, asyncio.DatagramProtocol):
         dest = peer.remote  # type: ignore[union-attr]
         if dest is None:
             self.dropped += 1
-            return
-        peer.transport.sendto(data, dest)  # type: ignore[union-attr]
-        self.packets += 1
-        self.bytes += len(data)
+        else:
+            peer.transport.sendto(data, dest)  # type: ignore[union-attr]
+            self.packets += 1
+            self.bytes += len(data)
+        dtmf = self.dtmf
+        if dtmf is not None and len(data) >= 16 and (data[1] & 0x7F) in dtmf.rates:
+            self._telephone_event(dtmf, data)
+
+    def _telephone_event(self, dtmf: EventDetector, data: bytes) -> None:
+        """A telephone-event packet (relayed already): report its digit once, at the event's end."""
+        found = dtmf.feed(data)
+        if found is not None and self.on_dtmf is not None:
+            try:
+                self.on_dtmf(*found)
+            except Exception:  # a listener's bug must not stop the relay
+                log.exception("event=listener_failed name=dtmf")
 
     def _admit(self, addr: Address, data: bytes) -> bool:
         if self.peer is None:  # resting on the free list (or never linked): relay nothing, learn nothing

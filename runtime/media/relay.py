@@ -188,6 +188,9 @@ class MediaRelay(MediaBackend):
         leg0.rtp.peer, leg1.rtp.peer = leg1.rtp, leg0.rtp
         leg0.rtcp.peer, leg1.rtcp.peer = leg1.rtcp, leg0.rtcp
         self._sessions.add(session)
+        listener = self.dtmf_listener
+        if listener is not None:
+            session.on_dtmf(lambda leg, digit, duration: listener(call_id, leg, digit, duration))
         return session
 
     def _take_idle(self, force: bool) -> MediaLeg | None:

@@ -16,10 +16,11 @@ import logging
 import os
 import socket
 import struct
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 from runtime.media.base import MediaError, MediaSession
+from runtime.media.dtmf import EventDetector, telephone_event_types
 from runtime.media.endpoint import MediaLeg
 from runtime.media.latch import Address, canonical_host
 from runtime.sip.sdp import (
@@ -73,6 +74,37 @@ class RelaySession(MediaSession):
         self._pending = 0  # legs of this session whose sockets are closing
         self._final: tuple[tuple[int, int], ...] | None = None  # counters as they were at close
         self._answered: tuple[int, AnswerChoice] | None = None  # (stream, codec) we answered with
+        self._dtmf: Callable[[int, str, int], None] | None = None
+        self._event_types: dict[int, int] = {}  # telephone-event payload type -> clock rate, both SDPs
+
+    def on_dtmf(self, callback: Callable[[int, str, int], None] | None) -> None:
+        """Report RFC 4733 digits arriving on either leg: `callback(leg, digit, duration_ms)` once per
+        event, at its end ("0"-"9", "*", "#", "A"-"D"; duration in milliseconds). The digits still
+        reach the other leg as before. Only a telephone-event payload type one of the legs' SDPs
+        names is looked at (both sides' numbers count for both legs: a B2BUA passes the SDPs on
+        unchanged, and each phone sends with the numbers the other one gave). None stops it."""
+        self._dtmf = callback
+        self._arm_dtmf()
+
+    def _learn_event_types(self, types: dict[int, int]) -> None:
+        if types and not types.items() <= self._event_types.items():
+            self._event_types.update(types)
+            self._arm_dtmf()
+
+    def _arm_dtmf(self) -> None:
+        if self.closed:
+            return
+        for index, leg in enumerate(self.legs):
+            endpoint = leg.rtp
+            if self._dtmf is None or not self._event_types:
+                endpoint.dtmf = endpoint.on_dtmf = None
+                continue
+            if endpoint.dtmf is None:
+                endpoint.dtmf = EventDetector(dict(self._event_types))
+            else:
+                endpoint.dtmf.rates = dict(self._event_types)
+            callback = self._dtmf
+            endpoint.on_dtmf = lambda digit, duration, leg=index, report=callback: report(leg, digit, duration)
 
     def set_remote(self, leg: int, addr: tuple[str, int], rtcp: tuple[str, int] | None = None) -> None:
         """Where ``leg``'s phone wants media, from its SDP; RTCP defaults to the RTP port + 1.
@@ -111,6 +143,7 @@ class RelaySession(MediaSession):
         desc = parse_sdp(sdp)
         media = desc.media
         ports = [0] * len(media)
+        self._learn_event_types(telephone_event_types(desc))
         if not self.closed:
             for stream, m in enumerate(media):
                 if m.kind == "audio" and m.port != 0:
@@ -140,6 +173,8 @@ class RelaySession(MediaSession):
             rtcp_port = desc.media[stream].rtcp_port
             self.set_remote(leg, endpoint, (endpoint[0], rtcp_port) if rtcp_port else None)
         self._answered = found
+        if choice.telephone_event is not None:
+            self._learn_event_types({choice.telephone_event: 8000})
         body = build_answer(desc, stream, choice, self._relay.advertise, self.legs[leg].local_port, _session_id())
         return body, choice.payload_type, choice.codec
 
@@ -168,6 +203,7 @@ class RelaySession(MediaSession):
             rtcp_port = desc.media[stream].rtcp_port
             self.set_remote(leg, endpoint, (endpoint[0], rtcp_port) if rtcp_port else None)
         self._answered = (0, choice)  # our offers have one stream
+        self._learn_event_types(telephone_event_types(desc))
         return choice.payload_type, choice.codec
 
     def restrict_offer(self, sdp: bytes) -> bytes:

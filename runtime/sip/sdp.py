@@ -397,6 +397,56 @@ def keep_formats(body: bytes, stream: int, keep: set[int]) -> bytes:
     return ("\r\n".join(out) + "\r\n").encode("utf-8", "surrogateescape")
 
 
+# RFC 3551 static audio payload types, for offers that list them without an rtpmap
+STATIC_AUDIO = {0: "PCMU", 3: "GSM", 4: "G723", 8: "PCMA", 9: "G722", 18: "G729"}
+
+
+def prefer_codecs(body: bytes, names: Sequence[str]) -> bytes | None:
+    """``body`` (an offer) with every audio stream cut down to the codecs in ``names``, in that
+    order of preference (RFC 3264 5.1: the m= line's order is the offerer's preference), their rtpmap
+    and fmtp lines kept; telephone-event (RFC 4733) is always kept. Names compare case-insensitively
+    with the rtpmap encoding name, or the RFC 3551 name of a static payload type.
+
+    Returns None when an audio stream would be left with no codec at all: the offer cannot go to a
+    peer that takes only ``names``. Raises SdpError when ``body`` is not SDP."""
+    wanted = [n.lower() for n in names]
+    sdp = parse_sdp(body)
+    keep: dict[int, list[int]] = {}
+    for index, m in enumerate(sdp.media):
+        if m.kind != "audio":
+            continue
+        rtpmap = _rtpmap_names(m)
+        codecs: list[tuple[int, int]] = []
+        events: list[int] = []
+        for f in m.formats:
+            if not f.isdigit():
+                continue
+            pt = int(f)
+            name = (rtpmap.get(pt) or STATIC_AUDIO.get(pt, "")).lower()
+            if name == "telephone-event":
+                events.append(pt)
+            elif name in wanted:
+                codecs.append((wanted.index(name), pt))
+        if not codecs:
+            return None
+        keep[index] = [pt for _, pt in sorted(codecs)] + events
+    lines = _split_lines(body)
+    out: list[str] = []
+    index = -1
+    for line in lines:
+        if line.startswith("m="):
+            index += 1
+            if index in keep:
+                fields = line[2:].split()
+                line = "m=" + " ".join(fields[:3] + [str(pt) for pt in keep[index]])
+        elif index in keep and (line.startswith("a=rtpmap:") or line.startswith("a=fmtp:")):
+            pt = line.partition(":")[2].split(None, 1)[0]
+            if pt.isdigit() and int(pt) not in keep[index]:
+                continue
+        out.append(line)
+    return ("\r\n".join(out) + "\r\n").encode("utf-8", "surrogateescape")
+
+
 def _rtpmap_names(m: MediaDescription) -> dict[int, str]:
     names: dict[int, str] = {}
     for attr in m.attributes:

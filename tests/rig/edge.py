@@ -1,8 +1,8 @@
 """The shipped Kamailio edge (deploy/kamailio-edge.cfg) in front of Callflow nodes, on 127.0.0.1.
 
 The config is used as shipped: the listen address and the nodes list come in as -A defines, the list
-is written into the run folder. Start the nodes first: the edge answers no OPTIONS itself (it
-dispatches them), so `start` waits until one goes through it.
+is written into the run folder. `start` returns once the edge answers an OPTIONS for itself; start the
+nodes first (the dispatcher takes every node as up until its probes say otherwise).
 
     edge = Edge(ports.port(), ["127.0.0.1:5071", "127.0.0.1:5072"], tmp_path / "edge").start()
     edge.hostport                 # where phones register and call
@@ -54,7 +54,7 @@ class Edge:
         if not wait_until(lambda: proc.poll() is not None or options_ping(self.port, HOST, timeout=0.5) == 200,
                           timeout) or proc.poll() is not None:
             self.stop()
-            raise AssertionError("the edge did not pass an OPTIONS to a node" + describe("edge", self.log_path))
+            raise AssertionError("the edge did not answer OPTIONS" + describe("edge", self.log_path))
         return self
 
     def log_text(self) -> str:

@@ -96,3 +96,12 @@ def test_the_language_reference_points_to_the_events_and_lists_every_handler() -
         # `on line registered` is written `on line [NAME] registered` in the table
         form = " ".join(words[:2]) + " [NAME] " + " ".join(words[2:]) if words[1] in ("line", "user") else handler
         assert f"`{form}`" in section, form
+
+
+def test_each_event_is_defined_once() -> None:
+    from collections import Counter
+
+    from flowlang.events import EVENTS
+
+    twice = [name for name, n in Counter(spec.name for spec in EVENTS).items() if n > 1]
+    assert not twice, f"defined more than once in flowlang/events.py: {twice}"

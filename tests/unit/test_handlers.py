@@ -63,6 +63,7 @@ def call_from_user(bus: EventBus, clock: Clock, call: str = "c1", user: str = "a
              user_agent=None, ip="127.0.0.1", port=5062)
     bus.emit("connecting", call=call, channel="ONE")
     bus.emit("connected", call=call, peer_type="LINE", peer="itsp1")
+    bus.emit("dtmf", call=call, channel="ZERO", digit="5", duration=160)
     clock.t += talk
     bus.emit("hangup", call=call, channel="ZERO")
     bus.emit("closed", call=call, reason="hangup", rtp_in=2100, rtp_out=2098)

@@ -97,3 +97,59 @@ def test_changing_only_the_trust_list_keeps_the_line_and_its_registration(new_tr
         return first is again and found is first
 
     assert asyncio.run(scenario())
+
+
+async def provider_engine(transport: str = "udp") -> Engine:
+    """An engine with line itsp1 whose provider is 127.0.0.5:5080 over `transport`, static (no REGISTER)."""
+    engine = Engine(listen=[ListenSpec("udp", "127.0.0.1", 0), ListenSpec("tcp", "127.0.0.1", 0)],
+                    advertise="127.0.0.1", rtp_ports=(36500, 36599))
+    await engine.start()
+    engine.add_line(LineConfig("itsp1", "127.0.0.5", 5080, register_every=None, transport=transport))
+    engine.register_line("itsp1")
+    await asyncio.sleep(0.05)
+    return engine
+
+
+def test_a_tcp_connection_from_the_providers_address_is_not_a_udp_lines_provider() -> None:
+    async def scenario() -> tuple[object, object]:
+        engine = await provider_engine("udp")
+        try:
+            return (engine.line_for_source(("127.0.0.5", 5080), "udp"),
+                    engine.line_for_source(("127.0.0.5", 5080), "tcp"))
+        finally:
+            await engine.stop()
+
+    over_udp, over_tcp = asyncio.run(scenario())
+    assert over_udp is not None and over_udp.config.name == "itsp1"  # type: ignore[attr-defined]
+    assert over_tcp is None  # a stranger: challenged like anyone, never the line
+
+
+def test_a_tcp_lines_provider_is_its_own_over_tcp_only() -> None:
+    async def scenario() -> tuple[object, object]:
+        engine = await provider_engine("tcp")
+        try:
+            provider = ("127.0.0.5", 5080)
+            return engine.line_for_source(provider, "tcp"), engine.line_for_source(provider, "udp")
+        finally:
+            await engine.stop()
+
+    over_tcp, over_udp = asyncio.run(scenario())
+    assert over_tcp is not None and over_udp is None
+
+
+def test_the_flood_guard_spares_the_providers_exact_address_not_its_other_ports() -> None:
+    """A busy trunk is not a flood; but a UDP packet from the provider's IP and another port may be
+    spoofed, and a flood of them is ignored like anyone's."""
+    async def scenario() -> tuple[int, int]:
+        engine = await provider_engine("udp")
+        try:
+            data = b"OPTIONS sip:x@127.0.0.1 SIP/2.0\r\n\r\n"
+            from_provider = sum(engine._admit("127.0.0.5", data, 0.0, 5080, "udp") for _ in range(2000))
+            from_other_port = sum(engine._admit("127.0.0.5", data, 0.0, 5999, "udp") for _ in range(2000))
+            return from_provider, from_other_port
+        finally:
+            await engine.stop()
+
+    from_provider, from_other_port = asyncio.run(scenario())
+    assert from_provider == 2000
+    assert from_other_port < 2000  # the burst allowance, then ignored

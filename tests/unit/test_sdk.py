@@ -9,9 +9,10 @@ from collections.abc import Awaitable, Callable
 
 import pytest
 
-from callflow.sdk import Channel, Event, Failure, SipServer, _hostport, _listen_specs
-from runtime.sip.message import Response, parse_message
+from callflow.sdk import Channel, ChatMessage, Event, Failure, SipServer, Target, _hostport, _listen_specs
+from runtime.sip.message import Request, Response, parse_message
 from tests.rig.ports import ports
+from tests.unit.test_chat import Peer
 
 
 def invite(port: int, me: int, call_id: str) -> bytes:
@@ -128,6 +129,14 @@ def test_a_call_with_no_incoming_handler_and_no_event_stream_is_refused_with_404
     assert status == 404
 
 
+def test_a_stream_of_other_events_does_not_hold_a_call_waiting_for_a_decision() -> None:
+    async def hangups_only(server: SipServer) -> None:
+        server.events("hangup", "closed")
+
+    status, _ = asyncio.run(provider_call(lambda server: None, during=hangups_only))
+    assert status == 404
+
+
 def test_accepting_a_closed_session_gives_a_487_failure_at_once() -> None:
     async def scenario() -> Failure | None:
         server = SipServer(listen="udp:127.0.0.1:0", rtp_ports=ports.rtp_range(10))
@@ -167,7 +176,7 @@ def watch_unknown_events(server: SipServer) -> None:
         server.events("hangups")
 
 
-@pytest.mark.parametrize("method", ["dial_call_session", "transfer_call_session", "send_dtmf", "send_chat"])
+@pytest.mark.parametrize("method", ["dial_call_session", "transfer_call_session", "send_dtmf"])
 def test_what_the_call_layer_cannot_do_yet_raises_naming_the_issue(method: str) -> None:
     def check(server: SipServer) -> None:
         with pytest.raises(NotImplementedError, match="issue 12"):
@@ -231,3 +240,81 @@ def test_docs_sdk_maps_every_sdk_event_and_every_public_method() -> None:
     missing += [name for name in vars(SipServer) if not name.startswith("_") and f"{name}(" not in text
                 and name not in ("engine", "ports", "users", "lines")]
     assert not missing, f"docs/sdk.md does not map: {missing}"
+
+
+# ---- chat ----------------------------------------------------------------------------------------------
+
+async def chat_office() -> tuple[SipServer, Peer, Peer]:
+    """A started server with users alice and bob, both with a raw-SIP phone registered."""
+    server = SipServer(listen="udp:127.0.0.1:0", advertise="127.0.0.1", rtp_ports=ports.rtp_range(10))
+    server.add_user("alice", "alice-pw")
+    server.add_user("bob", "bob-pw")
+    await server.start()
+    port = server.ports["udp"]
+    phones = Peer("alice", "alice-pw"), Peer("bob", "bob-pw")
+    for p in phones:
+        assert (await p.send(port, "REGISTER", f"sip:127.0.0.1:{port}", f"sip:{p.name}@127.0.0.1")).status == 200
+    return server, *phones
+
+
+def test_send_chat_reaches_the_users_phone_from_the_sender_named() -> None:
+    async def scenario() -> tuple[tuple[int, str], Request | None]:
+        server, alice, bob = await chat_office()
+        result = await asyncio.wait_for(server.send_chat("the build is green", to_user="bob", sender="ci"), 5)
+        got = await bob.wait_request("MESSAGE")
+        await server.stop()
+        alice.stop()
+        bob.stop()
+        return result, got
+
+    result, got = asyncio.run(scenario())
+    assert result == (200, "OK")
+    assert got is not None and got.body == b"the build is green" and got.from_.uri.user == "ci"
+
+
+def test_send_chat_to_a_user_without_a_phone_gives_480() -> None:
+    async def scenario() -> tuple[int, str]:
+        server, alice, bob = await chat_office()
+        server.add_user("carol", "c")
+        result = await asyncio.wait_for(server.send_chat("hello", to_user="carol"), 5)
+        await server.stop()
+        alice.stop()
+        bob.stop()
+        return result
+
+    assert asyncio.run(scenario())[0] == 480
+
+
+def test_a_chat_router_decides_where_a_users_message_goes_and_the_stream_sees_the_message_event() -> None:
+    async def scenario() -> tuple[int, Request | None, list[Event]]:
+        server, alice, bob = await chat_office()
+        stream = server.events("message")
+
+        @server.route_chat
+        def everything_to_bob(message: ChatMessage) -> Target:
+            return Target("USER", "bob")
+
+        port = server.ports["udp"]
+        resp = await alice.send(port, "MESSAGE", f"sip:helpdesk@127.0.0.1:{port}", "sip:helpdesk@127.0.0.1", "help")
+        got = await bob.wait_request("MESSAGE")
+        event = await asyncio.wait_for(stream.__anext__(), 2)
+        await server.stop()
+        alice.stop()
+        bob.stop()
+        return resp.status, got, [event]
+
+    status, got, events = asyncio.run(scenario())
+    assert status == 200
+    assert got is not None and got.body == b"help"
+    assert (events[0]["from"], events[0]["to"], events[0]["text"], events[0]["target"]) == (
+        "alice", "helpdesk", "help", "user bob")
+
+
+def test_send_chat_needs_exactly_one_target_and_a_number_for_a_line() -> None:
+    def check(server: SipServer) -> None:
+        with pytest.raises(ValueError, match="exactly one"):
+            server.send_chat("x")
+        with pytest.raises(ValueError, match="number"):
+            server.send_chat("x", to_line="itsp1")
+
+    offline(check)
