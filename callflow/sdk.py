@@ -161,7 +161,7 @@ class SipServer:
     listen: "HOST:PORT" (UDP and TCP), "udp:HOST:PORT", "tcp:...", "tls:...", "ws:...", or a list
     of them; the first one's host is the address advertised unless `advertise` says otherwise.
     rtp_ports: the inclusive range the relay takes its ports from. realm: the digest realm phones
-    authenticate in. location_store: where registrations live (runtime.location_db's SQLite store
+    authenticate in. location_store: where registrations live (runtime.registrar.sqlite's SQLite store
     keeps them across restarts); memory by default.
 
     Create it inside the running event loop (in your `async def main()`); nothing is bound before

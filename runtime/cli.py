@@ -411,8 +411,8 @@ async def serve(args: argparse.Namespace, stop: asyncio.Event | None = None) -> 
     location_store = None
     location_dsn = getattr(args, "location_dsn", None)
     if location_dsn:
-        from .location_db import LocationDbError
-        from .location_pg import PostgresLocationStore
+        from .registrar.postgres import PostgresLocationStore
+        from .registrar.sqlite import LocationDbError
 
         try:  # the phones' bindings shared with the other nodes, instead of the SQLite file
             location_store = PostgresLocationStore(location_dsn, clock=loop.time, node=args.advertise or "")
@@ -422,7 +422,7 @@ async def serve(args: argparse.Namespace, stop: asyncio.Event | None = None) -> 
             state.close()
             return 1
     elif state.location_db:
-        from .location_db import LocationDbError, SqliteLocationStore
+        from .registrar.sqlite import LocationDbError, SqliteLocationStore
 
         try:
             location_store = SqliteLocationStore(state.location_db, clock=loop.time)

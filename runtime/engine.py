@@ -18,16 +18,16 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
-from .auth import Authenticator, AuthOutcome
 from .calls import CallMachine, CallRunner, CallSession, CallState, Channel, Failure, Leg, Target
 from .chat import ChatRelay
 from .events import EventBus
-from .guard import FloodGuard
 from .lines import LineClient, LineConfig
 from .media.base import MediaBackend
 from .media.prompts import PromptCache
 from .media.relay import MediaRelay
 from .registrar import LocationStore, Registrar
+from .security.auth import Authenticator, AuthOutcome
+from .security.flood import FloodGuard
 from .sip.errors import SipError
 from .sip.message import Headers, Refusal, Request, Response, check_request, create_response
 from .sip.sdp import SdpError, prefer_codecs
@@ -70,7 +70,7 @@ class UserAccount:
     password: str
     caller_id: str | None = None
     max_calls: int | None = None
-    legacy_digest: bool = False  # may answer digest without qop (RFC 2069 phones); see runtime/auth.py
+    legacy_digest: bool = False  # may answer digest without qop (RFC 2069 phones); see runtime/security/auth.py
 
 
 class Engine:

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from runtime.location_db import LocationDbError
-from runtime.location_pg import MIGRATIONS, PostgresLocationStore, migrate
 from runtime.registrar import Binding
+from runtime.registrar.postgres import MIGRATIONS, PostgresLocationStore, migrate
+from runtime.registrar.sqlite import LocationDbError
 from tests.integration.callflow_server import CallflowServer
 from tests.integration.conftest import require_peer
 from tests.rig import CALL_CLOSED, CALL_ESTABLISHED, CALL_INCOMING, PhoneFactory, account_line, ports

@@ -3,7 +3,7 @@ that can be neither dodged nor turned against a victim (issue 9). Sans-IO: the c
 
 from __future__ import annotations
 
-from runtime.auth import Authenticator, GuessingGuard, Hold
+from runtime.security.auth import Authenticator, GuessingGuard, Hold
 from runtime.sip.digest import DigestClient, parse_challenge
 from runtime.sip.message import Headers, Request
 

@@ -6,7 +6,7 @@ import asyncio
 import socket
 
 from runtime.engine import Engine
-from runtime.guard import FloodGuard
+from runtime.security.flood import FloodGuard
 from runtime.transport import ListenSpec
 
 OPTIONS = (b"OPTIONS sip:x@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:9;branch=z9hG4bK%d\r\n"

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from runtime.location_db import LocationDbError, SqliteLocationStore
 from runtime.registrar import Binding, Registrar
+from runtime.registrar.sqlite import LocationDbError, SqliteLocationStore
 from runtime.sip.message import parse_message
 
 WALL = 1_800_000_000.0

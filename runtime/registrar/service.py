@@ -1,7 +1,7 @@
 """The registrar and location service (RFC 3261 section 10): where each user's phones can be reached.
 
 Bindings live behind a small store interface: in memory by default, written through to SQLite
-with `--location-db` (runtime/location_db.py) so they survive a restart, without the REGISTER logic
+with `--location-db` (runtime/registrar/sqlite.py) so they survive a restart, without the REGISTER logic
 knowing which.
 """
 
@@ -10,9 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
-from .sip.errors import SipSyntaxError
-from .sip.message import Request, Response, create_response
-from .sip.transaction import Address, new_tag
+from ..sip.errors import SipSyntaxError
+from ..sip.message import Request, Response, create_response
+from ..sip.transaction import Address, new_tag
 
 MIN_EXPIRES = 60
 MAX_EXPIRES = 3600

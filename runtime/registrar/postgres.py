@@ -1,6 +1,6 @@
 """Phone bindings in PostgreSQL (``--location-dsn postgresql://...``), shared by every Callflow node.
 
-The SQLite store (``runtime.location_db``) keeps one process's bindings across its restarts; this one
+The SQLite store (``runtime.registrar.sqlite``) keeps one process's bindings across its restarts; this one
 keeps them where several nodes behind an edge proxy all see them: a phone that registered through node
 A can be called from node B. Lookups read the database (it is the truth when other nodes write too),
 each a single indexed SELECT bounded by ``statement_timeout``; every change is written through. A
@@ -23,9 +23,9 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from .location_db import RESTORABLE_TRANSPORTS, LocationDbError
-from .records.store import _redact
-from .registrar import Binding, MemoryLocationStore
+from ..records.store import _redact
+from .service import Binding, MemoryLocationStore
+from .sqlite import RESTORABLE_TRANSPORTS, LocationDbError
 
 __all__ = ["PostgresLocationStore", "MIGRATIONS", "COMPONENT", "SCHEMA_TABLE", "migrate", "RETRY_AFTER"]
 

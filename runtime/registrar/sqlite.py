@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from .registrar import Binding, MemoryLocationStore
+from .service import Binding, MemoryLocationStore
 
 log = logging.getLogger("callflow.registrar")
 

@@ -32,9 +32,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
 
-from .sip.digest import DigestError, DigestServer, parse_credentials
-from .sip.message import Request, Response, create_response
-from .sip.transaction import new_tag
+from ..sip.digest import DigestError, DigestServer, parse_credentials
+from ..sip.message import Request, Response, create_response
+from ..sip.transaction import new_tag
 
 
 class Hold(Enum):
