@@ -247,6 +247,9 @@ class _Owner:
         self.runner.response(self.call_id, self.tag, None)
 
 
+COMPACT_AT = 4096  # heap entries before stale ones are worth dropping (see CallRunner._compact)
+
+
 class CallRunner:
     """Runs every call machine of one engine."""
 
@@ -255,6 +258,7 @@ class CallRunner:
         self.media_timeout = media_timeout  # seconds one media step may take before it fails
         self.sessions: dict[str, CallSession] = {}  # machines not yet released (a closed call may linger)
         self._heap: list[tuple[float, int, str, str]] = []
+        self._live = 0  # timers set and neither fired, cancelled, replaced nor dropped with their call
         self._seq = itertools.count()
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = float("inf")
@@ -342,6 +346,7 @@ class CallRunner:
         s.dialog_keys.append(key)
 
     def _closed(self, s: CallSession, a: Closed) -> None:
+        self._live -= len(s.timers)
         s.timers.clear()
         if s.machine.txn.user_data is s:
             s.machine.txn.user_data = None  # the INVITE transaction outlives the call: no cycle through it
@@ -365,6 +370,7 @@ class CallRunner:
         s.dialog_keys.clear()
 
     def _released(self, s: CallSession, a: Released) -> None:
+        self._live -= len(s.timers)
         s.timers.clear()
         self.sessions.pop(s.id, None)
 
@@ -471,13 +477,30 @@ class CallRunner:
     # ---- timers: one heap, one loop timer ----------------------------------------------------------------
     def _set_timer(self, s: CallSession, a: SetTimer) -> None:
         seq = next(self._seq)
+        if a.name not in s.timers:
+            self._live += 1
         s.timers[a.name] = seq
-        heapq.heappush(self._heap, (a.at, seq, s.id, a.name))
+        heap = self._heap
+        heapq.heappush(heap, (a.at, seq, s.id, a.name))
+        if len(heap) > COMPACT_AT and len(heap) > 4 * self._live:
+            self._compact()
         if a.at < self._timer_at:
             self._arm(a.at)
 
     def _cancel_timer(self, s: CallSession, a: CancelTimer) -> None:
-        s.timers.pop(a.name, None)
+        if s.timers.pop(a.name, None) is not None:
+            self._live -= 1
+
+    def _compact(self) -> None:
+        """Drop the heap's entries for timers cancelled, replaced or gone with their call. Cancelling
+        is lazy (an entry stays until its time), which costs nothing for short timers; but a call's
+        hours-long maximum-duration timer would otherwise stay in the heap for hours after the call,
+        one entry per call. In place: `_fire` may be walking this very list."""
+        sessions = self.sessions
+        heap = self._heap
+        heap[:] = [e for e in heap if (s := sessions.get(e[2])) is not None and s.timers.get(e[3]) == e[1]]
+        heapq.heapify(heap)
+        self._live = len(heap)
 
     def _arm(self, at: float) -> None:
         if self._timer is not None:
@@ -502,6 +525,7 @@ class CallRunner:
             if s is None or s.timers.get(name) != seq:
                 continue  # cancelled, replaced, or its call is gone
             del s.timers[name]
+            self._live -= 1
             self.feed(s, TimerFired(now, name))
 
     def close(self) -> None:
