@@ -134,10 +134,11 @@ class Listen:
 # trunk, or a packet spoofed from its address, can hold.
 DEFAULT_MAX_CALLS_PER_USER = 8
 DEFAULT_MAX_CALLS_PER_LINE = 100
-# Off by default: session timers (RFC 4028) end a call whose peer vanished, and the call runner keeps a
-# cancelled timer until its time passes (runtime/calls/runner.py `_set_timer`), so a default of hours
-# would hold one heap entry per ended call for those hours. Set it to bound what a call can cost.
-DEFAULT_MAX_CALL_DURATION: float | None = None
+# Four hours by default (issue 9: one client must not hold a call, and its media ports, forever; a
+# spoofed provider call the far end never hangs up is the case session timers do not cover when no
+# leg asks for them). Long enough for any meeting; `max call duration off` lifts it. The call runner
+# compacts cancelled timers out of its heap, so ended calls leave no 4-hour entry behind.
+DEFAULT_MAX_CALL_DURATION: float | None = 4 * 3600.0
 
 
 @fast_init

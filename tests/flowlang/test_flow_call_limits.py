@@ -19,11 +19,11 @@ def test_the_server_block_sets_the_call_timers_and_the_servers_call_limit():
     assert (s.max_call_duration, s.rtp_timeout, s.max_calls) == (4 * 3600, 60, 500)
 
 
-def test_without_settings_users_and_lines_get_the_default_limits_and_the_timers_are_off():
+def test_without_settings_users_and_lines_get_the_default_limits_and_calls_last_at_most_four_hours():
     p = compiles(ROUTES)
     assert p.users["alice"].max_calls == DEFAULT_MAX_CALLS_PER_USER == 8
     assert p.lines["itsp1"].max_calls == DEFAULT_MAX_CALLS_PER_LINE == 100
-    assert (p.server.max_call_duration, p.server.rtp_timeout, p.server.max_calls) == (None, None, None)
+    assert (p.server.max_call_duration, p.server.rtp_timeout, p.server.max_calls) == (4 * 3600.0, None, None)
 
 
 def test_a_line_sets_how_many_calls_it_carries_at_once():
