@@ -329,23 +329,25 @@ class Engine:
             elif invite_txn is not None:
                 self.respond(txn, 200, "OK")  # the call is over; the CANCEL has nothing left to do (9.2)
             else:
-                self.respond(txn, 481, "Call/Transaction Does Not Exist")
+                self.respond_once(txn, 481, "Call/Transaction Does Not Exist")
+        # Answers that create no state go once and statelessly: the source may be spoofed, and an
+        # INVITE's 481 kept in a transaction was resent until Timer H (11 datagrams for 1)
         elif to_tag:
             entry = self.dialogs.get((req.call_id, to_tag))
             if entry is None:
-                self.respond(txn, 481, "Call/Transaction Does Not Exist")
+                self.respond_once(txn, 481, "Call/Transaction Does Not Exist")
             else:
                 entry[0].request(entry[1], txn)
         elif method == "INVITE":
             self._on_invite(event, txn)
         elif method == "OPTIONS":
-            self.respond(txn, 200, "OK", [("Allow", ALLOW), ("Accept", "application/sdp")])
+            self.respond_once(txn, 200, "OK", [("Allow", ALLOW), ("Accept", "application/sdp")])
         elif method == "MESSAGE":
             self._on_message(txn)
         elif method in KNOWN_METHODS:
-            self.respond(txn, 405, "Method Not Allowed", [("Allow", ALLOW)])
+            self.respond_once(txn, 405, "Method Not Allowed", [("Allow", ALLOW)])
         else:
-            self.respond(txn, 501, "Not Implemented", [("Allow", ALLOW)])
+            self.respond_once(txn, 501, "Not Implemented", [("Allow", ALLOW)])
 
     def _on_register(self, txn: ServerTransaction) -> None:
         req = txn.request
