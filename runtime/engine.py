@@ -699,7 +699,8 @@ class Engine:
             h.add("User-Agent", self.user_agent)
         for name_, value in call.extra_headers:
             if has_control(value):  # a rule's `set header` rendered from a caller's value: one line only
-                log.warning("event=header_value_cleaned call=%s header=%s value=%s", call.id, name_, _q(value))
+                log.warning("call %s: the value of header %s held control characters, sent as spaces: %s",
+                            call.id, name_, _q(value))
                 value = _CONTROL_RE.sub(" ", value)
             h.add(name_, value)
         return h
