@@ -43,6 +43,7 @@ from types import MappingProxyType, TracebackType
 from flowlang.events import BY_NAME, EVENTS, EventSpec
 from runtime.calls import CallSession, Channel, Failure, Target
 from runtime.chat import ChatMessage
+from runtime.dialplan import RING_TIMEOUT
 from runtime.engine import Engine
 from runtime.events import EngineEvent
 from runtime.lines import LineConfig
@@ -301,7 +302,8 @@ class SipServer:
 
         number: the number to dial through the line (default: the number the caller dialled), or
         shown to the user's phone as the one called. timeout: seconds to ring before giving up
-        (None: as long as the far side rings). Returns a future: None once connected, else the
+        (None: the default no-answer timeout, runtime.dialplan.RING_TIMEOUT, 180 s; a call never
+        rings forever). Returns a future: None once connected, else the
         Failure (SIP code and reason: 486 busy, 480 not registered, 408 no answer in time, 404
         unknown user or line...). Without `fallback` a failure refuses the call with that code
         (the caller hears busy for busy); with `fallback=True` the session waits for the program's
@@ -311,7 +313,7 @@ class SipServer:
         if (to_user is None) == (to_line is None):
             raise ValueError("accept_call_session needs exactly one of to_user= and to_line=")
         if timeout is not None and timeout <= 0:
-            raise ValueError(f"timeout {timeout!r}: seconds, more than 0 (or None for no limit)")
+            raise ValueError(f"timeout {timeout!r}: seconds, more than 0 (or None for the default, 180 s)")
         future: asyncio.Future[Failure | None] = asyncio.get_running_loop().create_future()
         call = self._session(session)
         if call is None:
@@ -325,7 +327,7 @@ class SipServer:
             if not future.done():
                 future.set_result(failure)
 
-        call.accept([target], timeout, on_result)
+        call.accept([target], timeout if timeout is not None else RING_TIMEOUT, on_result)
         return future
 
     def reject_call_session(self, session: CallSession | str, code: int = 603, reason: str | None = None) -> None:

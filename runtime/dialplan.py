@@ -37,6 +37,11 @@ from .lines import LineConfig
 
 log = logging.getLogger("callflow.dialplan")
 
+# An `accept` without `timeout` gives up after this many seconds of ringing (like RFC 3261 16.6's
+# Timer C, > 3 min): a callee that rings forever (or a flood of calls to a phone nobody answers)
+# must not hold the user's and the line's call slots forever. It fails as `timeout` does (480).
+RING_TIMEOUT = 180.0
+
 # event name -> (a call event?, can a handler observe it?): one lookup per event on the hot path
 _FROM_TYPE = {"USER": "user", "LINE": "line"}  # the engine's peer_type -> the language's from_type
 _KIND: dict[str, tuple[bool, bool]] = {e.name: (e.kind == "call", e.handler is not None) for e in EVENTS if e.bus}
@@ -350,7 +355,8 @@ class _PlanRun:
             terminal = attempt.terminal
             if isinstance(terminal, Accept):
                 targets = [Target("USER" if t.kind == "user" else "LINE", t.name, t.number) for t in terminal.targets]
-                call.accept(targets, terminal.timeout, self._after_accept)
+                timeout = terminal.timeout if terminal.timeout is not None else RING_TIMEOUT
+                call.accept(targets, timeout, self._after_accept)
                 return
             if isinstance(terminal, Reject):
                 call.reject(terminal.code, terminal.reason)

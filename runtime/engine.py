@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
+import re
 import ssl
 import time
 from collections import deque
@@ -45,7 +46,7 @@ from .sip.transaction import (
     new_tag,
     token_hex,
 )
-from .sip.uri import unescape
+from .sip.uri import escape_user, has_control, unescape
 from .transport import ListenSpec, SipEndpoint
 
 log = logging.getLogger("callflow.engine")
@@ -328,23 +329,25 @@ class Engine:
             elif invite_txn is not None:
                 self.respond(txn, 200, "OK")  # the call is over; the CANCEL has nothing left to do (9.2)
             else:
-                self.respond(txn, 481, "Call/Transaction Does Not Exist")
+                self.respond_once(txn, 481, "Call/Transaction Does Not Exist")
+        # Answers that create no state go once and statelessly: the source may be spoofed, and an
+        # INVITE's 481 kept in a transaction was resent until Timer H (11 datagrams for 1)
         elif to_tag:
             entry = self.dialogs.get((req.call_id, to_tag))
             if entry is None:
-                self.respond(txn, 481, "Call/Transaction Does Not Exist")
+                self.respond_once(txn, 481, "Call/Transaction Does Not Exist")
             else:
                 entry[0].request(entry[1], txn)
         elif method == "INVITE":
             self._on_invite(event, txn)
         elif method == "OPTIONS":
-            self.respond(txn, 200, "OK", [("Allow", ALLOW), ("Accept", "application/sdp")])
+            self.respond_once(txn, 200, "OK", [("Allow", ALLOW), ("Accept", "application/sdp")])
         elif method == "MESSAGE":
             self._on_message(txn)
         elif method in KNOWN_METHODS:
-            self.respond(txn, 405, "Method Not Allowed", [("Allow", ALLOW)])
+            self.respond_once(txn, 405, "Method Not Allowed", [("Allow", ALLOW)])
         else:
-            self.respond(txn, 501, "Not Implemented", [("Allow", ALLOW)])
+            self.respond_once(txn, 501, "Not Implemented", [("Allow", ALLOW)])
 
     def _on_register(self, txn: ServerTransaction) -> None:
         req = txn.request
@@ -426,8 +429,17 @@ class Engine:
             caller_id = account.caller_id if account is not None and account.caller_id else peer_name
         else:
             caller_id = unescape(req.from_.uri.user or "")
+        dialled = self.dialled_number(req, peer_type, peer_name)
+        # %0D%0A in a user part unescapes to a line break: such a number or caller id would become
+        # header lines of the INVITE we build, so it is refused here, once and statelessly
+        if has_control(dialled):
+            self.respond_once(txn, 484, "Address Incomplete (the dialled number holds control characters)")
+            return
+        if has_control(caller_id):
+            self.respond_once(txn, 400, "Bad Request (the From user holds control characters)")
+            return
         machine = CallMachine(self, token_hex(4), txn, peer_type=peer_type, peer_name=peer_name, caller_id=caller_id,
-                              dialled=self.dialled_number(req, peer_type, peer_name), program=self.program,
+                              dialled=dialled, program=self.program,
                               now=self.now(), t1=self.layer.t1, t2=self.layer.t2,
                               max_duration=self.max_call_duration, rtp_timeout=self.rtp_timeout)
         if line is not None:
@@ -449,7 +461,11 @@ class Engine:
         req = txn.request
         line = self.line_for_source(txn.peer, txn.transport)
         if line is not None:
-            self.chat.receive(txn, "LINE", line.config.name, unescape(req.from_.uri.user or ""))
+            sender = unescape(req.from_.uri.user or "")
+            if has_control(sender) or has_control(self.dialled_number(req, "LINE", line.config.name)):
+                self.respond_once(txn, 400, "Bad Request (the From or To user holds control characters)")
+                return
+            self.chat.receive(txn, "LINE", line.config.name, sender)
             return
         outcome = self.auth.authenticate(req, txn.peer[0], self.now())
         if outcome.user is None:
@@ -610,8 +626,8 @@ class Engine:
         display = call.caller_name
         legs = []
         for binding in bindings:
-            h = self._invite_headers(call, from_uri=f"sip:{caller}@{self.advertise}", display=display,
-                                     to_uri=f"sip:{target.number or target.name}@{self.advertise}",
+            h = self._invite_headers(call, from_uri=f"sip:{escape_user(caller)}@{self.advertise}", display=display,
+                                     to_uri=f"sip:{escape_user(target.number or target.name)}@{self.advertise}",
                                      transport=binding.transport)
             invite = Request("INVITE", binding.contact, h)
             if offer:
@@ -631,10 +647,10 @@ class Engine:
         if limit is not None and self.calls_of_line(target.name, call) >= limit:
             return [], Failure(503, f"Service Unavailable (line {target.name} call limit reached)")
         cfg = line.config
-        number = target.number or call.dialled
+        number = escape_user(target.number or call.dialled)  # RFC 3261 25.1: never a raw CR LF in a URI
         host = cfg.server_host
         hostport = host if cfg.server_port == 5060 else f"{host}:{cfg.server_port}"
-        h = self._invite_headers(call, from_uri=f"sip:{cfg.username}@{host}", display=cfg.display,
+        h = self._invite_headers(call, from_uri=f"sip:{escape_user(cfg.username)}@{host}", display=cfg.display,
                                  to_uri=f"sip:{number}@{host}", transport=cfg.transport)
         # the number shown: the rule's `set caller-id`, the line's `caller-id`, the user's, else the
         # line's first number (a DID of ours the provider will accept as the caller)
@@ -651,7 +667,7 @@ class Engine:
                                         f"codecs: {', '.join(cfg.codecs)})")
             offer = narrowed
         if caller_id:
-            h.add("P-Asserted-Identity", f"<sip:{caller_id}@{host}>")
+            h.add("P-Asserted-Identity", f"<sip:{escape_user(caller_id)}@{host}>")
         if cfg.outbound_proxy:
             # the INVITE goes to the proxy (line.address) and names it as a loose route (RFC 3261
             # 8.1.2), the provider staying in the Request-URI, as the line's REGISTERs do
@@ -682,6 +698,10 @@ class Engine:
         if self.user_agent:
             h.add("User-Agent", self.user_agent)
         for name_, value in call.extra_headers:
+            if has_control(value):  # a rule's `set header` rendered from a caller's value: one line only
+                log.warning("call %s: the value of header %s held control characters, sent as spaces: %s",
+                            call.id, name_, _q(value))
+                value = _CONTROL_RE.sub(" ", value)
             h.add(name_, value)
         return h
 
@@ -690,6 +710,14 @@ class Engine:
         txn = self.layer.send_request(req, destination, self.now(), transport)
         txn.user_data = owner
         return txn
+
+    def respond_once(self, txn: ServerTransaction, code: int, reason: str,
+                     headers: list[tuple[str, str]] | None = None) -> None:
+        """A final answer sent once and statelessly (RFC 3261 8.2.7): the transaction is forgotten, so
+        nothing is resent or held for a request that may come from a spoofed source. For refusals
+        and answers that create no state (481, 405, 501, OPTIONS' 200)."""
+        self.layer.respond_statelessly(txn, create_response(txn.request, code, reason, to_tag=new_tag(),
+                                                            headers=headers))
 
     def respond(self, txn: ServerTransaction, code: int, reason: str,
                 headers: list[tuple[str, str]] | None = None) -> None:
@@ -751,7 +779,12 @@ def _advertise_for(host: str) -> str:
 
 
 def _escape_display(text: str) -> str:
-    return text.replace("\\", "\\\\").replace('"', '\\"')
+    """A quoted-string display name (RFC 3261 25.1): quotes and backslashes escaped, control
+    characters (which no quoted-pair may carry across a line) replaced by spaces."""
+    return _CONTROL_RE.sub(" ", text.replace("\\", "\\\\").replace('"', '\\"'))
+
+
+_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
 
 
 def _q(text: str) -> str:

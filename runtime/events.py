@@ -8,6 +8,7 @@ in flowlang/events.py (pure data, so the compiler checks handler texts against t
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -64,11 +65,19 @@ class EngineEvent:
         return " ".join(parts)
 
 
+_LOGFMT_PLAIN = re.compile(r'[^\x00-\x20\x7f"=\\]+')
+_LOGFMT_ESCAPES = {"\\": "\\\\", '"': '\\"', "\n": "\\n", "\r": "\\r", "\t": "\\t"}
+_LOGFMT_SPECIAL = re.compile(r'[\x00-\x1f\x7f"\\]')
+
+
 def logfmt_value(value: object) -> str:
+    """`value` as one logfmt value: bare when it is plain, else quoted with backslash, quote, CR,
+    LF and tab escaped and every other control character (ESC, NUL ...) written `\\xHH`, so what a
+    peer sent can neither split a log line nor drive the operator's terminal."""
     text = str(value)
-    if text and not any(c in text for c in ' "=\\\n\t'):
+    if _LOGFMT_PLAIN.fullmatch(text):
         return text
-    escaped = text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+    escaped = _LOGFMT_SPECIAL.sub(lambda m: _LOGFMT_ESCAPES.get(m.group(), f"\\x{ord(m.group()):02x}"), text)
     return f'"{escaped}"'
 
 

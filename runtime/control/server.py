@@ -15,6 +15,12 @@ Routes (all GET unless said):
 
 Listening beyond loopback needs a token (refused otherwise, see `check_exposure`); with a token every
 route wants `Authorization: Bearer TOKEN` (or `?token=TOKEN`, for the page in a browser).
+
+A web page the operator opens must not drive it (see `foreign_host`, `cross_site`): a Host header
+naming anything but the endpoint's own address (an IP literal, `localhost`, or the name it listens
+on; any name when it listens on a wildcard address with a token) gets 421, which defeats DNS
+rebinding; a POST whose Origin is not the endpoint itself, or that the browser marks as coming from
+another site (Sec-Fetch-Site), gets 403, which defeats a cross-site form POST.
 """
 
 from __future__ import annotations
@@ -100,7 +106,7 @@ class ControlServer:
         self.state = state
         self.address = address
         self.token = token or None
-        self.app = build_app(state, self.token)
+        self.app = build_app(state, self.token, address)
         self._runner: web.AppRunner | None = None
         self.bound: tuple[str, int] | None = None
 
@@ -127,11 +133,89 @@ class ControlServer:
             self._runner = None
 
 
-def build_app(state: views.ControlState, token: str | None = None) -> web.Application:
-    """The aiohttp application over `state` (exposed for tests with aiohttp's test client)."""
+def _split_host(value: str) -> tuple[str, int | None]:
+    """`name`, `name:port`, `[v6]` or `[v6]:port` -> (host lower-cased without brackets, port or None).
+    Raises ValueError for what is none of these."""
+    value = value.strip().lower()
+    if value.startswith("["):
+        host, _, rest = value[1:].partition("]")
+        port = rest[1:] if rest.startswith(":") else (None if not rest else "x")
+    elif value.count(":") == 1:
+        host, _, port = value.partition(":")
+    else:
+        host, port = value, None
+    if not host or (port is not None and not (port.isdigit() and int(port) <= 65535)):
+        raise ValueError(value)
+    return host, int(port) if port is not None else None
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
+def foreign_host(host_header: str | None, local_port: int | None, address: ControlAddress | None,
+                 token: str | None) -> str | None:
+    """Why a request's Host header does not name this endpoint (DNS rebinding: a page's own name
+    resolving to our address), or None when it does. Ours: an IP literal, `localhost` or the name
+    we listen on, with our port (80 when none is given); any name when we listen on a wildcard
+    address and have a token (then the token, which the page cannot know, is the guard). No Host
+    header (HTTP/1.0 tools) is ours: a browser always sends one."""
+    if host_header is None:
+        return None
+    try:
+        host, port = _split_host(host_header)
+    except ValueError:
+        return f"unreadable Host header {host_header!r}"
+    if local_port is not None and (port or 80) != local_port:
+        return f"Host {host_header!r} names another port than ours ({local_port})"
+    listen = (address.host.lower() if address is not None else DEFAULT_HOST)
+    wildcard = listen in ("0.0.0.0", "::", "")
+    if _is_ip(host) or host in ("localhost", "localhost.", listen) or (wildcard and token):
+        return None
+    return f"Host {host_header!r} is not this endpoint's address"
+
+
+def cross_site(method: str, origin: str | None, fetch_site: str | None, host_header: str | None) -> str | None:
+    """Why a state-changing request comes from another web page (a cross-site form POST needs no
+    preflight), or None. Refused: Sec-Fetch-Site other than same-origin or none (typed, a tool),
+    and an Origin that is not http(s)://<our Host>. No Origin and no Sec-Fetch-Site: a tool (curl,
+    `callflow reload`), allowed."""
+    if method in ("GET", "HEAD", "OPTIONS"):
+        return None
+    if fetch_site is not None and fetch_site.lower() not in ("same-origin", "none"):
+        return f"Sec-Fetch-Site: {fetch_site}"
+    if origin is not None:
+        ours = {f"http://{host_header}".lower(), f"https://{host_header}".lower()} if host_header else set()
+        if origin.lower() not in ours:
+            return f"Origin {origin!r} is not this endpoint"
+    return None
+
+
+def build_app(state: views.ControlState, token: str | None = None,
+              address: ControlAddress | None = None) -> web.Application:
+    """The aiohttp application over `state` (exposed for tests with aiohttp's test client);
+    `address` is what it listens on (the Host check accepts its name)."""
 
     @web.middleware
     async def auth(request: web.Request, handler: Any) -> web.StreamResponse:
+        host_header = request.headers.get("Host")
+        sockname = request.transport.get_extra_info("sockname") if request.transport is not None else None
+        local_port = sockname[1] if isinstance(sockname, tuple) and len(sockname) >= 2 else None
+        why = foreign_host(host_header, local_port, address, token)
+        if why is not None:
+            log.warning("control endpoint: refused %s %s with 421: %s", request.method, request.path, why)
+            return web.json_response({"error": f"421 Misdirected Request: {why}; use the address the control "
+                                               "endpoint listens on (DNS rebinding is refused)"}, status=421)
+        why = cross_site(request.method, request.headers.get("Origin"), request.headers.get("Sec-Fetch-Site"),
+                         host_header)
+        if why is not None:
+            log.warning("control endpoint: refused %s %s with 403: %s", request.method, request.path, why)
+            return web.json_response({"error": f"403 Forbidden: a request from another web page ({why})"},
+                                     status=403)
         if token:
             given = request.headers.get("Authorization", "")
             given = given[7:] if given.lower().startswith("bearer ") else request.query.get("token", "")

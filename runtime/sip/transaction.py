@@ -24,6 +24,11 @@ T2 = 4.0
 T4 = 5.0
 MAGIC = "z9hG4bK"
 UDP_SIZE_LIMIT = 1300  # RFC 3261 18.1.1: path MTU 1500 minus 200
+# A request larger than this is refused with 513 (RFC 3261 21.5.14), statelessly, before it is parsed:
+# no honest phone or provider sends 32 KiB of SIP, and each kept request is memory a stranger chose
+MAX_REQUEST_SIZE = 32 * 1024
+# what a completed non-INVITE server transaction keeps of its request: enough to match and answer
+_SLIM_KEYS = ("via", "from", "to", "call-id", "cseq")
 
 Address = tuple[str, int]
 
@@ -176,8 +181,9 @@ class TransactionLayer:
     def __init__(self, *, t1: float = T1, t2: float = T2, t4: float = T4,
                  screen: Callable[[Request], tuple[int, str, list[tuple[str, str]]] | None] | None = None,
                  server_header: str | None = None, max_transactions: int = 200_000,
-                 trying_after_tu: bool = False) -> None:
+                 trying_after_tu: bool = False, max_request_size: int = MAX_REQUEST_SIZE) -> None:
         self.t1, self.t2, self.t4 = t1, t2, t4
+        self.max_request_size = max_request_size
         # An INVITE's 100 Trying waits until the TU has taken the request's event and is dropped if
         # the TU answered it by then: RFC 3261 17.2.1 needs no 100 when a final response follows
         # within 200 ms, and a challenged INVITE from a possibly spoofed source then gets one
@@ -246,6 +252,9 @@ class TransactionLayer:
         """One datagram (or one framed stream message) from `source`."""
         if not data.strip(b"\r\n"):
             return  # keep-alive
+        if len(data) > self.max_request_size and not data.startswith(b"SIP/"):
+            self._refuse_too_large(data, source, transport)
+            return
         try:
             msg = parse_message(data)  # stream transports frame by Content-Length before this
             if isinstance(msg, Request) and self.screen is not None:
@@ -413,6 +422,11 @@ class TransactionLayer:
         else:
             txn.state = State.COMPLETED
             self._set_timer(txn, "J", now, 0 if txn.reliable else 64 * self.t1)
+            # for Timer J (32 s) only a retransmission is answered, from `encoded_response`: the
+            # request's other headers and body (and the response, which shares the request's
+            # parsed lines) are let go, so what a stranger sent is not held that long
+            txn.request = _slim(txn.request)
+            txn.last_response = None
 
     def respond_statelessly(self, txn: ServerTransaction, resp: Response) -> None:
         """Send one final response and forget the transaction, as a stateless server would (RFC 3261
@@ -516,6 +530,16 @@ class TransactionLayer:
         self._events.append(MessageDiscarded(source, f"{req.method} refused: {code} {reason}",
                                              code if req.method != "ACK" else None))
 
+    def _refuse_too_large(self, data: bytes, source: Address, transport: str) -> None:
+        """513 Message Too Large (RFC 3261 21.5.14), once and statelessly, built from the raw text;
+        an ACK is never answered."""
+        size = len(data)
+        resp = None if data.startswith(b"ACK ") else _raw_error_response(data, 513, "Message Too Large")
+        if resp is not None:
+            self._out.append((transport, source, resp))
+        self._events.append(MessageDiscarded(
+            source, f"request of {size} octets over the {self.max_request_size} limit", 513 if resp else None))
+
     def _reject_unreadable(self, data: bytes, exc: SipSyntaxError, source: Address, transport: str) -> None:
         """Answer a bad request with 400 (or the code the error names) when a response can be formed;
         drop bad responses and anything without the headers a response needs."""
@@ -573,6 +597,13 @@ def _ack_for(req: Request, resp: Response) -> Request:
         h.add("Route", route)
     h.add("Content-Length", "0")
     return Request("ACK", req.uri, h)
+
+
+def _slim(req: Request) -> Request:
+    """A copy of `req` holding only what matching and answering it need (its Request-URI, Via, From,
+    To, Call-ID and CSeq), none of the received text."""
+    h = Headers([(name, value) for key, name, value in req.headers._items if key in _SLIM_KEYS])
+    return Request(req.method, req.uri, h)
 
 
 def _raw_error_response(data: bytes, status: int, reason: str) -> bytes | None:

@@ -61,6 +61,26 @@ def unescape(text: str) -> str:
     return _PCT_RE.sub(lambda m: chr(int(m.group(1), 16)), text)
 
 
+# RFC 3261 25.1: user = 1*( unreserved / escaped / user-unreserved ); anything else is %HH-escaped
+_USER_SAFE = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.!~*'()&=+$,;?/")
+_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def escape_user(text: str) -> str:
+    """The user part of a SIP URI we build from `text` (an unescaped number or name), with every
+    character outside RFC 3261 25.1 `user` written as %HH (UTF-8 bytes): whatever a caller put in a
+    number, it cannot end the URI, the header or the message (CR LF stays `%0D%0A`)."""
+    if all(c in _USER_SAFE for c in text):
+        return text
+    return "".join(c if c in _USER_SAFE else "".join(f"%{b:02X}" for b in c.encode("utf-8")) for c in text)
+
+
+def has_control(text: str) -> bool:
+    """True when `text` (already unescaped) holds a control character (C0 or DEL): a dialled
+    number or caller id that does cannot be honest, and is refused rather than passed on."""
+    return _CONTROL_RE.search(text) is not None
+
+
 def _check_ipv6(host: str, text: str) -> None:
     """RFC 5118 4.10: `[2001:db8:::192.0.2.1]` slips through RFC 3261's ABNF but is no address."""
     try:

@@ -295,3 +295,31 @@ def test_run_refuses_a_limit_of_zero_and_a_duration_without_unit(capsys) -> None
         with pytest.raises(SystemExit):
             build_parser().parse_args(["run", "x.flow", option, value])
         assert value in capsys.readouterr().err
+
+
+# ---- ring timeout ------------------------------------------------------------------------------------
+def test_an_accept_without_timeout_rings_three_minutes_by_default() -> None:
+    from runtime import dialplan
+
+    assert dialplan.RING_TIMEOUT == 180.0  # RFC 3261 16.6's Timer C is "greater than 3 minutes"
+
+
+def test_an_accept_without_timeout_gives_up_on_a_callee_that_rings_forever(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from runtime import dialplan
+
+    # the default scaled down (180 s -> 0.3 s) so that the spec runs in a moment
+    monkeypatch.setattr(dialplan, "RING_TIMEOUT", 0.3)
+    script = lines() + "on incoming from line itsp1 accept to line itsp2\n"
+
+    async def scenario() -> tuple[list[int], int]:
+        async with Rig(script) as rig:
+            await rig.call(1, "rings-forever")
+            assert await rig.until(lambda: rig.p[2].requests("INVITE"))
+            await rig.send(2, bytes(create_response(rig.p[2].requests("INVITE")[0], 180, "Ringing", to_tag="t2")))
+            await rig.until(lambda: rig.p[2].requests("CANCEL") and any(
+                s >= 300 for s in rig.p[1].statuses("rings-forever")), seconds=3)
+            return rig.p[1].statuses("rings-forever"), len(rig.p[2].requests("CANCEL"))
+
+    statuses, cancels = asyncio.run(scenario())
+    assert cancels == 1  # the callee stops ringing
+    assert statuses[-1] == 480  # the caller hears "no answer", and the call's slots are free

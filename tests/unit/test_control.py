@@ -306,6 +306,67 @@ def test_with_a_token_every_request_needs_it() -> None:
     with_server(scenario, token="sesame")
 
 
+# ---- a web page the operator opens (bench attack 12) ---------------------------------------------------
+async def status_of(method: str, url: str, headers: dict[str, str]) -> tuple[int, str]:
+    async with aiohttp.ClientSession() as session, session.request(method, url, headers=headers) as response:
+        return response.status, await response.text()
+
+
+def test_a_page_reading_the_endpoint_through_dns_rebinding_gets_421_and_no_data() -> None:
+    async def scenario(engine: Engine, base: str, state: Any) -> None:
+        port = base.rsplit(":", 1)[1]
+        for host in ("rebound.attacker.example", f"rebound.attacker.example:{port}", "127.0.0.1:1"):
+            status, text = await status_of("GET", base + "/api/state", {"Host": host})
+            assert status == 421, host
+            assert "alice" not in text and "itsp1" not in text
+
+    with_server(scenario)
+
+
+def test_the_endpoint_answers_its_own_address_localhost_and_loopback_literals() -> None:
+    async def scenario(engine: Engine, base: str, state: Any) -> None:
+        port = base.rsplit(":", 1)[1]
+        for host in (f"127.0.0.1:{port}", f"localhost:{port}", f"LocalHost:{port}", f"[::1]:{port}"):
+            status, text = await status_of("GET", base + "/api/state", {"Host": host})
+            assert status == 200 and "alice" in text, host
+
+    with_server(scenario)
+
+
+def test_a_cross_site_post_cannot_reload_the_program(tmp_path: Path) -> None:
+    path = tmp_path / "office.flow"
+    path.write_text(FLOW)
+
+    async def scenario(engine: Engine, base: str, state: Any) -> None:
+        host = base.split("//", 1)[1]
+        path.write_text(FLOW + 'user carol password "carol-pw"\n')
+        for headers in ({"Origin": "http://attacker.example"}, {"Origin": "null"},
+                        {"Sec-Fetch-Site": "cross-site"}, {"Sec-Fetch-Site": "same-site"},
+                        {"Origin": f"http://{host}", "Sec-Fetch-Site": "cross-site"}):
+            status, text = await status_of("POST", base + "/api/reload",
+                                           {**headers, "Content-Type": "application/x-www-form-urlencoded"})
+            assert status == 403 and "another web page" in text, headers
+        assert "carol" not in engine.users
+        # the live page (same origin) and tools (no Origin) still reload
+        status, _ = await status_of("POST", base + "/api/reload",
+                                    {"Origin": f"http://{host}", "Sec-Fetch-Site": "same-origin"})
+        assert status == 200 and "carol" in engine.users
+
+    with_server(scenario, flow_path=path)
+
+
+def test_the_reload_command_still_works(tmp_path: Path) -> None:
+    path = tmp_path / "office.flow"
+    path.write_text(FLOW)
+
+    async def scenario(engine: Engine, base: str, state: Any) -> None:
+        result = await asyncio.get_running_loop().run_in_executor(
+            None, lambda: callflow("reload", "--control", base.split("//", 1)[1]))
+        assert result.returncode == 0, result.stderr
+
+    with_server(scenario, flow_path=path)
+
+
 def test_listening_beyond_loopback_without_a_token_is_refused() -> None:
     with pytest.raises(ControlError, match="without a token"):
         check_exposure(ControlAddress("0.0.0.0", 5065), None)

@@ -88,9 +88,11 @@ UNAUTHENTICATED_INVITE = (
     "CSeq: 1 INVITE\r\nContact: <sip:100@127.0.0.1:{me}>\r\nContent-Length: 0\r\n\r\n")
 
 
-def answers_to(engine_setup, requests: int) -> tuple[list[bytes], int]:  # type: ignore[no-untyped-def]
-    """Send `requests` unauthenticated INVITEs to a running Engine (from one socket, never ACKing) and
-    collect every datagram that comes back until timer H would have ended their transactions."""
+def answers_to(engine_setup, requests: int,  # type: ignore[no-untyped-def]
+               template: str = UNAUTHENTICATED_INVITE) -> tuple[list[bytes], int]:
+    """Send `requests` unauthenticated INVITEs (or other `template`s) to a running Engine (from one
+    socket, never ACKing) and collect every datagram that comes back until timer H would have ended
+    their transactions."""
 
     async def scenario() -> tuple[list[bytes], int]:
         engine = Engine(listen=[ListenSpec("udp", "127.0.0.1", 0)], advertise="127.0.0.1",
@@ -108,7 +110,7 @@ def answers_to(engine_setup, requests: int) -> tuple[list[bytes], int]:  # type:
                 s.settimeout(1.5)
                 me = s.getsockname()[1]
                 for n in range(requests):
-                    data = UNAUTHENTICATED_INVITE.format(port=port, me=me, n=n).encode()
+                    data = template.format(port=port, me=me, n=n).encode()
                     sent += len(data)
                     s.sendto(data, ("127.0.0.1", port))
                 try:
@@ -177,3 +179,38 @@ def test_a_flood_from_new_addresses_does_not_lift_an_active_block() -> None:
         guard.admit(f"10.{i // 65536}.{i // 256 % 256}.{i % 256}", options(i), 1.0)
     assert guard.admit("192.0.2.9", options(100), 2.0)[0] is False
     assert len(guard._buckets) <= 100
+
+
+INVITE_FOR_NO_DIALOG = UNAUTHENTICATED_INVITE.replace("To: <sip:+15557654321@127.0.0.1>",
+                                                      "To: <sip:+15557654321@127.0.0.1>;tag=gone{n}")
+OPTIONS_FROM = UNAUTHENTICATED_INVITE.replace("INVITE", "OPTIONS")
+PUBLISH_FROM = UNAUTHENTICATED_INVITE.replace("INVITE", "PUBLISH")
+FOO_FROM = UNAUTHENTICATED_INVITE.replace("INVITE", "FOO")
+
+
+def test_an_invite_for_an_unknown_dialog_gets_one_481_each_and_amplifies_nothing() -> None:
+    got, sent = answers_to({}, requests=5, template=INVITE_FOR_NO_DIALOG)
+    ratio = sum(len(d) for d in got) / sent
+    print(f"\nINVITEs with a To tag for no dialog: {len(got)} datagrams out for 5 in; bytes out/in {ratio:.2f}")
+    assert [d.split(b"\r\n", 1)[0] for d in got] == [b"SIP/2.0 481 Call/Transaction Does Not Exist"] * 5
+    assert ratio < 1.5
+
+
+def test_options_405_and_501_are_answered_once_each() -> None:
+    for template, status in ((OPTIONS_FROM, b"200"), (PUBLISH_FROM, b"405"), (FOO_FROM, b"501")):
+        got, _ = answers_to({}, requests=2, template=template)
+        assert [d.split(b" ", 2)[1] for d in got] == [status] * 2
+
+
+def test_answers_that_create_no_state_leave_no_transaction_behind() -> None:
+    async def scenario() -> int:
+        engine = Engine(listen=[ListenSpec("udp", "127.0.0.1", 0)], advertise="127.0.0.1", rtp_ports=(37800, 37899))
+        await engine.start()
+        for n, template in enumerate((INVITE_FOR_NO_DIALOG, OPTIONS_FROM, PUBLISH_FROM, FOO_FROM)):
+            engine.layer.receive(template.format(port=5060, me=5062, n=n).encode(), ("127.0.0.1", 5062), 0.0)
+        engine.pump()
+        held = len(engine.layer.server)
+        await engine.stop()
+        return held
+
+    assert asyncio.run(scenario()) == 0
