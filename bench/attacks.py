@@ -1454,7 +1454,9 @@ def attack_concurrent_calls(workdir: Path, provider: Provider, calls: int) -> No
         bob = Phone(server, "bob", BOB)
         _, final = bob.invite("+15556669999", 5000)
         bob.close()
-        wait = 40.0  # past every RFC 3261 transaction timer (64*T1 = 32 s)
+        from runtime.dialplan import RING_TIMEOUT
+
+        wait = RING_TIMEOUT + 10.0  # past the default ring timeout an accept without `timeout` gets
         ended = set()
         deadline = time.monotonic() + wait
         while time.monotonic() < deadline:
@@ -1462,7 +1464,7 @@ def attack_concurrent_calls(workdir: Path, provider: Provider, calls: int) -> No
             if isinstance(msg, Request) and msg.method in ("CANCEL", "BYE"):
                 ended.add(msg.call_id)
         still = len(ringing - ended)
-        report("10c the same calls, the phone ringing (180) and nobody cancelling, 40 s later",
+        report(f"10c the same calls, the phone ringing (180) and nobody cancelling, {wait:.0f} s later",
                f"{still} of {len(ringing)} still ringing (they hold the user's and the line's call slots)",
                "a ring timeout ends them", still == 0)
         if still:
