@@ -49,18 +49,6 @@ log = logging.getLogger("callflow.calls")
 class InDialog:
     """In-dialog requests and their responses, relayed between the legs."""
 
-    def _ack_with_answer(self, channel: Channel, to_leg: Leg, body: bytes) -> Step:
-        cseq, to_leg.ack_waiting = to_leg.ack_waiting, None
-        if body and self.has_media:
-            try:
-                body = yield ("anchor", channel.value, body)
-            except SdpError:
-                body = b""
-        if cseq is not None and to_leg.dialog is not None:
-            if body:
-                to_leg.local_sdp = body
-            self._send_ack(to_leg, cseq, body)
-
     def _on_request(self, inp: RequestIn) -> Step | None:
         txn = inp.txn
         req = txn.request
@@ -261,6 +249,18 @@ class InDialog:
         if refresh and from_leg is not None:
             from_leg.timer = timer
             self._arm_session(from_leg)
+
+    def _ack_with_answer(self, channel: Channel, to_leg: Leg, body: bytes) -> Step:
+        cseq, to_leg.ack_waiting = to_leg.ack_waiting, None
+        if body and self.has_media:
+            try:
+                body = yield ("anchor", channel.value, body)
+            except SdpError:
+                body = b""
+        if cseq is not None and to_leg.dialog is not None:
+            if body:
+                to_leg.local_sdp = body
+            self._send_ack(to_leg, cseq, body)
 
     def _with_credentials(self, leg: Leg, sent: Request, resp: Response,
                           answered_nonce: str | None) -> tuple[Request, str] | None:
