@@ -3,7 +3,7 @@ response; theirs, answered with our To tag), BYE (one per dialog, waiting for th
 answered with the line's credentials once per nonce), our 2xx retransmitted until its ACK (RFC 3261
 13.3.1.4), the ACKs we send, RTP inactivity, a failed step, and close/release.
 
-A mixin of CallMachine (machine.py)."""
+A mixin of CallMachine (machine.py): it uses the machine's state and the other jobs' methods."""
 
 from __future__ import annotations
 

@@ -3,7 +3,7 @@
 method needs, their responses relayed back, challenges meant for us answered with the line's
 credentials, and where an in-dialog request goes (remote target, route set, RFC 3261 12.2).
 
-A mixin of CallMachine (machine.py)."""
+A mixin of CallMachine (machine.py): it uses the machine's state and the other jobs' methods."""
 
 from __future__ import annotations
 

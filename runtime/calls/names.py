@@ -12,7 +12,7 @@ ZERO, ONE = Channel.ZERO, Channel.ONE
 CONNECTED_METHODS = "INVITE, ACK, CANCEL, BYE, OPTIONS, UPDATE, INFO, MESSAGE, NOTIFY, REFER"
 # headers a relayed in-dialog request keeps, by what its method needs (the rest is rebuilt by us)
 # (RFC 6086 INFO, 6665 SUBSCRIBE/NOTIFY, 3515/3892/4488/4538 REFER, 3428 MESSAGE; INVITE and UPDATE
-# get the session timer headers of the leg they go to instead, see _timer_request_headers)
+# get the session timer headers of the leg they go to instead, see session_refresh.py _timer_request_headers)
 RELAYED_HEADERS: dict[str, frozenset[str]] = {
     "INFO": frozenset({"info-package", "content-disposition", "recv-info"}),
     "NOTIFY": frozenset({"event", "subscription-state", "content-disposition"}),

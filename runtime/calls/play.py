@@ -1,7 +1,7 @@
 """Playing a file to channel ZERO (the dialplan's `play`): as early media in a 183, or after our
 own 200 (with a late offer, once the caller's ACK has brought its answer).
 
-A mixin of CallMachine (machine.py)."""
+A mixin of CallMachine (machine.py): it uses the machine's state and the other jobs' methods."""
 
 from __future__ import annotations
 

@@ -2,7 +2,7 @@
 else a re-INVITE repeating our SDP) or by the peer (the call ends when its refreshes stop).
 Parsing and who refreshes: session_timer.py.
 
-A mixin of CallMachine (machine.py)."""
+A mixin of CallMachine (machine.py): it uses the machine's state and the other jobs' methods."""
 
 from __future__ import annotations
 

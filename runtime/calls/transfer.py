@@ -2,7 +2,7 @@
 a REFER from a user's phone, blind or attended; the target routed like a new call from that user,
 the remaining party bridged to the new leg, NOTIFYs reporting progress to the transferor.
 
-A mixin of CallMachine (machine.py)."""
+A mixin of CallMachine (machine.py): it uses the machine's state and the other jobs' methods."""
 
 from __future__ import annotations
 
