@@ -98,3 +98,8 @@ class ByeState(Enum):
     WAITING_ACK = "waiting_ack"  # our 2xx on this leg still waits for its ACK (RFC 3261 15)
     SENT = "sent"
     DONE = "done"                # answered, timed out, or the peer ended the dialog itself
+
+
+class IllegalMove(RuntimeError):
+    """A state change CALL_TRANSITIONS (or TRANSFER_TRANSITIONS) does not allow: a bug in the machine,
+    logged with the call id."""
