@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -100,7 +101,7 @@ class RelayEndpoint(Latch, asyncio.DatagramProtocol):
         if self.peer is None:  # resting on the free list (or never linked): relay nothing, learn nothing
             self.dropped += 1
             return False
-        return self.admit(addr, data)
+        return self.admit(addr, data, time.monotonic())
 
     def error_received(self, exc: Exception) -> None:
         self.errors += 1

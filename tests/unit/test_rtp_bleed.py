@@ -191,6 +191,67 @@ def test_a_phone_behind_nat_still_talks_both_ways(run: Any) -> None:
     run(scenario())
 
 
+def test_packets_forged_from_the_phones_host_before_its_first_packet_do_not_keep_its_leg(run: Any) -> None:
+    # attack 1c: 3 in-order packets from the caller's IP (another port) while the callee rings
+    async def scenario() -> None:
+        relay = MediaRelay(HOST, free_range(100))
+        session = await relay.allocate("forged-phone")
+        caller, callee = await phone(), await phone()
+        spoofer = await phone(caller.addr[0])  # what a forged source address looks like on loopback
+        session.set_remote(0, caller.addr)  # the INVITE's SDP
+        session.expect(0, caller.addr[0])  # the INVITE's source: the same host
+        for _ in range(3):  # no callee address yet: dropped, but they pass probation
+            spoofer.send(rtp(spoofer.seq, ssrc=0xBAD00000, payload=b"INJECTED"), session.legs[0].local_port)
+            spoofer.seq += 1
+        await settle(lambda: session.legs[0].locked)
+        session.set_remote(1, callee.addr)  # the callee answers
+        session.expect(1, callee.addr[0])
+        caller.talk(b"caller audio", session.legs[0].local_port)  # from the address its SDP names: retaken
+        assert b"INJECTED" not in (await callee.receive())[0]
+        for _ in range(10):  # the forger goes on
+            spoofer.send(rtp(spoofer.seq, ssrc=0xBAD00000, payload=b"INJECTED"), session.legs[0].local_port)
+            spoofer.seq += 1
+        await settle(lambda: session.strangers[0] == 10)
+        await converse(caller, callee, session, 10)
+        assert session.legs[0].remote == caller.addr
+        count = leaked(spoofer, caller, callee)
+        print(f"audio packets leaked: {count}; callee heard the phone {session.packets[0]} packets")
+        assert count == 0
+        await relay.close()
+        for p in (caller, callee, spoofer):
+            p.close()
+
+    run(scenario())
+
+
+def test_packets_forged_from_the_providers_host_never_reach_the_phone(run: Any) -> None:
+    # attack 1e: forged from the provider's IP (another port) as its answer names its media address
+    async def scenario() -> None:
+        relay = MediaRelay(HOST, free_range(100))
+        session = await relay.allocate("forged-provider")
+        caller, provider = await phone(), await phone()
+        spoofer = await phone(provider.addr[0])
+        session.set_remote(0, caller.addr)
+        session.expect(0, caller.addr[0])
+        session.set_remote(1, provider.addr)  # the provider's answer; a LINE leg expects no host
+        injected = 0
+        for _ in range(3 * SPRAY):
+            spoofer.send(rtp(spoofer.seq, ssrc=0xBAD00001, payload=b"INJECTED"), session.legs[1].local_port)
+            spoofer.seq += 1
+            injected += 1
+        await settle(lambda: session.strangers[1] == injected)
+        await converse(caller, provider, session, 10)
+        assert session.legs[1].remote == provider.addr
+        count = leaked(spoofer, caller, provider)
+        print(f"injected: {count} (the spoofer sent {injected} from the provider's IP)")
+        assert count == 0
+        await relay.close()
+        for p in (caller, provider, spoofer):
+            p.close()
+
+    run(scenario())
+
+
 def test_a_released_port_rests_longer_than_two_lost_byes_take() -> None:
     # Timer E (RFC 3261 17.1.2.2): a lost BYE is resent after 0.5 s, 1 s, 2 s
     assert QUARANTINE >= 0.5 + 1 + 2
