@@ -77,7 +77,7 @@ class RelayEndpoint(Latch, asyncio.DatagramProtocol):
             if not self._admit(addr, data):
                 return
         peer = self.peer
-        dest = peer.remote  # type: ignore[union-attr]
+        dest = peer.dest  # type: ignore[union-attr]
         if dest is None:
             self.dropped += 1
         else:
@@ -108,7 +108,7 @@ class RelayEndpoint(Latch, asyncio.DatagramProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.transport = None
-        self.remote = None  # the peer socket now drops instead of sending through a closed transport
+        self.remote = self.dest = None  # the peer socket now drops instead of sending through a closed transport
         self._on_lost()
 
 
@@ -164,7 +164,7 @@ class MediaLeg:
         """Close both sockets; ``release`` follows once the loop has closed them."""
         self.state = CLOSING
         for endpoint in (self.rtp, self.rtcp):
-            endpoint.peer = endpoint.remote = None  # until the loop stops reading, drop what arrives
+            endpoint.peer = endpoint.remote = endpoint.dest = None  # until the loop stops reading, drop what arrives
             if endpoint.transport is not None:
                 endpoint.transport.close()
 

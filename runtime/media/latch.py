@@ -51,7 +51,7 @@ import logging
 from enum import Enum
 from typing import Any
 
-__all__ = ["Address", "LatchState", "Latch", "PROBATION", "REPLACE_WINDOW", "canonical_host"]
+__all__ = ["Address", "LatchState", "Latch", "PROBATION", "REPLACE_WINDOW", "WEAK_PROBATION", "canonical_host"]
 
 log = logging.getLogger("callflow.media")
 
@@ -68,6 +68,12 @@ PROBATION = 3
 # enough for a phone's first packet after the answer to beat packets forged while it rang; short
 # so that, mid-call, a packet forged from a NAT'd phone's private SDP address moves nothing.
 REPLACE_WINDOW = 10.0
+
+# Seconds a weaker source must stream in order, while the SDP names a usable address, before it is
+# relayed and locks: packets forged from the phone's host while it rings then lock nothing unless
+# sustained, and meanwhile the other leg's audio goes to the SDP address (RFC 3264 5.1), not to the
+# forger. A phone behind NAT (private SDP address) is not delayed: its weaker source is all it has.
+WEAK_PROBATION = 1.0
 
 
 class LatchState(Enum):
@@ -130,6 +136,7 @@ class Latch:
     __slots__ = (
         "rtcp", "probation", "state", "locked", "remote", "sdp_remote", "hosts", "expected",
         "_candidate", "_count", "_last_seq", "locked_ssrc", "former", "strangers", "locked_at", "exact",
+        "dest", "sdp_usable", "_candidate_since",
     )  # fmt: skip
 
     def __init__(self, rtcp: bool = False, probation: int = PROBATION) -> None:
@@ -162,6 +169,9 @@ class Latch:
         self.strangers = 0
         self.locked_at = 0.0  # ``now`` of the lock (seconds, the caller's clock)
         self.exact = False  # locked on the exact SDP address: nothing takes it over
+        self.dest: Address | None = None  # where the other leg's packets go (``_aim``)
+        self.sdp_usable = False  # the SDP names an address media can come from (``_usable``)
+        self._candidate_since = 0.0
 
     # ---- what the signalling says ---------------------------------------------------------------
     def set_sdp_remote(self, addr: Address) -> None:
@@ -175,11 +185,13 @@ class Latch:
         self._refresh_hosts()
         if keep_lock:
             self._move("learn", LatchState.LOCKED)
+            self._aim()
             return
         self.remote = addr
         self.exact = False
         self._candidate, self._count = None, 0
         self._move("learn", LatchState.PROBATION)
+        self._aim()
 
     def expect(self, host: str) -> None:
         """Packets from ``host`` (any port) are acceptable too: the signalling source of a phone's
@@ -187,16 +199,27 @@ class Latch:
         self.expected = canonical_host(host)
         self._refresh_hosts()
         self._move("learn", LatchState.LOCKED if self.locked else LatchState.PROBATION)
+        self._aim()
 
     def _refresh_hosts(self) -> None:
         """The hosts a weaker source may come from (any port): the SDP's host unless the leg is
         strict (no expected host and a usable SDP address), and the expected host."""
         hosts = []
-        if self.sdp_remote is not None and (self.expected is not None or not _usable(self.sdp_remote[0])):
+        self.sdp_usable = self.sdp_remote is not None and _usable(self.sdp_remote[0])
+        if self.sdp_remote is not None and (self.expected is not None or not self.sdp_usable):
             hosts.append(self.sdp_remote[0])
         if self.expected is not None and self.expected not in hosts:
             hosts.append(self.expected)
         self.hosts = tuple(hosts)
+
+    def _aim(self) -> None:
+        """Where the other leg's packets go: the locked source, unless that is a weaker source and
+        the SDP names a usable address (the peer receives there, RFC 3264 5.1; a forger who locked
+        from the phone's host must not get the far end's audio); else the SDP address."""
+        if self.locked and not self.exact and self.sdp_usable:
+            self.dest = self.sdp_remote
+        else:
+            self.dest = self.remote
 
     def _move(self, trigger: str, to: LatchState) -> None:
         allowed = _MOVES.get((self.state, trigger), frozenset())
@@ -214,8 +237,10 @@ class Latch:
         if not exact and (self.locked or addr[0] not in self.hosts):
             self.strangers += 1
             return False
-        if exact and self.locked and (self.exact or now - self.locked_at > REPLACE_WINDOW):
-            self.strangers += 1  # locked on it already under another tuple form, or the window is over
+        if exact and self.locked and self.exact:
+            return True  # the locked remote itself
+        if exact and self.locked and now - self.locked_at > REPLACE_WINDOW:
+            self.strangers += 1  # too late to take a weaker lock over: mid-call, it may be forged
             return False
         stream = _rtcp_sender(data) if self.rtcp else _rtp_stream(data)
         if stream is None:
@@ -234,17 +259,24 @@ class Latch:
             self.remote, self.locked_ssrc, self.exact = addr, ssrc, True
             self.locked_at = now
             self._move("relatch" if self.locked else "lock", LatchState.LOCKED)
+            self._aim()
             return True
         candidate = (addr, ssrc)
         in_order = self.rtcp or seq == (self._last_seq + 1) & 0xFFFF
         if candidate == self._candidate and in_order:
             self._count += 1
         else:
-            self._candidate, self._count = candidate, 1
+            self._candidate, self._count, self._candidate_since = candidate, 1, now
         self._last_seq = seq
-        if self._count >= self.probation:
+        held = self.sdp_usable  # a weaker source beside a usable SDP address: proven over time first
+        if self._count >= self.probation and (not held or now - self._candidate_since >= WEAK_PROBATION):
             self.remote = addr
             self.locked_ssrc = ssrc
             self.locked_at = now
             self._move("lock", LatchState.LOCKED)
+            self._aim()
+            return True
+        if held:
+            self.strangers += 1  # not relayed until it has proven itself
+            return False
         return True

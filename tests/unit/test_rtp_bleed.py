@@ -13,6 +13,8 @@ import asyncio
 import socket
 from typing import Any
 
+import pytest
+
 from runtime.calls import Target
 from runtime.engine import Engine
 from runtime.lines import LineConfig
@@ -191,8 +193,12 @@ def test_a_phone_behind_nat_still_talks_both_ways(run: Any) -> None:
     run(scenario())
 
 
-def test_packets_forged_from_the_phones_host_before_its_first_packet_do_not_keep_its_leg(run: Any) -> None:
-    # attack 1c: 3 in-order packets from the caller's IP (another port) while the callee rings
+def test_packets_forged_from_the_phones_host_before_its_first_packet_do_not_keep_its_leg(
+        run: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    # attack 1c: in-order packets from the caller's IP (another port) while the callee rings; the worst
+    # case, where the forger streamed long enough to lock (its second of probation taken away here)
+    monkeypatch.setattr("runtime.media.latch.WEAK_PROBATION", 0.0)
+
     async def scenario() -> None:
         relay = MediaRelay(HOST, free_range(100))
         session = await relay.allocate("forged-phone")
@@ -208,10 +214,11 @@ def test_packets_forged_from_the_phones_host_before_its_first_packet_do_not_keep
         session.expect(1, callee.addr[0])
         caller.talk(b"caller audio", session.legs[0].local_port)  # from the address its SDP names: retaken
         assert b"INJECTED" not in (await callee.receive())[0]
+        refused = session.strangers[0]
         for _ in range(10):  # the forger goes on
             spoofer.send(rtp(spoofer.seq, ssrc=0xBAD00000, payload=b"INJECTED"), session.legs[0].local_port)
             spoofer.seq += 1
-        await settle(lambda: session.strangers[0] == 10)
+        await settle(lambda: session.strangers[0] == refused + 10)
         await converse(caller, callee, session, 10)
         assert session.legs[0].remote == caller.addr
         count = leaked(spoofer, caller, callee)
