@@ -16,6 +16,14 @@ handshakes are timed; a connection must bring a whole SIP message soon after it 
 a message it started (a slow-loris trickling a byte a minute is closed), and is closed when nothing
 useful (a SIP message either way, or a keep-alive ping once it has carried one) passed for long.
 What one connection can make us hold is one message of at most ``MAX_MESSAGE_SIZE`` octets.
+
+Strangers cannot fill the total cap either (issue 9, attack 5): an inbound connection is *unproven*
+until it carries a request we answer with a 2xx other than to OPTIONS (a REGISTER or an INVITE that
+passed authentication; the engine may also call ``SipEndpoint.prove``). An unproven connection is
+closed after ``unproven_idle_timeout`` of silence instead of ``idle_timeout``, and when the total
+cap is reached the oldest unproven connection is closed to make room for the newcomer instead of
+refusing it. A flood from many sources then churns among its own connections, while a phone's
+proven connection is never evicted.
 """
 
 from __future__ import annotations
@@ -28,7 +36,7 @@ import struct
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, Protocol
 
 from .sip.errors import SipSyntaxError
 from .sip.message import MAX_MESSAGE_SIZE, StreamFramer
@@ -67,6 +75,7 @@ class ConnectionLimits:
     first_message_timeout: float = 10.0  # accepted, but no whole SIP message yet: closed
     message_timeout: float = 20.0  # a message begun but not finished for this long: closed (slow loris)
     idle_timeout: float = IDLE_TIMEOUT  # no SIP message, nor a ping after one, either way: closed
+    unproven_idle_timeout: float = 30.0  # the same for a connection no 2xx (but to OPTIONS) went out on
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,11 +132,19 @@ class StreamConnection(asyncio.Protocol):
         peer = transport.get_extra_info("peername")
         self.peer = (peer[0], peer[1])
         self.opened = self.last_used = self.endpoint.now()
-        if not self.endpoint.connection_opened(self.name, self.peer, self.inbound):
+        if not self.endpoint.connection_opened(self.name, self.peer, self.inbound, self):
             transport.abort()  # over a limit: give the descriptor back at once
             return
         self.counted = True
         self.endpoint.connections[(self.name, self.peer)] = self
+
+    def evict(self) -> None:
+        """Close at once to make room under the total cap: uncounted now, the descriptor freed."""
+        if self.counted:
+            self.counted = False
+            self.endpoint.connection_closed(self.peer, self.inbound, self.name)
+        if self.transport is not None:
+            self.transport.abort()
 
     def data_received(self, data: bytes) -> None:
         try:
@@ -179,7 +196,7 @@ class StreamConnection(asyncio.Protocol):
             del self.endpoint.connections[key]
         if self.counted:
             self.counted = False
-            self.endpoint.connection_closed(self.peer, self.inbound)
+            self.endpoint.connection_closed(self.peer, self.inbound, self.name)
 
 
 class WebSocketConnection:
@@ -241,16 +258,23 @@ def _limited_ws_connection(endpoint: SipEndpoint, name: str) -> type:
             super().connection_made(transport)
             peer = transport.get_extra_info("peername")
             self.callflow_peer = (peer[0], peer[1])
-            if endpoint.connection_opened(name, self.callflow_peer, True):
+            if endpoint.connection_opened(name, self.callflow_peer, True, self):
                 self.counted = True
             else:
                 transport.abort()
+
+        def evict(self) -> None:
+            """Close at once to make room under the total cap (see ``StreamConnection.evict``)."""
+            if self.counted:
+                self.counted = False
+                endpoint.connection_closed(self.callflow_peer, True, name)
+            self.transport.abort()
 
         def connection_lost(self, exc: Exception | None) -> None:
             super().connection_lost(exc)
             if self.counted:
                 self.counted = False
-                endpoint.connection_closed(self.callflow_peer, True)
+                endpoint.connection_closed(self.callflow_peer, True, name)
 
     return LimitedServerConnection
 
@@ -278,6 +302,26 @@ def _udp_socket(host: str, port: int) -> socket.socket:
         raise
     sock.setblocking(False)
     return sock
+
+
+class Evictable(Protocol):
+    """An inbound connection the total cap may close to make room (``SipEndpoint._evict_oldest``)."""
+
+    def evict(self) -> None: ...
+
+
+def _accepts(data: bytes) -> bool:
+    """Is ``data`` a 2xx response to a request other than OPTIONS (RFC 3261 7.2; the method is the
+    CSeq's, 20.16, case-sensitive)? Such an answer proves the connection's peer (it registered or
+    placed a call); an OPTIONS is answered 200 to anyone."""
+    if not data.startswith(b"SIP/2.0 2"):
+        return False
+    end = data.find(b"\r\n\r\n")
+    for line in data[: end if end >= 0 else len(data)].split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"cseq":
+            return value.split()[-1:] != [b"OPTIONS"]
+    return False
 
 
 def _ignore_result(task: asyncio.Future) -> None:  # type: ignore[type-arg]
@@ -310,6 +354,9 @@ class SipEndpoint:
         self.limits = ConnectionLimits()
         self._open_total = 0
         self._open_by_source: dict[str, int] = {}  # inbound stream/WebSocket connections per IP
+        # inbound connections no 2xx has gone out on yet, oldest first: (transport, peer) -> connection
+        self._unproven: dict[tuple[str, Address], Evictable] = {}
+        self.evicted = 0  # unproven connections closed to make room under the total cap
         self._refusals: dict[str, int] = {}  # connections refused per IP in this log window
         self._refusals_since = 0.0  # start of the window (loop clock)
 
@@ -339,13 +386,17 @@ class SipEndpoint:
                 log.exception("event=observer_failed direction=%s", direction)
 
     # ---- connection limits ------------------------------------------------------------------------
-    def connection_opened(self, transport: str, peer: Address, inbound: bool) -> bool:
+    def connection_opened(self, transport: str, peer: Address, inbound: bool, conn: Evictable | None = None) -> bool:
         """Count a stream or WebSocket connection just accepted (or opened by us); False when an
-        inbound one is over ``limits`` (per source or in total) and must be closed at once."""
+        inbound one is over ``limits`` (per source, or in total with no unproven connection to
+        evict) and must be closed at once. An inbound ``conn`` starts unproven (module docstring):
+        it may be evicted for a later newcomer until ``prove`` or a 2xx sent on it."""
         limits = self.limits
         if inbound:
             host = peer[0]
             held = self._open_by_source.get(host, 0)
+            if held < limits.max_per_source and self._open_total >= limits.max_connections and self._unproven:
+                self._evict_oldest(transport, host)
             if held >= limits.max_per_source or self._open_total >= limits.max_connections:
                 refused = self._refusals.get(host, 0)
                 if refused == 0 and len(self._refusals) < REFUSAL_LINES:
@@ -356,12 +407,39 @@ class SipEndpoint:
                 self._refusals[host] = refused + 1
                 return False
             self._open_by_source[host] = held + 1
+            if conn is not None:
+                self._unproven[(transport, peer)] = conn
         self._open_total += 1
         return True
 
-    def connection_closed(self, peer: Address, inbound: bool) -> None:
+    def _evict_oldest(self, transport: str, newcomer: str) -> None:
+        """Close the oldest unproven connection so that a newcomer from ``newcomer`` fits."""
+        key, victim = next(iter(self._unproven.items()))
+        del self._unproven[key]
+        self.evicted += 1
+        if self.evicted & (self.evicted - 1) == 0:  # the 1st, 2nd, 4th, 8th...: a flood gets a few lines
+            log.warning("event=connection_closed transport=%s peer=%s:%s reason=%s", key[0], key[1][0], key[1][1],
+                        f'"evicted for a newcomer from {newcomer}: total limit, unproven (evicted so far: '
+                        f'{self.evicted})"')
+        try:
+            victim.evict()
+        except Exception:  # a connection half gone: it is uncounted, or will be on connection_lost
+            log.exception("internal error while evicting %s:%s", key[1][0], key[1][1])
+
+    def prove(self, transport: str, peer: Address) -> None:
+        """The connection from ``peer`` on ``transport`` (lower case) carried a request we accepted
+        (an authenticated REGISTER or INVITE): it keeps the long idle timeout and is never evicted.
+        Unknown connections are ignored."""
+        self._unproven.pop((transport, peer), None)
+
+    def is_proven(self, transport: str, peer: Address) -> bool:
+        """False while the inbound connection from ``peer`` has carried no accepted request."""
+        return (transport, peer) not in self._unproven
+
+    def connection_closed(self, peer: Address, inbound: bool, transport: str = "") -> None:
         """A connection counted by ``connection_opened`` is gone."""
         self._open_total -= 1
+        self._unproven.pop((transport, peer), None)
         if inbound:
             host = peer[0]
             held = self._open_by_source.get(host, 0) - 1
@@ -497,6 +575,8 @@ class SipEndpoint:
             name = transport.lower()
             conn = self.connections.get((name, dest))
             if conn is not None:
+                if self._unproven and (name, dest) in self._unproven and _accepts(data):
+                    del self._unproven[(name, dest)]
                 conn.send(data)
             elif name in STREAM_TRANSPORTS:
                 self._connect_and_send(name, dest, data)
@@ -574,6 +654,9 @@ class SipEndpoint:
         closed = 0
         for conn in list(self.connections.values()):
             reason = conn.expired(now, self.limits)
+            if (reason is None and (conn.name, conn.peer) in self._unproven
+                    and now - conn.last_used > self.limits.unproven_idle_timeout):
+                reason = "idle, unproven"
             if reason is not None:
                 log.info("event=connection_closed transport=%s peer=%s:%s reason=%s", conn.name, conn.peer[0],
                          conn.peer[1], f'"{reason}"')

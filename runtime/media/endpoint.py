@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -76,7 +77,7 @@ class RelayEndpoint(Latch, asyncio.DatagramProtocol):
             if not self._admit(addr, data):
                 return
         peer = self.peer
-        dest = peer.remote  # type: ignore[union-attr]
+        dest = peer.dest  # type: ignore[union-attr]
         if dest is None:
             self.dropped += 1
         else:
@@ -100,14 +101,14 @@ class RelayEndpoint(Latch, asyncio.DatagramProtocol):
         if self.peer is None:  # resting on the free list (or never linked): relay nothing, learn nothing
             self.dropped += 1
             return False
-        return self.admit(addr, data)
+        return self.admit(addr, data, time.monotonic())
 
     def error_received(self, exc: Exception) -> None:
         self.errors += 1
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.transport = None
-        self.remote = None  # the peer socket now drops instead of sending through a closed transport
+        self.remote = self.dest = None  # the peer socket now drops instead of sending through a closed transport
         self._on_lost()
 
 
@@ -163,7 +164,7 @@ class MediaLeg:
         """Close both sockets; ``release`` follows once the loop has closed them."""
         self.state = CLOSING
         for endpoint in (self.rtp, self.rtcp):
-            endpoint.peer = endpoint.remote = None  # until the loop stops reading, drop what arrives
+            endpoint.peer = endpoint.remote = endpoint.dest = None  # until the loop stops reading, drop what arrives
             if endpoint.transport is not None:
                 endpoint.transport.close()
 

@@ -224,7 +224,7 @@ class RelaySession(MediaSession):
         for i, payload in enumerate(payloads):
             if self.closed:
                 break
-            transport, dest = endpoint.transport, endpoint.remote
+            transport, dest = endpoint.transport, endpoint.dest
             if transport is not None and dest is not None:
                 marker = 0x80 if i == 0 else 0
                 header = struct.pack("!BBHII", 0x80, marker | payload_type, (seq + i) & 0xFFFF,

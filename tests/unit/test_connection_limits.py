@@ -21,7 +21,10 @@ from pathlib import Path
 
 import pytest
 
+from flowlang import compile_source
+from runtime.dialplan import Dialplan
 from runtime.engine import Engine
+from runtime.sip.digest import DigestClient, parse_challenge
 from runtime.transport import ConnectionLimits, ListenSpec
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -106,14 +109,15 @@ def test_a_flood_of_idle_tcp_connections_from_one_source_is_bounded_and_calls_ar
     asyncio.run(scenario())
 
 
-def test_the_total_cap_holds_across_sources() -> None:
+def test_the_total_cap_holds_across_sources_by_closing_the_oldest_unproven_connections() -> None:
     async def scenario() -> None:
         engine = await started(ListenSpec("tcp", "127.0.0.1", 0),
                                limits=ConnectionLimits(max_connections=20, max_per_source=50))
         try:
             clients = [await connect(engine, f"127.0.0.{7 + i % 3}") for i in range(30)]
             outcomes = await asyncio.gather(*(closed_by_server(reader) for reader, _ in clients))
-            assert outcomes.count(False) == 20 == engine.endpoint.open_connections
+            assert outcomes == [True] * 10 + [False] * 20  # the 10 oldest made room for the newest
+            assert engine.endpoint.open_connections == 20 and engine.endpoint.evicted == 10
             for _, w in clients:
                 w.close()
         finally:
@@ -183,13 +187,12 @@ def test_a_slow_loris_trickling_a_message_is_closed() -> None:
     asyncio.run(scenario())
 
 
-def test_a_connection_that_carried_a_message_stays_open_until_idle() -> None:
+def test_a_registered_phones_connection_stays_open_until_idle() -> None:
     async def scenario() -> None:
         engine = await started(ListenSpec("tcp", "127.0.0.1", 0))
+        Dialplan(engine).load(compile_source('user alice password "alice-pw"\n'))
         try:
-            reader, writer = await connect(engine, "127.0.0.14")
-            writer.write(options(5060, "z9hG4bKidle"))
-            await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+            reader, writer = await registered_phone(engine, "127.0.0.14")
             writer.write(b"\r\n\r\n")  # a keep-alive ping (RFC 5626) counts as use once a message came
             assert await asyncio.wait_for(reader.readexactly(2), 5) == b"\r\n"
             idle = engine.endpoint.limits.idle_timeout
@@ -383,3 +386,101 @@ def test_a_refused_flood_logs_one_line_per_source_not_one_per_connection(caplog:
         asyncio.run(scenario())
     lines = [r.getMessage() for r in caplog.records if "event=connection_refused" in r.getMessage()]
     assert len(lines) == 1 and "source=127.0.0.15" in lines[0] and "reason=per_source_limit" in lines[0]
+
+
+# ---- strangers cannot fill the total cap (issue 9, attack 5) -----------------------------------
+def register(port: int, source: tuple[str, int], cseq: int, authorization: str = "") -> bytes:
+    auth = f"Authorization: {authorization}\r\n" if authorization else ""
+    return (f"REGISTER sip:127.0.0.1 SIP/2.0\r\n"
+            f"Via: SIP/2.0/TCP {source[0]}:{source[1]};branch=z9hG4bKreg{cseq}\r\n"
+            f"Max-Forwards: 70\r\nFrom: <sip:alice@127.0.0.1>;tag=r1\r\nTo: <sip:alice@127.0.0.1>\r\n"
+            f"Call-ID: proven-phone\r\nCSeq: {cseq} REGISTER\r\n"
+            f"Contact: <sip:alice@{source[0]}:{source[1]};transport=tcp>\r\nExpires: 300\r\n{auth}"
+            f"Content-Length: 0\r\n\r\n").encode()
+
+
+async def registered_phone(engine: Engine, source: str) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """A phone on ``source`` that registered over TCP (401, then 200 with its digest)."""
+    reader, writer = await connect(engine, source)
+    local = writer.get_extra_info("sockname")
+    writer.write(register(5060, local, 1))
+    challenge = (await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)).decode()
+    assert challenge.startswith("SIP/2.0 401"), challenge
+    value = next(line.split(":", 1)[1].strip() for line in challenge.split("\r\n")
+                 if line.lower().startswith("www-authenticate:"))
+    authorization = DigestClient("alice", "alice-pw").authorize(parse_challenge(value), "REGISTER", "sip:127.0.0.1")
+    writer.write(register(5060, local, 2, authorization))
+    ok = (await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)).decode()
+    assert ok.startswith("SIP/2.0 200"), ok
+    return reader, writer
+
+
+def test_a_flood_from_40_sources_filling_the_total_cap_does_not_keep_a_new_phone_out() -> None:
+    sources, each = 40, 5  # attack 5 at a tenth of the scale: 40 sources x 5 take every slot
+
+    async def scenario() -> None:
+        engine = await started(ListenSpec("tcp", "127.0.0.1", 0),
+                               limits=ConnectionLimits(max_connections=sources * each, max_per_source=each))
+        try:
+            flood = [await connect(engine, f"127.0.3.{1 + i // each}") for i in range(sources * each)]
+            await settle(lambda: engine.endpoint.open_connections == sources * each)
+            reader, writer = await connect(engine, "127.0.4.1")  # a new phone, from a fresh source
+            writer.write(options(5060, "z9hG4bKnewphone"))
+            answer = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+            status = answer.split(b"\r\n")[0].decode()
+            print(f"\n{sources} sources x {each} connections fill the cap; a new phone from a fresh source: "
+                  f"{status}; strangers' connections evicted: {engine.endpoint.evicted}")
+            assert answer.startswith(b"SIP/2.0 200")
+            assert engine.endpoint.open_connections == sources * each  # still bounded
+            assert await closed_by_server(flood[0][0])  # the oldest stranger made room
+            writer.close()
+            for _, w in flood:
+                w.close()
+        finally:
+            await engine.stop()
+
+    asyncio.run(scenario())
+
+
+def test_a_registered_phones_connection_is_never_evicted_by_a_flood() -> None:
+    async def scenario() -> None:
+        engine = await started(ListenSpec("tcp", "127.0.0.1", 0),
+                               limits=ConnectionLimits(max_connections=10, max_per_source=50))
+        Dialplan(engine).load(compile_source('user alice password "alice-pw"\n'))
+        try:
+            phone_reader, phone_writer = await registered_phone(engine, "127.0.4.2")  # the oldest connection
+            flood = [await connect(engine, f"127.0.4.{10 + i % 5}") for i in range(30)]
+            outcomes = await asyncio.gather(*(closed_by_server(r) for r, _ in flood))
+            assert outcomes.count(False) == 9  # the newest strangers; the phone keeps its place
+            assert not await closed_by_server(phone_reader)
+            phone_writer.write(options(5060, "z9hG4bKstill"))
+            assert (await asyncio.wait_for(phone_reader.readuntil(b"\r\n\r\n"), 5)).startswith(b"SIP/2.0 200")
+            phone_writer.close()
+            for _, w in flood:
+                w.close()
+        finally:
+            await engine.stop()
+
+    asyncio.run(scenario())
+
+
+def test_an_unproven_connection_is_closed_after_a_short_idle_and_a_proven_one_is_not() -> None:
+    async def scenario() -> None:
+        engine = await started(ListenSpec("tcp", "127.0.0.1", 0))
+        Dialplan(engine).load(compile_source('user alice password "alice-pw"\n'))
+        try:
+            stranger_reader, stranger_writer = await connect(engine, "127.0.4.20")
+            stranger_writer.write(options(5060, "z9hG4bKonce"))  # one OPTIONS: it carried a message
+            await asyncio.wait_for(stranger_reader.readuntil(b"\r\n\r\n"), 5)
+            phone_reader, phone_writer = await registered_phone(engine, "127.0.4.21")
+            limits = engine.endpoint.limits
+            assert engine.endpoint.sweep(engine.endpoint.now() + limits.unproven_idle_timeout - 5) == 0
+            assert engine.endpoint.sweep(engine.endpoint.now() + limits.unproven_idle_timeout + 1) == 1
+            assert await closed_by_server(stranger_reader)
+            assert not await closed_by_server(phone_reader)
+            stranger_writer.close()
+            phone_writer.close()
+        finally:
+            await engine.stop()
+
+    asyncio.run(scenario())

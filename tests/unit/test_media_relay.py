@@ -305,23 +305,25 @@ class TestRelay:
 
         run(scenario())
 
-    def test_a_stream_from_the_sdp_host_locks_after_probation_even_from_another_port(self, run: Any) -> None:
+    def test_a_phones_stream_from_the_sdp_host_locks_after_probation_even_from_another_port(
+            self, run: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.setattr("runtime.media.latch.WEAK_PROBATION", 0.0)  # no wait for the stream's second
+
         async def scenario() -> None:
             relay = MediaRelay(HOST, free_range(100), probation=3)
             session = await relay.allocate("call-port")
             alice, bob = await phone(), await phone()
             sdp_says = (alice.addr[0], unused_port(alice.addr[0]))  # the SDP's port is not the one it sends from
             session.set_remote(0, sdp_says)
+            session.expect(0, alice.addr[0])  # a phone's leg: its signalling host
             session.set_remote(1, bob.addr)
             leg0, leg1 = session.legs
             for i in range(3):
                 assert leg0.remote == sdp_says and not leg0.locked
                 alice.talk(b"a%d" % i, leg0.local_port)
-                assert await received(bob) == b"a%d" % i  # relayed during probation: it is from alice's host
+            assert await received(bob) == b"a2"  # relayed once it passed probation (its SDP address is usable)
             assert leg0.remote == alice.addr and leg0.locked
-
-            bob.talk(b"answer", leg1.local_port)  # reaches alice where she sends from
-            assert await received(alice) == b"answer"
+            assert leg0.rtp.dest == sdp_says  # bob's audio goes where alice's SDP says she receives
             await relay.close()
             alice.close(), bob.close()
 
@@ -394,6 +396,8 @@ class TestRelay:
             session, alice, bob = await call(relay)
             leg0 = session.legs[0]
             port = leg0.local_port
+            session.set_remote(0, ("192.168.1.20", 4000))  # behind NAT: its SDP names a private address
+            session.expect(0, alice.addr[0])  # so its signalling host may lock, after probation
             alice.send(rtp(10, ssrc=1), port)
             alice.send(rtp(12, ssrc=1), port)  # a gap: counting starts again
             alice.send(rtp(13, ssrc=2), port)  # another stream: again
@@ -441,10 +445,14 @@ class TestRelay:
 
         run(scenario())
 
-    def test_a_new_sdp_address_restarts_probation_and_the_same_one_changes_nothing(self, run: Any) -> None:
+    def test_a_new_sdp_address_restarts_probation_and_the_same_one_changes_nothing(
+            self, run: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.setattr("runtime.media.latch.WEAK_PROBATION", 0.0)
+
         async def scenario() -> None:
             relay = MediaRelay(HOST, free_range(100), probation=1)
             session, alice, bob = await call(relay)
+            session.expect(0, alice.addr[0])  # a phone's leg: another port of its host may lock
             leg0 = session.legs[0]
             sdp_address = leg0.rtp.sdp_remote
             alice_other_port = await phone(alice.addr[0])
@@ -458,6 +466,7 @@ class TestRelay:
 
             moved = await phone()  # re-INVITE: the phone moved to a new address
             session.set_remote(0, moved.addr)
+            session.expect(0, moved.addr[0])  # and signals from its new host
             assert leg0.remote == moved.addr and not leg0.locked
             alice_other_port.talk(b"old address", leg0.local_port)  # its old host is a stranger now
             await settle(lambda: leg0.rtp.strangers == 1)
@@ -670,6 +679,7 @@ class TestReuse:
                 alice.talk(b"x" * 10, leg0.local_port)  # locks leg 0
                 await bob.receive()
             intruder.talk(b"foreign", leg0.local_port)
+            session.set_remote(1, bob.addr, rtcp=bob.addr)  # bob's RTCP comes from its RTP socket
             bob.send(rtcp(bob.ssrc), leg1.local_rtcp_port)
             await settle(lambda: leg0.rtp.strangers == 1 and leg1.rtcp.packets == 1)
             assert leg0.locked

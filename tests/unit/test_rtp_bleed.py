@@ -13,6 +13,8 @@ import asyncio
 import socket
 from typing import Any
 
+import pytest
+
 from runtime.calls import Target
 from runtime.engine import Engine
 from runtime.lines import LineConfig
@@ -186,6 +188,72 @@ def test_a_phone_behind_nat_still_talks_both_ways(run: Any) -> None:
         assert count == 0
         await relay.close()
         for p in (caller, callee, attacker):
+            p.close()
+
+    run(scenario())
+
+
+def test_packets_forged_from_the_phones_host_before_its_first_packet_do_not_keep_its_leg(
+        run: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    # attack 1c: in-order packets from the caller's IP (another port) while the callee rings; the worst
+    # case, where the forger streamed long enough to lock (its second of probation taken away here)
+    monkeypatch.setattr("runtime.media.latch.WEAK_PROBATION", 0.0)
+
+    async def scenario() -> None:
+        relay = MediaRelay(HOST, free_range(100))
+        session = await relay.allocate("forged-phone")
+        caller, callee = await phone(), await phone()
+        spoofer = await phone(caller.addr[0])  # what a forged source address looks like on loopback
+        session.set_remote(0, caller.addr)  # the INVITE's SDP
+        session.expect(0, caller.addr[0])  # the INVITE's source: the same host
+        for _ in range(3):  # no callee address yet: dropped, but they pass probation
+            spoofer.send(rtp(spoofer.seq, ssrc=0xBAD00000, payload=b"INJECTED"), session.legs[0].local_port)
+            spoofer.seq += 1
+        await settle(lambda: session.legs[0].locked)
+        session.set_remote(1, callee.addr)  # the callee answers
+        session.expect(1, callee.addr[0])
+        caller.talk(b"caller audio", session.legs[0].local_port)  # from the address its SDP names: retaken
+        assert b"INJECTED" not in (await callee.receive())[0]
+        refused = session.strangers[0]
+        for _ in range(10):  # the forger goes on
+            spoofer.send(rtp(spoofer.seq, ssrc=0xBAD00000, payload=b"INJECTED"), session.legs[0].local_port)
+            spoofer.seq += 1
+        await settle(lambda: session.strangers[0] == refused + 10)
+        await converse(caller, callee, session, 10)
+        assert session.legs[0].remote == caller.addr
+        count = leaked(spoofer, caller, callee)
+        print(f"audio packets leaked: {count}; callee heard the phone {session.packets[0]} packets")
+        assert count == 0
+        await relay.close()
+        for p in (caller, callee, spoofer):
+            p.close()
+
+    run(scenario())
+
+
+def test_packets_forged_from_the_providers_host_never_reach_the_phone(run: Any) -> None:
+    # attack 1e: forged from the provider's IP (another port) as its answer names its media address
+    async def scenario() -> None:
+        relay = MediaRelay(HOST, free_range(100))
+        session = await relay.allocate("forged-provider")
+        caller, provider = await phone(), await phone()
+        spoofer = await phone(provider.addr[0])
+        session.set_remote(0, caller.addr)
+        session.expect(0, caller.addr[0])
+        session.set_remote(1, provider.addr)  # the provider's answer; a LINE leg expects no host
+        injected = 0
+        for _ in range(3 * SPRAY):
+            spoofer.send(rtp(spoofer.seq, ssrc=0xBAD00001, payload=b"INJECTED"), session.legs[1].local_port)
+            spoofer.seq += 1
+            injected += 1
+        await settle(lambda: session.strangers[1] == injected)
+        await converse(caller, provider, session, 10)
+        assert session.legs[1].remote == provider.addr
+        count = leaked(spoofer, caller, provider)
+        print(f"injected: {count} (the spoofer sent {injected} from the provider's IP)")
+        assert count == 0
+        await relay.close()
+        for p in (caller, provider, spoofer):
             p.close()
 
     run(scenario())
