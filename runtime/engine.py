@@ -304,7 +304,11 @@ class Engine:
         elif isinstance(event, TransactionTimeout):
             txn = event.transaction
             if isinstance(txn, ClientTransaction) and txn.user_data is not None:
-                txn.user_data.on_timeout(txn)  # type: ignore[attr-defined]
+                owner = txn.user_data
+                if event.transport_error and hasattr(owner, "on_unreachable"):
+                    owner.on_unreachable(txn)  # RFC 3261 8.1.3.1: a 503, not a 408 after the timeout
+                else:
+                    owner.on_timeout(txn)  # type: ignore[attr-defined]
         elif isinstance(event, MessageDiscarded):
             log.info("event=message_refused source=%s:%s code=%s reason=%s", event.source[0], event.source[1],
                      event.answered or "dropped", _q(event.reason))

@@ -22,7 +22,7 @@ from typing import Any, Protocol
 from ..events import EventBus
 from ..media.base import MediaBackend, MediaError, MediaSession
 from ..media.prompts import PromptCache
-from ..sip.message import Request, Response
+from ..sip.message import Request, Response, create_response
 from ..sip.transaction import ClientTransaction, ServerTransaction, TransactionLayer
 from .io import (
     AcceptIn,
@@ -245,6 +245,13 @@ class _Owner:
 
     def on_timeout(self, txn: ClientTransaction) -> None:
         self.runner.response(self.call_id, self.tag, None)
+
+    def on_unreachable(self, txn: ClientTransaction) -> None:
+        """The destination cannot be reached (ICMP unreachable, connection refused): RFC 3261 8.1.3.1
+        treats it as a 503, so a phone that is gone fails its fork at once, as busy would, and the
+        rule's `otherwise` runs instead of the caller hearing a dead ring until the timeout."""
+        reply = create_response(txn.request, 503, "Service Unavailable (unreachable)")
+        self.runner.response(self.call_id, self.tag, reply)
 
 
 COMPACT_AT = 4096  # heap entries before stale ones are worth dropping (see CallRunner._compact)

@@ -104,12 +104,15 @@ class ResponseReceived(Event):
 
 
 class TransactionTimeout(Event):
-    """Timer B or F fired (no final response: act as on 408), or H (the ACK never came)."""
+    """Timer B or F fired (no final response: act as on 408), or H (the ACK never came); or, with
+    `transport_error`, the destination could not be reached at all (ICMP unreachable, a refused or
+    broken connection), which RFC 3261 8.1.3.1 says to treat as a 503."""
 
-    __slots__ = ("transaction",)
+    __slots__ = ("transaction", "transport_error")
 
-    def __init__(self, transaction: Transaction) -> None:
+    def __init__(self, transaction: Transaction, transport_error: bool = False) -> None:
         self.transaction = transaction
+        self.transport_error = transport_error
 
 
 class MessageDiscarded(Event):
@@ -460,7 +463,7 @@ class TransactionLayer:
                 self._set_timer(txn, "A" if txn.method == "INVITE" else "E", now, self.t1)
                 continue
             self.terminate(txn)
-            self._events.append(TransactionTimeout(txn))
+            self._events.append(TransactionTimeout(txn, transport_error=True))
 
     def find_invite(self, cancel: Request) -> ServerTransaction | None:
         """The INVITE server transaction a CANCEL refers to (RFC 3261 9.2)."""
