@@ -432,10 +432,6 @@ class SipEndpoint:
         Unknown connections are ignored."""
         self._unproven.pop((transport, peer), None)
 
-    def is_proven(self, transport: str, peer: Address) -> bool:
-        """False while the inbound connection from ``peer`` has carried no accepted request."""
-        return (transport, peer) not in self._unproven
-
     def connection_closed(self, peer: Address, inbound: bool, transport: str = "") -> None:
         """A connection counted by ``connection_opened`` is gone."""
         self._open_total -= 1

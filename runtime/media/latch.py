@@ -19,11 +19,14 @@ probation, then locks:
   private address: the peer is behind NAT), when the SDP's host on any port is taken as above.
   Every other source is a stranger: dropped and counted, never relayed, never latched. Before
   either is known (the callee still rings), every packet is a stranger's.
-- **Probation.** Valid RTP from an acceptable source is relayed; ``probation`` consecutive
-  in-order packets (sequence + 1) of one SSRC from one source address lock the socket on that
-  address (a weaker source only; the exact SDP address needs no probation). RTCP follows the same
-  rule with the sender SSRC and no sequence numbers (it has none). The other leg's packets are
-  sent to the SDP address until then.
+- **Probation** (weaker sources only; the exact SDP address needs none). ``probation``
+  consecutive in-order packets (sequence + 1) of one SSRC from one source address lock the socket
+  on that address. Beside a private SDP address (NAT) the packets are relayed meanwhile; beside a
+  usable one the stream must also last ``WEAK_PROBATION`` seconds and is relayed only from its lock,
+  and the other leg's packets still go to the SDP address (``dest``) until the exact address
+  speaks: a forger who locked from the phone's host hears nothing. RTCP follows the same rule with
+  the sender SSRC and no sequence numbers (it has none). The other leg's packets are sent to the
+  SDP address until a lock.
 - **Locked.** Only the locked address passes (whatever its SSRC: a phone may restart its stream);
   everyone else is a stranger. A new SDP address (re-INVITE: the phone moved) unlocks and starts a
   new probation; the same address again (session refresh, hold) changes nothing.
@@ -35,9 +38,9 @@ probation, then locks:
 States and moves (``LatchState``)::
 
     UNKNOWN   --set_sdp_remote / expect-->        PROBATION   (acceptable sources known)
-    PROBATION --probation good packets-->         LOCKED
-    PROBATION --a packet from the exact SDP addr--> LOCKED
-    LOCKED    --the exact SDP addr, in the window--> LOCKED  (re-latch from a weaker source)
+    PROBATION --probation good packets-->         LOCKED      (a weaker source)
+    PROBATION --a packet from the exact SDP addr-> LOCKED
+    LOCKED    --the exact SDP addr, in window-->  LOCKED      (re-latch from a weaker source)
     PROBATION --set_sdp_remote / expect-->        PROBATION   (the acceptable sources change)
     LOCKED    --set_sdp_remote (a new address)--> PROBATION   (the phone moved)
     LOCKED    --expect-->                         LOCKED      (one more acceptable host; no relock)
@@ -129,9 +132,10 @@ def _rtcp_sender(data: bytes) -> int | None:
 
 
 class Latch:
-    """The rule's state for one socket (a leg's RTP or its RTCP). ``remote`` is where the other
-    leg's packets are sent (the locked source, else the SDP address, else None) and ``locked``
-    mirrors ``state is LOCKED``, both read on the hot path without a call."""
+    """The rule's state for one socket (a leg's RTP or its RTCP). ``remote`` is the locked source
+    (else the SDP address, else None), ``dest`` where the other leg's packets are sent (``remote``,
+    but the SDP address while locked on a weaker source beside a usable one: ``_aim``), and
+    ``locked`` mirrors ``state is LOCKED``, all read on the hot path without a call."""
 
     __slots__ = (
         "rtcp", "probation", "state", "locked", "remote", "sdp_remote", "hosts", "expected",
