@@ -279,9 +279,18 @@ class Compiler:
         if value is None or value.strip().lower() == "off":
             return value
         host, sep, port = value.rpartition(":")
+        st = s["control"]
         if not sep or not host or not port.isdigit() or int(port) > 65535:  # 0: any free port
-            st = s["control"]
             self.r.error(f, st.line, st.col, f'control "{value}" is not HOST:PORT (e.g. "127.0.0.1:5065") or "off"')
+            return value
+        try:
+            address = ipaddress.ip_address(host.strip("[]"))
+        except ValueError:
+            return value  # a name: the server checks where it resolves to when it starts
+        if not address.is_loopback and "control_token" not in s:
+            self.r.error(f, st.line, st.col, f'control "{value}" listens beyond loopback: anyone who reaches it '
+                                             "could read the calls and reload the program; add `control token env "
+                                             'NAME` (or listen on "127.0.0.1:5065")')
         return value
 
     def _limit_count(self, f: str, s: Mapping[str, Setting], kind: str, default: int | None) -> int | None:

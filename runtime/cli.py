@@ -42,7 +42,20 @@ def _range(text: str) -> tuple[int, int]:
     lo, sep, hi = text.partition("-")
     if not sep or not lo.isdigit() or not hi.isdigit() or int(lo) >= int(hi):
         raise argparse.ArgumentTypeError(f"expected LOW-HIGH, e.g. 20000-29999, got {text!r}")
+    if not 1024 <= int(lo) < int(hi) <= 65535:  # as the script's `rtp ports` (ports below 1024 are privileged)
+        raise argparse.ArgumentTypeError(f"expected ports within 1024-65535, e.g. 20000-29999, got {text!r}")
     return int(lo), int(hi)
+
+
+def _ip(text: str) -> str:
+    """--advertise: an IP address (it goes into Via, Contact and SDP, where a name would not do)."""
+    import ipaddress
+
+    try:
+        return str(ipaddress.ip_address(text.strip("[]")))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected an IP address to advertise, e.g. 192.0.2.10, got {text!r}") from None
 
 
 OFF = "off"
@@ -96,7 +109,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--tls-cert", help="PEM certificate (chain) for TLS/WSS listeners (default: the script's)")
     run.add_argument("--tls-key", help="PEM private key for TLS/WSS listeners (default: the script's)")
     run.add_argument("--tls-ca", help="CA bundle to verify providers reached over TLS (default: the system's)")
-    run.add_argument("--advertise", help="address to put in Via, Contact and SDP (default: the listen address)")
+    run.add_argument("--advertise", type=_ip,
+                     help="IP address to put in Via, Contact and SDP (default: the listen address)")
     run.add_argument("--rtp-ports", type=_range, help="RTP port range LOW-HIGH (default: the script's, or 20000-29999)")
     run.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     run.add_argument("--location-db", metavar="FILE",
@@ -601,7 +615,7 @@ def _tls_contexts(cert: str | None, key: str | None, ca: str | None,
     server_ctx = None
     if any(s.transport in ("tls", "wss") for s in specs):
         if not cert:
-            raise ValueError("a tls or wss listener needs `tls cert` and `tls key` in the server block "
+            raise ValueError("a tls or wss listener needs `tls certificate` and `tls key` in the server block "
                              "(or --tls-cert/--tls-key)")
         server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         server_ctx.minimum_version = ssl.TLSVersion.TLSv1_2

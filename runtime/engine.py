@@ -735,11 +735,17 @@ class Engine:
     def port_for(self, transport: str) -> int:
         return self.ports.get(transport, self.port)
 
+    @property
+    def advertise_host(self) -> str:
+        """The advertised address as a host in a Via or URI: an IPv6 address in brackets (RFC 3261 25.1)."""
+        host = self.advertise
+        return f"[{host}]" if ":" in host and not host.startswith("[") else host
+
     def via(self, transport: str = "udp") -> str:
-        return f"SIP/2.0/{transport.upper()} {self.advertise}:{self.port_for(transport)};rport"
+        return f"SIP/2.0/{transport.upper()} {self.advertise_host}:{self.port_for(transport)};rport"
 
     def contact_uri(self, user: str, transport: str = "udp") -> str:
-        uri = f"sip:{user}@{self.advertise}:{self.port_for(transport)}"
+        uri = f"sip:{user}@{self.advertise_host}:{self.port_for(transport)}"
         return uri if transport == "udp" else f"{uri};transport={transport}"
 
     def contact(self, transport: str = "udp") -> str:

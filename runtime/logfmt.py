@@ -51,7 +51,7 @@ class LogfmtFormatter(logging.Formatter):
         return " ".join(parts)
 
 
-_PAIR = re.compile(r'\s*([A-Za-z_][\w.\-]*)=("(?:[^"\\]|\\.)*"(?=\s|$)|\S*)')
+_PAIR = re.compile(r'\s*([A-Za-z_][\w.\-+~]*)=("(?:[^"\\]|\\.)*"(?=\s|$)|\S*)')
 _WORD = re.compile(r"\s*(\S+)")
 
 

@@ -63,6 +63,8 @@ class ControlAddress:
 def parse_address(text: str) -> ControlAddress:
     """HOST:PORT, :PORT or PORT (host 127.0.0.1); raises ValueError naming the expected form."""
     text = text.strip()
+    if "://" in text:  # the page's URL pasted as the address: http://127.0.0.1:5065/ is 127.0.0.1:5065
+        text = text.split("://", 1)[1].split("/", 1)[0].rpartition("@")[2]
     if text.isdigit():
         host, port = DEFAULT_HOST, text
     else:

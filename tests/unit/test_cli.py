@@ -84,3 +84,30 @@ def test_fmt_is_idempotent_on_the_example() -> None:
     once = callflow("fmt", str(OFFICE)).stdout
     assert once.strip()
     assert "accept to line itsp1" in once
+
+
+def test_run_refuses_rtp_ports_outside_1024_65535_as_the_script_does() -> None:
+    result = callflow("run", "flows/office.flow", "--rtp-ports", "0-10")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "1024-65535" in result.stderr
+
+
+def test_run_refuses_an_advertised_address_that_is_not_an_ip() -> None:
+    result = callflow("run", "flows/office.flow", "--advertise", "nonsense")
+    assert result.returncode == 2 and "Traceback" not in result.stderr and "IP address" in result.stderr
+
+
+def test_an_ipv6_advertised_address_is_bracketed_in_via_and_contact() -> None:
+    from runtime.engine import Engine
+    from runtime.transport import ListenSpec
+
+    engine = Engine(listen=[ListenSpec("udp", "::1", 5060)], advertise="::1", admission_control=False)
+    assert engine.via() == "SIP/2.0/UDP [::1]:5060;rport"
+    assert engine.contact() == "<sip:callflow@[::1]:5060>"
+
+
+def test_the_control_address_may_be_given_as_the_pages_url() -> None:
+    from runtime.control import parse_address
+
+    address = parse_address("http://127.0.0.1:5065/")
+    assert (address.host, address.port) == ("127.0.0.1", 5065)

@@ -395,15 +395,28 @@ def test_run_says_clearly_when_the_chosen_control_port_is_taken() -> None:
 
 
 def test_the_scripts_server_block_chooses_the_control_address(tmp_path: Path) -> None:
-    """`server { control "HOST:PORT" }` applies when the command line gives none: a public address
-    from the script is refused without a token just as one from --control is."""
+    """`server { control "HOST:PORT" }` applies when the command line gives none: an address the
+    operator chose must work, so a taken one stops the server with a clear message naming it."""
+    import socket
+
     (tmp_path / "script").mkdir()
     flow = tmp_path / "script" / "office.flow"
-    flow.write_text('server {\n    control "0.0.0.0:0"\n}\n' + (ROOT / "flows" / "office.flow").read_text())
-    result = callflow("run", str(flow), "--listen", "127.0.0.1:0", "--rtp-ports", "36740-36749",
-                      "--state-dir", str(tmp_path / "state"))
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        office = (ROOT / "flows" / "office.flow").read_text()
+        flow.write_text(f'server {{\n    control "127.0.0.1:{port}"\n}}\n' + office)
+        result = callflow("run", str(flow), "--listen", "127.0.0.1:0", "--rtp-ports", "36740-36749",
+                          "--state-dir", str(tmp_path / "state"))
     assert result.returncode == 1 and "Traceback" not in result.stderr
-    assert "0.0.0.0" in result.stderr and "--control-token" in result.stderr
+    assert f"control endpoint: cannot listen on 127.0.0.1:{port}" in result.stderr
+
+
+def test_a_control_address_beyond_loopback_without_a_token_is_a_compile_error() -> None:
+    with pytest.raises(FlowError, match=r'office.flow:2:5: .*listens beyond loopback.*control token'):
+        compile_source('server {\n    control "0.0.0.0:5065"\n}\n', "office.flow")
+    compile_source('server {\n    control "0.0.0.0:5065"\n    control token "a-long-secret-token"\n}\n', "office.flow")
 
 
 def test_a_control_setting_that_is_not_an_address_is_a_compile_error() -> None:

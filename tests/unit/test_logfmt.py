@@ -75,3 +75,8 @@ def test_values_with_spaces_are_quoted_even_when_the_message_did_not() -> None:
 def test_already_quoted_values_are_kept() -> None:
     line = record('event=overload lag_ms=3 action="new calls get 503"')
     assert line.endswith('event=overload lag_ms=3 action="new calls get 503"')
+
+
+def test_field_names_with_plus_and_tilde_stay_fields_of_their_own() -> None:
+    line = record('event=reloaded reason=change version=abc compile_ms=9 users+=bob lines~=itsp1 diagnostics="a b"')
+    assert " compile_ms=9 users+=bob lines~=itsp1 " in line
