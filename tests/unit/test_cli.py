@@ -101,9 +101,15 @@ def test_an_ipv6_advertised_address_is_bracketed_in_via_and_contact() -> None:
     from runtime.engine import Engine
     from runtime.transport import ListenSpec
 
-    engine = Engine(listen=[ListenSpec("udp", "::1", 5060)], advertise="::1", admission_control=False)
-    assert engine.via() == "SIP/2.0/UDP [::1]:5060;rport"
-    assert engine.contact() == "<sip:callflow@[::1]:5060>"
+    import asyncio
+
+    async def build() -> tuple[str, str]:
+        engine = Engine(listen=[ListenSpec("udp", "::1", 5060)], advertise="::1", admission_control=False)
+        return engine.via(), engine.contact()
+
+    via, contact = asyncio.run(build())
+    assert via == "SIP/2.0/UDP [::1]:5060;rport"
+    assert contact == "<sip:callflow@[::1]:5060>"
 
 
 def test_the_control_address_may_be_given_as_the_pages_url() -> None:
