@@ -98,10 +98,10 @@ def test_run_refuses_an_advertised_address_that_is_not_an_ip() -> None:
 
 
 def test_an_ipv6_advertised_address_is_bracketed_in_via_and_contact() -> None:
+    import asyncio
+
     from runtime.engine import Engine
     from runtime.transport import ListenSpec
-
-    import asyncio
 
     async def build() -> tuple[str, str]:
         engine = Engine(listen=[ListenSpec("udp", "::1", 5060)], advertise="::1", admission_control=False)
