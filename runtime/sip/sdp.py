@@ -10,7 +10,7 @@ understand (codecs, fmtp, crypto, direction for hold).
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 
@@ -378,20 +378,34 @@ def keep_formats(body: bytes, stream: int, keep: set[int]) -> bytes:
     """``body`` with stream ``stream`` offering only the payload types in ``keep`` (their rtpmap and
     fmtp lines too): after we answered the caller ourselves, the leg we dial must not pick a codec
     the caller was not told about."""
-    lines = _split_lines(body)
+    def decide(index: int, formats: list[str]) -> tuple[list[str], set[int]] | None:
+        if index != stream:
+            return None
+        return [f for f in formats if f.isdigit() and int(f) in keep] or formats, keep
+
+    return _narrow_streams(body, decide)
+
+
+def _narrow_streams(body: bytes,
+                    decide: Callable[[int, list[str]], tuple[list[str], set[int]] | None]) -> bytes:
+    """``body`` with each m= line's formats replaced as ``decide(stream index, formats)`` says, and
+    that stream's rtpmap and fmtp lines kept only for the payload types it allows; None leaves a
+    stream as it is. The lines are rewritten in place, so whatever else the SDP says is kept."""
     out: list[str] = []
     index = -1
-    for line in lines:
+    allowed: set[int] | None = None
+    for line in _split_lines(body):
         if line.startswith("m="):
             index += 1
-            if index == stream:
-                fields = line[2:].split()
-                kept = [f for f in fields[3:] if f.isdigit() and int(f) in keep]
-                if kept:
-                    line = "m=" + " ".join(fields[:3] + kept)
-        elif index == stream and (line.startswith("a=rtpmap:") or line.startswith("a=fmtp:")):
+            fields = line[2:].split()
+            decided = decide(index, fields[3:])
+            allowed = None
+            if decided is not None:
+                formats, allowed = decided
+                line = "m=" + " ".join(fields[:3] + formats)
+        elif allowed is not None and (line.startswith("a=rtpmap:") or line.startswith("a=fmtp:")):
             pt = line.partition(":")[2].split(None, 1)[0]
-            if pt.isdigit() and int(pt) not in keep:
+            if pt.isdigit() and int(pt) not in allowed:
                 continue
         out.append(line)
     return ("\r\n".join(out) + "\r\n").encode("utf-8", "surrogateescape")
@@ -430,21 +444,12 @@ def prefer_codecs(body: bytes, names: Sequence[str]) -> bytes | None:
         if not codecs:
             return None
         keep[index] = [pt for _, pt in sorted(codecs)] + events
-    lines = _split_lines(body)
-    out: list[str] = []
-    index = -1
-    for line in lines:
-        if line.startswith("m="):
-            index += 1
-            if index in keep:
-                fields = line[2:].split()
-                line = "m=" + " ".join(fields[:3] + [str(pt) for pt in keep[index]])
-        elif index in keep and (line.startswith("a=rtpmap:") or line.startswith("a=fmtp:")):
-            pt = line.partition(":")[2].split(None, 1)[0]
-            if pt.isdigit() and int(pt) not in keep[index]:
-                continue
-        out.append(line)
-    return ("\r\n".join(out) + "\r\n").encode("utf-8", "surrogateescape")
+    def decide(index: int, formats: list[str]) -> tuple[list[str], set[int]] | None:
+        if index not in keep:
+            return None
+        return [str(pt) for pt in keep[index]], set(keep[index])
+
+    return _narrow_streams(body, decide)
 
 
 def _rtpmap_names(m: MediaDescription) -> dict[int, str]:
