@@ -10,9 +10,7 @@ whoever set `router` (the dialplan).
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import logging
-import re
 import ssl
 import time
 from collections import deque
@@ -20,9 +18,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 from .calls import CallMachine, CallRunner, CallSession, CallState, Channel, Failure, Leg, Target
+from .calls.forks import ALLOW, ForkBuilder
 from .chat import ChatRelay
 from .events import EventBus
 from .lines import LineClient, LineConfig
+from .lines.trust import LineTrust
 from .media.base import MediaBackend
 from .media.prompts import PromptCache
 from .media.relay import MediaRelay
@@ -30,8 +30,7 @@ from .registrar import LocationStore, Registrar
 from .security.auth import Authenticator, AuthOutcome
 from .security.flood import FloodGuard
 from .sip.errors import SipError
-from .sip.message import Headers, Refusal, Request, Response, check_request, create_response
-from .sip.sdp import SdpError, prefer_codecs
+from .sip.message import Refusal, Request, Response, check_request, create_response
 from .sip.transaction import (
     Address,
     ClientTransaction,
@@ -42,16 +41,14 @@ from .sip.transaction import (
     ServerTransaction,
     TransactionLayer,
     TransactionTimeout,
-    new_branch,
     new_tag,
     token_hex,
 )
-from .sip.uri import escape_user, has_control, unescape
+from .sip.uri import has_control, unescape
 from .transport import ListenSpec, SipEndpoint
 
 log = logging.getLogger("callflow.engine")
 
-ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, REGISTER, UPDATE, INFO, MESSAGE, NOTIFY, REFER"
 LAG_PROBE = 0.1        # seconds between event-loop lag probes
 OVERLOAD_LAG = 0.3     # a timer this late means the loop is saturated: shed new calls
 CPU_WINDOW = 1.0       # seconds of process CPU time looked at
@@ -128,12 +125,9 @@ class Engine:
         self.transfer_router: Callable[[CallMachine, str, str], tuple[list[Target], Failure | None]] = \
             lambda call, user, target: ([], Failure(404, "Not Found (no routing)"))
         self._line_starts: set[asyncio.Task] = set()
-        self._line_by_address: dict[Address, LineClient] = {}
         self._leaving_lines: set[LineClient] = set()
-        self._trusted_networks: list[tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, LineClient]] = []
-        self._trusted_seen: dict[str, LineClient | None] = {}  # source IP -> its line by network, cached
-        self._provider_ips: set[str] = set()
-        self._line_by_ip: dict[str, LineClient] = {}
+        self.trust = LineTrust()  # which sources are a line's provider (no auth, no flood guard)
+        self.forks = ForkBuilder(self)  # the INVITEs that ring a call's target
         self.overloaded = False
         self._late = False
         self._pressed = False
@@ -408,7 +402,7 @@ class Engine:
         if self.max_calls is not None and len(self.calls) >= self.max_calls:
             self.respond(txn, 503, "Service Unavailable (call limit of the server reached)", [("Retry-After", "5")])
             return
-        line = self.line_for_source(txn.peer, txn.transport)
+        line = self.trust.line_for_source(txn.peer, txn.transport)
         if line is not None:
             peer_type, peer_name = "LINE", line.config.name
             account = None
@@ -463,7 +457,7 @@ class Engine:
             self.respond(txn, 503, "Service Unavailable (overloaded)", [("Retry-After", "2")])
             return
         req = txn.request
-        line = self.line_for_source(txn.peer, txn.transport)
+        line = self.trust.line_for_source(txn.peer, txn.transport)
         if line is not None:
             sender = unescape(req.from_.uri.user or "")
             if has_control(sender) or has_control(self.dialled_number(req, "LINE", line.config.name)):
@@ -496,16 +490,9 @@ class Engine:
         return sum(1 for c in self.calls.values() if c.machine is not besides and _on_line(c.machine, name))
 
     def _admit(self, ip: str, data: bytes, now: float, port: int | None = None, transport: str = "udp") -> bool:
-        """The flood and scanner guard, except for what a line trusts: its provider's exact address
-        (a busy trunk is not a flood), the networks its `trust` names, and a stream connection from
-        the provider's IP on the line's own transport (a TCP peer cannot spoof its address). A UDP
-        packet from the provider's IP but another port is guarded like anyone's: it may be spoofed."""
-        if port is not None and self.line_for_source((ip, port), transport) is not None:
+        """The flood and scanner guard, except for what a line trusts (LineTrust.admits)."""
+        if self.trust.admits(ip, port, transport):
             return True
-        if transport != "udp" and ip in self._provider_ips:
-            line = self._line_by_ip.get(ip)
-            if line is not None and line.config.transport == transport:
-                return True
         ok, attack = self.guard.admit(ip, data, now)
         if attack is not None:
             action = f"ignored {int(self.guard.block)}s" if attack == "flood" else "dropped, no answer"
@@ -513,69 +500,12 @@ class Engine:
         return ok
 
     def index_lines(self) -> None:
-        """Rebuild the provider-address index (lines added, removed or resolved): every datagram is
-        checked against it, so that check must be a dict lookup, not a scan of the lines."""
-        self._line_by_address = {line.address: line for line in self.lines.values() if line.address is not None}
-        self._trusted_networks = [(ipaddress.ip_network(text, strict=False), line)
-                                  for line in self.lines.values() for text in line.config.trust]
-        self._trusted_seen = {}
-        self._provider_ips = {address[0] for address in self._line_by_address}
-        self._line_by_ip = {address[0]: line for address, line in self._line_by_address.items()}
-
-    def line_for_source(self, source: Address, transport: str = "udp") -> LineClient | None:
-        """A request is from a line when it comes from that provider's address, IP and port, or from
-        an address the line's `trust` names (any port), over the transport the line is configured
-        for (udp, tcp or tls).
-
-        Matching the server's IP alone would let anything else on the provider's host (or a phone
-        behind the same NAT) pass as the provider, skipping authentication: a toll-fraud hole. So
-        other addresses count only where the operator listed them; and a TCP connection from the
-        provider's address is not the provider unless the line is configured for TCP (issue 9).
-        """
-        line = self._line_by_address.get(source)
-        if line is None:
-            line = self._trusted_line(source[0])
-        if line is not None and line.config.transport != transport.lower():
-            return None
-        return line
-
-    def _trusted_line(self, ip: str) -> LineClient | None:
-        """The line whose `trust` holds `ip` (an address is a network of one); cached, as the flood
-        guard asks per datagram."""
-        if not self._trusted_networks:
-            return None
-        seen = self._trusted_seen
-        if ip in seen:
-            return seen[ip]
-        found = None
-        try:
-            address = ipaddress.ip_address(ip.partition("%")[0])
-        except ValueError:
-            address = None
-        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-            address = address.ipv4_mapped
-        if address is not None:
-            for network, line in self._trusted_networks:
-                if address.version == network.version and address in network:
-                    found = line
-                    break
-        if len(seen) >= 4096:
-            seen.clear()
-        seen[ip] = found
-        return found
+        """Lines added, removed or resolved: rebuild the provider-address index (LineTrust.index)."""
+        self.trust.index(self.lines.values())
 
     def dialled_number(self, invite: Request, peer_type: str, peer_name: str | None) -> str:
-        user = invite.request_uri.user or ""
-        if peer_type == "LINE" and peer_name in self.lines:
-            line = self.lines[peer_name]
-            # a provider sends the call to the contact we registered; the number is in To, and when
-            # To names the account too, a line with one number was called on that number
-            if not user or user == line.config.username:
-                to = unescape(invite.to.uri.user or user)
-                if (not to or to == line.config.username) and len(line.config.numbers) == 1:
-                    return line.config.numbers[0]
-                return to
-        return unescape(user)
+        """The number a new INVITE or MESSAGE dials (ForkBuilder.dialled_number)."""
+        return self.forks.dialled_number(invite, peer_type, peer_name)
 
     def _stray_2xx(self, resp: Response, source: Address) -> None:
         """A 2xx for an INVITE of ours outside its transaction: a retransmission (our ACK was lost)
@@ -585,6 +515,11 @@ class Engine:
             entry[0].stray_2xx(resp)
 
     # ---- what call sessions use ---------------------------------------------------------------------
+    def build_forks(self, call: CallMachine, target: Target, offer: bytes,
+                    now: float) -> tuple[list[Leg], Failure | None]:
+        """The INVITEs that ring `target` for `call` (CallEnv.build_forks; ForkBuilder builds them)."""
+        return self.forks.build_forks(call, target, offer, now)
+
     def route(self, call: CallSession) -> None:
         """Hand a new call to whoever set `router` (the dialplan); a router that raises refuses it."""
         try:
@@ -608,106 +543,6 @@ class Engine:
         if entry is None or entry[0].machine is call:
             return None, Failure(481, "Call/Transaction Does Not Exist (Replaces names no other call)")
         return self.call_runner.hand_over(entry[0], entry[1], user, remote_tag)
-
-    def build_forks(self, call: CallMachine, target: Target, offer: bytes,
-                    now: float) -> tuple[list[Leg], Failure | None]:
-        """The INVITEs that ring `target` for `call` (CallEnv.build_forks)."""
-        if target.kind == "USER":
-            return self._forks_to_user(call, target, offer, now)
-        return self._fork_to_line(call, target, offer)
-
-    def _forks_to_user(self, call: CallMachine, target: Target, offer: bytes,
-                       now: float) -> tuple[list[Leg], Failure | None]:
-        if target.name not in self.users:
-            return [], Failure(404, f"Not Found (no user {target.name})")
-        account = self.users[target.name]
-        if account.max_calls is not None and self.calls_of_user(target.name, call) >= account.max_calls:
-            return [], Failure(486, f"Busy Here ({target.name} has reached its call limit)")
-        bindings = self.registrar.lookup(target.name, now)
-        if not bindings:
-            return [], Failure(480, f"Temporarily Unavailable ({target.name} is not registered)")
-        caller = call.caller_id_override or call.caller_id
-        display = call.caller_name
-        legs = []
-        for binding in bindings:
-            h = self._invite_headers(call, from_uri=f"sip:{escape_user(caller)}@{self.advertise}", display=display,
-                                     to_uri=f"sip:{escape_user(target.number or target.name)}@{self.advertise}",
-                                     transport=binding.transport)
-            invite = Request("INVITE", binding.contact, h)
-            if offer:
-                invite.set_body(offer, "application/sdp")
-            else:
-                invite.headers.add("Content-Length", "0")
-            legs.append(Leg.fork(target, binding.source, invite, None, binding.transport))
-        return legs, None
-
-    def _fork_to_line(self, call: CallMachine, target: Target, offer: bytes) -> tuple[list[Leg], Failure | None]:
-        line = self.lines.get(target.name)
-        if line is None:
-            return [], Failure(404, f"Not Found (no line {target.name})")
-        if line.address is None or not line.carries_calls:
-            return [], Failure(503, f"Service Unavailable (line {target.name} is not registered)")
-        limit = self.line_max_calls.get(target.name)
-        if limit is not None and self.calls_of_line(target.name, call) >= limit:
-            return [], Failure(503, f"Service Unavailable (line {target.name} call limit reached)")
-        cfg = line.config
-        number = escape_user(target.number or call.dialled)  # RFC 3261 25.1: never a raw CR LF in a URI
-        host = cfg.server_host
-        hostport = host if cfg.server_port == 5060 else f"{host}:{cfg.server_port}"
-        h = self._invite_headers(call, from_uri=f"sip:{escape_user(cfg.username)}@{host}", display=cfg.display,
-                                 to_uri=f"sip:{number}@{host}", transport=cfg.transport)
-        # the number shown: the rule's `set caller-id`, the line's `caller-id`, the user's, else the
-        # line's first number (a DID of ours the provider will accept as the caller)
-        caller_id = call.caller_id_override or cfg.caller_id or (
-            self.users[call.peer_name].caller_id if call.peer_type == "USER" and call.peer_name in self.users
-            else None) or (cfg.numbers[0] if cfg.numbers else None)
-        if offer and cfg.codecs:
-            try:
-                narrowed = prefer_codecs(offer, cfg.codecs)
-            except SdpError:
-                narrowed = offer  # the caller's SDP was already anchored: our own rewrite reads it
-            if narrowed is None:
-                return [], Failure(488, f"Not Acceptable Here (the caller offers none of line {target.name}'s "
-                                        f"codecs: {', '.join(cfg.codecs)})")
-            offer = narrowed
-        if caller_id:
-            h.add("P-Asserted-Identity", f"<sip:{escape_user(caller_id)}@{host}>")
-        if cfg.outbound_proxy:
-            # the INVITE goes to the proxy (line.address) and names it as a loose route (RFC 3261
-            # 8.1.2), the provider staying in the Request-URI, as the line's REGISTERs do
-            h.add("Route", f"<sip:{cfg.outbound_proxy};lr>")
-        ruri = f"sip:{number}@{hostport}" + ("" if cfg.transport == "udp" else f";transport={cfg.transport}")
-        invite = Request("INVITE", ruri, h)
-        if offer:
-            invite.set_body(offer, "application/sdp")
-        else:
-            invite.headers.add("Content-Length", "0")
-        auth = line.auth.__class__(cfg.auth_username or cfg.username, cfg.password)
-        return [Leg.fork(target, line.address, invite, auth, cfg.transport)], None
-
-    def _invite_headers(self, call: CallMachine, *, from_uri: str, display: str | None, to_uri: str,
-                        transport: str) -> Headers:
-        h = Headers()
-        h.add("Via", f"{self.via(transport)};branch={new_branch()}")
-        mf = call.invite.headers.get("max-forwards")
-        hops = int(mf) - 1 if mf and mf.strip().isdigit() else 70
-        h.add("Max-Forwards", str(max(0, min(hops, 70))))
-        name = f'"{_escape_display(display)}" ' if display else ""
-        h.add("From", f"{name}<{from_uri}>;tag={new_tag()}")
-        h.add("To", f"<{to_uri}>")
-        h.add("Call-ID", f"{call.id}-{new_tag()}@callflow")
-        h.add("CSeq", "1 INVITE")
-        h.add("Contact", self.contact(transport))
-        h.add("Allow", ALLOW)
-        if self.user_agent:
-            h.add("User-Agent", self.user_agent)
-        for name_, value in call.extra_headers:
-            if has_control(value):  # a rule's `set header` rendered from a caller's value: one line only
-                log.warning("call %s: the value of header %s held control characters, sent as spaces: %s",
-                            call.id, name_, _q(value))
-                value = _CONTROL_RE.sub(" ", value)
-            h.add(name_, value)
-        return h
 
     def send_request(self, req: Request, destination: Address, owner: object,
                      transport: str = "udp") -> ClientTransaction:
@@ -786,15 +621,6 @@ def _advertise_for(host: str) -> str:
             return s.getsockname()[0]
     except OSError:
         return "127.0.0.1"
-
-
-def _escape_display(text: str) -> str:
-    """A quoted-string display name (RFC 3261 25.1): quotes and backslashes escaped, control
-    characters (which no quoted-pair may carry across a line) replaced by spaces."""
-    return _CONTROL_RE.sub(" ", text.replace("\\", "\\\\").replace('"', '\\"'))
-
-
-_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
 
 
 def _q(text: str) -> str:

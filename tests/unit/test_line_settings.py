@@ -42,7 +42,7 @@ def fork(config: LineConfig, offer: bytes, caller_id: str | None = None) -> tupl
         call = SimpleNamespace(id="c1", invite=invite, dialled="+15557654321", caller_id_override=caller_id,
                                peer_type="LINE", peer_name="other", caller_name=None, extra_headers=[])
         try:
-            return engine._fork_to_line(call, Target("LINE", config.name), offer)  # type: ignore[arg-type]
+            return engine.forks._fork_to_line(call, Target("LINE", config.name), offer)  # type: ignore[arg-type]
         finally:
             await engine.stop()
     return asyncio.run(go())

@@ -92,7 +92,7 @@ def test_changing_only_the_trust_list_keeps_the_line_and_its_registration(new_tr
         await engine.start()
         first = engine.add_line(LineConfig("itsp1", "127.0.0.1", 9, register_every=None))
         again = engine.add_line(LineConfig("itsp1", "127.0.0.1", 9, register_every=None, trust=new_trust))
-        found = engine.line_for_source(("127.0.0.2", 40000))
+        found = engine.trust.line_for_source(("127.0.0.2", 40000))
         await engine.stop()
         return first is again and found is first
 
@@ -114,8 +114,8 @@ def test_a_tcp_connection_from_the_providers_address_is_not_a_udp_lines_provider
     async def scenario() -> tuple[object, object]:
         engine = await provider_engine("udp")
         try:
-            return (engine.line_for_source(("127.0.0.5", 5080), "udp"),
-                    engine.line_for_source(("127.0.0.5", 5080), "tcp"))
+            return (engine.trust.line_for_source(("127.0.0.5", 5080), "udp"),
+                    engine.trust.line_for_source(("127.0.0.5", 5080), "tcp"))
         finally:
             await engine.stop()
 
@@ -129,7 +129,7 @@ def test_a_tcp_lines_provider_is_its_own_over_tcp_only() -> None:
         engine = await provider_engine("tcp")
         try:
             provider = ("127.0.0.5", 5080)
-            return engine.line_for_source(provider, "tcp"), engine.line_for_source(provider, "udp")
+            return engine.trust.line_for_source(provider, "tcp"), engine.trust.line_for_source(provider, "udp")
         finally:
             await engine.stop()
 
