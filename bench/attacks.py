@@ -1454,7 +1454,7 @@ def attack_concurrent_calls(workdir: Path, provider: Provider, calls: int) -> No
         bob = Phone(server, "bob", BOB)
         _, final = bob.invite("+15556669999", 5000)
         bob.close()
-        from runtime.dialplan import RING_TIMEOUT
+        from callflow.sdk import RING_TIMEOUT
 
         wait = RING_TIMEOUT + 10.0  # past the default ring timeout an accept without `timeout` gets
         ended = set()

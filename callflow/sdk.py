@@ -43,22 +43,25 @@ from types import MappingProxyType, TracebackType
 from flowlang.events import BY_NAME, EVENTS, EventSpec
 from runtime.calls import CallSession, Channel, Failure, Target
 from runtime.chat import ChatMessage
-from runtime.dialplan import RING_TIMEOUT
-from runtime.engine import Engine
-from runtime.events import EngineEvent
+from runtime.engine import Engine, UserAccount
+from runtime.events import EngineEvent, logfmt_value  # logfmt_value re-exported: quotes a log field
 from runtime.lines import LineConfig
 from runtime.logfmt import setup_logging  # re-exported: the log format `callflow run` writes
 from runtime.registrar import LocationStore
 from runtime.transport import ListenSpec
 
-__all__ = ["CallSession", "Channel", "ChatMessage", "Event", "EventStream", "Failure", "Handler", "SipServer", "Target",
-           "setup_logging"]
+__all__ = ["EVENT_NAMES", "RING_TIMEOUT", "CallSession", "Channel", "ChatMessage", "Event", "EventStream", "Failure",
+           "Handler", "SipServer", "Target", "UserAccount", "logfmt_value", "setup_logging"]
 
 log = logging.getLogger("callflow.sdk")
 
 # the events a program can watch: every event of the engine's bus (flowlang/events.py, bus=True)
 EVENT_NAMES: frozenset[str] = frozenset(e.name for e in EVENTS if e.bus)
 STREAM_SIZE = 10_000  # events an `events()` stream holds unread before it drops its oldest
+# An accept without a timeout gives up after this many seconds of ringing (like RFC 3261 16.6's
+# Timer C, > 3 min): a callee that rings forever (or a flood of calls to a phone nobody answers) must
+# not hold the user's and the line's call slots forever. It fails as a timeout does (408/480).
+RING_TIMEOUT = 180.0
 NOT_YET = "the call layer cannot do this yet (issue 12)"
 _REASONS = {400: "Bad Request", 403: "Forbidden", 404: "Not Found", 408: "Request Timeout",
             480: "Temporarily Unavailable", 486: "Busy Here", 487: "Request Terminated",
@@ -167,14 +170,22 @@ class SipServer:
 
     Create it inside the running event loop (in your `async def main()`); nothing is bound before
     `start()` (or `async with server:`), and users and lines may be added before or after it.
+
+    engine: a runtime.engine.Engine built already, with what these arguments do not cover (TLS
+    contexts, a media backend, a request screen: what `callflow run` builds); the listen, advertise,
+    rtp_ports, realm, user_agent and location_store arguments are then not used. Whoever built it
+    starts and stops it (or calls start() / stop() here).
     """
 
     def __init__(self, *, listen: str | Iterable[str] = "0.0.0.0:5060", advertise: str | None = None,
                  rtp_ports: tuple[int, int] = (20000, 29999), realm: str = "callflow",
-                 user_agent: str | None = None, location_store: LocationStore | None = None) -> None:
-        specs = _listen_specs([listen] if isinstance(listen, str) else list(listen))
-        self.engine = Engine(listen=specs, advertise=advertise, realm=realm, rtp_ports=rtp_ports,
-                             user_agent=user_agent, location_store=location_store)
+                 user_agent: str | None = None, location_store: LocationStore | None = None,
+                 engine: Engine | None = None) -> None:
+        if engine is None:
+            specs = _listen_specs([listen] if isinstance(listen, str) else list(listen))
+            engine = Engine(listen=specs, advertise=advertise, realm=realm, rtp_ports=rtp_ports,
+                            user_agent=user_agent, location_store=location_store)
+        self.engine = engine
         self._handlers: dict[str, list[Handler]] = {}
         self._streams: set[EventStream] = set()
         self._pending_incoming: dict[str, EngineEvent] = {}
@@ -214,14 +225,15 @@ class SipServer:
 
     # ---- users (AddUser / RemoveUser) ----------------------------------------------------------------
     def add_user(self, name: str, password: str, *, caller_id: str | None = None,
-                 max_calls: int | None = None) -> None:
+                 max_calls: int | None = None, legacy_digest: bool = False) -> None:
         """A phone account that may REGISTER and call (digest authentication, RFC 3261 22).
 
         caller_id: the number its calls show (else the account name); max_calls: calls it may be on
-        at once, placed and received (a further one gets 486). Adding an existing name replaces it."""
+        at once, placed and received (a further one gets 486); legacy_digest: its phone may answer a
+        challenge without qop (RFC 2069, old phones). Adding an existing name replaces it."""
         if not name or not password:
             raise ValueError("a user needs a name and a password")
-        self.engine.add_user(name, password, caller_id, max_calls)
+        self.engine.add_user(name, password, caller_id, max_calls, legacy_digest)
 
     def remove_user(self, name: str) -> None:
         """The account goes, and its phones' registrations with it (no-op for an unknown name)."""
@@ -231,30 +243,49 @@ class SipServer:
     def users(self) -> frozenset[str]:
         return frozenset(self.engine.users)
 
+    def user(self, name: str) -> UserAccount | None:
+        """The account `name` as added (name, password, caller_id, max_calls, legacy_digest), or None."""
+        return self.engine.users.get(name)
+
+    def user_registrations(self, name: str) -> dict[str, int]:
+        """The registered contacts of user `name`'s phones: contact URI -> whole seconds until the
+        registration lapses (RFC 3261 10.3). Empty when none is registered or there is no such user."""
+        now = self.engine.now()
+        return {b.contact: max(0, round(b.expires_at - now)) for b in self.engine.registrar.lookup(name, now)}
+
     # ---- lines (AddLine / RemoveLine / RegisterLine / UnRegisterLine) -------------------------------
     def add_line(self, name: str, *, server: str, username: str, password: str = "",
                  auth_username: str | None = None, realm: str | None = None, transport: str = "udp",
                  register_every: int | None = 300, numbers: Iterable[str] = (), display: str | None = None,
                  caller_id: str | None = None, outbound_proxy: str | None = None, codecs: Iterable[str] = (),
-                 trust: Iterable[str] = ()) -> None:
+                 trust: Iterable[str] = (), max_calls: int | None = None) -> bool:
         """An account at a provider. `server` is "HOST[:PORT]" (PORT 5060, 5061 for TLS, when left
         out; a bare host name is looked up with NAPTR/SRV, RFC 3263). `register_every` is the
         REGISTER expiry asked for, in seconds (None: the line does not register; calls still go
         out). `trust`: other addresses (IPs, CIDR networks) the provider's calls come from.
-        The line does not register until `register_line(name)`. Replacing a line with the same
-        settings keeps its registration."""
+        `max_calls`: calls the line may carry at once, in and out (a further one gets 503 out, 486
+        in; None: no limit; changing it alone changes nothing else). The line does not register until
+        `register_line(name)`. Replacing a line with the same settings keeps its registration.
+        Returns True when the line is new or its settings changed (then register it again), False
+        when they are the same."""
         if transport not in ("udp", "tcp", "tls"):
             raise ValueError(f"transport {transport!r}: a line speaks udp, tcp or tls")
         host, port = _hostport(server, 5061 if transport == "tls" else 5060)
-        self.engine.add_line(LineConfig(
+        config = LineConfig(
             name=name, server_host=host, server_port=port, username=username, password=password,
             auth_username=auth_username, realm=realm, transport=transport, register_every=register_every,
             numbers=tuple(numbers), display=display, caller_id=caller_id, outbound_proxy=outbound_proxy,
-            codecs=tuple(codecs), trust=tuple(trust)))
+            codecs=tuple(codecs), trust=tuple(trust))
+        old = self.engine.lines.get(name)
+        before = old.config if old is not None else None
+        self.engine.add_line(config)
+        self.engine.line_max_calls[name] = max_calls
+        return before != config
 
     def remove_line(self, name: str) -> None:
         """Un-register the line (bounded) and forget it; no-op for an unknown name."""
         self.engine.remove_line(name)
+        self.engine.line_max_calls.pop(name, None)
 
     def register_line(self, name: str, expires: int | None = None) -> None:
         """REGISTER the line to its provider and keep it registered (refreshes, backoff on failure);
@@ -290,10 +321,43 @@ class SipServer:
             raise KeyError(f"no line {name!r} (add_line first; lines: {', '.join(sorted(self.engine.lines)) or 'none'})"
                            ) from None
 
+    # ---- server-wide settings ----------------------------------------------------------------------
+    def set_limits(self, *, max_calls: int | None = None, max_call_duration: float | None = None,
+                   rtp_timeout: float | None = None) -> None:
+        """Limits for the calls that start from now on (a call keeps the timers it started with).
+
+        max_calls: calls in the whole server at once (a further INVITE gets 503 with Retry-After);
+        max_call_duration: seconds a call may last once connected, then BYE on both legs;
+        rtp_timeout: seconds without RTP either way before a connected call is ended (both: a
+        `hangup` whose reason says so). None: no limit. Per user and per line: add_user's and
+        add_line's max_calls."""
+        for what, value in (("max_calls", max_calls), ("max_call_duration", max_call_duration),
+                            ("rtp_timeout", rtp_timeout)):
+            if value is not None and value <= 0:
+                raise ValueError(f"{what} {value!r}: more than 0, or None for no limit")
+        self.engine.max_calls = max_calls
+        self.engine.max_call_duration = max_call_duration
+        self.engine.rtp_timeout = rtp_timeout
+
+    @property
+    def program(self) -> object:
+        """What every new call session carries as `session.program` from now on (None by default):
+        the .flow runtime sets its compiled Program, so that a call keeps deciding with the rules it
+        started with while a reload swaps in new ones."""
+        return self.engine.program
+
+    @program.setter
+    def program(self, value: object) -> None:
+        self.engine.program = value
+
     # ---- call sessions -----------------------------------------------------------------------------
     def call_sessions(self) -> list[CallSession]:
         """The live call sessions (a closed one is gone)."""
         return list(self.engine.calls.values())
+
+    def call_session(self, call_id: str) -> CallSession | None:
+        """The live call session with that id, or None once it has closed (or never was)."""
+        return self.engine.calls.get(call_id)
 
     def accept_call_session(self, session: CallSession | str, *, to_user: str | None = None,
                             to_line: str | None = None, number: str | None = None,
@@ -302,7 +366,7 @@ class SipServer:
 
         number: the number to dial through the line (default: the number the caller dialled), or
         shown to the user's phone as the one called. timeout: seconds to ring before giving up
-        (None: the default no-answer timeout, runtime.dialplan.RING_TIMEOUT, 180 s; a call never
+        (None: the default no-answer timeout, RING_TIMEOUT, 180 s; a call never
         rings forever). Returns a future: None once connected, else the
         Failure (SIP code and reason: 486 busy, 480 not registered, 408 no answer in time, 404
         unknown user or line...). Without `fallback` a failure refuses the call with that code
@@ -401,6 +465,24 @@ class SipServer:
             return decided
 
         self.engine.chat.router = route
+        return router
+
+    def route_transfer(self, router: Callable[[CallSession, str, str], tuple[list[Target], Failure | None]]
+                       ) -> Callable[[CallSession, str, str], tuple[list[Target], Failure | None]]:
+        """Decorator: decide where a transfer goes. When user `user`'s phone transfers call `session`
+        (a REFER, RFC 3515, blind or attended), `router(session, user, target)` gets the Refer-To's
+        number or name as `target` and returns the targets to dial for it (a list of Target) and
+        None, or [] and the Failure the transferor is told (NOTIFY with its code). A router that
+        raises refuses the transfer with 500. Without one, every transfer is refused with 404."""
+        calls = self.engine.calls
+
+        def route(call: object, user: str, target: str) -> tuple[list[Target], Failure | None]:
+            session = calls.get(getattr(call, "id", ""))
+            if session is None:  # the call ended meanwhile
+                return [], Failure(487, "Request Terminated (the call session has closed)")
+            return router(session, user, target)
+
+        self.engine.transfer_router = route
         return router
 
     def _session(self, session: CallSession | str) -> CallSession | None:

@@ -382,9 +382,10 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 async def serve(args: argparse.Namespace, stop: asyncio.Event | None = None) -> int:
-    from .dialplan import Dialplan
+    from callflow.flowrun import Dialplan, Reloader  # the .flow runtime, a client of the public SDK
+    from callflow.sdk import SipServer
+
     from .engine import Engine
-    from .reload import Reloader
     from .transport import ListenSpec
 
     loop = asyncio.get_running_loop()
@@ -466,7 +467,7 @@ async def serve(args: argparse.Namespace, stop: asyncio.Event | None = None) -> 
         state.close()
         return 1
     state.attach(engine)
-    dialplan = Dialplan(engine, server_overrides=_server_overrides(args))
+    dialplan = Dialplan(SipServer(engine=engine), server_overrides=_server_overrides(args))
     dialplan.load(program)
     if location_store is not None:
         try:

@@ -8,8 +8,9 @@ import asyncio
 import socket
 from dataclasses import dataclass, field
 
+from callflow.flowrun.dialplan import Dialplan
+from callflow.sdk import SipServer
 from flowlang import compile_source
-from runtime.dialplan import Dialplan
 from runtime.engine import Engine
 from runtime.sip.message import Request, Response, create_response, parse_message
 from runtime.transport import ListenSpec
@@ -70,7 +71,7 @@ class Rig:
         await engine.start()
         engine.bus.subscribe(lambda e: self.events.append((e.name, dict(e.fields))))
         self.engine = engine
-        self.dialplan = Dialplan(engine, server_overrides=self.overrides)
+        self.dialplan = Dialplan(SipServer(engine=engine), server_overrides=self.overrides)
         self.load(self.script)
         for _ in range(100):  # bounded: the lines' addresses are resolved in tasks of their own
             if all(line.address is not None for line in engine.lines.values()):
@@ -299,13 +300,13 @@ def test_run_refuses_a_limit_of_zero_and_a_duration_without_unit(capsys) -> None
 
 # ---- ring timeout ------------------------------------------------------------------------------------
 def test_an_accept_without_timeout_rings_three_minutes_by_default() -> None:
-    from runtime import dialplan
+    from callflow.flowrun import dialplan
 
     assert dialplan.RING_TIMEOUT == 180.0  # RFC 3261 16.6's Timer C is "greater than 3 minutes"
 
 
 def test_an_accept_without_timeout_gives_up_on_a_callee_that_rings_forever(monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    from runtime import dialplan
+    from callflow.flowrun import dialplan
 
     # the default scaled down (180 s -> 0.3 s) so that the spec runs in a moment
     monkeypatch.setattr(dialplan, "RING_TIMEOUT", 0.3)

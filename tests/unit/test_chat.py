@@ -11,8 +11,9 @@ from dataclasses import dataclass, field
 
 import pytest
 
+from callflow.flowrun.dialplan import Dialplan
+from callflow.sdk import SipServer
 from flowlang import compile_source
-from runtime.dialplan import Dialplan
 from runtime.engine import Engine
 from runtime.events import EngineEvent
 from runtime.sip.digest import DigestClient, select_challenge
@@ -146,7 +147,7 @@ async def office(rules: str, provider: Peer | None = None) -> Office:
     script = (f'user alice password "alice-pw"\nuser bob password "bob-pw"\n'
               f'line itsp1 {{\n server "127.0.0.1:{provider.port}"\n username "trunk1"\n password "s3cret"\n'
               f' register never\n}}\n{rules}\n')
-    Dialplan(engine).load(compile_source(script))
+    Dialplan(SipServer(engine=engine)).load(compile_source(script))
     for _ in range(100):  # bounded: the line's address is resolved in a task
         if engine.lines["itsp1"].address is not None:
             break

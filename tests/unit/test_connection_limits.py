@@ -21,8 +21,9 @@ from pathlib import Path
 
 import pytest
 
+from callflow.flowrun.dialplan import Dialplan
+from callflow.sdk import SipServer
 from flowlang import compile_source
-from runtime.dialplan import Dialplan
 from runtime.engine import Engine
 from runtime.sip.digest import DigestClient, parse_challenge
 from runtime.transport import ConnectionLimits, ListenSpec
@@ -190,7 +191,7 @@ def test_a_slow_loris_trickling_a_message_is_closed() -> None:
 def test_a_registered_phones_connection_stays_open_until_idle() -> None:
     async def scenario() -> None:
         engine = await started(ListenSpec("tcp", "127.0.0.1", 0))
-        Dialplan(engine).load(compile_source('user alice password "alice-pw"\n'))
+        Dialplan(SipServer(engine=engine)).load(compile_source('user alice password "alice-pw"\n'))
         try:
             reader, writer = await registered_phone(engine, "127.0.0.14")
             writer.write(b"\r\n\r\n")  # a keep-alive ping (RFC 5626) counts as use once a message came
@@ -446,7 +447,7 @@ def test_a_registered_phones_connection_is_never_evicted_by_a_flood() -> None:
     async def scenario() -> None:
         engine = await started(ListenSpec("tcp", "127.0.0.1", 0),
                                limits=ConnectionLimits(max_connections=10, max_per_source=50))
-        Dialplan(engine).load(compile_source('user alice password "alice-pw"\n'))
+        Dialplan(SipServer(engine=engine)).load(compile_source('user alice password "alice-pw"\n'))
         try:
             phone_reader, phone_writer = await registered_phone(engine, "127.0.4.2")  # the oldest connection
             flood = [await connect(engine, f"127.0.4.{10 + i % 5}") for i in range(30)]
@@ -467,7 +468,7 @@ def test_a_registered_phones_connection_is_never_evicted_by_a_flood() -> None:
 def test_an_unproven_connection_is_closed_after_a_short_idle_and_a_proven_one_is_not() -> None:
     async def scenario() -> None:
         engine = await started(ListenSpec("tcp", "127.0.0.1", 0))
-        Dialplan(engine).load(compile_source('user alice password "alice-pw"\n'))
+        Dialplan(SipServer(engine=engine)).load(compile_source('user alice password "alice-pw"\n'))
         try:
             stranger_reader, stranger_writer = await connect(engine, "127.0.4.20")
             stranger_writer.write(options(5060, "z9hG4bKonce"))  # one OPTIONS: it carried a message

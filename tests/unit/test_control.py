@@ -14,14 +14,15 @@ from typing import Any
 import aiohttp
 import pytest
 
+from callflow.flowrun.dialplan import Dialplan
+from callflow.flowrun.reload import Reloader
+from callflow.sdk import SipServer
 from flowlang import FlowError, compile_source
 from runtime.control import ControlAddress, ControlError, ControlServer, make_state
 from runtime.control.client import render_calls, render_status
 from runtime.control.server import check_exposure
-from runtime.dialplan import Dialplan
 from runtime.engine import Engine
 from runtime.registrar import Binding
-from runtime.reload import Reloader
 from runtime.transport import ListenSpec
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -56,7 +57,7 @@ def with_server(scenario: Scenario, *, flow_path: Path | None = None, token: str
                         rtp_ports=(36700, 36719), admission_control=False)
         await engine.start()
         loop = asyncio.get_running_loop()
-        dialplan = Dialplan(engine)
+        dialplan = Dialplan(SipServer(engine=engine))
         reloader = None
         if flow_path is not None:
             reloader = Reloader(flow_path, dialplan.load, loop)

@@ -6,8 +6,9 @@ from __future__ import annotations
 import asyncio
 import re
 
+from callflow.flowrun.dialplan import Dialplan
+from callflow.sdk import SipServer
 from flowlang import compile_source
-from runtime.dialplan import Dialplan
 from runtime.engine import Engine
 from runtime.registrar import Binding
 from runtime.transport import ListenSpec
@@ -25,7 +26,7 @@ def program(password: str = "s3cret", with_line: bool = True, users: str = "alic
 async def scenario() -> dict[str, object]:
     engine = Engine(listen=[ListenSpec("udp", "127.0.0.1", 0)], advertise="127.0.0.1", rtp_ports=(37400, 37499))
     await engine.start()
-    plan = Dialplan(engine)
+    plan = Dialplan(SipServer(engine=engine))
     out: dict[str, object] = {}
     out["first"] = plan.load(program())
     first_line = engine.lines["itsp1"]
@@ -60,7 +61,7 @@ import threading  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
-from runtime.reload import FAILED, RELOADED, UNCHANGED, Reloader  # noqa: E402
+from callflow.flowrun.reload import FAILED, RELOADED, UNCHANGED, Reloader  # noqa: E402
 
 DECLS = 'user alice password "a"\nline itsp1 { server "127.0.0.1:9" }\n'
 RULES = 'on incoming from user any accept to line itsp1\non incoming from line itsp1 accept to user alice\n'

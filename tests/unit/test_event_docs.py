@@ -13,11 +13,16 @@ ROOT = Path(__file__).resolve().parents[2]
 RUNTIME = ROOT / "runtime"
 
 
+def sources() -> list[Path]:
+    """The runtime's modules and the public package's (the SDK, the .flow runtime in callflow/flowrun)."""
+    return sorted([*RUNTIME.rglob("*.py"), *(ROOT / "callflow").rglob("*.py")])
+
+
 def logged_names() -> dict[str, list[str]]:
     """event name -> where the runtime writes it: literal `event=NAME` in its sources (log calls,
     f-strings) and `bus.emit("NAME", ...)`."""
     found: dict[str, list[str]] = {}
-    for path in sorted(RUNTIME.rglob("*.py")):
+    for path in sources():
         text = path.read_text(encoding="utf-8")
         for pattern in (r"event=([a-z_][a-z0-9_]*)", r"""(?:emit|Emit)\(\s*["']([a-z_][a-z0-9_]*)["']"""):
             for m in re.finditer(pattern, text):
@@ -43,7 +48,7 @@ def emitted() -> list[tuple[str, str, list[str]]]:
     """(where, event, field names) of every event the runtime emits with a literal name: calls of
     `emit(...)`/`_emit(...)` (keywords) and `Emit(name, {...})` (the machines' actions, dict keys)."""
     out = []
-    for path in sorted(RUNTIME.rglob("*.py")):
+    for path in sources():
         tree = ast.parse(path.read_text(encoding="utf-8"))
         for node in ast.walk(tree):
             if not isinstance(node, ast.Call) or not node.args:

@@ -13,9 +13,10 @@ from types import SimpleNamespace
 
 import pytest
 
+from callflow.flowrun.dialplan import CallRecords, Dialplan
+from callflow.sdk import SipServer
 from flowlang import FlowError, compile_source
 from flowlang.events import BY_NAME, HANDLED_EVENTS, handler_fields
-from runtime.dialplan import CallRecords, Dialplan
 from runtime.events import EventBus
 from runtime.registrar import Binding, Registrar
 
@@ -38,8 +39,9 @@ class Clock:
 
 def harness(handlers: str):  # type: ignore[no-untyped-def]
     clock = Clock()
-    engine = SimpleNamespace(bus=EventBus(), calls={}, registrar=Registrar(), now=clock, router=None)
-    plan = Dialplan(engine, clock=clock)  # type: ignore[arg-type]
+    engine = SimpleNamespace(bus=EventBus(), calls={}, registrar=Registrar(), now=clock, router=None,
+                             transfer_router=None, chat=SimpleNamespace(router=None))
+    plan = Dialplan(SipServer(engine=engine), clock=clock)  # type: ignore[arg-type]
     plan.program = compile_source(USERS_AND_LINES + handlers, "t.flow")  # no load(): nothing to apply
     harness.plan = plan  # type: ignore[attr-defined]
     return engine, clock

@@ -9,8 +9,9 @@ from __future__ import annotations
 import asyncio
 import socket
 
+from callflow.flowrun.dialplan import Dialplan
+from callflow.sdk import SipServer
 from flowlang import compile_source
-from runtime.dialplan import Dialplan
 from runtime.engine import Engine
 from runtime.events import logfmt_value
 from runtime.sip.message import Request, parse_message
@@ -43,7 +44,8 @@ async def line_to_line(from_user: str, number: str) -> tuple[list[bytes], list[b
     await engine.start()
     script = "".join(f'line itsp{n} {{\n server "127.0.0.1:{s.getsockname()[1]}"\n register never\n}}\n'
                      for n, s in ((1, one), (2, two)))
-    Dialplan(engine).load(compile_source(script + "on incoming from line itsp1 accept to line itsp2\n"))
+    plan = Dialplan(SipServer(engine=engine))
+    plan.load(compile_source(script + "on incoming from line itsp1 accept to line itsp2\n"))
     for _ in range(100):  # bounded: the lines' addresses are resolved in tasks of their own
         if all(line.address is not None for line in engine.lines.values()):
             break

@@ -7,8 +7,9 @@ from __future__ import annotations
 import asyncio
 import socket
 
+from callflow.flowrun.dialplan import Dialplan
+from callflow.sdk import SipServer
 from flowlang import compile_source
-from runtime.dialplan import Dialplan
 from runtime.engine import Engine
 from runtime.sip.message import Request, parse_message
 from runtime.transport import ListenSpec
@@ -37,7 +38,8 @@ async def call_from_line_one(rules: str) -> tuple[list[int], list[str]]:
     script = 'user alice password "a"\n' + "".join(
         f'line itsp{n} {{\n server "127.0.0.1:{s.getsockname()[1]}"\n register never\n}}\n'
         for n, s in ((1, one), (2, two)))
-    Dialplan(engine).load(compile_source(script + rules + "\non incoming from line any accept to user alice\n"))
+    plan = Dialplan(SipServer(engine=engine))
+    plan.load(compile_source(script + rules + "\non incoming from line any accept to user alice\n"))
     for _ in range(100):  # bounded: the lines' addresses are resolved in tasks of their own
         if all(line.address is not None for line in engine.lines.values()):
             break

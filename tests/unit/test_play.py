@@ -14,8 +14,9 @@ from pathlib import Path
 
 import pytest
 
+from callflow.flowrun.dialplan import Dialplan
+from callflow.sdk import SipServer
 from flowlang import compile_source
-from runtime.dialplan import Dialplan
 from runtime.engine import Engine
 from runtime.sip.message import Request, Response, parse_message
 from runtime.sip.sdp import parse_sdp
@@ -107,7 +108,7 @@ class Provider:
 async def with_engine(flow: str, tmp_path: Path, provider: Provider, scenario) -> object:  # type: ignore[no-untyped-def]
     engine = Engine(listen=[ListenSpec("udp", "127.0.0.1", 0)], advertise="127.0.0.1", rtp_ports=(37600, 37699))
     await engine.start()
-    Dialplan(engine).load(compile_source(flow, str(tmp_path / "main.flow")))
+    Dialplan(SipServer(engine=engine)).load(compile_source(flow, str(tmp_path / "main.flow")))
     await asyncio.sleep(0.05)
     try:
         return await asyncio.get_running_loop().run_in_executor(None, scenario, engine.ports["udp"])

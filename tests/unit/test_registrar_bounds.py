@@ -11,9 +11,10 @@ import tracemalloc
 
 import pytest
 
+from callflow.flowrun.dialplan import Dialplan
+from callflow.sdk import SipServer
 from flowlang import compile_source
 from runtime import engine as engine_module
-from runtime.dialplan import Dialplan
 from runtime.engine import Engine
 from runtime.registrar import MAX_CONTACTS, Binding
 from runtime.sip.digest import DigestClient, select_challenge
@@ -25,7 +26,7 @@ async def lapse_session(caplog: pytest.LogCaptureFixture) -> list:  # type: igno
     engine = Engine(listen=[ListenSpec("udp", "127.0.0.1", 0)], advertise="127.0.0.1", rtp_ports=(37500, 37599))
     engine.bus.history = []
     await engine.start()
-    Dialplan(engine).load(compile_source('user alice password "alice-pw"\n'
+    Dialplan(SipServer(engine=engine)).load(compile_source('user alice password "alice-pw"\n'
                                          'on user any unregistered log "{user} left: {reason}"\n'))
     engine.registrar.store.put(Binding("alice", "sip:alice@127.0.0.1:5999", ("127.0.0.1", 5999), "udp",
                                        engine.now() + 0.05, "c1", 1))

@@ -1,8 +1,9 @@
-"""The dialplan: runs a compiled flowlang Program against the engine.
+"""The dialplan: runs a compiled flowlang Program on the public SDK (callflow.sdk.SipServer).
 
-It applies the program's declarations to the engine (users, lines: only what changed), decides each
+It applies the program's declarations to the server (users, lines: only what changed), decides each
 incoming call with the program the call started with, walks the decision's attempts (`otherwise`
 means: the accept before failed, try the next), and runs the observing handlers on every event.
+It uses only the SDK's public operations and events, as any Python program could (issue 12).
 """
 
 from __future__ import annotations
@@ -13,6 +14,17 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
+from callflow.sdk import (
+    EVENT_NAMES,
+    RING_TIMEOUT,
+    CallSession,
+    ChatMessage,
+    Event,
+    Failure,
+    SipServer,
+    Target,
+    logfmt_value,
+)
 from flowlang.events import BY_NAME, EVENTS, EventSpec
 from flowlang.model import (
     Accept,
@@ -29,94 +41,97 @@ from flowlang.model import (
     SetHeader,
 )
 
-from .calls import CallSession, Failure, Target
-from .chat import ChatMessage
-from .engine import Engine
-from .events import EngineEvent
-from .lines import LineConfig
-
 log = logging.getLogger("callflow.dialplan")
 
-# An `accept` without `timeout` gives up after this many seconds of ringing (like RFC 3261 16.6's
-# Timer C, > 3 min): a callee that rings forever (or a flood of calls to a phone nobody answers)
-# must not hold the user's and the line's call slots forever. It fails as `timeout` does (480).
-RING_TIMEOUT = 180.0
+# An `accept` without `timeout` gives up after RING_TIMEOUT seconds of ringing (callflow.sdk's
+# default, 180 s, like RFC 3261 16.6's Timer C): it fails as `timeout` does (480).
+__all__ = ["RING_TIMEOUT", "CallFacts", "CallRecords", "Dialplan", "line_settings"]
 
 # event name -> (a call event?, can a handler observe it?): one lookup per event on the hot path
 _FROM_TYPE = {"USER": "user", "LINE": "line"}  # the engine's peer_type -> the language's from_type
 _KIND: dict[str, tuple[bool, bool]] = {e.name: (e.kind == "call", e.handler is not None) for e in EVENTS if e.bus}
 
 
-def line_config(line) -> LineConfig:  # type: ignore[no-untyped-def]
-    """flowlang's Line -> the engine's AddLine arguments."""
-    return LineConfig(
-        name=line.name, server_host=line.server_host, server_port=line.server_port, username=line.username,
-        password=line.password, auth_username=line.auth_username, realm=line.realm, transport=line.transport,
+def line_settings(line: Line) -> dict[str, object]:
+    """flowlang's Line -> SipServer.add_line's keyword arguments (AddLine), `max calls` included."""
+    host = f"[{line.server_host}]" if ":" in line.server_host else line.server_host
+    return dict(
+        server=f"{host}:{line.server_port}", username=line.username, password=line.password,
+        auth_username=line.auth_username, realm=line.realm, transport=line.transport,
         register_every=line.register_every, numbers=tuple(line.numbers), display=line.display,
         caller_id=line.caller_id, outbound_proxy=line.outbound_proxy, codecs=tuple(line.codecs),
-        trust=tuple(line.trust),
+        trust=tuple(line.trust), max_calls=line.max_calls,
     )
 
 
-def apply_call_limits(engine: Engine, server: ServerConfig, lines: Mapping[str, Line]) -> None:
-    """The script's call limits and timers (its server block and each line's `max calls`) onto the
-    engine: they apply to calls that start from now on; a call keeps the timers it started with."""
-    engine.max_call_duration = server.max_call_duration
-    engine.rtp_timeout = server.rtp_timeout
-    engine.max_calls = server.max_calls
-    engine.line_max_calls = {name: line.max_calls for name, line in lines.items()}
+def apply_call_limits(server: SipServer, config: ServerConfig) -> None:
+    """The script's call limits and timers (its server block) onto the server: they apply to calls
+    that start from now on; a call keeps the timers it started with. A line's `max calls` goes with
+    the line (line_settings)."""
+    server.set_limits(max_calls=config.max_calls, max_call_duration=config.max_call_duration,
+                      rtp_timeout=config.rtp_timeout)
 
 
 class Dialplan:
-    def __init__(self, engine: Engine, clock: Callable[[], float] = time.monotonic,
+    def __init__(self, server: SipServer, clock: Callable[[], float] = time.monotonic,
                  server_overrides: Mapping[str, object] | None = None) -> None:
-        """`clock` gives seconds on a monotonic clock, for `{duration}` (tests pass a fake one).
-        `server_overrides`: ServerConfig fields the command line sets (`callflow run --max-calls ...`),
-        which win over every program's server block, reloads included."""
-        self.engine = engine
+        """Route `server`'s calls, transfers and chat by the program `load` swaps in, and run its
+        handlers on every event. `clock` gives seconds on a monotonic clock, for `{duration}` (tests
+        pass a fake one). `server_overrides`: ServerConfig fields the command line sets (`callflow
+        run --max-calls ...`), which win over every program's server block, reloads included."""
+        self.server = server
         self.program: Program | None = None
         self.clock = clock
         self.server_overrides = dict(server_overrides or {})
-        self.records = CallRecords(live=lambda call_id: call_id in engine.calls)
-        engine.router = self.route
-        engine.transfer_router = self.route_transfer
-        chat = getattr(engine, "chat", None)  # an engine without chat: the handler specs' stand-in
-        if chat is not None:
-            chat.router = self.route_message
-        engine.bus.subscribe(self.on_event)
+        self.records = CallRecords(live=lambda call_id: server.call_session(call_id) is not None)
+        server.on("incoming")(self._incoming)
+        for name in sorted(EVENT_NAMES - {"incoming"}):
+            server.on(name)(self.on_event)
+        server.route_transfer(self.route_transfer)
+        server.route_chat(self.route_message)
+
+    def _incoming(self, event: Event) -> None:
+        """OnIncomingCall: the handlers that observe it, then the routing decision. A decision that
+        raises refuses the call with 500, as the engine does for any router."""
+        self.on_event(event)
+        call = event.session
+        if call is None:
+            return  # the caller gave up meanwhile
+        try:
+            self.route(call)
+        except Exception:
+            log.exception("call=%s routing failed", call.id)
+            call.reject(500, "Server Internal Error (routing)")
 
     # ---- declarations -----------------------------------------------------------------------------
     def load(self, program: Program) -> dict[str, list[str]]:
         """Swap in a program in one step; returns what changed, for the reload log line."""
-        engine = self.engine
+        sip = self.server
         changes: dict[str, list[str]] = {"users+": [], "users-": [], "lines+": [], "lines~": [], "lines-": []}
+        users_before = sip.users
         for name, user in program.users.items():
-            old = engine.users.get(name)
-            engine.add_user(name, user.password, user.caller_id, user.max_calls, user.legacy_digest)
-            if old is None:
+            sip.add_user(name, user.password, caller_id=user.caller_id, max_calls=user.max_calls,
+                         legacy_digest=user.legacy_digest)
+            if name not in users_before:
                 changes["users+"].append(name)
-        for name in list(engine.users):
-            if name not in program.users:
-                engine.remove_user(name)
-                changes["users-"].append(name)
+        for name in sorted(users_before - program.users.keys()):
+            sip.remove_user(name)
+            changes["users-"].append(name)
+        lines_before = sip.lines
         for name, line in program.lines.items():
-            config = line_config(line)
-            old = engine.lines.get(name)
-            if old is not None and old.config == config:
-                continue  # same settings: same registration, same Call-ID
-            engine.add_line(config)
-            engine.register_line(name)
-            changes["lines~" if old is not None else "lines+"].append(name)
-        for name in list(engine.lines):
-            if name not in program.lines:
-                engine.remove_line(name)
-                changes["lines-"].append(name)
+            # same settings: same registration, same Call-ID (add_line says whether they changed)
+            if sip.add_line(name, **line_settings(line)):  # type: ignore[arg-type]
+                sip.register_line(name)
+                changes["lines~" if name in lines_before else "lines+"].append(name)
+        for name in sorted(lines_before - program.lines.keys()):
+            sip.remove_line(name)
+            changes["lines-"].append(name)
         server = program.server
         if self.server_overrides:
             server = replace(server, **self.server_overrides)
-        apply_call_limits(engine, server, program.lines)
+        apply_call_limits(sip, server)
         self.program = program
-        engine.program = program
+        sip.program = program
         return changes
 
     # ---- routing ------------------------------------------------------------------------------------
@@ -145,7 +160,7 @@ class Dialplan:
         user to `target`, with the program the call started with: the targets of the decision's first
         accept (actions such as `play` are not run: the remaining party is mid-call), else its reject."""
         program: Program | None = getattr(call, "program", None) or self.program  # type: ignore[assignment]
-        account = self.engine.users.get(user)
+        account = self.server.user(user)
         if program is None or account is None:
             return [], Failure(403, "Forbidden (transfers are for a known user's phone)")
         info = CallInfo(from_type="user", from_name=user, caller_id=account.caller_id or user, caller_name=None,
@@ -187,7 +202,7 @@ class Dialplan:
         return Failure(404, "Not Found (the rule accepts no target)")
 
     # ---- observers ----------------------------------------------------------------------------------
-    def on_event(self, event: EngineEvent) -> None:
+    def on_event(self, event: Event) -> None:
         """Run every handler the event's filter lets through, its text filled from the event's fields
         (flowlang/events.py), the call's own fields from the call record, and defaults for the rest."""
         name = event.name
@@ -200,7 +215,7 @@ class Dialplan:
             facts = self.records.observe(event, self.clock)
             if not handled:
                 return
-            call = self.engine.calls.get(fields.get("call"))  # type: ignore[arg-type]
+            call = event.session
             program: Program | None = (call.program if call is not None else None) or self.program  # type: ignore[assignment]
         else:
             facts = None
@@ -222,7 +237,7 @@ class Dialplan:
                 if isinstance(action, Log):
                     log.info("event=log handler=%s text=%s", name, _quote(action.template.render(values)))
 
-    def _values(self, event: EngineEvent, spec: EventSpec, facts: CallFacts | None) -> dict[str, str]:
+    def _values(self, event: Event, spec: EventSpec, facts: CallFacts | None) -> dict[str, str]:
         """Every field `callflow check` accepts for this event's handlers, as text."""
         # a field the runtime left out shows its documented default, else nothing: never `{name}`
         values: dict[str, str] = {f.name: f.default or "" for f in spec.fields}
@@ -244,11 +259,7 @@ class Dialplan:
 
     def _expires(self, user: str, contact: str) -> int:
         """Seconds left of a user's binding, from the location service (0 when it is gone already)."""
-        now = self.engine.now()
-        for binding in self.engine.registrar.lookup(user, now):
-            if binding.contact == contact:
-                return max(0, round(binding.expires_at - now))
-        return 0
+        return self.server.user_registrations(user).get(contact, 0)
 
 
 @dataclass(slots=True)
@@ -289,7 +300,7 @@ class CallRecords:
         self._live = live  # is a call id still known to the engine? (for the sweep)
         self._created = 0
 
-    def observe(self, event: EngineEvent, clock: Callable[[], float]) -> CallFacts | None:
+    def observe(self, event: Event, clock: Callable[[], float]) -> CallFacts | None:
         """Update the record of the event's call; returns it (None for an event of an unknown call).
 
         `clock` gives seconds on a monotonic clock; it is read only for `connected`."""
@@ -393,6 +404,4 @@ def _text(value: object) -> str:
 
 
 def _quote(text: str) -> str:
-    from .events import logfmt_value
-
     return logfmt_value(text)

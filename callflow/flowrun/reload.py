@@ -26,10 +26,9 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from callflow.sdk import logfmt_value
 from flowlang import FlowError, load_program
 from flowlang.model import Program
-
-from .events import logfmt_value
 
 log = logging.getLogger("callflow.reload")
 
