@@ -539,15 +539,16 @@ class SipServer:
         self._deliver(Event("incoming", MappingProxyType(fields), call))
 
     def _deliver(self, event: Event) -> None:
-        for stream in list(self._streams):
-            stream._put(event)
+        if self._streams:  # per event on the hot path (the .flow runtime listens to every event)
+            for stream in list(self._streams):
+                stream._put(event)
         for handler in self._handlers.get(event.name, ()):
             try:
                 result = handler(event)
             except Exception:
                 log.exception("event=listener_failed name=%s", event.name)
                 continue
-            if inspect.isawaitable(result):
+            if result is not None and inspect.isawaitable(result):
                 task = asyncio.ensure_future(result)
                 self._tasks.add(task)
                 task.add_done_callback(self._task_done)
