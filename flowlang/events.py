@@ -112,6 +112,15 @@ EVENTS: tuple[EventSpec, ...] = (
         _f("digit", str, "`0`-`9`, `*`, `#`, `A`-`D`"),
         _f("duration", int, "how long the key was held, in milliseconds (not the call's duration)"),
     ), handler="on dtmf", sdk="OnDetectDigitDTMF"),
+    EventSpec("gather", "call", "a `gather` (a menu) finished one round of collecting digits from the caller; "
+              "a round that got nothing or a wrong entry is followed by another while `retries` last", (
+        CALL,
+        _f("digits", str, "what the caller entered, without the terminator (empty for nothing)"),
+        _f("outcome", str, "how the round ended: `terminator` (the terminator key), `max` (max digits "
+                           "reached), `digits` (a pause after some digits) or `timeout` (nothing entered)"),
+        _f("attempt", int, "the round: 1, then 2... for each replay of the prompt"),
+        _f("final", str, "`yes` when this round's entry goes to a branch, `no` when the prompt is played again"),
+    )),
     EventSpec("closed", "call", "the call is over and everything it held is released", (
         CALL, _f("reason", str, "how it ended: `hangup`, `cancelled`, `404 Not Found`, ..."),
         _f("rtp_in", int, "RTP packets received from channel ZERO's side", optional=True, default="0"),
