@@ -70,6 +70,15 @@ class Gathers:
                       '"a gather can start only while the call is routed, one at a time"')
             return None
         g = self.gather = Gathering(inp)
+        offer = self.invite.body
+        if offer and b"telephone-event" not in offer.lower():
+            log.warning("event=gather_deaf call=%s reason=%s", self.id,
+                        '"the caller offered no telephone-event (RFC 4733): its keys cannot be heard, so the '
+                        'menu ends as if nothing was entered"')
+        elif not offer and inp.prompt is None:
+            log.warning("event=gather_deaf call=%s reason=%s", self.id,
+                        '"a caller without an SDP offer needs a prompt (its ACK brings the answer that lets '
+                        'its keys be heard); the menu may end as if nothing was entered"')
         return self._gather_round(g)
 
     def _gather_round(self, g: Gathering) -> Step:

@@ -201,3 +201,11 @@ def test_a_prompt_that_cannot_be_decoded_is_logged_and_the_caller_can_still_ente
     call.ack_from(ZERO)
     call.press("0")
     assert call.entries == [("0", "max")]
+
+
+def test_a_caller_whose_offer_has_no_telephone_event_is_logged_as_unable_to_enter_keys(caplog) -> None:  # type: ignore[no-untyped-def]
+    call = answered_and_prompted()  # the bench's offer is PCMU alone
+    assert "event=gather_deaf call=c1" in caplog.text and "no telephone-event" in caplog.text
+    call.prompt_ends()
+    call.advance(5.1)
+    assert call.entries == [("", "timeout")]  # the menu goes on as if nothing was entered
