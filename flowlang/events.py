@@ -354,6 +354,11 @@ EVENTS: tuple[EventSpec, ...] = (
     EventSpec("play_failed", "media", "a `play` statement could not play; the rule goes on", (
         CALL, _f("file", str, "the file", optional=True), _f("reason", str, "why"),
     ), bus=False),
+    EventSpec("gather_deaf", "media", "a `gather` started on a call whose keys cannot be heard (its offer has no "
+              "RFC 4733 telephone-event, or it made no offer and the gather has no prompt): the menu ends as if "
+              "nothing was entered", (
+        CALL, _f("reason", str, "why"),
+    ), bus=False),
     EventSpec("media_expect_ignored", "media", "a phone's signalling source is not an IP address, so its "
               "media is latched by its SDP only", (
         CALL, _f("leg", int, "0 (channel ZERO) or 1 (ONE)"), _f("host", str, "the source given"),
