@@ -12,8 +12,7 @@ from flowlang import Accept, Gather, Reject, load_program
 EXAMPLES = Path(__file__).resolve().parents[2] / "flows" / "examples"
 ENV = {name: f"{name.lower()}-secret" for name in (
     "RECEPTION_PASSWORD", "ALICE_PASSWORD", "BOB_PASSWORD", "SALES_TRUNK_PASSWORD", "TILL1_PASSWORD",
-    "TILL2_PASSWORD", "OFFICE_PASSWORD", "DESK_PASSWORD", "ITSP_PASSWORD", "SALES_PASSWORD", "SUPPORT_PASSWORD",
-    "OPERATOR_PASSWORD")}
+    "TILL2_PASSWORD", "OFFICE_PASSWORD", "DESK_PASSWORD", "ITSP_PASSWORD")}
 BERLIN = ZoneInfo("Europe/Berlin")
 
 
