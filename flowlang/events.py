@@ -120,7 +120,7 @@ EVENTS: tuple[EventSpec, ...] = (
                            "reached), `digits` (a pause after some digits) or `timeout` (nothing entered)"),
         _f("attempt", int, "the round: 1, then 2... for each replay of the prompt"),
         _f("final", str, "`yes` when this round's entry goes to a branch, `no` when the prompt is played again"),
-    )),
+    ), handler="on gather"),
     EventSpec("closed", "call", "the call is over and everything it held is released", (
         CALL, _f("reason", str, "how it ended: `hangup`, `cancelled`, `404 Not Found`, ..."),
         _f("rtp_in", int, "RTP packets received from channel ZERO's side", optional=True, default="0"),

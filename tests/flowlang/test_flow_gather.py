@@ -164,3 +164,12 @@ def test_a_missing_prompt_is_a_warning_with_the_path_it_resolved(tmp_path: Path)
     script.write_text(MENU, encoding="utf-8")
     warnings = [w.message for w in load_program(script).warnings]
     assert any(f"gather: no file at {tmp_path / 'menu.wav'}" in m for m in warnings)
+
+
+def test_an_on_gather_handler_may_log_the_rounds_fields() -> None:
+    program = compile_source(MENU + 'on gather { log "{call}: {digits} {outcome} {attempt} {final}" }', "<x>")
+    assert len(program.handlers("gather")) == 1
+
+
+def test_an_on_gather_handler_refuses_a_field_the_event_does_not_have() -> None:
+    assert "{branch} is not a field of the `gather` event" in errors(MENU + 'on gather { log "{branch}" }')

@@ -32,6 +32,7 @@ on incoming from user caller to "menu" {
         when "0", nothing accept to user operator
     }
 }
+on gather { log "menu round {attempt}: '{digits}' ({outcome})" }
 """
 
 
@@ -74,6 +75,7 @@ def test_the_caller_presses_2_and_talks_to_support(callflow: CallflowServer, pho
     assert (gathered["digits"], gathered["final"]) == ("2", "yes"), gathered
     assert gathered["outcome"] == "max"
     assert callflow.events("log", text="to support: 2")
+    assert callflow.events("log", text="menu round 1: '2' (max)")  # the `on gather` handler
     lands_at(callflow, caller, support)
     assert CALL_INCOMING not in sales.event_types()  # the key chose one phone, not every phone
     assert_voice_both_ways(caller, support)
