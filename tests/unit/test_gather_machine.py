@@ -8,6 +8,7 @@ from typing import Any
 from calls_kit import FAR_ADDR, ONE, SDP_ONE, ZERO, Call
 
 from runtime.calls import Target, io
+from runtime.media.base import MediaError
 from runtime.media.prompts import PromptError
 
 
@@ -209,3 +210,18 @@ def test_a_caller_whose_offer_has_no_telephone_event_is_logged_as_unable_to_ente
     call.prompt_ends()
     call.advance(5.1)
     assert call.entries == [("", "timeout")]  # the menu goes on as if nothing was entered
+
+
+def test_a_caller_that_cannot_be_answered_is_handed_back_as_nothing_entered_at_once(caplog) -> None:  # type: ignore[no-untyped-def]
+    call = GatherCall(hold_media=True)
+    call.options = {"prompt": None}
+    call.start()
+    for _ in range(10):
+        if not call.media_pending:
+            break
+        op = call.media_pending[0].op
+        call.answer_media(MediaError("the offer has no codec we can play") if op == "answer" else None)
+    assert "gather could not answer the call" in caplog.text
+    assert call.responses(200) == []
+    assert call.entries == [("", "timeout")]  # the `nothing` branch decides (it may still accept elsewhere)
+    assert call.machine.state.value == "routing"
