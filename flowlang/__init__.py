@@ -11,6 +11,8 @@ from .model import (
     Attempt,
     CallInfo,
     Decision,
+    Gather,
+    GatherBranch,
     Handler,
     Hangup,
     Line,
@@ -28,7 +30,8 @@ from .model import (
 )
 
 __all__ = [
-    "Accept", "Action", "Attempt", "CallInfo", "Decision", "Diagnostic", "FlowError", "Handler", "Hangup",
+    "Accept", "Action", "Attempt", "CallInfo", "Decision", "Diagnostic", "FlowError", "Gather", "GatherBranch",
+    "Handler", "Hangup",
     "Line", "Listen", "Log", "Play", "Position", "Program", "Reject", "ServerConfig", "SetCallerId",
     "SetHeader", "Target", "Template", "User", "check_paths", "compile_source", "explain",
     "format_source", "load_program", "to_dot",

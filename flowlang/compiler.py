@@ -14,8 +14,14 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from .diagnostics import FlowError, Position, Reporter
 from .events import HANDLER_FIELD_NAMES, handler_fields
 from .model import (
+    GATHER_DIGIT_TIMEOUT,
+    GATHER_MAX_DIGITS,
+    GATHER_TERMINATOR,
+    GATHER_TIMEOUT,
     Accept,
     Attempt,
+    Gather,
+    GatherBranch,
     Handler,
     Hangup,
     Line,
@@ -35,7 +41,7 @@ from .model import (
 )
 from .patterns import PatternError
 from .routing import Condition, Matcher, Router, Rule, ShadowIndex, compile_regex, plan_renders
-from .syntax import CondNode, Decl, HandlerNode, MatcherNode, RuleNode, Setting, Stmt, TargetNode, Value
+from .syntax import BranchNode, CondNode, Decl, HandlerNode, MatcherNode, RuleNode, Setting, Stmt, TargetNode, Value
 
 RESERVED = {"any"}
 MIN_PASSWORD = 8  # characters (NIST SP 800-63B's floor for chosen secrets); see Compiler._password_strength
@@ -47,6 +53,9 @@ COMMON_PASSWORDS = frozenset({
 
 # values a rule's templates may use (captures are added per rule; code/reason after a failed accept)
 RULE_VALUES = {"call", "to", "from", "from_type", "caller_id", "caller_name", "code", "reason"}
+# what a gather's branches may use besides (the entry, without the terminator)
+GATHER_VALUES = frozenset({"digits"})
+DTMF_KEYS = frozenset("0123456789*#ABCD")
 # a handler's values are its event's fields: flowlang/events.py (handler_fields), checked as errors
 
 REASONS = {
@@ -622,6 +631,14 @@ class Compiler:
                                renders=plan_renders(plan, tpls) if dynamic else (), from_lines=from_lines))
 
     def _plan(self, f: str, node: RuleNode, allowed: set[str], groups: int, named: set[str]):
+        if not node.body:
+            self.r.error(f, node.line, node.col, "this rule does nothing: end it with accept, reject or hangup")
+            return None, ()
+        return self._plan_body(f, node.body, allowed, groups, named, "rule")
+
+    def _plan_body(self, f: str, body: list[Stmt], allowed: Set[str], groups: int, named: set[str], what: str):
+        """A rule's (or a gather branch's) statements as attempts, and per attempt its accept's
+        number templates. (None, ()) when something is wrong (reported)."""
         attempts: list[Attempt] = []
         tpls: list[tuple[Template | None, ...]] = []
         actions: list = []
@@ -629,14 +646,15 @@ class Compiler:
         term_tpls: tuple[Template | None, ...] = ()
         term_word = ""
         ok = True
-        if not node.body:
-            self.r.error(f, node.line, node.col, "this rule does nothing: end it with accept, reject or hangup")
-            return None, ()
-        for st in node.body:
+        for st in body:
             if st.kind == "otherwise":
                 if terminal is None:
                     self.r.error(f, st.line, st.col,
                                  "`otherwise` must follow an accept: it runs when that accept fails")
+                    ok = False
+                elif isinstance(terminal, Gather):
+                    self.r.error(f, st.line, st.col,
+                                 "`otherwise` after gather never runs: the gather's branches decide what follows")
                     ok = False
                 elif not isinstance(terminal, Accept):
                     self.r.error(f, st.line, st.col,
@@ -651,6 +669,9 @@ class Compiler:
                 if isinstance(terminal, Accept):
                     msg = (f"`{_stmt_word(st)}` after accept never runs; start it with `otherwise` "
                            "to run it when the accept fails")
+                elif isinstance(terminal, Gather):
+                    msg = (f"`{_stmt_word(st)}` after gather never runs: put it in the gather's branches "
+                           "(`when \"1\" ...`, `else ...`)")
                 else:
                     msg = f"`{_stmt_word(st)}` after {term_word} never runs: {term_word} ends the call"
                 self.r.error(f, st.line, st.col, msg)
@@ -674,6 +695,12 @@ class Compiler:
             elif st.kind == "hangup":
                 terminal = Hangup()
                 term_word = "hangup"
+            elif st.kind == "gather":
+                terminal = self._gather(f, st, allowed, groups, named)
+                term_word = "gather"
+                if terminal is None:
+                    ok = False
+                    terminal = Gather(None, 1, None, 1.0, 1.0, 0, ())  # placeholder: later statements still checked
             else:
                 a = self._action(f, st, allowed)
                 if a is None:
@@ -681,9 +708,9 @@ class Compiler:
                 else:
                     actions.append(a)
         if terminal is None:
-            last = node.body[-1]
+            last = body[-1]
             self.r.error(f, last.line, last.col,
-                         "this rule can end without accepting or rejecting the call: "
+                         f"this {what} can end without accepting or rejecting the call: "
                          "end it with accept, reject or hangup")
             return None, ()
         attempts.append(Attempt(tuple(actions), terminal))
@@ -692,7 +719,136 @@ class Compiler:
             return None, ()
         return tuple(attempts), tuple(tpls)
 
-    def _accept(self, f: str, st: Stmt, allowed: set[str], groups: int, named: set[str]):
+    def _gather(self, f: str, st: Stmt, allowed: Set[str], groups: int, named: set[str]) -> Gather | None:
+        """`gather ["prompt"] [max N] [terminator "#"] [timeout D] [digit timeout D] [retries N] { when ... }`:
+        options checked, each key a DTMF string that can be entered, no key in two branches, a
+        `nothing` or `else` branch for what no key takes, and each branch a complete plan."""
+        prompt, pline, pcol, options, branches = st.args
+        ok = True
+        seen: dict[str, tuple[int, int]] = {}
+        opts: dict[str, str] = {}
+        for name, text, line, col in options:
+            if name in seen:
+                self.r.error(f, line, col, f"`{name}` is given twice in this gather (first at line {seen[name][0]})")
+                ok = False
+                continue
+            seen[name] = (line, col)
+            opts[name] = text
+        max_digits = GATHER_MAX_DIGITS
+        if "max" in opts:
+            max_digits = int(opts["max"])
+            if not 1 <= max_digits <= 64:
+                line, col = seen["max"]
+                self.r.error(f, line, col, f"gather: max {max_digits}: the entry is 1 to 64 digits")
+                ok = False
+                max_digits = 64  # keys are not also reported as too long
+        terminator: str | None = opts.get("terminator", GATHER_TERMINATOR)
+        if terminator == "":
+            terminator = None  # `terminator ""`: no key ends the entry early
+        elif terminator not in DTMF_KEYS:
+            line, col = seen["terminator"]
+            self.r.error(f, line, col,
+                         f'gather: terminator "{terminator}" is not one key (0-9, *, #, A-D; "" for none)')
+            ok = False
+        timing: dict[str, float] = {}
+        for name, default in (("timeout", GATHER_TIMEOUT), ("digit timeout", GATHER_DIGIT_TIMEOUT)):
+            timing[name] = default
+            if name in opts:
+                timing[name] = parse_duration(opts[name])
+                if timing[name] <= 0:
+                    line, col = seen[name]
+                    self.r.error(f, line, col, f"gather: {name} must be more than 0s")
+                    ok = False
+        retries = int(opts.get("retries", "0"))
+        if retries > 10:
+            line, col = seen["retries"]
+            self.r.error(f, line, col, f"gather: retries {retries}: at most 10 (a caller stuck in a menu holds a line)")
+            ok = False
+        path = None
+        if prompt is not None:
+            path = self._prompt_path(f, prompt, pline, pcol, "gather")
+            ok = ok and path is not None
+        if not branches:
+            self.r.error(f, st.line, st.col, "this gather has no branches: add `when \"1\" ...` and `else ...`")
+            return None
+        keys_at: dict[str, BranchNode] = {}
+        fallback = has_else = False
+        explicit_max = "max" in opts
+        longest = 0
+        built: list[GatherBranch] = []
+        inner = frozenset(allowed) | GATHER_VALUES
+        for b in branches:
+            keys: list[str] = []
+            nothing = False
+            if b.is_else:
+                if has_else:
+                    self.r.error(f, b.line, b.col, "this gather has two `else` branches")
+                    ok = False
+                fallback = has_else = True
+            for kind, text, line, col in b.keys:
+                if kind == "nothing":
+                    if "" in keys_at:
+                        other = keys_at[""]
+                        self.r.error(f, line, col, f"`nothing` is already a key of the branch at line {other.line}")
+                        ok = False
+                    keys_at[""] = b
+                    nothing = fallback = True
+                    continue
+                if not text or any(c not in DTMF_KEYS for c in text):
+                    self.r.error(f, line, col, f'"{text}" cannot be entered: a key is DTMF digits (0-9, *, #, A-D)')
+                    ok = False
+                    continue
+                if terminator is not None and terminator in text:
+                    self.r.error(f, line, col, f'"{text}" never matches: "{terminator}" is the terminator, which '
+                                 "ends the entry (set another with `terminator`)")
+                    ok = False
+                    continue
+                if explicit_max and len(text) > max_digits:
+                    self.r.error(f, line, col, f'"{text}" never matches: it has more digits than `max {max_digits}`')
+                    ok = False
+                    continue
+                if text in keys_at:
+                    other = keys_at[text]
+                    self.r.error(f, line, col, f'"{text}" is already a key of the branch at line {other.line}')
+                    ok = False
+                    continue
+                keys_at[text] = b
+                keys.append(text)
+                longest = max(longest, len(text))
+            if not b.body:
+                self.r.error(f, b.line, b.col, "this branch does nothing: end it with accept, reject or hangup")
+                ok = False
+                continue
+            plan, tpls = self._plan_body(f, b.body, inner, groups, named, "branch")
+            if plan is None:
+                ok = False
+                continue
+            built.append(GatherBranch(tuple(keys), nothing, b.is_else, plan, tuple(tpls)))
+        if not fallback:
+            self.r.error(f, st.line, st.col, "this gather has no `nothing` or `else` branch: say where a caller "
+                         "who enters nothing (or a wrong key) goes, e.g. `when nothing accept to user ...`")
+            ok = False
+        if not ok:
+            return None
+        if not explicit_max and longest:
+            max_digits = longest  # a menu of one-key choices ends at the first key, no `#` needed
+        return Gather(path, max_digits, terminator, timing["timeout"], timing["digit timeout"], retries,
+                      tuple(built))
+
+    def _prompt_path(self, f: str, path: str, line: int, col: int, what: str) -> str | None:
+        """A prompt's file name, a relative one read next to the script; a warning when it is missing."""
+        if not path:
+            self.r.error(f, line, col, f"{what} needs a file name")
+            return None
+        # a relative name is the script's neighbour, wherever the server was started from
+        if not os.path.isabs(path) and os.path.dirname(f):
+            path = os.path.join(os.path.dirname(f), path)
+        if not f.startswith("<") and not os.path.isfile(path):
+            self.r.warning(f, line, col, f"{what}: no file at {os.path.abspath(path)} (a relative name is "
+                           "read next to the script); the call would hear nothing")
+        return path
+
+    def _accept(self, f: str, st: Stmt, allowed: Set[str], groups: int, named: set[str]):
         targets_n: list[TargetNode] = st.args[0]
         timeout_n = st.args[1]
         targets: list[Target] = []
@@ -787,16 +943,8 @@ class Compiler:
             return SetHeader(name, _template(text))
         if st.kind == "play":
             path, answered = st.args
-            if not path:
-                self.r.error(f, st.line, st.col, "play needs a file name")
-                return None
-            # a relative name is the script's neighbour, wherever the server was started from
-            if not os.path.isabs(path) and os.path.dirname(f):
-                path = os.path.join(os.path.dirname(f), path)
-            if not f.startswith("<") and not os.path.isfile(path):
-                self.r.warning(f, st.line, st.col, f"play: no file at {os.path.abspath(path)} (a relative name is "
-                               "read next to the script); the call would hear nothing")
-            return Play(path, answered)
+            resolved = self._prompt_path(f, path, st.line, st.col, "play")
+            return None if resolved is None else Play(resolved, answered)
         self.r.error(f, st.line, st.col, f"`{_stmt_word(st)}` is not allowed here")
         return None
 
@@ -876,6 +1024,11 @@ def _reaches_line(plan: tuple[Attempt, ...]) -> str:
             for target in t.targets:
                 if target.kind == "line":
                     return target.name
+        elif isinstance(t, Gather):
+            for b in t.branches:
+                name = _reaches_line(b.plan)
+                if name:
+                    return name
     return ""
 
 

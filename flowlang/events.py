@@ -112,6 +112,15 @@ EVENTS: tuple[EventSpec, ...] = (
         _f("digit", str, "`0`-`9`, `*`, `#`, `A`-`D`"),
         _f("duration", int, "how long the key was held, in milliseconds (not the call's duration)"),
     ), handler="on dtmf", sdk="OnDetectDigitDTMF"),
+    EventSpec("gather", "call", "a `gather` (a menu) finished one round of collecting digits from the caller; "
+              "a round that got nothing or a wrong entry is followed by another while `retries` last", (
+        CALL,
+        _f("digits", str, "what the caller entered, without the terminator (empty for nothing)"),
+        _f("outcome", str, "how the round ended: `terminator` (the terminator key), `max` (max digits "
+                           "reached), `digits` (a pause after some digits) or `timeout` (nothing entered)"),
+        _f("attempt", int, "the round: 1, then 2... for each replay of the prompt"),
+        _f("final", str, "`yes` when this round's entry goes to a branch, `no` when the prompt is played again"),
+    ), handler="on gather"),
     EventSpec("closed", "call", "the call is over and everything it held is released", (
         CALL, _f("reason", str, "how it ended: `hangup`, `cancelled`, `404 Not Found`, ..."),
         _f("rtp_in", int, "RTP packets received from channel ZERO's side", optional=True, default="0"),
@@ -344,6 +353,11 @@ EVENTS: tuple[EventSpec, ...] = (
     ), bus=False),
     EventSpec("play_failed", "media", "a `play` statement could not play; the rule goes on", (
         CALL, _f("file", str, "the file", optional=True), _f("reason", str, "why"),
+    ), bus=False),
+    EventSpec("gather_deaf", "media", "a `gather` started on a call whose keys cannot be heard (its offer has no "
+              "RFC 4733 telephone-event, or it made no offer and the gather has no prompt): the menu ends as if "
+              "nothing was entered", (
+        CALL, _f("reason", str, "why"),
     ), bus=False),
     EventSpec("media_expect_ignored", "media", "a phone's signalling source is not an IP address, so its "
               "media is latched by its SDP only", (

@@ -11,6 +11,7 @@ from .model import (
     Accept,
     Attempt,
     CallInfo,
+    Gather,
     Hangup,
     Log,
     Play,
@@ -138,13 +139,28 @@ def plan_lines(plan: tuple[Attempt, ...], values: Mapping[str, str], to: str) ->
             steps.append(f"refuse the call: {t.code} {t.reason}")
         elif isinstance(t, Hangup):
             steps.append("hang up")
+        elif isinstance(t, Gather):
+            steps.append(_gather_text(t))
         lines.append(f"  {n}. " + "; then ".join(steps))
+        if isinstance(t, Gather):
+            for b in t.branches:
+                keys = [f'"{k}"' for k in b.keys] + (["nothing"] if b.nothing else []) + (["else"] if b.is_else else [])
+                lines.append(f"     on {', '.join(keys)}:")
+                lines.extend("   " + ln for ln in plan_lines(b.rendered_plan(values), values, to))
         if isinstance(t, Accept):
             if n < len(plan):
                 lines.append("     if that fails (busy, no answer in time, not registered, 4xx/5xx/6xx):")
             else:
                 lines.append("     if that fails: the call is refused with the failure's status")
     return lines
+
+
+def _gather_text(g: Gather) -> str:
+    prompt = f'play "{g.prompt}" and ' if g.prompt else ""
+    end = f', "{g.terminator}" ends it' if g.terminator else ""
+    again = f"; asked again up to {g.retries} time(s) on nothing or a wrong entry" if g.retries else ""
+    return (f"answer the call, {prompt}collect up to {g.max_digits} digit(s) (within {_secs(g.timeout)} of the "
+            f"prompt, {_secs(g.digit_timeout)} between digits{end}){again}; then by the entry")
 
 
 def _secs(s: float) -> str:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from .diagnostics import only_flow_errors
-from .model import Accept, Hangup, Program, Reject
+from .model import Accept, Gather, Hangup, Program, Reject
 
 
 def _q(text: str) -> str:
@@ -60,6 +60,15 @@ def to_dot(program: Program) -> str:
                         if num:
                             lab += f"\nnumber {num}"
                     edges.append(f"    {_q(rid)} -> {_q(peer(tg.kind, tg.name))} [label={_q(lab)}];")
+            elif isinstance(t, Gather):
+                for branch in t.branches:
+                    for sub in branch.plan:
+                        if isinstance(sub.terminal, Accept):
+                            keys = ", ".join([f'"{k}"' for k in branch.keys] + (["nothing"] if branch.nothing else [])
+                                             + (["else"] if branch.is_else else []))
+                            for tg in sub.terminal.targets:
+                                edges.append(f"    {_q(rid)} -> {_q(peer(tg.kind, tg.name))} "
+                                             f"[label={_q(tag + ' gather ' + keys)}];")
             elif isinstance(t, Reject | Hangup):
                 end = f"{rid}:end:{n}"
                 text = f"reject {t.code}\n{t.reason}" if isinstance(t, Reject) else "hang up"

@@ -20,7 +20,7 @@ from pathlib import Path
 from . import syntax
 from .compiler import Compiler
 from .diagnostics import Diagnostic, FlowError, Reporter, only_flow_errors
-from .model import Play, Program
+from .model import Gather, Play, Program
 from .syntax import Decl
 
 MAX_SCRIPT_BYTES = 8 << 20  # all the files of one program; a 20,000-rule script is about 1.2 MB
@@ -105,14 +105,23 @@ class _Load:
 
 
 def play_files(program: Program) -> tuple[str, ...]:
-    """The files the program's `play` statements read, as written in the program (resolved against
+    """The files the program's `play` statements and `gather` prompts read, as written in the program (resolved against
     the script's folder), in source order, each once."""
     seen: dict[str, None] = {}
-    for rule in program.rules:
-        for attempt in rule.plan:
+
+    def walk(plan: tuple) -> None:  # a gather's prompt and its branches' plans count too
+        for attempt in plan:
             for action in attempt.actions:
                 if isinstance(action, Play):
                     seen.setdefault(action.file, None)
+            if isinstance(attempt.terminal, Gather):
+                if attempt.terminal.prompt is not None:
+                    seen.setdefault(attempt.terminal.prompt, None)
+                for branch in attempt.terminal.branches:
+                    walk(branch.plan)
+
+    for rule in program.rules:
+        walk(rule.plan)
     return tuple(seen)
 
 

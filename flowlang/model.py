@@ -268,7 +268,86 @@ class Play:
 
 
 Action = Log | SetCallerId | SetHeader | Play
-Terminal = Accept | Reject | Hangup
+
+
+# `gather`: answer, play a prompt, collect DTMF digits, then branch on them (docs/language.md, "gather").
+# Defaults: the whole entry within 5 s of the prompt's end, at most 3 s between digits, `#` ends it.
+GATHER_TIMEOUT = 5.0
+GATHER_DIGIT_TIMEOUT = 3.0
+GATHER_TERMINATOR = "#"
+GATHER_MAX_DIGITS = 20  # without `max` and without keys (an `else` that takes any number)
+
+
+@fast_init
+@dataclass(frozen=True, slots=True)
+class GatherBranch:
+    """`when "1", nothing ...` or `else ...`: the plan that runs when the entry is one of `keys`
+    (digit strings), nothing (`nothing`: no digit before the timeout, or the terminator alone), or,
+    for `else`, anything no other branch takes."""
+
+    keys: tuple[str, ...]
+    nothing: bool
+    is_else: bool
+    plan: tuple[Attempt, ...]
+    # per attempt, per accept target: its number rewrite when it uses a value known only at run time
+    # (`{digits}`, a capture); rendered when the branch runs. None = the target's number as compiled.
+    numbers: tuple[tuple[Template | None, ...], ...] = ()
+
+    def rendered_plan(self, values: Mapping[str, object]) -> tuple[Attempt, ...]:
+        """The plan with its accepts' number rewrites filled from `values` (the call's values, the
+        captures and `digits`); the compiled plan itself when it has none."""
+        if not any(t is not None for ts in self.numbers for t in ts):
+            return self.plan
+        out: list[Attempt] = []
+        for attempt, tpls in zip(self.plan, self.numbers, strict=True):
+            t = attempt.terminal
+            if isinstance(t, Accept) and any(tpl is not None for tpl in tpls):
+                targets = tuple(tg if tpl is None else Target(tg.kind, tg.name, tpl.render(values))
+                                for tg, tpl in zip(t.targets, tpls, strict=True))
+                attempt = Attempt(attempt.actions, Accept(targets, t.timeout))
+            out.append(attempt)
+        return tuple(out)
+
+
+@fast_init
+@dataclass(frozen=True, slots=True)
+class Gather:
+    """Answer the call, play `prompt` (None: no prompt), collect up to `max_digits` digits (ended by
+    `terminator`, `digit_timeout` seconds without a digit, or `timeout` seconds after the prompt),
+    replay the prompt up to `retries` times while the entry is nothing or no branch's key, then run
+    the branch the entry selects (`branch`). The digits are `{digits}` in the branch's texts."""
+
+    prompt: str | None
+    max_digits: int
+    terminator: str | None
+    timeout: float
+    digit_timeout: float
+    retries: int
+    branches: tuple[GatherBranch, ...]
+
+    @property
+    def keys(self) -> frozenset[str] | None:
+        """The entries a branch names (None when no branch names one: any entry is taken)."""
+        keys = frozenset(k for b in self.branches for k in b.keys)
+        return keys or None
+
+    def branch(self, digits: str) -> GatherBranch | None:
+        """The branch for an entry: the one naming it; for nothing the `nothing` branch, else `else`;
+        for an entry no branch names `else`, else `nothing`. None only if no branch fits (the
+        checker requires a `nothing` or `else` branch, so a compiled Gather always has one)."""
+        fallback: list[GatherBranch] = []
+        for b in self.branches:
+            if digits and digits in b.keys:
+                return b
+        for b in self.branches:
+            if (not digits and b.nothing) or (digits and b.is_else):
+                return b
+            if b.nothing or b.is_else:
+                fallback.append(b)
+        return fallback[0] if fallback else None
+
+
+Terminal = Accept | Reject | Hangup | Gather
 
 
 @fast_init

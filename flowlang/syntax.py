@@ -114,6 +114,18 @@ class TargetNode:
 
 
 @dataclass(slots=True)
+class BranchNode:
+    """One branch of a `gather`: `when KEY, ... BODY` (keys ("digits", text, line, col) or ("nothing", ...)),
+    or `else BODY` (no keys)."""
+
+    keys: list[tuple[str, str, int, int]]
+    body: list[Stmt]
+    is_else: bool
+    line: int
+    col: int
+
+
+@dataclass(slots=True)
 class SyntaxProblem:
     line: int
     col: int
@@ -261,6 +273,30 @@ def _b_num_part(p, ch):
     return ("capture", tok[1][1:])
 
 
+def _b_gather(p, ch):
+    """Stmt("gather", [prompt or None, prompt line, prompt col, options, branches]); an option is
+    (name, token text, line, col)."""
+    prompt = None
+    pline = pcol = 0
+    options: list[tuple[str, str, int, int]] = []
+    branches: list[BranchNode] = []
+    for c in ch:
+        if type(c) is BranchNode:
+            branches.append(c)
+        elif c[0] == "STRING":
+            prompt, pline, pcol = unquote(c[1]), c[2], c[3]
+        else:
+            options.append(c)
+    return Stmt("gather", [prompt, pline, pcol, options, branches], p[2], p[3])
+
+
+def _gather_option(name: str):
+    def build(p, ch):
+        t = ch[0]
+        return (name, unquote(t[1]) if t[0] == "STRING" else t[1], p[2], p[3])
+    return build
+
+
 def _b_stmt_text(kind: str):
     def build(p, ch):
         t = ch[0]
@@ -360,6 +396,17 @@ BUILDERS = {
     "set_caller_id": _b_stmt_text("set_caller_id"),
     "set_header": lambda p, ch: Stmt("set_header", [ch[0], unquote(ch[1][1]), ch[1][2], ch[1][3]], p[2], p[3]),
     "play": lambda p, ch: Stmt("play", [unquote(ch[0][1]), len(ch) > 1], p[2], p[3]),
+    # gather: a menu
+    "gather": _b_gather,
+    "gather_max": _gather_option("max"),
+    "gather_terminator": _gather_option("terminator"),
+    "gather_timeout": _gather_option("timeout"),
+    "gather_digit_timeout": _gather_option("digit timeout"),
+    "gather_retries": _gather_option("retries"),
+    "gather_when": lambda p, ch: BranchNode(ch[:-1], ch[-1], False, p[2], p[3]),
+    "gather_else": lambda p, ch: BranchNode([], ch[-1], True, p[2], p[3]),
+    "key_digits": lambda p, ch: ("digits", unquote(ch[0][1]), ch[0][2], ch[0][3]),
+    "key_nothing": lambda p, ch: ("nothing", "nothing", p[2], p[3]),
 }
 WITH_LAST = frozenset({"rule"})
 

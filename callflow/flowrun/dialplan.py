@@ -28,8 +28,10 @@ from callflow.sdk import (
 from flowlang.events import BY_NAME, EVENTS, EventSpec
 from flowlang.model import (
     Accept,
+    Attempt,
     CallInfo,
     Decision,
+    Gather,
     Hangup,
     Line,
     Log,
@@ -337,19 +339,23 @@ class CallRecords:
 
 
 class _PlanRun:
-    """Walks one decision's attempts for one call."""
+    """Walks one decision's attempts for one call (or, after a `gather`, its chosen branch's)."""
 
-    def __init__(self, call: CallSession, decision: Decision) -> None:
+    def __init__(self, call: CallSession, decision: Decision, plan: tuple[Attempt, ...] | None = None,
+                 values: dict[str, str] | None = None) -> None:
         self.call = call
         self.decision = decision
+        self.plan = decision.plan if plan is None else plan
         self.index = 0   # the attempt under way
         self.action = 0  # the next of its actions
-        self.values = dict(decision.values)
-        self.values["call"] = call.id
+        if values is None:
+            values = dict(decision.values)
+            values["call"] = call.id
+        self.values = values
 
     def step(self, failure: Failure | None) -> None:
         call = self.call
-        plan = self.decision.plan
+        plan = self.plan
         while self.index < len(plan):
             attempt = plan[self.index]
             actions = attempt.actions
@@ -375,6 +381,11 @@ class _PlanRun:
             if isinstance(terminal, Hangup):
                 call.hangup()
                 return
+            if isinstance(terminal, Gather):
+                call.gather(terminal.prompt, terminal.max_digits, terminal.terminator, terminal.timeout,
+                            terminal.digit_timeout, terminal.retries, terminal.keys,
+                            lambda digits, outcome, g=terminal: self._after_gather(g, digits))
+                return
         last = failure or call.last_failure
         call.reject(last.code, last.reason)
 
@@ -384,6 +395,17 @@ class _PlanRun:
         self.values["reason"] = failure.reason
         self.values["code"] = str(failure.code)
         self.step(failure)
+
+    def _after_gather(self, gather: Gather, digits: str) -> None:
+        """The caller's entry is in: run the branch it selects, with `{digits}` among the values."""
+        branch = gather.branch(digits)
+        if branch is None:  # the checker requires a `nothing` or `else` branch; never silently stuck
+            log.error("event=call_error call=%s step=gather reason=%s", self.call.id, '"no branch for the entry"')
+            self.call.hangup()
+            return
+        values = dict(self.values)
+        values["digits"] = digits
+        _PlanRun(self.call, self.decision, branch.rendered_plan(values), values).step(None)
 
     def _act(self, action: object) -> None:
         call = self.call

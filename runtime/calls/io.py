@@ -124,6 +124,43 @@ class PlayIn:
 
 
 @dataclass(slots=True)
+class GatherIn:
+    """The dialplan's `gather` (calls/gather.py): answer, play `prompt` (None: none), collect digits.
+
+    Seconds for `timeout` (the whole entry, from the prompt's end) and `digit_timeout` (between
+    digits). `keys`: the entries a branch takes (None: any entry); nothing, or an entry not among
+    them, replays the prompt while `retries` last. `prompt_done()` is the runner's callback that feeds
+    GatherPromptDone back; `on_done(digits, outcome)` is the dialplan's, once, unless the call ends."""
+
+    now: float
+    prompt: str | None
+    max_digits: int
+    terminator: str | None
+    timeout: float
+    digit_timeout: float
+    retries: int
+    keys: frozenset[str] | None
+    prompt_done: Callable[[], None]
+    on_done: Callable[[str, str], None]
+
+
+@dataclass(slots=True)
+class GatherPromptDone:
+    """The gather's prompt has played (or could not be played): collecting starts."""
+
+    now: float
+
+
+@dataclass(slots=True)
+class DigitIn:
+    """A DTMF digit (RFC 4733) the media backend saw arriving from `channel`'s phone, at its end."""
+
+    now: float
+    channel: Channel
+    digit: str
+
+
+@dataclass(slots=True)
 class ActionFailed:
     """The runner could not carry out an action (a bug, or the layer refused a message)."""
 
@@ -132,7 +169,7 @@ class ActionFailed:
 
 
 Input = (Start | RequestIn | AckIn | CancelIn | ResponseIn | StrayResponseIn | TimerFired | MediaDone | PlayDone
-         | AcceptIn | RejectIn | HangupIn | PlayIn | ActionFailed)
+         | AcceptIn | RejectIn | HangupIn | PlayIn | ActionFailed | GatherIn | GatherPromptDone | DigitIn)
 
 # ---- actions ---------------------------------------------------------------------------------
 

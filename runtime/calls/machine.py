@@ -28,6 +28,7 @@ from typing import Any
 from ..sip.message import Request
 from ..sip.transaction import ServerTransaction, new_tag
 from .ending import Ending
+from .gather import GATHER_TIMERS, Gathering, Gathers
 from .in_dialog import InDialog
 from .io import (
     AcceptIn,
@@ -35,7 +36,10 @@ from .io import (
     Action,
     ActionFailed,
     CancelIn,
+    DigitIn,
     Emit,
+    GatherIn,
+    GatherPromptDone,
     HangupIn,
     Input,
     MediaCall,
@@ -85,7 +89,7 @@ from .transfer import Transfer, Transfers
 log = logging.getLogger("callflow.calls")
 
 
-class CallMachine(CallSetup, Playing, InDialog, SessionRefresh, Transfers, Ending):
+class CallMachine(CallSetup, Playing, Gathers, InDialog, SessionRefresh, Transfers, Ending):
     """One call: created on an INVITE, routed by the dialplan, closed when both legs are gone.
 
     Public data the dialplan reads: id, program, peer_type, peer_name, caller_id, caller_name,
@@ -129,6 +133,7 @@ class CallMachine(CallSetup, Playing, InDialog, SessionRefresh, Transfers, Endin
         self.play_codec: tuple[int, str] | None = None
         self.pending_play: tuple[str, Callable[[], None]] | None = None  # late offer: waits for the ACK
         self.playing: Callable[[], None] | None = None  # the on_done of the file playing now
+        self.gather: Gathering | None = None  # the dialplan's `gather` under way (gather.py)
         self.on_result: Callable[[Failure | None], None] | None = None
         self.hangup_channel: Channel | None = None
         # in-dialog requests we relayed, by tag: (the originator's transaction, the channel it went
@@ -277,6 +282,8 @@ class CallMachine(CallSetup, Playing, InDialog, SessionRefresh, Transfers, Endin
             transfer = self.transfer
             if transfer is not None and transfer.state is TransferState.DIALING and self.state is CallState.CONNECTED:
                 self._transfer_failed(transfer, Failure(480, "Temporarily Unavailable (no answer)"))
+        elif name in GATHER_TIMERS:
+            return self._gather_timer(name)
         elif name in SE_TIMERS:
             channel = SE_TIMERS[name]
             if name == SE_REFRESH[channel]:
@@ -318,6 +325,9 @@ _HANDLERS: dict[type, Callable[[CallMachine, Any], Any]] = {
     TimerFired: CallMachine._on_timer,
     ActionFailed: CallMachine._on_action_failed,
     MediaDone: _media_done,
+    GatherIn: CallMachine._on_gather,
+    GatherPromptDone: CallMachine._on_gather_prompt_done,
+    DigitIn: CallMachine._on_digit,
 }
 
 # CallMachine and IllegalMove are the API; the rest is re-exported for code that imported it from here

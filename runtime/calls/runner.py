@@ -32,7 +32,10 @@ from .io import (
     CancelIn,
     CancelTimer,
     Closed,
+    DigitIn,
     Emit,
+    GatherIn,
+    GatherPromptDone,
     HangupIn,
     IndexDialog,
     Input,
@@ -172,6 +175,22 @@ class CallSession:
         """Play a file to the caller, as early media (183) or after answering (200); `on_done()` once
         it has played (or could not be), unless the call ended meanwhile."""
         self.runner.feed(self, PlayIn(self.runner.now(), path, answered, on_done))
+
+    def gather(self, prompt: str | None, max_digits: int, terminator: str | None, timeout: float,
+               digit_timeout: float, retries: int, keys: frozenset[str] | None,
+               on_done: Callable[[str, str], None]) -> None:
+        """Answer the caller (if not yet), play `prompt`, collect DTMF digits (calls/gather.py); seconds
+        for the timeouts. `on_done(digits, outcome)` once the entry is in (outcome `terminator`, `max`,
+        `digits` or `timeout`), unless the call ended meanwhile."""
+        self.runner.feed(self, GatherIn(self.runner.now(), prompt, max_digits, terminator, timeout, digit_timeout,
+                                        retries, keys, self._prompt_done, on_done))
+
+    def _prompt_done(self) -> None:
+        self.runner.feed(self, GatherPromptDone(self.runner.now()))
+
+    def digit(self, channel: Channel, digit: str) -> None:
+        """A DTMF digit from `channel`'s phone (RFC 4733, seen by the media backend at the event's end)."""
+        self.runner.feed(self, DigitIn(self.runner.now(), channel, digit))
 
     # ---- what the engine hands over --------------------------------------------------------------------
     def start(self) -> None:

@@ -25,7 +25,7 @@ def test_the_handlers_the_language_has_are_the_events_with_a_handler_in_the_tabl
     assert set(EVENTS) == set(HANDLED_EVENTS)
     assert set(HANDLED_EVENTS) == {"created", "connecting", "connected", "hangup", "failed", "closed",
                                    "line_registered", "line_register_failed", "user_registered",
-                                   "user_unregistered", "message", "dtmf"}
+                                   "user_unregistered", "message", "dtmf", "gather"}
 
 
 def test_every_call_handler_has_the_calls_own_fields() -> None:

@@ -7,7 +7,7 @@ from zoneinfo import ZoneInfo
 import pytest
 from flowspec import call
 
-from flowlang import Accept, Reject, load_program
+from flowlang import Accept, Gather, Reject, load_program
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "flows" / "examples"
 ENV = {name: f"{name.lower()}-secret" for name in (
@@ -52,3 +52,11 @@ def test_number_rewriting_turns_local_dialling_into_e164():
     assert p.decide(call(to="011442071234567")).plan[0].terminal.targets[0].number == "+442071234567"
     hidden = p.decide(call(to="*67+15559876543"))
     assert hidden.plan[0].terminal.targets[0].number == "+15559876543"
+
+
+def test_the_attendant_answers_the_main_number_with_a_menu_1_sales_2_support_0_or_nothing_operator():
+    d = example("attendant.flow").decide(call("line:itsp", "+15551230000"))
+    menu = d.plan[0].terminal
+    assert isinstance(menu, Gather) and menu.prompt.endswith("menu.wav") and menu.retries == 2
+    first = {key: menu.branch(key).plan[0].terminal.targets[0].name for key in ("1", "2", "0", "", "7")}
+    assert first == {"1": "sales", "2": "support", "0": "operator", "": "operator", "7": "operator"}

@@ -9,6 +9,7 @@ import struct
 
 import pytest
 
+from runtime.calls import Channel
 from runtime.events import EngineEvent
 from runtime.media.dtmf import EventDetector, telephone_event_types
 from runtime.media.relay import MediaRelay
@@ -132,12 +133,21 @@ def test_a_digit_on_a_live_call_is_the_dtmf_event_with_its_channel() -> None:
                         rtp_ports=ports.rtp_range(10))
         seen: list[EngineEvent] = []
         engine.bus.subscribe(seen.append)
-        engine.calls["c1"] = object()  # type: ignore[assignment]  # a live call, as far as the table says
+        engine.calls["c1"] = call  # type: ignore[assignment]  # a live call, as far as the table says
         assert engine.media.dtmf_listener is not None
         engine.media.dtmf_listener("c1", 1, "#", 120)
         engine.media.dtmf_listener("gone", 0, "1", 100)  # a call that has closed meanwhile
         return seen
 
+    class LiveCall:  # takes the digit too, for a `gather` under way
+        def __init__(self) -> None:
+            self.digits: list[tuple[Channel, str]] = []
+
+        def digit(self, channel: Channel, digit: str) -> None:
+            self.digits.append((channel, digit))
+
+    call = LiveCall()
     events = asyncio.run(scenario())
     assert [(e.name, e.fields) for e in events] == [
         ("dtmf", {"call": "c1", "channel": "ONE", "digit": "#", "duration": 120})]
+    assert call.digits == [(Channel.ONE, "#")]

@@ -76,6 +76,7 @@ def call_from_line(bus: EventBus, clock: Clock, call: str = "c2", line: str = "i
     """A provider's call on a line to alice: answered and hung up by alice, or never answered (the
     caller gives up)."""
     bus.emit("created", call=call, peer_type="LINE", peer=line, caller="+4930123", to="+15551230001")
+    bus.emit("gather", call=call, digits="1", outcome="max", attempt=1, final="yes")  # a menu chose alice
     bus.emit("connecting", call=call, channel="ONE")
     if answered:
         bus.emit("connected", call=call, peer_type="USER", peer="alice")
