@@ -8,7 +8,7 @@ from typing import Any
 
 from flowlang import CallInfo, compile_source
 from runtime.calls import Failure
-from runtime.dialplan import _PlanRun
+from callflow.flowrun.dialplan import _PlanRun
 
 FLOW = '''user sales password "sales-pw-2026"
 user operator password "operator-pw-2026"
