@@ -124,6 +124,26 @@ class PlayIn:
 
 
 @dataclass(slots=True)
+class DigitIn:
+    """An RFC 4733 digit the media backend saw arrive on `channel` (once, at the event's end)."""
+
+    now: float
+    channel: Channel
+    digit: str
+    duration: int  # ms
+
+
+@dataclass(slots=True)
+class SendDtmfIn:
+    """The program's send_dtmf: `digits` into `channel`'s phone, each held `duration` seconds."""
+
+    now: float
+    channel: Channel
+    digits: str
+    duration: float
+
+
+@dataclass(slots=True)
 class ActionFailed:
     """The runner could not carry out an action (a bug, or the layer refused a message)."""
 
@@ -132,7 +152,7 @@ class ActionFailed:
 
 
 Input = (Start | RequestIn | AckIn | CancelIn | ResponseIn | StrayResponseIn | TimerFired | MediaDone | PlayDone
-         | AcceptIn | RejectIn | HangupIn | PlayIn | ActionFailed)
+         | AcceptIn | RejectIn | HangupIn | PlayIn | DigitIn | SendDtmfIn | ActionFailed)
 
 # ---- actions ---------------------------------------------------------------------------------
 
@@ -181,7 +201,8 @@ class MediaCall:
 
     ops: allocate(), anchor(leg, sdp) -> sdp, answer(leg, offer) -> (sdp, pt, codec),
     offer(leg) -> sdp, take_answer(leg, sdp) -> (pt, codec), restrict_offer(sdp) -> sdp,
-    prompt(path, codec) -> payloads. Legs are the backend's ints (Channel.value)."""
+    prompt(path, codec) -> payloads, dtmf_mode(leg) -> "rfc4733"|"info",
+    send_dtmf(leg, digits, seconds) -> None. Legs are the backend's ints (Channel.value)."""
 
     token: int
     op: str

@@ -27,6 +27,7 @@ from typing import Any
 
 from ..sip.message import Request
 from ..sip.transaction import ServerTransaction, new_tag
+from .dtmf import DtmfJobs
 from .ending import Ending
 from .in_dialog import InDialog
 from .io import (
@@ -35,6 +36,7 @@ from .io import (
     Action,
     ActionFailed,
     CancelIn,
+    DigitIn,
     Emit,
     HangupIn,
     Input,
@@ -46,6 +48,7 @@ from .io import (
     Released,
     RequestIn,
     ResponseIn,
+    SendDtmfIn,
     Start,
     StrayResponseIn,
     TimerFired,
@@ -85,7 +88,7 @@ from .transfer import Transfer, Transfers
 log = logging.getLogger("callflow.calls")
 
 
-class CallMachine(CallSetup, Playing, InDialog, SessionRefresh, Transfers, Ending):
+class CallMachine(CallSetup, Playing, InDialog, SessionRefresh, Transfers, Ending, DtmfJobs):
     """One call: created on an INVITE, routed by the dialplan, closed when both legs are gone.
 
     Public data the dialplan reads: id, program, peer_type, peer_name, caller_id, caller_name,
@@ -138,6 +141,7 @@ class CallMachine(CallSetup, Playing, InDialog, SessionRefresh, Transfers, Endin
         self.transfer: Transfer | None = None
         self.transfer_forks: list[Leg] = []   # the INVITEs of transfers, by index (tag ("transfer", i))
         self.retired: list[Leg] = []          # transferors' legs, replaced and being ended
+        self.dtmf_unexpected: set[Channel] = set()  # legs that sent digits they never negotiated (dtmf.py)
         self._next_tag = 0
         self._out: list[Action] = []
         self._queue: deque[Input] = deque()
@@ -241,6 +245,8 @@ class CallMachine(CallSetup, Playing, InDialog, SessionRefresh, Transfers, Endin
             return self._bridge_response(tag[1], inp.response)
         elif kind == "adopt":
             return self._adopt_response(tag[1], inp.response)
+        elif kind == "dtmf":
+            self._dtmf_info_response(tag[1], tag[2], inp.response)
         return None  # NOTIFY, CANCEL, a BYE to another fork's dialog: nothing waits for them
 
     def _leg(self, channel: Channel, call_id: str) -> Leg | None:
@@ -317,6 +323,8 @@ _HANDLERS: dict[type, Callable[[CallMachine, Any], Any]] = {
     RequestIn: CallMachine._on_request,
     TimerFired: CallMachine._on_timer,
     ActionFailed: CallMachine._on_action_failed,
+    DigitIn: CallMachine._on_digit,
+    SendDtmfIn: CallMachine._on_send_dtmf,
     MediaDone: _media_done,
 }
 

@@ -32,6 +32,7 @@ from .io import (
     CancelIn,
     CancelTimer,
     Closed,
+    DigitIn,
     Emit,
     HangupIn,
     IndexDialog,
@@ -48,6 +49,7 @@ from .io import (
     Respond,
     ResponseIn,
     Route,
+    SendDtmfIn,
     SendRequest,
     SendStateless,
     SetTimer,
@@ -173,7 +175,16 @@ class CallSession:
         it has played (or could not be), unless the call ended meanwhile."""
         self.runner.feed(self, PlayIn(self.runner.now(), path, answered, on_done))
 
+    def send_dtmf(self, channel: Channel, digits: str, duration: float) -> None:
+        """Send `digits` into `channel`'s phone, each held `duration` seconds: RFC 4733 when that leg
+        negotiated telephone-event, else SIP INFO (runtime/calls/dtmf.py); `dtmf_dropped` if neither."""
+        self.runner.feed(self, SendDtmfIn(self.runner.now(), channel, digits, duration))
+
     # ---- what the engine hands over --------------------------------------------------------------------
+    def digit(self, channel: Channel, digit: str, duration: int) -> None:
+        """An RFC 4733 digit (duration in ms) the media backend saw arrive on `channel`."""
+        self.runner.feed(self, DigitIn(self.runner.now(), channel, digit, duration))
+
     def start(self) -> None:
         self.runner.feed(self, Start(self.runner.now()))
 
@@ -398,6 +409,12 @@ class CallRunner:
                 return
             elif op == "packets":
                 self.feed(s, MediaDone(now(), a.token, media.packets))
+                return
+            elif op == "dtmf_mode":
+                self.feed(s, MediaDone(now(), a.token, media.dtmf_mode(*args)))
+                return
+            elif op == "send_dtmf":
+                self.feed(s, MediaDone(now(), a.token, media.send_dtmf(*args)))
                 return
             elif op in ("anchor", "answer", "offer", "take_answer"):
                 coro = getattr(media, op)(*args)

@@ -20,7 +20,8 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 from runtime.media.base import MediaError, MediaSession
-from runtime.media.dtmf import EventDetector, telephone_event_types
+from runtime.media.dtmf import EventDetector, Negotiation, telephone_event_types
+from runtime.media.dtmf_sender import DtmfSender
 from runtime.media.endpoint import MediaLeg
 from runtime.media.latch import Address, canonical_host
 from runtime.sip.sdp import (
@@ -76,6 +77,9 @@ class RelaySession(MediaSession):
         self._answered: tuple[int, AnswerChoice] | None = None  # (stream, codec) we answered with
         self._dtmf: Callable[[int, str, int], None] | None = None
         self._event_types: dict[int, int] = {}  # telephone-event payload type -> clock rate, both SDPs
+        self.negotiation = Negotiation()  # each leg's DTMF mode (RFC 4733 or SIP INFO), from its SDPs
+        self._senders: list[DtmfSender | None] = [None, None]  # digits being sent into each leg
+        self._pumps: set[asyncio.Task[None]] = set()
 
     def on_dtmf(self, callback: Callable[[int, str, int], None] | None) -> None:
         """Report RFC 4733 digits arriving on either leg: `callback(leg, digit, duration_ms)` once per
@@ -143,7 +147,10 @@ class RelaySession(MediaSession):
         desc = parse_sdp(sdp)
         media = desc.media
         ports = [0] * len(media)
-        self._learn_event_types(telephone_event_types(desc))
+        types = telephone_event_types(desc)
+        self._learn_event_types(types)
+        self.negotiation.sent_by(from_leg, types)
+        self.negotiation.sent_to(1 - from_leg, types)  # the SDP goes on with its formats unchanged
         if not self.closed:
             for stream, m in enumerate(media):
                 if m.kind == "audio" and m.port != 0:
@@ -175,6 +182,8 @@ class RelaySession(MediaSession):
         self._answered = found
         if choice.telephone_event is not None:
             self._learn_event_types({choice.telephone_event: 8000})
+        self.negotiation.sent_by(leg, telephone_event_types(desc))
+        self.negotiation.sent_to(leg, {choice.telephone_event: 8000} if choice.telephone_event is not None else {})
         body = build_answer(desc, stream, choice, self._relay.advertise, self.legs[leg].local_port, _session_id())
         return body, choice.payload_type, choice.codec
 
@@ -186,9 +195,12 @@ class RelaySession(MediaSession):
         port = self.legs[leg].local_port
         if self._answered is not None:
             choice = self._answered[1]
-            return build_offer(self._relay.advertise, port, _session_id(), (choice.payload_type,),
+            body = build_offer(self._relay.advertise, port, _session_id(), (choice.payload_type,),
                                choice.telephone_event)
-        return build_offer(self._relay.advertise, port, _session_id())
+        else:
+            body = build_offer(self._relay.advertise, port, _session_id())
+        self.negotiation.sent_to(leg, telephone_event_types(parse_sdp(body)))
+        return body
 
     async def take_answer(self, leg: int, answer: bytes) -> tuple[int, str]:
         if self.closed:
@@ -203,7 +215,9 @@ class RelaySession(MediaSession):
             rtcp_port = desc.media[stream].rtcp_port
             self.set_remote(leg, endpoint, (endpoint[0], rtcp_port) if rtcp_port else None)
         self._answered = (0, choice)  # our offers have one stream
-        self._learn_event_types(telephone_event_types(desc))
+        types = telephone_event_types(desc)
+        self._learn_event_types(types)
+        self.negotiation.sent_by(leg, types)
         return choice.payload_type, choice.codec
 
     def restrict_offer(self, sdp: bytes) -> bytes:
@@ -235,6 +249,48 @@ class RelaySession(MediaSession):
             if delay > 0:
                 await asyncio.sleep(delay)
         return sent
+
+    def dtmf_mode(self, leg: int) -> str:
+        """``leg``'s DTMF mode: runtime.media.dtmf.Negotiation.mode."""
+        return self.negotiation.mode(leg)
+
+    def send_dtmf(self, leg: int, digits: str, duration: float = 0.1) -> None:
+        """Send ``digits`` to ``leg``'s phone as RFC 4733 telephone-events (runtime.media.dtmf_sender),
+        from that leg's socket, in the payload type its SDP gave; returns at once, a task paces the
+        packets on the loop clock. Digits asked for while earlier ones are still being sent follow
+        them (at the first request's ``duration``). Raises MediaError when the session is closed
+        or telephone-event was not negotiated on that leg, ValueError for bad digits or duration."""
+        if self.closed:
+            raise MediaError("the call's media is closed")
+        found = self.negotiation.send_type(leg)
+        if found is None:
+            raise MediaError(f"telephone-event was not negotiated on leg {leg}: its phone takes DTMF as SIP INFO")
+        sender = self._senders[leg]
+        if sender is not None and not sender.done:
+            sender.extend(digits)
+            return
+        loop = asyncio.get_running_loop()
+        sender = DtmfSender(digits, found[0], loop.time(), duration=duration, rate=found[1])
+        self._senders[leg] = sender
+        task = loop.create_task(self._pump_dtmf(leg, sender))
+        self._pumps.add(task)
+        task.add_done_callback(self._pumps.discard)
+
+    async def _pump_dtmf(self, leg: int, sender: DtmfSender) -> None:
+        """Hand ``sender``'s packets to the socket when due (bounded: a digit takes a few dozen)."""
+        endpoint = self.legs[leg].rtp
+        loop = asyncio.get_running_loop()
+        for _ in range(100_000):
+            if self.closed:
+                return
+            for packet in sender.due(loop.time()):
+                transport, dest = endpoint.transport, endpoint.dest
+                if transport is not None and dest is not None:
+                    transport.sendto(packet, dest)
+            at = sender.next_at
+            if at is None:
+                return
+            await asyncio.sleep(max(0.0, at - loop.time()))
 
     # Counters, per direction: index 0 is caller -> callee (arrived on leg 0), index 1 the reverse.
     @property
@@ -282,6 +338,8 @@ class RelaySession(MediaSession):
             # someone sprayed the call's ports (or a peer's media came from elsewhere than it said)
             log.info("event=media_strangers call=%s leg0=%d leg1=%d", self.call_id, *self._final[4])
         self.closed = True
+        for task in self._pumps:
+            task.cancel()
         self._relay._session_closed(self)
         if self._pending == 0 and self._done is not None and not self._done.done():
             self._done.set_result(None)
