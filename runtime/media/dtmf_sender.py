@@ -84,12 +84,20 @@ class DtmfSender:
         self.sent = 0                        # packets handed out so far
         self.extend(digits)
 
-    def extend(self, digits: str) -> None:
-        """Queue more digits after those not sent yet (ValueError as for the constructor's)."""
+    def extend(self, digits: str, now: float | None = None) -> None:
+        """Queue more digits after those not sent yet (ValueError as for the constructor's). `now`:
+        a sender that had finished starts the first of them then (or after the gap), not in the past."""
         digits = normalize_digits(digits)
         if len(self._queue) + len(digits) > MAX_DIGITS:
             raise ValueError(f"more than {MAX_DIGITS} digits waiting to be sent on this leg")
+        if now is not None and self.done:
+            self._free_at = max(self._free_at, now)
         self._queue.extend(digits)
+
+    @property
+    def quiet_at(self) -> float:
+        """When the gap after the last digit planned ends (clock seconds)."""
+        return self._free_at
 
     @property
     def done(self) -> bool:

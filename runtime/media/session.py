@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 
 from runtime.media.base import MediaError, MediaSession
 from runtime.media.dtmf import EventDetector, Negotiation, telephone_event_types
-from runtime.media.dtmf_sender import DtmfSender
+from runtime.media.dtmf_sender import MAX_DURATION, MIN_DURATION, DtmfSender, normalize_digits
 from runtime.media.endpoint import MediaLeg
 from runtime.media.latch import Address, canonical_host
 from runtime.sip.sdp import (
@@ -40,6 +40,8 @@ if TYPE_CHECKING:
 __all__ = ["RelaySession"]
 
 log = logging.getLogger("callflow.media")
+
+STREAM_WAIT = 0.06  # seconds send_dtmf waits for the stream it replaces (a packet comes every 20 ms)
 
 
 def _session_id() -> str:
@@ -79,6 +81,7 @@ class RelaySession(MediaSession):
         self._event_types: dict[int, int] = {}  # telephone-event payload type -> clock rate, both SDPs
         self.negotiation = Negotiation()  # each leg's DTMF mode (RFC 4733 or SIP INFO), from its SDPs
         self._senders: list[DtmfSender | None] = [None, None]  # digits being sent into each leg
+        self._dtmf_queue: list[list[str] | None] = [None, None]  # digits asked for before a sender started
         self._pumps: set[asyncio.Task[None]] = set()
 
     def on_dtmf(self, callback: Callable[[int, str, int], None] | None) -> None:
@@ -259,38 +262,79 @@ class RelaySession(MediaSession):
         from that leg's socket, in the payload type its SDP gave; returns at once, a task paces the
         packets on the loop clock. Digits asked for while earlier ones are still being sent follow
         them (at the first request's ``duration``). Raises MediaError when the session is closed
-        or telephone-event was not negotiated on that leg, ValueError for bad digits or duration."""
+        or telephone-event was not negotiated on that leg, ValueError for bad digits or duration.
+
+        The events take the place of the other phone's stream for their time: its packets towards
+        ``leg`` are held back while digits are sent (and for the gap after the last), and the events
+        carry its SSRC, continue its sequence numbers and follow its timestamps (RFC 4733 2.1: the
+        events are part of the audio stream). A phone that saw two SSRCs interleaved would reset its
+        jitter buffer on every packet and lose the events (baresip does).
+        """
         if self.closed:
             raise MediaError("the call's media is closed")
         found = self.negotiation.send_type(leg)
         if found is None:
             raise MediaError(f"telephone-event was not negotiated on leg {leg}: its phone takes DTMF as SIP INFO")
-        sender = self._senders[leg]
-        if sender is not None and not sender.done:
-            sender.extend(digits)
-            return
+        digits = normalize_digits(digits)
+        if not MIN_DURATION <= duration <= MAX_DURATION:
+            raise ValueError(f"duration {duration!r} s: between {MIN_DURATION} and {MAX_DURATION} s")
         loop = asyncio.get_running_loop()
-        sender = DtmfSender(digits, found[0], loop.time(), duration=duration, rate=found[1])
-        self._senders[leg] = sender
-        task = loop.create_task(self._pump_dtmf(leg, sender))
+        queued = self._dtmf_queue[leg]
+        if queued is not None:  # a pump runs for this leg: its digits come first
+            sender = self._senders[leg]
+            if sender is not None:
+                sender.extend(digits, loop.time())
+            else:
+                queued.append(digits)
+            return
+        self._dtmf_queue[leg] = [digits]
+        task = loop.create_task(self._pump_dtmf(leg, found[0], found[1], duration))
         self._pumps.add(task)
         task.add_done_callback(self._pumps.discard)
 
-    async def _pump_dtmf(self, leg: int, sender: DtmfSender) -> None:
-        """Hand ``sender``'s packets to the socket when due (bounded: a digit takes a few dozen)."""
+    async def _pump_dtmf(self, leg: int, payload_type: int, rate: int, duration: float) -> None:
+        """Hold the other phone's stream back, then hand the sender's packets to the socket when due
+        (bounded: a digit takes a few dozen packets)."""
         endpoint = self.legs[leg].rtp
+        source = self.legs[1 - leg].rtp  # what arrives there is relayed to `leg`'s phone
         loop = asyncio.get_running_loop()
-        for _ in range(100_000):
-            if self.closed:
-                return
-            for packet in sender.due(loop.time()):
-                transport, dest = endpoint.transport, endpoint.dest
-                if transport is not None and dest is not None:
-                    transport.sendto(packet, dest)
-            at = sender.next_at
-            if at is None:
-                return
-            await asyncio.sleep(max(0.0, at - loop.time()))
+        first: asyncio.Future[bytes] = loop.create_future()
+
+        def hold(data: bytes) -> None:
+            if not first.done() and len(data) >= 12 and data[0] >> 6 == 2:
+                first.set_result(data)
+
+        source.hold = hold
+        try:
+            try:  # the stream's next packet: its SSRC, sequence number and timestamp are ours now
+                taken: bytes | None = await asyncio.wait_for(asyncio.shield(first), STREAM_WAIT)
+            except TimeoutError:
+                taken = None  # no stream towards that phone (on hold, silence suppression): our own
+            stream = {}
+            if taken is not None:
+                seq, stamp, ssrc = struct.unpack("!HII", taken[2:12])
+                stream = {"ssrc": ssrc, "seq": seq, "timestamp": stamp}
+            digits = "".join(self._dtmf_queue[leg] or ())
+            sender = DtmfSender(digits, payload_type, loop.time(), duration=duration, rate=rate, **stream)
+            self._senders[leg] = sender
+            for _ in range(100_000):
+                if self.closed:
+                    return
+                for packet in sender.due(loop.time()):
+                    transport, dest = endpoint.transport, endpoint.dest
+                    if transport is not None and dest is not None:
+                        transport.sendto(packet, dest)
+                at = sender.next_at
+                if at is None:  # quiet for the gap, so the stream's own numbers have passed ours
+                    at = sender.quiet_at
+                    if loop.time() >= at:
+                        return
+                await asyncio.sleep(max(0.0, at - loop.time()))
+        finally:
+            if source.hold is hold:
+                source.hold = None
+            self._senders[leg] = None
+            self._dtmf_queue[leg] = None
 
     # Counters, per direction: index 0 is caller -> callee (arrived on leg 0), index 1 the reverse.
     @property
