@@ -98,6 +98,58 @@ class Provider:
                    + f"{ct}Content-Length: {len(body)}\r\n\r\n", body)
         return self.final(method)
 
+    def invited(self) -> Request:
+        """The INVITE Callflow sends us (a call bob dialled through the line)."""
+        for _ in range(20):
+            msg = parse_message(self.sip.recv(65535))
+            if isinstance(msg, Request) and msg.method == "INVITE":
+                return msg
+        raise AssertionError("no INVITE")
+
+    def answer_invite(self, invite: Request, telephone_event: bool) -> None:
+        """200 OK with our SDP (PCMU, and telephone-event 101 or not); the ACK is read."""
+        self.server = int(invite.headers.get("via", "").split(":")[-1].split(";")[0])
+        formats = "0 101" if telephone_event else "0"
+        body = (f"v=0\r\no=prov 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
+                f"m=audio {self.rtp.getsockname()[1]} RTP/AVP {formats}\r\na=rtpmap:0 PCMU/8000\r\n").encode()
+        h = invite.headers
+        via = "\r\n".join(f"Via: {v}" for v in h.get_all("via"))
+        self._send(f"SIP/2.0 200 OK\r\n{via}\r\nFrom: {h.get('from')}\r\nTo: {h.get('to')};tag=prov2\r\n"
+                   f"Call-ID: {h.get('call-id')}\r\nCSeq: {h.get('cseq')}\r\n"
+                   f"Contact: <sip:prov@127.0.0.1:{self.port}>\r\nContent-Type: application/sdp\r\n"
+                   f"Content-Length: {len(body)}\r\n\r\n", body)
+        for _ in range(20):
+            msg = parse_message(self.sip.recv(65535))
+            if isinstance(msg, Request) and msg.method == "ACK":
+                return
+            if isinstance(msg, Request):
+                self.answer(msg)
+        raise AssertionError("no ACK")
+
+    def answer_bye(self) -> None:
+        """Read until Callflow's BYE comes, answering it (and whatever came before it) with 200."""
+        for _ in range(50):
+            msg = parse_message(self.sip.recv(65535))
+            if isinstance(msg, Request):
+                self.answer(msg)
+                if msg.method == "BYE":
+                    return
+        raise AssertionError("no BYE")
+
+    def press_rfc4733(self, invite: Request, event: int, stamp: int) -> None:
+        """One key press in RTP, to the media address Callflow's INVITE offered: updates, then the
+        end three times (RFC 4733 2.5), with payload type 101."""
+        sdp = invite.body.decode()
+        host = next(line[9:].strip() for line in sdp.splitlines() if line.startswith("c=IN IP4"))
+        port = int(next(line.split()[1] for line in sdp.splitlines() if line.startswith("m=audio")))
+        for i in range(7):
+            end = i >= 4
+            duration = 800 if end else 160 * (i + 1)
+            packet = (bytes([0x80, (0x80 if i == 0 else 0) | 101]) + (stamp // 160 + i).to_bytes(2, "big")
+                      + stamp.to_bytes(4, "big") + (0x1234).to_bytes(4, "big")
+                      + bytes([event, (0x80 if end else 0) | 10]) + duration.to_bytes(2, "big"))
+            self.rtp.sendto(packet, (host, port))
+
     def close(self) -> None:
         self.sip.close()
         self.rtp.close()
@@ -157,6 +209,9 @@ def test_a_key_pressed_as_sip_info_is_a_dtmf_event_and_reaches_the_phone(
     # way baresip reports the key it received
     heard = bob.wait_event("CALL_DTMF_START", 10, since=since)
     assert heard.get("param") == "7", (delivered_as, heard)
+    # baresip says which way it came: "received event" (RFC 4733) or "received DTMF" (SIP INFO)
+    assert ("received event: '7'" in bob.log_text()) is (delivered_as == "rfc4733")
+    assert ("call: received DTMF: '7'" in bob.log_text()) is (delivered_as == "info")
     assert provider.request("BYE").status == 200
     callflow.assert_alive()
 
@@ -171,6 +226,40 @@ def test_a_malformed_info_body_is_refused_with_400_and_the_call_goes_on(
     assert "CALL_CLOSED" not in bob.event_types()
     assert provider.request("BYE").status == 200
     callflow.assert_alive()
+
+
+# ---- telephone-events on a leg that negotiated none ------------------------------------------------------
+def test_telephone_events_from_a_provider_that_answered_without_them_are_one_clear_event(
+        tmp_path: Path, provider: Provider, phone_factory: PhoneFactory) -> None:
+    """bob calls out through the line; the provider answers without telephone-event but sends
+    RFC 4733 packets anyway (payload type 101, bob's number): `dtmf_unexpected` once, no `dtmf`."""
+    flow = textwrap.dedent(f"""\
+        user bob password "bob-pw"
+        line itsp1 {{ server "127.0.0.1:{provider.port}" }}
+        on incoming from user bob accept to line itsp1
+        """)
+    callflow = CallflowServer(flow, tmp_path / "callflow", ports.sip_port(), ports.rtp_range(10)).start()
+    try:
+        bob = phone_factory(account_line("bob", callflow.hostport, auth_pass="bob-pw"), name="bob")
+        bob.wait_registered()
+        bob.dial(f"sip:+15557654321@{callflow.hostport}")
+        invite = provider.invited()
+        provider.answer_invite(invite, telephone_event=False)
+        bob.wait_event(CALL_ESTABLISHED, 10)
+        for press in range(2):  # two key presses, on bob's payload type
+            provider.press_rfc4733(invite, event=5, stamp=8000 * (press + 1))
+        unexpected = callflow.wait_event("dtmf_unexpected")
+        assert (unexpected["channel"], unexpected["digit"]) == ("ONE", "5")
+        for _ in range(2):  # the relay passed both presses on (baresip offered 101): both reached Callflow
+            bob.wait_event("CALL_DTMF_START", 10)
+        assert len(callflow.events("dtmf_unexpected")) == 1 and callflow.events("dtmf") == []
+        assert "CALL_CLOSED" not in bob.event_types()
+        bob.hangup()
+        provider.answer_bye()
+        callflow.wait_event("closed")
+        callflow.assert_alive()
+    finally:
+        callflow.stop()
 
 
 # ---- send_dtmf from a Python SDK program ----------------------------------------------------------------

@@ -355,3 +355,42 @@ def test_the_relay_will_not_send_telephone_events_to_a_phone_that_did_not_negoti
     assert asyncio.run(scenario()).startswith("MediaError: telephone-event was not negotiated on leg 0")
 
 
+
+
+def test_the_events_take_the_place_of_the_other_phones_stream_with_its_ssrc_and_sequence() -> None:
+    async def scenario() -> tuple[list[dict[str, int]], int]:
+        relay = MediaRelay(HOST, ports.rtp_range(10))
+        session = await relay.allocate("call-1")
+        phones = [await phone(), await phone()]
+        for leg, p in enumerate(phones):
+            await session.anchor(leg, SDP_WITH_EVENTS.replace(b"127.0.0.1", p.addr[0].encode())
+                                 .replace(b"4000", str(p.addr[1]).encode()))
+        audio_seq = 1000
+        got: list[bytes] = []
+        session_started = False
+        for _ in range(200):  # the callee's phone talks every 10 ms; bounded to 2 s of it
+            phones[1].send(struct.pack("!BBHII", 0x80, 0, audio_seq, audio_seq * 160, 0xAB) + b"\xff" * 160,
+                           session.legs[1].local_port)
+            audio_seq += 1
+            await asyncio.sleep(0.01)
+            while not phones[0].inbox.empty():
+                got.append(phones[0].inbox.get_nowait()[0])
+            if not session_started and len(got) >= 3:
+                session.send_dtmf(0, "1", 0.06)
+                session_started = True
+            if session_started and not session._pumps:
+                break
+        session.close()
+        for p in phones:
+            p.close()
+        await relay.close()
+        events = [fields(p) for p in got if p[1] & 0x7F == 101]
+        audio_during = sum(1 for p in got[got.index(next(p for p in got if p[1] & 0x7F == 101)):]
+                           if p[1] & 0x7F == 0 and struct.unpack("!H", p[2:4])[0] <= events[-1]["seq"])
+        return events, audio_during
+
+    events, audio_during = asyncio.run(scenario())
+    assert {f["ssrc"] for f in events} == {0xAB}
+    assert [f["seq"] - events[0]["seq"] for f in events] == list(range(len(events)))
+    assert events[-1]["end"] == 1 and events[0]["marker"] == 1
+    assert audio_during == 0  # no packet of the stream was relayed with a number our events took
