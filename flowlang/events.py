@@ -387,6 +387,10 @@ EVENTS: tuple[EventSpec, ...] = (
         _f("address", str, "rtpengine's ng control address"), _f("size", int, "bytes"),
         _f("reason", str, "why it was dropped"),
     ), bus=False),
+    EventSpec("dtmf_as_info", "call", "the media backend could not send RFC 4733 digits into a leg that "
+              "negotiated telephone-event (rtpengine without DTMF injection): they go as SIP INFO instead", (
+        CALL, _f("channel", str, "the leg: `ZERO` or `ONE`"), _f("reason", str, "what the backend said"),
+    ), bus=False),
     EventSpec("rtpengine_dtmf_failed", "media", "rtpengine refused or did not answer a `play DTMF` (it needs "
               "transcoding support, i.e. media through its userspace)", (
         CALL, _f("reason", str, "what went wrong"),

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import logging
 
+from ..events import logfmt_value
 from ..media.base import MediaError
 from ..media.dtmf_info import DtmfInfoError, info_body, parse_info_body
 from ..media.dtmf_sender import MAX_DURATION, MIN_DURATION
@@ -80,11 +81,18 @@ class DtmfJobs:
         return None
 
     def _send_rfc4733(self, leg: Leg, digits: str, seconds: float) -> Step:
+        """RFC 4733 through the media backend; one that cannot (rtpengine without DTMF injection)
+        leaves SIP INFO, which a phone may take even with telephone-event negotiated."""
         seconds = min(max(seconds, MIN_DURATION), MAX_DURATION)
         try:
             yield ("send_dtmf", leg.channel.value, digits, seconds)
-        except (MediaError, ValueError) as exc:
+        except ValueError as exc:
             self._emit("dtmf_dropped", call=self.id, channel=leg.channel.name, digit=digits, reason=str(exc))
+        except MediaError as exc:
+            log.info("event=dtmf_as_info call=%s channel=%s reason=%s", self.id, leg.channel.name,
+                     logfmt_value(str(exc)))
+            for digit in digits:
+                self._send_dtmf_info(leg, digit, round(seconds * 1000))
 
     def _send_dtmf_info(self, leg: Leg, digit: str, duration_ms: int) -> None:
         """One digit to `leg`'s phone as SIP INFO (application/dtmf-relay), unless its Allow says no."""

@@ -56,6 +56,11 @@ RETRANSMIT = (0.5, 1.0, 2.0)  # seconds waited after each send; the request fail
 STATS_MAX_AGE = 1.0  # seconds: an older counter snapshot is refreshed when `packets` is read
 TAGS = ("zero", "one")  # rtpengine's from-tag/to-tag for leg 0 (channel ZERO) and leg 1 (channel ONE)
 OFFER_FLAGS: dict[str, Any] = {"ICE": "remove", "replace": ["origin", "session-connection"]}
+# asks rtpengine to decode and re-encode each flow so that `play DTMF` can put digits into it (without
+# it rtpengine refuses "No SSRC context present for DTMF injection"); the price is userspace media
+# (no in-kernel forwarding) and a G.711 transcode per flow: RtpengineBackend(inject_dtmf=False) saves it,
+# and digits then reach phones as SIP INFO only
+INJECT_DTMF: dict[str, Any] = {"flags": ["inject DTMF"]}
 
 
 def parse_address(text: str) -> tuple[str, int]:
@@ -292,7 +297,7 @@ class RtpengineSession(MediaSession):
             self._offer_from if self._offer_from is not None else 1 - from_leg)
         other = 1 - offerer
         command: dict[str, Any] = {"command": kind, "call-id": self.ng_call_id, "from-tag": TAGS[offerer],
-                                   "sdp": sdp, **OFFER_FLAGS}
+                                   "sdp": sdp, **OFFER_FLAGS, **(INJECT_DTMF if self._backend.inject_dtmf else {})}
         if kind == "answer" or self._seen[other]:
             command["to-tag"] = TAGS[other]
         reply = await self._backend.client.request(command)
@@ -324,6 +329,8 @@ class RtpengineSession(MediaSession):
             raise MediaError("the call's media is closed")
         if not self.negotiation.negotiated(leg):
             raise MediaError(f"telephone-event was not negotiated on leg {leg}: its phone takes DTMF as SIP INFO")
+        if not self._backend.inject_dtmf:
+            raise MediaError("rtpengine was not asked to make DTMF injection possible (inject_dtmf=False)")
         for digit in normalize_digits(digits):
             future = self._backend.client.send({"command": "play DTMF", "call-id": self.ng_call_id,
                                                 "from-tag": TAGS[1 - leg], "code": digit,
@@ -396,8 +403,10 @@ class RtpengineSession(MediaSession):
 class RtpengineBackend(MediaBackend):
     """Media of every call in one rtpengine, reached at ``address`` (its ``--listen-ng``)."""
 
-    def __init__(self, address: tuple[str, int], retransmit: tuple[float, ...] = RETRANSMIT) -> None:
+    def __init__(self, address: tuple[str, int], retransmit: tuple[float, ...] = RETRANSMIT, *,
+                 inject_dtmf: bool = True) -> None:
         self.client = NgClient(address, retransmit)
+        self.inject_dtmf = inject_dtmf  # send_dtmf possible (see INJECT_DTMF for its price)
         self.sessions: dict[str, RtpengineSession] = {}
         self._now: Callable[[], float] | None = None
 

@@ -6,6 +6,9 @@
   source=info and the phone gets the key: as RFC 4733 telephone-events when its answer kept
   telephone-event, or as the INFO itself when the provider offered none.
 - A malformed INFO body gets 400 and the call goes on.
+- rtpengine: the same INFO key becomes RFC 4733 that rtpengine injects into the provider's stream
+  (the calls are set up with rtpengine's `inject DTMF` flag).
+- A provider that answered without telephone-event but sends it anyway: one `dtmf_unexpected`.
 - send_dtmf: a Python SDK program answers a key alice presses (RFC 4733, detected by the relay)
   by sending "42" back into her leg; her baresip reports the digits it received.
 """
@@ -18,6 +21,8 @@ import socket
 import subprocess
 import sys
 import textwrap
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -97,6 +102,24 @@ class Provider:
         self._send(f"{method} sip:x@127.0.0.1:{self.server} SIP/2.0\r\n" + self._headers(method, f"r{self.cseq}")
                    + f"{ct}Content-Length: {len(body)}\r\n\r\n", body)
         return self.final(method)
+
+    def talk(self, ok: Response, seconds: float = 4.0) -> None:
+        """PCMU silence every 20 ms for `seconds`, in a thread, to the media address of Callflow's 200 OK
+        (a provider talks; rtpengine injects digits into that stream)."""
+        sdp = ok.body.decode()
+        host = next(line[9:].strip() for line in sdp.splitlines() if line.startswith("c=IN IP4"))
+        port = int(next(line.split()[1] for line in sdp.splitlines() if line.startswith("m=audio")))
+
+        def run() -> None:
+            for i in range(int(seconds / 0.02)):
+                header = bytes([0x80, 0]) + (i + 1).to_bytes(2, "big") + (160 * i).to_bytes(4, "big") + b"\0\0\0\7"
+                try:
+                    self.rtp.sendto(header + b"\xff" * 160, (host, port))
+                except OSError:
+                    return  # the test is over
+                time.sleep(0.02)
+
+        threading.Thread(target=run, daemon=True).start()
 
     def invited(self) -> Request:
         """The INVITE Callflow sends us (a call bob dialled through the line)."""
@@ -190,6 +213,7 @@ def provider_calls_bob(callflow: CallflowServer, provider: Provider, phone_facto
     ok = provider.final("INVITE")
     assert ok.status == 200, ok.status
     provider.ack(ok)
+    provider.talk(ok)
     bob.wait_event(CALL_ESTABLISHED, 10)
     return bob
 
@@ -333,3 +357,43 @@ def test_send_dtmf_presses_keys_on_a_phone_that_negotiated_telephone_event(
     assert not program.events("dtmf_dropped")
     alice.hangup()
     program.assert_alive()
+
+
+# ---- the rtpengine backend ---------------------------------------------------------------------------------
+@pytest.fixture
+def rtpengine(tmp_path: Path) -> Iterator[object]:
+    from tests.integration.conftest import require_peer
+    from tests.rig.rtpengine import Rtpengine, rtpengine_problem
+
+    require_peer("rtpengine", rtpengine_problem())
+    relay = Rtpengine(ports.port(), ports.rtp_range(40), tmp_path / "rtpengine.log")
+    relay.start()
+    try:
+        yield relay
+    finally:
+        relay.stop()
+
+
+def test_an_info_key_reaches_the_phone_as_rfc_4733_generated_by_rtpengine(
+        tmp_path: Path, provider: Provider, phone_factory: PhoneFactory, rtpengine: object) -> None:
+    flow = textwrap.dedent(f"""\
+        user bob password "bob-pw"
+        line itsp1 {{ server "127.0.0.1:{provider.port}" }}
+        on incoming from line itsp1 accept to user bob
+        """)
+    callflow = CallflowServer(flow, tmp_path / "callflow", ports.sip_port(), ports.rtp_range(10),
+                              extra_args=["--media", f"rtpengine:{rtpengine.address}"]).start()  # type: ignore[attr-defined]
+    try:
+        callflow.wait_event("rtpengine_ready")
+        bob = provider_calls_bob(callflow, provider, phone_factory, True)
+        since = bob.mark()
+        assert provider.request("INFO", b"Signal=9\r\nDuration=200\r\n", "application/dtmf-relay").status == 200
+        assert callflow.wait_event("dtmf")["source"] == "info"
+        heard = bob.wait_event("CALL_DTMF_START", 10, since=since)
+        assert heard.get("param") == "9"
+        assert "received event: '9'" in bob.log_text()
+        assert not callflow.events("rtpengine_dtmf_failed")
+        assert provider.request("BYE").status == 200
+        callflow.assert_alive()
+    finally:
+        callflow.stop()

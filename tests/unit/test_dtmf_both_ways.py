@@ -394,3 +394,15 @@ def test_the_events_take_the_place_of_the_other_phones_stream_with_its_ssrc_and_
     assert [f["seq"] - events[0]["seq"] for f in events] == list(range(len(events)))
     assert events[-1]["end"] == 1 and events[0]["marker"] == 1
     assert audio_during == 0  # no packet of the stream was relayed with a number our events took
+
+
+def test_digits_the_media_backend_cannot_send_as_rfc_4733_go_as_info() -> None:
+    from runtime.media.base import MediaError
+
+    call = connected()
+    call.hold_media = True
+    call.feed(io.SendDtmfIn(call.now, ZERO, "9", 0.1))
+    call.answer_media()                                   # dtmf_mode: rfc4733
+    call.answer_media(MediaError("rtpengine was not asked to make DTMF injection possible"))
+    assert [o.message.body for o in call.sent("INFO", to=ZERO_ADDR)] == [b"Signal=9\r\nDuration=100\r\n"]
+    assert call.event("dtmf_dropped") is None
