@@ -47,6 +47,7 @@ from runtime.engine import Engine, UserAccount
 from runtime.events import EngineEvent, logfmt_value  # logfmt_value re-exported: quotes a log field
 from runtime.lines import LineConfig
 from runtime.logfmt import setup_logging  # re-exported: the log format `callflow run` writes
+from runtime.media.dtmf_sender import MAX_DURATION, MIN_DURATION, normalize_digits
 from runtime.registrar import LocationStore
 from runtime.transport import ListenSpec
 
@@ -418,9 +419,21 @@ class SipServer:
         """Blind or attended transfer: not available yet."""
         raise NotImplementedError(f"transfer_call_session: {NOT_YET}")
 
-    def send_dtmf(self, *args: object, **kwargs: object) -> None:
-        """SendDigitDTMF: not available yet."""
-        raise NotImplementedError(f"send_dtmf: {NOT_YET}")
+    def send_dtmf(self, session: CallSession | str, digits: str, channel: Channel = Channel.ZERO,
+                  duration: float = 0.1) -> None:
+        """SendDigitDTMF: press `digits` ("0"-"9", "*", "#", "A"-"D", at most 64) on `channel`'s phone:
+        ZERO the leg the call came in on, ONE the leg Callflow dialled. Each key is held `duration`
+        seconds (0.04-8) with 0.1 s between keys. Sent as RFC 4733 telephone-events when that leg's
+        offer/answer settled telephone-event, else as SIP INFO (application/dtmf-relay), one per key.
+        Returns at once; a digit that cannot be delivered (the phone takes neither, refuses the INFO,
+        or the leg is not answered) is a `dtmf_dropped` event. Raises ValueError for bad digits or
+        duration; no-op for a session that has closed."""
+        digits = normalize_digits(digits)
+        if not MIN_DURATION <= duration <= MAX_DURATION:
+            raise ValueError(f"duration {duration!r}: seconds, {MIN_DURATION}-{MAX_DURATION}")
+        call = self._session(session)
+        if call is not None:
+            call.send_dtmf(Channel(channel), digits, duration)
 
     def send_chat(self, text: str, *, to_user: str | None = None, to_line: str | None = None,
                   number: str | None = None, sender: str = "callflow",

@@ -105,12 +105,15 @@ EVENTS: tuple[EventSpec, ...] = (
     EventSpec("failed", "call", "the call never connected", (
         CALL, _f("code", int, "the SIP status the caller got"), _f("reason", str, "its reason phrase"),
     ), handler="on failed", sdk="OnCallSessionFailed"),
-    EventSpec("dtmf", "call", "a DTMF digit (RFC 4733 telephone-event) from a leg, reported once at its end; "
-              "the other leg still gets it", (
+    EventSpec("dtmf", "call", "a DTMF digit from a leg (RFC 4733 telephone-event, reported once at its end, or "
+              "SIP INFO); the other leg still gets it, in the form it negotiated (RFC 4733 if its SDP has "
+              "telephone-event, else SIP INFO)", (
         CALL,
         _f("channel", str, "`ZERO` (the leg the call came in on) or `ONE` (the leg Callflow dialled)"),
         _f("digit", str, "`0`-`9`, `*`, `#`, `A`-`D`"),
         _f("duration", int, "how long the key was held, in milliseconds (not the call's duration)"),
+        _f("source", str, "`rfc4733` (telephone-event in RTP) or `info` (SIP INFO, `application/dtmf-relay` "
+                          "or `application/dtmf`)", optional=True, default="rfc4733"),
     ), handler="on dtmf", sdk="OnDetectDigitDTMF"),
     EventSpec("gather", "call", "a `gather` (a menu) finished one round of collecting digits from the caller; "
               "a round that got nothing or a wrong entry is followed by another while `retries` last", (
@@ -121,6 +124,20 @@ EVENTS: tuple[EventSpec, ...] = (
         _f("attempt", int, "the round: 1, then 2... for each replay of the prompt"),
         _f("final", str, "`yes` when this round's entry goes to a branch, `no` when the prompt is played again"),
     ), handler="on gather"),
+    EventSpec("dtmf_unexpected", "call", "telephone-event packets (a payload type the call's SDPs name "
+              "telephone-event) arrived on a leg whose own offer/answer did not settle telephone-event; "
+              "reported once per call and leg, their digits are not `dtmf` events, the packets are relayed "
+              "as any RTP and the call goes on", (
+        CALL, _f("channel", str, "the leg they arrived on: `ZERO` or `ONE`"),
+        _f("digit", str, "the first such digit"),
+    )),
+    EventSpec("dtmf_dropped", "call", "a digit could not be delivered to a leg: its phone negotiated no "
+              "telephone-event and does not take SIP INFO (its Allow has no INFO), it refused the INFO, "
+              "or the call was not connected; the call goes on", (
+        CALL, _f("channel", str, "the leg it was meant for: `ZERO` or `ONE`"),
+        _f("digit", str, "the digit (or digits, for `send_dtmf`)"),
+        _f("reason", str, "why, e.g. `the phone does not accept INFO (Allow)`, `INFO answered 415 ...`"),
+    )),
     EventSpec("closed", "call", "the call is over and everything it held is released", (
         CALL, _f("reason", str, "how it ended: `hangup`, `cancelled`, `404 Not Found`, ..."),
         _f("rtp_in", int, "RTP packets received from channel ZERO's side", optional=True, default="0"),
@@ -383,6 +400,14 @@ EVENTS: tuple[EventSpec, ...] = (
               "ours (a late reply after the retransmissions gave up, or garbage); dropped", (
         _f("address", str, "rtpengine's ng control address"), _f("size", int, "bytes"),
         _f("reason", str, "why it was dropped"),
+    ), bus=False),
+    EventSpec("dtmf_as_info", "call", "the media backend could not send RFC 4733 digits into a leg that "
+              "negotiated telephone-event (rtpengine without DTMF injection): they go as SIP INFO instead", (
+        CALL, _f("channel", str, "the leg: `ZERO` or `ONE`"), _f("reason", str, "what the backend said"),
+    ), bus=False),
+    EventSpec("rtpengine_dtmf_failed", "media", "rtpengine refused or did not answer a `play DTMF` (it needs "
+              "transcoding support, i.e. media through its userspace)", (
+        CALL, _f("reason", str, "what went wrong"),
     ), bus=False),
     EventSpec("rtpengine_delete_failed", "media", "at a call's end rtpengine did not confirm deleting the "
               "call's media (it ends it itself after its own timeout without RTP)", (

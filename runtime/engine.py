@@ -474,11 +474,11 @@ class Engine:
         self.chat.receive(txn, "USER", outcome.user, sender)
 
     def _on_dtmf(self, call_id: str, leg: int, digit: str, duration: int) -> None:
-        """An RFC 4733 digit the media relay saw on a leg of a live call: the `dtmf` event."""
+        """An RFC 4733 digit the media relay saw on a leg of a live call: the call reports and
+        delivers it (runtime/calls/dtmf.py)."""
         call = self.calls.get(call_id)
         if call is not None:
-            self.bus.emit("dtmf", call=call_id, channel=Channel(leg).name, digit=digit, duration=duration)
-            call.digit(Channel(leg), digit)  # a `gather` under way takes it
+            call.digit(Channel(leg), digit, duration)
 
     def calls_of_user(self, name: str, besides: CallMachine | None = None) -> int:
         """How many active calls user `name` is on, placed or received (its `max calls` counts both),

@@ -6,7 +6,7 @@ to the leg we dial (channel ONE), with media anchored on us.
 - io.py: the machine's inputs (each with `now`) and its actions
 - machine.py: CallMachine, sans-IO: inputs in, actions out; no asyncio, clock or socket. It keeps the
   dispatch, `_move` and the media step queue; each job is a mixin in its own module:
-  setup_routing.py, in_dialog.py, session_refresh.py, play.py, transfer.py, ending.py (names.py: the
+  setup_routing.py, in_dialog.py, session_refresh.py, play.py, transfer.py, ending.py, dtmf.py (names.py: the
   timer names and header lists they share)
 - forks.py: ForkBuilder, the INVITEs that ring a target (CallEnv.build_forks) and the dialled number
 - runner.py: CallRunner, the asyncio side for every call (actions, one timer heap, media steps),

@@ -22,9 +22,9 @@ from enum import Enum
 from ..events import logfmt_value as _logfmt
 from ..media.base import MediaError
 from ..sip.sdp import SdpError
-from .io import CancelTimer, DigitIn, GatherIn, GatherPromptDone, Notify, SetTimer
+from .io import CancelTimer, GatherIn, GatherPromptDone, Notify, SetTimer
 from .names import ZERO, Step
-from .states import CallState, IllegalMove
+from .states import CallState, Channel, IllegalMove
 
 log = logging.getLogger("callflow.calls")
 
@@ -136,9 +136,11 @@ class Gathers:
         self._gather_move(g, GatherState.COLLECTING)
         self._out.append(SetTimer(GATHER_TIMEOUT, self.now + g.request.timeout))
 
-    def _on_digit(self, inp: DigitIn) -> Step | None:
+    def _gather_digit(self, channel: Channel, digit: str) -> Step | None:
+        """A digit from `channel`'s phone (RFC 4733 or SIP INFO; calls/dtmf.py hands it over after the
+        `dtmf` event): a menu under way takes it."""
         g = self.gather
-        if g is None or inp.channel is not ZERO or self.state is not CallState.ANSWERED:
+        if g is None or channel is not ZERO or self.state is not CallState.ANSWERED:
             return None  # no menu, or the caller is bridged already: the `dtmf` event is all there is
         if g.state is GatherState.DONE:
             return None
@@ -148,9 +150,9 @@ class Gathers:
                 return None  # the prompt is still being loaded or answered: nothing plays yet to stop
             self._stop_playing()  # barge-in: the caller knows the menu
             self._gather_collect(g)
-        if request.terminator is not None and inp.digit == request.terminator:
+        if request.terminator is not None and digit == request.terminator:
             return self._gather_end(g, "terminator")
-        g.digits += inp.digit
+        g.digits += digit
         if len(g.digits) >= request.max_digits:
             return self._gather_end(g, "max")
         self._out.append(SetTimer(GATHER_DIGIT, self.now + request.digit_timeout))

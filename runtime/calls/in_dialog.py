@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 
+from ..media.dtmf_info import is_dtmf_info
 from ..sip.dialog import Dialog
 from ..sip.digest import DigestError, select_challenge
 from ..sip.errors import SipError
@@ -100,6 +101,9 @@ class InDialog:
             if req.method == "UPDATE" and not req.body and self._answers_refresh_itself(leg):
                 self._answer_refresh(leg, txn)
                 return None
+        if req.method == "INFO" and is_dtmf_info(req.headers.get("content-type")) \
+                and self.state in (CallState.ANSWERED, CallState.DIALING, CallState.CONNECTED):
+            return self._on_dtmf_info(leg, txn)  # a key pressed (calls/dtmf.py), also while we play to it
         if self.state is not CallState.CONNECTED:
             if req.method == "INVITE":
                 self._out.append(Respond(txn, create_response(req, 491, "Request Pending")))

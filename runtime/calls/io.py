@@ -153,11 +153,22 @@ class GatherPromptDone:
 
 @dataclass(slots=True)
 class DigitIn:
-    """A DTMF digit (RFC 4733) the media backend saw arriving from `channel`'s phone, at its end."""
+    """An RFC 4733 digit the media backend saw arrive on `channel` (once, at the event's end)."""
 
     now: float
     channel: Channel
     digit: str
+    duration: int  # ms
+
+
+@dataclass(slots=True)
+class SendDtmfIn:
+    """The program's send_dtmf: `digits` into `channel`'s phone, each held `duration` seconds."""
+
+    now: float
+    channel: Channel
+    digits: str
+    duration: float
 
 
 @dataclass(slots=True)
@@ -169,7 +180,8 @@ class ActionFailed:
 
 
 Input = (Start | RequestIn | AckIn | CancelIn | ResponseIn | StrayResponseIn | TimerFired | MediaDone | PlayDone
-         | AcceptIn | RejectIn | HangupIn | PlayIn | ActionFailed | GatherIn | GatherPromptDone | DigitIn)
+         | AcceptIn | RejectIn | HangupIn | PlayIn | DigitIn | SendDtmfIn | ActionFailed | GatherIn
+         | GatherPromptDone)
 
 # ---- actions ---------------------------------------------------------------------------------
 
@@ -218,7 +230,8 @@ class MediaCall:
 
     ops: allocate(), anchor(leg, sdp) -> sdp, answer(leg, offer) -> (sdp, pt, codec),
     offer(leg) -> sdp, take_answer(leg, sdp) -> (pt, codec), restrict_offer(sdp) -> sdp,
-    prompt(path, codec) -> payloads. Legs are the backend's ints (Channel.value)."""
+    prompt(path, codec) -> payloads, dtmf_mode(leg) -> "rfc4733"|"info",
+    send_dtmf(leg, digits, seconds) -> None. Legs are the backend's ints (Channel.value)."""
 
     token: int
     op: str

@@ -47,7 +47,7 @@ class Leg:
                  "bye", "bye_auth_nonce", "final", "final_cseq", "final_to", "final_interval", "final_deadline",
                  "acks", "ack_waiting", "target", "invite", "auth", "state", "cancel", "sent_credentials",
                  "attempt", "extra_dialogs", "answer_sdp", "timer", "allow_update", "local_sdp", "refreshing",
-                 "timer_retried", "timer_armed")
+                 "timer_retried", "timer_armed", "allow_info")
 
     def __init__(self, channel: Channel, peer_type: str, peer: str | None, address: Address, transport: str) -> None:
         self.channel = channel
@@ -88,6 +88,7 @@ class Leg:
         self.refreshing = False         # a refresh of ours is in flight on this leg
         self.timer_retried = False      # a 422 was answered once with a larger Session-Expires
         self.timer_armed = False        # a se_refresh/se_expire timer may be set for this leg
+        self.allow_info: bool | None = None  # the peer's Allow lists INFO; None: it sent no Allow (calls/dtmf.py)
 
     @classmethod
     def fork(cls, target: Target, destination: Address, invite: Request, auth: DigestClient | None,

@@ -27,6 +27,7 @@ from typing import Any
 
 from ..sip.message import Request
 from ..sip.transaction import ServerTransaction, new_tag
+from .dtmf import DtmfJobs
 from .ending import Ending
 from .gather import GATHER_TIMERS, Gathering, Gathers
 from .in_dialog import InDialog
@@ -50,6 +51,7 @@ from .io import (
     Released,
     RequestIn,
     ResponseIn,
+    SendDtmfIn,
     Start,
     StrayResponseIn,
     TimerFired,
@@ -89,7 +91,7 @@ from .transfer import Transfer, Transfers
 log = logging.getLogger("callflow.calls")
 
 
-class CallMachine(CallSetup, Playing, Gathers, InDialog, SessionRefresh, Transfers, Ending):
+class CallMachine(CallSetup, Playing, Gathers, InDialog, SessionRefresh, Transfers, Ending, DtmfJobs):
     """One call: created on an INVITE, routed by the dialplan, closed when both legs are gone.
 
     Public data the dialplan reads: id, program, peer_type, peer_name, caller_id, caller_name,
@@ -143,6 +145,7 @@ class CallMachine(CallSetup, Playing, Gathers, InDialog, SessionRefresh, Transfe
         self.transfer: Transfer | None = None
         self.transfer_forks: list[Leg] = []   # the INVITEs of transfers, by index (tag ("transfer", i))
         self.retired: list[Leg] = []          # transferors' legs, replaced and being ended
+        self.dtmf_unexpected: set[Channel] = set()  # legs that sent digits they never negotiated (dtmf.py)
         self._next_tag = 0
         self._out: list[Action] = []
         self._queue: deque[Input] = deque()
@@ -246,6 +249,8 @@ class CallMachine(CallSetup, Playing, Gathers, InDialog, SessionRefresh, Transfe
             return self._bridge_response(tag[1], inp.response)
         elif kind == "adopt":
             return self._adopt_response(tag[1], inp.response)
+        elif kind == "dtmf":
+            self._dtmf_info_response(tag[1], tag[2], inp.response)
         return None  # NOTIFY, CANCEL, a BYE to another fork's dialog: nothing waits for them
 
     def _leg(self, channel: Channel, call_id: str) -> Leg | None:
@@ -324,10 +329,11 @@ _HANDLERS: dict[type, Callable[[CallMachine, Any], Any]] = {
     RequestIn: CallMachine._on_request,
     TimerFired: CallMachine._on_timer,
     ActionFailed: CallMachine._on_action_failed,
+    DigitIn: CallMachine._on_digit,
+    SendDtmfIn: CallMachine._on_send_dtmf,
     MediaDone: _media_done,
     GatherIn: CallMachine._on_gather,
     GatherPromptDone: CallMachine._on_gather_prompt_done,
-    DigitIn: CallMachine._on_digit,
 }
 
 # CallMachine and IllegalMove are the API; the rest is re-exported for code that imported it from here

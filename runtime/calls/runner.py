@@ -51,6 +51,7 @@ from .io import (
     Respond,
     ResponseIn,
     Route,
+    SendDtmfIn,
     SendRequest,
     SendStateless,
     SetTimer,
@@ -188,11 +189,16 @@ class CallSession:
     def _prompt_done(self) -> None:
         self.runner.feed(self, GatherPromptDone(self.runner.now()))
 
-    def digit(self, channel: Channel, digit: str) -> None:
-        """A DTMF digit from `channel`'s phone (RFC 4733, seen by the media backend at the event's end)."""
-        self.runner.feed(self, DigitIn(self.runner.now(), channel, digit))
+    def send_dtmf(self, channel: Channel, digits: str, duration: float) -> None:
+        """Send `digits` into `channel`'s phone, each held `duration` seconds: RFC 4733 when that leg
+        negotiated telephone-event, else SIP INFO (runtime/calls/dtmf.py); `dtmf_dropped` if neither."""
+        self.runner.feed(self, SendDtmfIn(self.runner.now(), channel, digits, duration))
 
     # ---- what the engine hands over --------------------------------------------------------------------
+    def digit(self, channel: Channel, digit: str, duration: int) -> None:
+        """An RFC 4733 digit (duration in ms) the media backend saw arrive on `channel`."""
+        self.runner.feed(self, DigitIn(self.runner.now(), channel, digit, duration))
+
     def start(self) -> None:
         self.runner.feed(self, Start(self.runner.now()))
 
@@ -417,6 +423,12 @@ class CallRunner:
                 return
             elif op == "packets":
                 self.feed(s, MediaDone(now(), a.token, media.packets))
+                return
+            elif op == "dtmf_mode":
+                self.feed(s, MediaDone(now(), a.token, media.dtmf_mode(*args)))
+                return
+            elif op == "send_dtmf":
+                self.feed(s, MediaDone(now(), a.token, media.send_dtmf(*args)))
                 return
             elif op in ("anchor", "answer", "offer", "take_answer"):
                 coro = getattr(media, op)(*args)

@@ -65,6 +65,7 @@ class CallSetup:
             self._fail_zero(422, TOO_SMALL, [("Min-SE", str(MIN_SE))])
             return
         self.zero.allow_update = allows(self.invite, "UPDATE") is True
+        self.zero.allow_info = allows(self.invite, "INFO")
         # media is anchored with or without an offer here: a late offer comes in the 2xx
         try:
             yield ("allocate",)
@@ -183,6 +184,7 @@ class CallSetup:
         leg.answer_sdp = resp.body
         leg.timer = as_uac(resp)
         leg.allow_update = allows(resp, "UPDATE") is True
+        leg.allow_info = allows(resp, "INFO")
         invite = leg.invite
         assert invite is not None
         leg.dialog = Dialog.as_uac(invite, resp)

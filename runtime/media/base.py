@@ -67,6 +67,19 @@ class MediaSession(ABC):
         no media. Backends that cannot count return (0, 0)."""
         return (0, 0)
 
+    def dtmf_mode(self, leg: int) -> str:
+        """How ``leg``'s phone takes DTMF: `rfc4733` (telephone-event settled in that leg's
+        offer/answer: ``send_dtmf`` works), `info` (both SDPs seen, no telephone-event: SIP INFO,
+        sent by the call layer) or `unknown` (not both SDPs yet; a backend that does not follow
+        the SDPs always says so: the call layer then uses INFO)."""
+        return "unknown"
+
+    def send_dtmf(self, leg: int, digits: str, duration: float = 0.1) -> None:
+        """Send ``digits`` ("0"-"9", "*", "#", "A"-"D") to ``leg``'s phone as RFC 4733 telephone-events,
+        each held ``duration`` seconds; returns at once (the backend paces them). Raises MediaError
+        when this backend cannot, or telephone-event was not negotiated on that leg."""
+        raise MediaError("this media backend cannot send DTMF")
+
     def restrict_offer(self, sdp: bytes) -> bytes:
         """After ``answer``: the offer for the other leg cut down to the codec the caller was given."""
         return sdp

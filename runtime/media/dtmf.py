@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from runtime.sip.sdp import SessionDescription
 
-__all__ = ["DIGITS", "EventDetector", "telephone_event_types"]
+__all__ = ["DIGITS", "EventDetector", "Negotiation", "telephone_event_types"]
 
 DIGITS = "0123456789*#ABCD"  # RFC 4733 3.2: events 0-15 are the DTMF digits
 
@@ -70,3 +70,51 @@ class EventDetector:
             return None  # a tone or line event (RFC 4733 3.2), not a digit
         duration = int.from_bytes(data[offset + 2:offset + 4], "big")
         return DIGITS[event], round(duration * 1000 / rate)
+
+
+class Negotiation:
+    """Which legs of a call settled telephone-event in their offer/answer (each leg's DTMF mode).
+
+    Per leg, the telephone-event types of the last SDP that leg's phone sent us (what it can
+    receive, with its numbers) and of the last SDP we sent it. RFC 4733 is that leg's mode only
+    when both name telephone-event; otherwise digits reach that phone as SIP INFO. Backends call
+    `sent_by`/`sent_to` for every SDP they pass (an anchor, our own answer or offer).
+    """
+
+    __slots__ = ("_from_phone", "_to_phone")
+
+    def __init__(self) -> None:
+        self._from_phone: list[dict[int, int] | None] = [None, None]
+        self._to_phone: list[dict[int, int] | None] = [None, None]
+
+    def sent_by(self, leg: int, types: dict[int, int]) -> None:
+        """`leg`'s phone sent an SDP naming these telephone-event types (payload type -> Hz)."""
+        self._from_phone[leg] = dict(types)
+
+    def sent_to(self, leg: int, types: dict[int, int]) -> None:
+        """We sent `leg`'s phone an SDP naming these telephone-event types."""
+        self._to_phone[leg] = dict(types)
+
+    def negotiated(self, leg: int) -> bool:
+        """Both SDPs of `leg`'s offer/answer name telephone-event."""
+        return bool(self._from_phone[leg]) and bool(self._to_phone[leg])
+
+    def known(self, leg: int) -> bool:
+        """Both SDPs of `leg` have been seen (before that, "not negotiated" means "not yet")."""
+        return self._from_phone[leg] is not None and self._to_phone[leg] is not None
+
+    def mode(self, leg: int) -> str:
+        """`rfc4733` when negotiated on `leg`, `info` when both its SDPs were seen without it, else
+        `unknown` (an SDP is still to come)."""
+        if self.negotiated(leg):
+            return "rfc4733"
+        return "info" if self.known(leg) else "unknown"
+
+    def send_type(self, leg: int) -> tuple[int, int] | None:
+        """(payload type, clock rate) to send RFC 4733 to `leg`'s phone with: the number its own SDP
+        gave (8000 Hz preferred, then the lowest number); None unless negotiated on that leg."""
+        types = self._from_phone[leg]
+        if not types or not self.negotiated(leg):
+            return None
+        pt = min(types, key=lambda t: (types[t] != 8000, t))
+        return pt, types[pt]

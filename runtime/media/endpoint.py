@@ -42,7 +42,8 @@ class RelayEndpoint(Latch, asyncio.DatagramProtocol):
     dropped and counted in ``dropped``.
     """
 
-    __slots__ = ("transport", "peer", "packets", "bytes", "dropped", "errors", "dtmf", "on_dtmf", "_on_lost")
+    __slots__ = ("transport", "peer", "packets", "bytes", "dropped", "errors", "dtmf", "on_dtmf", "hold",
+                 "_on_lost")
 
     def __init__(self, rtcp: bool, probation: int, on_lost: Callable[[], None]) -> None:
         Latch.__init__(self, rtcp, probation)
@@ -63,6 +64,9 @@ class RelayEndpoint(Latch, asyncio.DatagramProtocol):
         # detector, and on_dtmf(digit, duration_ms) once per event end
         self.dtmf: EventDetector | None = None
         self.on_dtmf: Callable[[str, int], None] | None = None
+        # while we send digits into the other leg (RelaySession.send_dtmf): what arrives here is
+        # handed to hold(data) instead of being relayed, so our telephone-events take the stream's place
+        self.hold: Callable[[bytes], None] | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -81,7 +85,11 @@ class RelayEndpoint(Latch, asyncio.DatagramProtocol):
         if dest is None:
             self.dropped += 1
         else:
-            peer.transport.sendto(data, dest)  # type: ignore[union-attr]
+            hold = self.hold
+            if hold is None:
+                peer.transport.sendto(data, dest)  # type: ignore[union-attr]
+            else:
+                hold(data)
             self.packets += 1
             self.bytes += len(data)
         dtmf = self.dtmf

@@ -44,6 +44,8 @@ from typing import Any
 import bencodepy
 
 from runtime.media.base import CALLEE, CALLER, MediaBackend, MediaError, MediaSession
+from runtime.media.dtmf import Negotiation, telephone_event_types
+from runtime.media.dtmf_sender import normalize_digits
 from runtime.sip.sdp import Origin, parse_sdp
 
 __all__ = ["RtpengineBackend", "RtpengineSession", "NgClient", "RETRANSMIT", "STATS_MAX_AGE", "parse_address"]
@@ -54,6 +56,11 @@ RETRANSMIT = (0.5, 1.0, 2.0)  # seconds waited after each send; the request fail
 STATS_MAX_AGE = 1.0  # seconds: an older counter snapshot is refreshed when `packets` is read
 TAGS = ("zero", "one")  # rtpengine's from-tag/to-tag for leg 0 (channel ZERO) and leg 1 (channel ONE)
 OFFER_FLAGS: dict[str, Any] = {"ICE": "remove", "replace": ["origin", "session-connection"]}
+# asks rtpengine to decode and re-encode each flow so that `play DTMF` can put digits into it (without
+# it rtpengine refuses "No SSRC context present for DTMF injection"); the price is userspace media
+# (no in-kernel forwarding) and a G.711 transcode per flow: RtpengineBackend(inject_dtmf=False) saves it,
+# and digits then reach phones as SIP INFO only
+INJECT_DTMF: dict[str, Any] = {"flags": ["inject DTMF"]}
 
 
 def parse_address(text: str) -> tuple[str, int]:
@@ -265,6 +272,7 @@ class RtpengineSession(MediaSession):
         self._packets = (0, 0)
         self._stats_at = -math.inf                 # loop time of the counters' snapshot
         self._querying = False
+        self.negotiation = Negotiation()  # each leg's DTMF mode, from the SDPs passed both ways
 
     def _kind(self, from_leg: int, origin: Origin) -> str:
         """``offer`` or ``answer`` for an SDP from ``from_leg`` (the module docstring's table)."""
@@ -282,13 +290,14 @@ class RtpengineSession(MediaSession):
             raise MediaError(f"no leg {from_leg} in a call (0 or 1)")
         if self.closed:
             raise MediaError("the call's media is closed")
-        origin = parse_sdp(sdp).origin
+        parsed = parse_sdp(sdp)
+        origin = parsed.origin
         kind = self._kind(from_leg, origin)
         offerer = from_leg if kind == "offer" else (
             self._offer_from if self._offer_from is not None else 1 - from_leg)
         other = 1 - offerer
         command: dict[str, Any] = {"command": kind, "call-id": self.ng_call_id, "from-tag": TAGS[offerer],
-                                   "sdp": sdp, **OFFER_FLAGS}
+                                   "sdp": sdp, **OFFER_FLAGS, **(INJECT_DTMF if self._backend.inject_dtmf else {})}
         if kind == "answer" or self._seen[other]:
             command["to-tag"] = TAGS[other]
         reply = await self._backend.client.request(command)
@@ -296,11 +305,44 @@ class RtpengineSession(MediaSession):
         if not isinstance(body, bytes) or not body:
             raise MediaError(f"rtpengine's reply to {kind} has no SDP")
         self._seen[from_leg] = True
+        self.negotiation.sent_by(from_leg, telephone_event_types(parsed))
+        try:
+            self.negotiation.sent_to(1 - from_leg, telephone_event_types(parse_sdp(body)))
+        except ValueError:  # rtpengine's own SDP unreadable to us: the leg's DTMF mode stays unknown
+            pass
         if kind == "offer":
             self._offer_from = from_leg
         else:
             self._offer_from, self._answered = None, (from_leg, origin)
         return body
+
+    def dtmf_mode(self, leg: int) -> str:
+        """``leg``'s DTMF mode: runtime.media.dtmf.Negotiation.mode."""
+        return self.negotiation.mode(leg)
+
+    def send_dtmf(self, leg: int, digits: str, duration: float = 0.1) -> None:
+        """ng ``play DTMF``, one command per digit (rtpengine queues them): the other leg's party is
+        named as the one generating the event, so the tones reach ``leg``'s phone. Not awaited; a
+        refusal (rtpengine built without transcoding) is logged. Raises MediaError when the session
+        is closed or telephone-event was not negotiated on that leg, ValueError for bad digits."""
+        if self.closed:
+            raise MediaError("the call's media is closed")
+        if not self.negotiation.negotiated(leg):
+            raise MediaError(f"telephone-event was not negotiated on leg {leg}: its phone takes DTMF as SIP INFO")
+        if not self._backend.inject_dtmf:
+            raise MediaError("rtpengine was not asked to make DTMF injection possible (inject_dtmf=False)")
+        for digit in normalize_digits(digits):
+            future = self._backend.client.send({"command": "play DTMF", "call-id": self.ng_call_id,
+                                                "from-tag": TAGS[1 - leg], "code": digit,
+                                                "duration": max(40, min(8000, round(duration * 1000)))})
+            future.add_done_callback(self._dtmf_played)
+
+    def _dtmf_played(self, future: asyncio.Future[dict[bytes, Any]]) -> None:
+        if future.cancelled():
+            return
+        error = future.exception()
+        if error is not None:
+            log.warning("event=rtpengine_dtmf_failed call=%s reason=%s", self.call_id, _logfmt(str(error)))
 
     @property
     def packets(self) -> tuple[int, int]:
@@ -361,8 +403,10 @@ class RtpengineSession(MediaSession):
 class RtpengineBackend(MediaBackend):
     """Media of every call in one rtpengine, reached at ``address`` (its ``--listen-ng``)."""
 
-    def __init__(self, address: tuple[str, int], retransmit: tuple[float, ...] = RETRANSMIT) -> None:
+    def __init__(self, address: tuple[str, int], retransmit: tuple[float, ...] = RETRANSMIT, *,
+                 inject_dtmf: bool = True) -> None:
         self.client = NgClient(address, retransmit)
+        self.inject_dtmf = inject_dtmf  # send_dtmf possible (see INJECT_DTMF for its price)
         self.sessions: dict[str, RtpengineSession] = {}
         self._now: Callable[[], float] | None = None
 

@@ -20,7 +20,8 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 from runtime.media.base import MediaError, MediaSession
-from runtime.media.dtmf import EventDetector, telephone_event_types
+from runtime.media.dtmf import EventDetector, Negotiation, telephone_event_types
+from runtime.media.dtmf_sender import MAX_DURATION, MIN_DURATION, DtmfSender, normalize_digits
 from runtime.media.endpoint import MediaLeg
 from runtime.media.latch import Address, canonical_host
 from runtime.sip.sdp import (
@@ -39,6 +40,8 @@ if TYPE_CHECKING:
 __all__ = ["RelaySession"]
 
 log = logging.getLogger("callflow.media")
+
+STREAM_WAIT = 0.06  # seconds send_dtmf waits for the stream it replaces (a packet comes every 20 ms)
 
 
 def _session_id() -> str:
@@ -76,6 +79,10 @@ class RelaySession(MediaSession):
         self._answered: tuple[int, AnswerChoice] | None = None  # (stream, codec) we answered with
         self._dtmf: Callable[[int, str, int], None] | None = None
         self._event_types: dict[int, int] = {}  # telephone-event payload type -> clock rate, both SDPs
+        self.negotiation = Negotiation()  # each leg's DTMF mode (RFC 4733 or SIP INFO), from its SDPs
+        self._senders: list[DtmfSender | None] = [None, None]  # digits being sent into each leg
+        self._dtmf_queue: list[list[str] | None] = [None, None]  # digits asked for before a sender started
+        self._pumps: set[asyncio.Task[None]] = set()
 
     def on_dtmf(self, callback: Callable[[int, str, int], None] | None) -> None:
         """Report RFC 4733 digits arriving on either leg: `callback(leg, digit, duration_ms)` once per
@@ -143,7 +150,10 @@ class RelaySession(MediaSession):
         desc = parse_sdp(sdp)
         media = desc.media
         ports = [0] * len(media)
-        self._learn_event_types(telephone_event_types(desc))
+        types = telephone_event_types(desc)
+        self._learn_event_types(types)
+        self.negotiation.sent_by(from_leg, types)
+        self.negotiation.sent_to(1 - from_leg, types)  # the SDP goes on with its formats unchanged
         if not self.closed:
             for stream, m in enumerate(media):
                 if m.kind == "audio" and m.port != 0:
@@ -175,6 +185,8 @@ class RelaySession(MediaSession):
         self._answered = found
         if choice.telephone_event is not None:
             self._learn_event_types({choice.telephone_event: 8000})
+        self.negotiation.sent_by(leg, telephone_event_types(desc))
+        self.negotiation.sent_to(leg, {choice.telephone_event: 8000} if choice.telephone_event is not None else {})
         body = build_answer(desc, stream, choice, self._relay.advertise, self.legs[leg].local_port, _session_id())
         return body, choice.payload_type, choice.codec
 
@@ -186,9 +198,12 @@ class RelaySession(MediaSession):
         port = self.legs[leg].local_port
         if self._answered is not None:
             choice = self._answered[1]
-            return build_offer(self._relay.advertise, port, _session_id(), (choice.payload_type,),
+            body = build_offer(self._relay.advertise, port, _session_id(), (choice.payload_type,),
                                choice.telephone_event)
-        return build_offer(self._relay.advertise, port, _session_id())
+        else:
+            body = build_offer(self._relay.advertise, port, _session_id())
+        self.negotiation.sent_to(leg, telephone_event_types(parse_sdp(body)))
+        return body
 
     async def take_answer(self, leg: int, answer: bytes) -> tuple[int, str]:
         if self.closed:
@@ -203,7 +218,9 @@ class RelaySession(MediaSession):
             rtcp_port = desc.media[stream].rtcp_port
             self.set_remote(leg, endpoint, (endpoint[0], rtcp_port) if rtcp_port else None)
         self._answered = (0, choice)  # our offers have one stream
-        self._learn_event_types(telephone_event_types(desc))
+        types = telephone_event_types(desc)
+        self._learn_event_types(types)
+        self.negotiation.sent_by(leg, types)
         return choice.payload_type, choice.codec
 
     def restrict_offer(self, sdp: bytes) -> bytes:
@@ -235,6 +252,89 @@ class RelaySession(MediaSession):
             if delay > 0:
                 await asyncio.sleep(delay)
         return sent
+
+    def dtmf_mode(self, leg: int) -> str:
+        """``leg``'s DTMF mode: runtime.media.dtmf.Negotiation.mode."""
+        return self.negotiation.mode(leg)
+
+    def send_dtmf(self, leg: int, digits: str, duration: float = 0.1) -> None:
+        """Send ``digits`` to ``leg``'s phone as RFC 4733 telephone-events (runtime.media.dtmf_sender),
+        from that leg's socket, in the payload type its SDP gave; returns at once, a task paces the
+        packets on the loop clock. Digits asked for while earlier ones are still being sent follow
+        them (at the first request's ``duration``). Raises MediaError when the session is closed
+        or telephone-event was not negotiated on that leg, ValueError for bad digits or duration.
+
+        The events take the place of the other phone's stream for their time: its packets towards
+        ``leg`` are held back while digits are sent (and for the gap after the last), and the events
+        carry its SSRC, continue its sequence numbers and follow its timestamps (RFC 4733 2.1: the
+        events are part of the audio stream). A phone that saw two SSRCs interleaved would reset its
+        jitter buffer on every packet and lose the events (baresip does).
+        """
+        if self.closed:
+            raise MediaError("the call's media is closed")
+        found = self.negotiation.send_type(leg)
+        if found is None:
+            raise MediaError(f"telephone-event was not negotiated on leg {leg}: its phone takes DTMF as SIP INFO")
+        digits = normalize_digits(digits)
+        if not MIN_DURATION <= duration <= MAX_DURATION:
+            raise ValueError(f"duration {duration!r} s: between {MIN_DURATION} and {MAX_DURATION} s")
+        loop = asyncio.get_running_loop()
+        queued = self._dtmf_queue[leg]
+        if queued is not None:  # a pump runs for this leg: its digits come first
+            sender = self._senders[leg]
+            if sender is not None:
+                sender.extend(digits, loop.time())
+            else:
+                queued.append(digits)
+            return
+        self._dtmf_queue[leg] = [digits]
+        task = loop.create_task(self._pump_dtmf(leg, found[0], found[1], duration))
+        self._pumps.add(task)
+        task.add_done_callback(self._pumps.discard)
+
+    async def _pump_dtmf(self, leg: int, payload_type: int, rate: int, duration: float) -> None:
+        """Hold the other phone's stream back, then hand the sender's packets to the socket when due
+        (bounded: a digit takes a few dozen packets)."""
+        endpoint = self.legs[leg].rtp
+        source = self.legs[1 - leg].rtp  # what arrives there is relayed to `leg`'s phone
+        loop = asyncio.get_running_loop()
+        first: asyncio.Future[bytes] = loop.create_future()
+
+        def hold(data: bytes) -> None:
+            if not first.done() and len(data) >= 12 and data[0] >> 6 == 2:
+                first.set_result(data)
+
+        source.hold = hold
+        try:
+            try:  # the stream's next packet: its SSRC, sequence number and timestamp are ours now
+                taken: bytes | None = await asyncio.wait_for(asyncio.shield(first), STREAM_WAIT)
+            except TimeoutError:
+                taken = None  # no stream towards that phone (on hold, silence suppression): our own
+            stream = {}
+            if taken is not None:
+                seq, stamp, ssrc = struct.unpack("!HII", taken[2:12])
+                stream = {"ssrc": ssrc, "seq": seq, "timestamp": stamp}
+            digits = "".join(self._dtmf_queue[leg] or ())
+            sender = DtmfSender(digits, payload_type, loop.time(), duration=duration, rate=rate, **stream)
+            self._senders[leg] = sender
+            for _ in range(100_000):
+                if self.closed:
+                    return
+                for packet in sender.due(loop.time()):
+                    transport, dest = endpoint.transport, endpoint.dest
+                    if transport is not None and dest is not None:
+                        transport.sendto(packet, dest)
+                at = sender.next_at
+                if at is None:  # quiet for the gap, so the stream's own numbers have passed ours
+                    at = sender.quiet_at
+                    if loop.time() >= at:
+                        return
+                await asyncio.sleep(max(0.0, at - loop.time()))
+        finally:
+            if source.hold is hold:
+                source.hold = None
+            self._senders[leg] = None
+            self._dtmf_queue[leg] = None
 
     # Counters, per direction: index 0 is caller -> callee (arrived on leg 0), index 1 the reverse.
     @property
@@ -282,6 +382,8 @@ class RelaySession(MediaSession):
             # someone sprayed the call's ports (or a peer's media came from elsewhere than it said)
             log.info("event=media_strangers call=%s leg0=%d leg1=%d", self.call_id, *self._final[4])
         self.closed = True
+        for task in self._pumps:
+            task.cancel()
         self._relay._session_closed(self)
         if self._pending == 0 and self._done is not None and not self._done.done():
             self._done.set_result(None)

@@ -117,6 +117,8 @@ class Call:
     hold_media: bool = False        # leave media steps unanswered (see answer_media)
     invite_headers: list[str] = field(default_factory=list)  # extra header lines of ZERO's INVITE
     call_id: str = "zero-1"         # the Call-ID of ZERO's INVITE
+    # each leg's DTMF mode as the fake media backend reports it (runtime/calls/dtmf.py)
+    dtmf_modes: dict[Channel, str] = field(default_factory=lambda: {Channel.ZERO: "rfc4733", Channel.ONE: "rfc4733"})
     now: float = 0.0
 
     def __post_init__(self) -> None:
@@ -129,6 +131,7 @@ class Call:
         self.released = False
         self.media_pending: list[io.MediaCall] = []
         self.packets = (0, 0)
+        self.dtmf_sent: list[tuple[Channel, str, float]] = []  # send_dtmf asked of the media backend
         self.route = lambda call: call.feed(io.AcceptIn(call.now, [Target("LINE", "far")], None, call.results.append))
         ct = "Content-Type: application/sdp\r\n" if self.offer else ""
         data = (f"INVITE sip:+15551230000@{US} SIP/2.0\r\n"
@@ -194,7 +197,9 @@ class Call:
         values = {"allocate": None, "anchor": lambda: anchored(a.args[1]), "offer": lambda: b"our-offer",
                   "answer": lambda: (b"our-answer", 0, "PCMU"), "take_answer": lambda: (0, "PCMU"),
                   "prompt": lambda: [b"\xff" * 160], "restrict_offer": lambda: a.args[0],
-                  "packets": lambda: self.packets}
+                  "packets": lambda: self.packets,
+                  "dtmf_mode": lambda: self.dtmf_modes[Channel(a.args[0])],
+                  "send_dtmf": lambda: self.dtmf_sent.append((Channel(a.args[0]), a.args[1], a.args[2]))}
         maker = values[a.op]
         self.feed(io.MediaDone(self.now, a.token, None if error or maker is None else maker(), error))
 

@@ -43,7 +43,7 @@ class GatherCall(Call):
 
     def press(self, keys: str, channel=ZERO) -> None:  # type: ignore[no-untyped-def]
         for key in keys:
-            self.feed(io.DigitIn(self.now, channel, key))
+            self.feed(io.DigitIn(self.now, channel, key, 100))
 
     def rounds(self) -> list[dict[str, object]]:
         return [fields for name, fields in self.events if name == "gather"]
@@ -200,6 +200,7 @@ def test_a_prompt_that_cannot_be_decoded_is_logged_and_the_caller_can_still_ente
     assert "event=play_failed" in caplog.text and "not an audio file" in caplog.text
     assert len(call.responses(200)) == 1  # answered all the same
     call.ack_from(ZERO)
+    call.hold_media = False  # the backend answers again (the digit's DTMF mode is asked of it)
     call.press("0")
     assert call.entries == [("0", "max")]
 

@@ -6,9 +6,9 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from callflow.flowrun.dialplan import _PlanRun
 from flowlang import CallInfo, compile_source
 from runtime.calls import Failure
-from callflow.flowrun.dialplan import _PlanRun
 
 FLOW = '''user sales password "sales-pw-2026"
 user operator password "operator-pw-2026"
