@@ -160,6 +160,17 @@ EVENTS: tuple[EventSpec, ...] = (
         _f("next", str, "the address tried next"),
         _f("found_by", str, "how DNS gave it, e.g. `SRV _sip._udp.example.com`"),
     )),
+    EventSpec("line_lease_acquired", "line", "this node took the line's lease in the shared database: it "
+              "registers the line now (a cluster, --location-dsn)", (
+        _f("line", str, "the line's name"), _f("node", str, "this node's id (--node-id)"),
+        _f("expires", str, "when the lease runs out unless renewed (ISO 8601, UTC, the database's clock)"),
+    )),
+    EventSpec("line_lease_lost", "line", "this node lost the line's lease (renewals failed until it ran out, or "
+              "another node holds it): it stops registering the line, without un-registering, and retries", (
+        _f("line", str, "the line's name"), _f("node", str, "this node's id (--node-id)"),
+        _f("expires", str, "the lease's last known expiry (ISO 8601, UTC), or empty"),
+        _f("reason", str, "why", optional=True, default=""),
+    )),
     # ---- users (phones registering to us)
     EventSpec("user_registered", "user", "a phone registered a new contact for a user", (
         _f("user", str, "the user's name"), _f("contact", str, "the Contact URI the phone registered"),
@@ -393,6 +404,11 @@ EVENTS: tuple[EventSpec, ...] = (
     EventSpec("line_predecessor_timeout", "line", "a line's previous registration (before a reload changed "
               "it) did not finish un-registering in time; the new one goes ahead", (
         _f("line", str, "the line's name"),
+    ), bus=False),
+    EventSpec("line_leases", "line", "at start: lines are registered under leases in the shared database, "
+              "one node per line (--location-dsn)", (
+        _f("file", str, "the database (password left out)"), _f("node", str, "this node's id (--node-id)"),
+        _f("lease_seconds", float, "how long a hold lasts without renewal (--lease-seconds)"),
     ), bus=False),
     EventSpec("line_send_failed", "line", "a line's request could not be sent (a bug: no provider address)", (
         _f("line", str, "the line's name"), _f("reason", str, "why"),

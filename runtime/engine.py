@@ -23,6 +23,7 @@ from .calls import CallMachine, CallRunner, CallSession, CallState, Channel, Fai
 from .chat import ChatRelay
 from .events import EventBus
 from .lines import LineClient, LineConfig
+from .lines.lease_pump import LeasePump
 from .media.base import MediaBackend
 from .media.prompts import PromptCache
 from .media.relay import MediaRelay
@@ -128,6 +129,10 @@ class Engine:
         self.transfer_router: Callable[[CallMachine, str, str], tuple[list[Target], Failure | None]] = \
             lambda call, user, target: ([], Failure(404, "Not Found (no routing)"))
         self._line_starts: set[asyncio.Task] = set()
+        # in a cluster: a line registers only while this node holds its lease (runtime/lines/lease_pump.py),
+        # with the edge's address as its Contact (`--line-contact`); None: every line is ours
+        self.leases: LeasePump | None = None
+        self.line_contact: str | None = None
         self._line_by_address: dict[Address, LineClient] = {}
         self._leaving_lines: set[LineClient] = set()
         self._trusted_networks: list[tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, LineClient]] = []
@@ -269,6 +274,9 @@ class Engine:
 
     def register_line(self, name: str) -> None:
         line = self.lines[name]
+        if self.leases is not None:
+            self.leases.want(line)
+            return
         task = asyncio.get_running_loop().create_task(self._start_line(line))
         self._line_starts.add(task)
         task.add_done_callback(self._line_starts.discard)
@@ -283,6 +291,8 @@ class Engine:
             line.stop()
             self._leave(line)
             self.index_lines()
+            if self.leases is not None:
+                self.leases.drop(name)
             self.endpoint.pump()
 
     # ---- incoming ----------------------------------------------------------------------------------
