@@ -236,6 +236,10 @@ EVENTS: tuple[EventSpec, ...] = (
         _f("store", str, "where", optional=True, default=""), _f("call", str, "the call", optional=True, default=""),
         _f("records", int, "how many", optional=True, default=""), _f("reason", str, "why", optional=True, default=""),
     ), bus=False),
+    EventSpec("cdr_orphans", "server", "at start: this node's answered calls whose end was never written (it was "
+              "killed during them) are marked hangup_reason=node_lost", (
+        _f("store", str, "where"), _f("node", str, "this node (--node-id)"), _f("records", int, "how many"),
+    ), bus=False),
     EventSpec("cdr_incomplete", "server", "a call's record was written before its end (too many open calls)", (
         _f("call", str, "the call"), _f("reason", str, "why"),
     ), bus=False),

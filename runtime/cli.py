@@ -6,9 +6,7 @@ import argparse
 import asyncio
 import json
 import logging
-import os
 import signal
-import socket
 import ssl
 import sys
 from datetime import datetime
@@ -446,7 +444,7 @@ async def serve(args: argparse.Namespace, stop: asyncio.Event | None = None) -> 
     except (OSError, ssl.SSLError, ValueError) as exc:
         print(f"callflow: cannot load the TLS certificate or key: {exc}", file=sys.stderr)
         return 1
-    from .records.setup import RunState, RunStateError
+    from .records.setup import RunState, RunStateError, node_id
 
     try:  # the state folder: call records and, unless --location-db says elsewhere, registrations
         state = RunState.open(args)
@@ -496,7 +494,7 @@ async def serve(args: argparse.Namespace, stop: asyncio.Event | None = None) -> 
 
         try:
             open_leases(engine, location_dsn,
-                        getattr(args, "node_id", None) or f"{socket.gethostname()}-{os.getpid()}",
+                        state.node or node_id(args),
                         getattr(args, "lease_seconds", None) or 30.0)
         except LocationDbError as exc:
             print(f"callflow: {exc}", file=sys.stderr)
