@@ -149,3 +149,17 @@ def test_every_wait_is_asked_for_as_a_wake_up() -> None:
 def test_a_lease_shorter_than_a_database_round_trip_allows_is_refused_with_the_minimum() -> None:
     with pytest.raises(ValueError, match=f"at least {MIN_PERIOD:g}s"):
         LeaseMachine("itsp1", "node-a", 1.0)
+
+
+# ---- the line's side of a lost lease (runtime/lines/machine.py) --------------------------------------
+def test_a_registered_line_whose_lease_is_lost_stops_without_an_unregister_and_without_carrying_calls() -> None:
+    from tests.unit.test_lines_machine import Run, registrar
+
+    run = Run(registrar()).start()
+    assert run.state.value == "registered"
+    sent = len(run.sent)
+    run.apply(run.machine.stop(run.now, unregister=False))
+    assert len(run.sent) == sent  # no REGISTER Expires: 0: the provider's binding is the new holder's too
+    assert run.machine.done and not run.machine.carries_calls
+    assert not [name for name in run.timers if not name.startswith("txn")]
+    assert run.named("line_state")[-1]["state"] == "unregistered"
