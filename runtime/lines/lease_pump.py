@@ -98,6 +98,12 @@ class LeasePump:
         pending = [task for task in self._tasks if not task.done()]
         if pending:
             await asyncio.wait(pending, timeout=RELEASE_WAIT)
+        # a request that was on its way may have taken a row after all: delete whatever is ours
+        # (only this node's rows go), so no other node waits a lease period for nothing
+        loop = self.engine.endpoint.loop
+        sweep = [loop.run_in_executor(self._worker, self.store.release, name) for name in self.machines]
+        if sweep:
+            await asyncio.wait(sweep, timeout=RELEASE_WAIT)
         self._closed = True
         for handle in self._timers.values():
             handle.cancel()
