@@ -6,7 +6,7 @@ contact), so exactly one live node must register each line. That node holds the 
 (line, node, expires_at) in the shared store, taken with an atomic conditional upsert (free or expired
 rows only), renewed every ``period * RENEW_SHARE`` seconds, released on a clean stop. When the holder
 dies its row expires and another node takes it, then registers the line: within one lease period of
-the death, plus one retry interval.
+the death (the others aim their next try at the row's expiry, as the database says it).
 
 Every input carries ``now`` (seconds on the caller's monotonic clock) and returns a list of actions:
 
@@ -50,6 +50,9 @@ DEFAULT_PERIOD = 30.0   # seconds a lease lasts without renewal (--lease-seconds
 RENEW_SHARE = 1 / 3     # renew after a third of the period: two renewals may fail before it lapses
 RETRY_SHARE = 1 / 6     # a node without the lease tries again this often (a share of the period)
 MIN_PERIOD = 3.0        # a shorter lease would be renewed more often than a database round trip allows
+EXPIRY_MARGIN = 0.05    # a try aimed at another node's expiry comes this long after it ...
+MIN_RETRY = 0.1         # ... and never sooner than this after the last one
+EARLY = 1e-3            # a wake-up this much early counts as on time
 
 
 class LeaseState(Enum):
@@ -137,12 +140,14 @@ Action = TryAcquire | Renew | Release | StartRegistering | StopRegistering | Emi
 class StoreAnswer:
     """What the store said. `ok`: the row is ours (acquire, renew) or the request ran (release);
     `holder`/`expires`: the row's node and expiry (Unix seconds, the database's clock) when known;
-    `error`: the store could not be asked (database away), with why."""
+    `error`: the store could not be asked (database away), with why; `remaining`: how long another
+    node's row still runs, so the next try comes as it ends rather than up to a retry interval later."""
 
     ok: bool
     holder: str | None = None
     expires: float | None = None
     error: str | None = None
+    remaining: float | None = None  # seconds another node's row has left (the database's clock), if known
 
 
 class LeaseMachine:
@@ -181,18 +186,20 @@ class LeaseMachine:
     def tick(self, now: float) -> list[Action]:
         """Time passed: renew, retry, or notice that the lease ran out before a renewal came back."""
         out: list[Action] = []
-        if self.held and self.state is not L.RELEASING and self.held_until is not None and now >= self.held_until:
+        due = now + EARLY  # an event loop may run a timer a clock tick before its time
+        if self.held and self.state is not L.RELEASING and self.held_until is not None and due >= self.held_until:
             self._lose(out, now, self.error or "the lease could not be renewed before it expired")
             return out
-        if self._next_at is not None and now >= self._next_at:
+        if self._next_at is not None and due >= self._next_at:
             if self.state is L.WAITING:
                 self._acquire(out, now)
-            elif self.state is L.HELD:
+                return out
+            if self.state is L.HELD:
                 self._move(L.RENEWING)
                 self._asked_at = now
                 self._next_at = None
                 out.append(Renew(self.line, self.period))
-                self._wake(out)
+        self._wake(out)  # whatever happened, the next wake-up stays armed
         return out
 
     def result(self, op: str, answer: StoreAnswer, now: float) -> list[Action]:
@@ -224,7 +231,10 @@ class LeaseMachine:
                                                         "expires": _fmt(self.expires)}))
             else:
                 self._move(L.WAITING)
-                self._next_at = now + self.period * RETRY_SHARE
+                retry = self.period * RETRY_SHARE
+                if answer.remaining is not None:  # ask again just as the holder's row runs out
+                    retry = min(retry, max(MIN_RETRY, answer.remaining + EXPIRY_MARGIN))
+                self._next_at = now + retry
             self._wake(out)
             return out
         # renew

@@ -50,7 +50,9 @@ ACQUIRE = (
     f"WHERE l.node = EXCLUDED.node OR l.expires_at <= now() RETURNING node, {_EPOCH}")
 RENEW = (f"UPDATE line_lease SET expires_at = now() + make_interval(secs => %(period)s) "
          f"WHERE line = %(line)s AND node = %(node)s RETURNING node, {_EPOCH}")
-HOLDER = f"SELECT node, {_EPOCH} FROM line_lease WHERE line = %(line)s"
+# the row's holder, expiry, and the seconds it has left on the database's clock (when to ask again)
+HOLDER = (f"SELECT node, {_EPOCH}, extract(epoch FROM expires_at - now())::double precision "
+          "FROM line_lease WHERE line = %(line)s")
 RELEASE = "DELETE FROM line_lease WHERE line = %(line)s AND node = %(node)s"
 HOLDERS = f"SELECT line, node, {_EPOCH}, expires_at > now() FROM line_lease ORDER BY line"
 
@@ -98,7 +100,7 @@ class PostgresLeaseStore:
             self.close()
             return StoreAnswer(False, error=_why(exc))
         if held:
-            return StoreAnswer(False, held[0][0], float(held[0][1]))
+            return StoreAnswer(False, held[0][0], float(held[0][1]), remaining=max(0.0, float(held[0][2])))
         return StoreAnswer(False)
 
     def acquire(self, line: str, period: float) -> StoreAnswer:

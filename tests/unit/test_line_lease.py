@@ -55,13 +55,13 @@ def test_a_node_whose_lease_another_holds_does_not_register_and_asks_again_later
     refused = machine.result("acquire", THEIRS, 0.1)
     assert not of(refused, StartRegistering) and not machine.held
     assert machine.holder == "node-b"
-    assert machine.tick(0.1 + PERIOD * RETRY_SHARE - 0.01) == []
+    assert not of(machine.tick(0.1 + PERIOD * RETRY_SHARE - 0.01), TryAcquire)
     assert of(machine.tick(0.1 + PERIOD * RETRY_SHARE), TryAcquire)
 
 
 def test_the_holder_renews_after_a_share_of_the_period_and_keeps_registering() -> None:
     machine = holding()
-    assert machine.tick(PERIOD * RENEW_SHARE - 0.01) == []
+    assert not of(machine.tick(PERIOD * RENEW_SHARE - 0.01), Renew)
     renew = machine.tick(PERIOD * RENEW_SHARE)
     assert of(renew, Renew) == [Renew("itsp1", PERIOD)]
     after = machine.result("renew", OURS, PERIOD * RENEW_SHARE + 0.05)
@@ -163,3 +163,25 @@ def test_a_registered_line_whose_lease_is_lost_stops_without_an_unregister_and_w
     assert run.machine.done and not run.machine.carries_calls
     assert not [name for name in run.timers if not name.startswith("txn")]
     assert run.named("line_state")[-1]["state"] == "unregistered"
+
+
+def test_a_node_waiting_for_the_lease_asks_again_just_as_the_holders_row_runs_out() -> None:
+    machine = LeaseMachine("itsp1", "node-a", PERIOD)
+    machine.start(0.0)
+    machine.result("acquire", StoreAnswer(False, "node-b", 1_800_000_030.0, remaining=1.5), 0.1)
+    assert not of(machine.tick(1.5), TryAcquire)
+    assert of(machine.tick(1.7), TryAcquire)  # not a whole retry interval (5 s) later
+
+
+def test_a_wake_up_the_event_loop_runs_a_clock_tick_early_still_acts() -> None:
+    machine = LeaseMachine("itsp1", "node-a", PERIOD)
+    machine.start(0.0)
+    [wake] = of(machine.result("acquire", THEIRS, 0.0), Wake)
+    assert of(machine.tick(wake.at - 1e-9), TryAcquire)
+
+
+def test_a_wake_up_too_early_to_act_arms_the_next_one_again() -> None:
+    machine = LeaseMachine("itsp1", "node-a", PERIOD)
+    machine.start(0.0)
+    [wake] = of(machine.result("acquire", THEIRS, 0.0), Wake)
+    assert of(machine.tick(wake.at - 0.5), Wake) == [wake]
