@@ -186,6 +186,17 @@ EVENTS: tuple[EventSpec, ...] = (
         _f("next", str, "the address tried next"),
         _f("found_by", str, "how DNS gave it, e.g. `SRV _sip._udp.example.com`"),
     )),
+    EventSpec("line_lease_acquired", "line", "this node took the line's lease in the shared database: it "
+              "registers the line now (a cluster, --location-dsn)", (
+        _f("line", str, "the line's name"), _f("node", str, "this node's id (--node-id)"),
+        _f("expires", str, "when the lease runs out unless renewed (ISO 8601, UTC, the database's clock)"),
+    )),
+    EventSpec("line_lease_lost", "line", "this node lost the line's lease (renewals failed until it ran out, or "
+              "another node holds it): it stops registering the line, without un-registering, and retries", (
+        _f("line", str, "the line's name"), _f("node", str, "this node's id (--node-id)"),
+        _f("expires", str, "the lease's last known expiry (ISO 8601, UTC), or empty"),
+        _f("reason", str, "why", optional=True, default=""),
+    )),
     # ---- users (phones registering to us)
     EventSpec("user_registered", "user", "a phone registered a new contact for a user", (
         _f("user", str, "the user's name"), _f("contact", str, "the Contact URI the phone registered"),
@@ -250,6 +261,10 @@ EVENTS: tuple[EventSpec, ...] = (
     EventSpec("cdr_lost", "server", "records could not be written at all (shutdown with the store down)", (
         _f("store", str, "where", optional=True, default=""), _f("call", str, "the call", optional=True, default=""),
         _f("records", int, "how many", optional=True, default=""), _f("reason", str, "why", optional=True, default=""),
+    ), bus=False),
+    EventSpec("cdr_orphans", "server", "at start: this node's answered calls whose end was never written (it was "
+              "killed during them) are marked hangup_reason=node_lost", (
+        _f("store", str, "where"), _f("node", str, "this node (--node-id)"), _f("records", int, "how many"),
     ), bus=False),
     EventSpec("cdr_incomplete", "server", "a call's record was written before its end (too many open calls)", (
         _f("call", str, "the call"), _f("reason", str, "why"),
@@ -432,6 +447,11 @@ EVENTS: tuple[EventSpec, ...] = (
     EventSpec("line_predecessor_timeout", "line", "a line's previous registration (before a reload changed "
               "it) did not finish un-registering in time; the new one goes ahead", (
         _f("line", str, "the line's name"),
+    ), bus=False),
+    EventSpec("line_leases", "line", "at start: lines are registered under leases in the shared database, "
+              "one node per line (--location-dsn)", (
+        _f("file", str, "the database (password left out)"), _f("node", str, "this node's id (--node-id)"),
+        _f("lease_seconds", float, "how long a hold lasts without renewal (--lease-seconds)"),
     ), bus=False),
     EventSpec("line_send_failed", "line", "a line's request could not be sent (a bug: no provider address)", (
         _f("line", str, "the line's name"), _f("reason", str, "why"),

@@ -97,6 +97,27 @@ def _server_overrides(args: argparse.Namespace) -> dict[str, object]:
     return out
 
 
+def _lease_seconds(text: str) -> float:
+    """--lease-seconds: a number of seconds, at least runtime.lines.lease.MIN_PERIOD."""
+    from .lines.lease import MIN_PERIOD
+
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected seconds, e.g. 30, got {text!r}") from None
+    if not value >= MIN_PERIOD:
+        raise argparse.ArgumentTypeError(f"a lease of {text}s is too short: at least {MIN_PERIOD:g}")
+    return value
+
+
+def _hostport_arg(text: str) -> str:
+    """--line-contact: HOST:PORT (an IP or a name, and a port), kept as written."""
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise argparse.ArgumentTypeError(f"expected HOST:PORT, e.g. 192.0.2.10:5060, got {text!r}")
+    return text
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="callflow", description="A SIP server whose call routing is a .flow script.")
     p.add_argument("--version", action="version", version=f"callflow {_package_version()}")
@@ -119,6 +140,15 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--location-dsn", metavar="postgresql://USER@HOST/DB",
                      help="keep phone registrations in PostgreSQL, shared by every node given the same DSN "
                           "(schema created and upgraded by Callflow); replaces --location-db")
+    run.add_argument("--node-id", metavar="NAME",
+                     help="this node's name in the line leases shared through --location-dsn "
+                          "(default: HOSTNAME-PID; a stable name lets a restarted node take its lines back at once)")
+    run.add_argument("--lease-seconds", type=_lease_seconds, default=30.0, metavar="SECONDS",
+                     help="with --location-dsn, how long a node's hold on a line lasts without renewal: another "
+                          "node registers the line within this long after the holder died (default: 30)")
+    run.add_argument("--line-contact", type=_hostport_arg, metavar="HOST:PORT",
+                     help="the Contact the lines register (in a cluster: the edge's address, so the provider's "
+                          "calls reach whichever node the edge picks; default: this node's address)")
     run.add_argument("--media", default="relay", metavar="relay|rtpengine:HOST:PORT",
                      help="who relays the calls' RTP: Callflow itself (relay, the default) or an rtpengine "
                           "reached over its ng control protocol at HOST:PORT (its --listen-ng)")
@@ -415,7 +445,7 @@ async def serve(args: argparse.Namespace, stop: asyncio.Event | None = None) -> 
     except (OSError, ssl.SSLError, ValueError) as exc:
         print(f"callflow: cannot load the TLS certificate or key: {exc}", file=sys.stderr)
         return 1
-    from .records.setup import RunState, RunStateError
+    from .records.setup import RunState, RunStateError, node_id
 
     try:  # the state folder: call records and, unless --location-db says elsewhere, registrations
         state = RunState.open(args)
@@ -459,6 +489,20 @@ async def serve(args: argparse.Namespace, stop: asyncio.Event | None = None) -> 
                     location_store=location_store, media=media)
     if media is not None and hasattr(media, "watch"):
         media.watch(engine.bus.subscribe)  # counters refreshed at hang-up, for `closed` and the record
+    engine.line_contact = getattr(args, "line_contact", None)
+    if location_dsn:  # a cluster: each line registered by the one node holding its lease
+        from .lines.lease_pump import open_leases
+
+        try:
+            open_leases(engine, location_dsn,
+                        state.node or node_id(args),
+                        getattr(args, "lease_seconds", None) or 30.0)
+        except LocationDbError as exc:
+            print(f"callflow: {exc}", file=sys.stderr)
+            if location_store is not None:
+                location_store.close()
+            state.close()
+            return 1
     try:
         await engine.start()
     except (OSError, ValueError) as exc:
@@ -505,6 +549,8 @@ async def serve(args: argparse.Namespace, stop: asyncio.Event | None = None) -> 
     reloader.stop()
     if control is not None:
         await control.stop()  # type: ignore[attr-defined]
+    if engine.leases is not None:
+        await engine.leases.close()  # our lines un-register, then their leases are released
     await engine.stop()
     state.close()  # after the engine: the calls it hung up have their records written
     if location_store is not None:

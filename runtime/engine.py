@@ -22,6 +22,7 @@ from .calls.forks import ALLOW, ForkBuilder
 from .chat import ChatRelay
 from .events import EventBus
 from .lines import LineClient, LineConfig
+from .lines.lease_pump import LeasePump
 from .lines.trust import LineTrust
 from .media.base import MediaBackend
 from .media.prompts import PromptCache
@@ -125,6 +126,10 @@ class Engine:
         self.transfer_router: Callable[[CallMachine, str, str], tuple[list[Target], Failure | None]] = \
             lambda call, user, target: ([], Failure(404, "Not Found (no routing)"))
         self._line_starts: set[asyncio.Task] = set()
+        # in a cluster: a line registers only while this node holds its lease (runtime/lines/lease_pump.py),
+        # with the edge's address as its Contact (`--line-contact`); None: every line is ours
+        self.leases: LeasePump | None = None
+        self.line_contact: str | None = None
         self._leaving_lines: set[LineClient] = set()
         self.trust = LineTrust()  # which sources are a line's provider (no auth, no flood guard)
         self.forks = ForkBuilder(self)  # the INVITEs that ring a call's target
@@ -263,6 +268,9 @@ class Engine:
 
     def register_line(self, name: str) -> None:
         line = self.lines[name]
+        if self.leases is not None:
+            self.leases.want(line)
+            return
         task = asyncio.get_running_loop().create_task(self._start_line(line))
         self._line_starts.add(task)
         task.add_done_callback(self._line_starts.discard)
@@ -277,6 +285,8 @@ class Engine:
             line.stop()
             self._leave(line)
             self.index_lines()
+            if self.leases is not None:
+                self.leases.drop(name)
             self.endpoint.pump()
 
     # ---- incoming ----------------------------------------------------------------------------------

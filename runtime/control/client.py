@@ -112,7 +112,12 @@ def render_status(state: dict[str, Any], now: float | None = None) -> str:
     rows = []
     for line in state["lines"]:
         next_attempt = line.get("next_attempt")
-        rows.append([line["line"], line.get("state"), line.get("server"), line.get("last_response"),
+        state_text = line.get("state")
+        lease = line.get("lease")
+        if lease:  # a cluster: say which node registers the line
+            holder = "this node" if lease.get("held_here") else lease.get("holder") or "nobody"
+            state_text = f"{state_text} (lease: {holder})"
+        rows.append([line["line"], state_text, line.get("server"), line.get("last_response"),
                      f"in {ago(next_attempt - now)}" if next_attempt else None,
                      f"{line['backoff']:.0f}s" if line.get("backoff") else None])
     out.append(table(["LINE", "STATE", "SERVER", "LAST RESPONSE", "NEXT ATTEMPT", "BACKOFF"], rows)

@@ -276,6 +276,13 @@ class _EngineCollector(Collector):
             for state in sorted(set(LINE_STATES) | {current}):
                 states.add_metric([name, state], 1.0 if state == current else 0.0)
         yield states
+        holding = getattr(getattr(engine, "leases", None), "holding", None)
+        if callable(holding):  # a cluster: 1 for each line whose lease this node holds (it registers it)
+            leases = GaugeMetricFamily("callflow_line_lease_held", "1 while this node holds the line's lease "
+                                       "(and registers it), 0 while another node does", labels=["line", "node"])
+            for name, lease in holding().items():
+                leases.add_metric([name, str(lease["holder"] or "")], 1.0 if lease["held"] else 0.0)
+            yield leases
         overloaded = GaugeMetricFamily("callflow_overloaded", "1 while new calls are shed with 503")
         overloaded.add_metric([], 1.0 if getattr(engine, "overloaded", False) else 0.0)
         yield overloaded

@@ -152,13 +152,16 @@ def _state_name(value: object) -> str | None:
 
 def lines_view(state: ControlState) -> list[dict[str, Any]]:
     """[{"line", "state", "server", "transport", "registered_until", "last_response", "next_attempt",
-    "backoff", "failures"}]; times as Unix seconds, backoff in seconds; None where unknown.
+    "backoff", "failures"}, and in a cluster "lease": {"holder", "held_here", "state", "expires"}]; times
+    as Unix seconds, backoff in seconds; None where unknown.
 
     Reads the line's machine (runtime/lines: state, code and reason, expires_at, retry_at, failures)
     and falls back to what the bus said for a line client that keeps none of it."""
     engine = state.engine
     now = engine.now()
     out = []
+    leases_of = getattr(getattr(engine, "leases", None), "holding", None)
+    leases = leases_of() if callable(leases_of) else {}
     for name, line in sorted(engine.lines.items()):
         config = getattr(line, "config", None)
         machine = getattr(line, "machine", line)
@@ -195,6 +198,10 @@ def lines_view(state: ControlState) -> list[dict[str, Any]]:
             "backoff": backoff,
             "failures": getattr(machine, "failures", None),
         })
+        if name in leases:  # a cluster: which node holds the line's lease (runtime/lines/lease.py)
+            lease = leases[name]
+            out[-1]["lease"] = {"holder": lease["holder"], "held_here": lease["held"], "state": lease["state"],
+                                "expires": lease["expires"]}
     return out
 
 

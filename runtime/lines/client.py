@@ -138,9 +138,10 @@ class LineClient:
         else:
             self._apply(self.machine.start(self.engine.now(), local))
 
-    def stop(self) -> None:
-        """Un-register (bounded by UNREGISTER_TIMEOUT, answering a challenge) and stop refreshing."""
-        self._apply(self.machine.stop(self.engine.now()))
+    def stop(self, *, unregister: bool = True) -> None:
+        """Un-register (bounded by UNREGISTER_TIMEOUT, answering a challenge) and stop refreshing;
+        `unregister=False` stops without a REGISTER (a lost lease: runtime/lines/lease.py)."""
+        self._apply(self.machine.stop(self.engine.now(), unregister=unregister))
 
     async def wait_stopped(self, timeout: float = UNREGISTER_TIMEOUT + 0.5) -> bool:
         """Wait until the un-registration has ended; False if it had not after `timeout` seconds."""
@@ -189,8 +190,12 @@ class LineClient:
     def _local(self) -> LocalAddress:
         engine = self.engine
         transport = self.config.transport
-        return LocalAddress(engine.via(transport), engine.contact_uri(self.config.username or "callflow", transport),
-                            engine.user_agent)
+        contact = engine.contact_uri(self.config.username or "callflow", transport)
+        edge = getattr(engine, "line_contact", None)
+        if edge:  # in a cluster: the edge's address, so the provider's calls reach any node (--line-contact)
+            contact = f"sip:{self.config.username or 'callflow'}@{edge}" + ("" if transport == "udp"
+                                                                              else f";transport={transport}")
+        return LocalAddress(engine.via(transport), contact, engine.user_agent)
 
     # ---- transaction results (the engine calls these) ------------------------------------------------
     def on_response(self, resp: Response, txn: ClientTransaction | None) -> None:

@@ -59,7 +59,9 @@ TRANSITIONS: dict[LineState, frozenset[LineState]] = {
                                   S.UNREGISTERED}),
     # a refresh keeps `registered` while it is on its way; a keepalive that finds the provider
     # gone moves to `trying` (re-register at once)
-    S.REGISTERED:      frozenset({S.TRYING, S.FAILED_WAITING, S.REJECTED, S.EXPIRED, S.UNREGISTERING}),
+    # ... and a node that lost the line's lease stops at once, without un-registering (lease.py)
+    S.REGISTERED:      frozenset({S.TRYING, S.FAILED_WAITING, S.REJECTED, S.EXPIRED, S.UNREGISTERING,
+                                  S.UNREGISTERED}),
     S.FAILED_WAITING:  frozenset({S.TRYING, S.EXPIRED, S.UNREGISTERING, S.UNREGISTERED}),
     S.REJECTED:        frozenset({S.TRYING, S.UNREGISTERED}),
     # a refresh sent before the grant ran out may still be answered
@@ -280,9 +282,11 @@ class LineMachine:
         self._fail(out, now, 0, reason)
         return out
 
-    def stop(self, now: float) -> list[Action]:
+    def stop(self, now: float, *, unregister: bool = True) -> list[Action]:
         """Stop refreshing; un-register (Expires: 0, answering a challenge) when the provider may
-        hold our binding. Ends in `unregistered` within UNREGISTER_TIMEOUT, with `line_unregistered`."""
+        hold our binding. Ends in `unregistered` within UNREGISTER_TIMEOUT, with `line_unregistered`.
+        `unregister=False` (a node that lost the line's lease, runtime/lines/lease.py) stops at once
+        and leaves the provider's binding alone: it is the new holder's too (same Contact)."""
         out: list[Action] = []
         if self.stopping:
             return out
@@ -291,14 +295,15 @@ class LineMachine:
             out.append(CancelTimer(name))
         self._keepalive = None
         may_hold = self.binding_live or (self._pending is not None and self.state is not S.REJECTED)
-        if may_hold and S.UNREGISTERING in TRANSITIONS[self.state] and self.local is not None:
+        if unregister and may_hold and S.UNREGISTERING in TRANSITIONS[self.state] and self.local is not None:
             self._move(out, S.UNREGISTERING, None, "un-registering")
             out.append(SetTimer(GIVE_UP_TIMER, now + UNREGISTER_TIMEOUT))
             self._send_register(out, now, 0)
             return out
         self._pending = None
+        self.expires_at = None  # not ours to count on any more (a lease lost: another node's now)
         if self.state is not S.UNREGISTERED:
-            self._move(out, S.UNREGISTERED, None, "stopped")
+            self._move(out, S.UNREGISTERED, None, "stopped" if unregister else "stopped without un-registering")
         return out
 
     def response(self, resp: Response, now: float) -> list[Action]:

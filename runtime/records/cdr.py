@@ -28,8 +28,10 @@ from __future__ import annotations
 
 import logging
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, fields
+from dataclasses import replace as dc_replace
 
 log = logging.getLogger("callflow.cdr")
 
@@ -66,6 +68,10 @@ class CallRecord:
     source: str | None = None           # ip:port the call came from
     rtp_in: int | None = None           # relayed RTP packets, caller -> far end
     rtp_out: int | None = None          # and back
+    # the row's unique key: a record is written at most once however often a write is retried, and an
+    # answered call's row written at answer (a cluster) is completed, not duplicated, at its end
+    record_id: str | None = None
+    node: str | None = None             # the node that carried the call (--node-id)
 
     def as_dict(self) -> dict[str, object]:
         # not dataclasses.asdict: that deep-copies every value, and this runs once per call on the loop
@@ -97,10 +103,15 @@ class CallRecorder:
     """
 
     def __init__(self, sink: Callable[[CallRecord], None], clock: Callable[[], float] = time.time,
-                 version: Callable[[], str | None] = lambda: None) -> None:
+                 version: Callable[[], str | None] = lambda: None, *, node: str | None = None,
+                 on_answer: Callable[[CallRecord], None] | None = None) -> None:
         self.sink = sink
         self.clock = clock
         self.version = version
+        self.node = node
+        # given: an answered call's record is also handed over at answer, in progress (no end yet), so a
+        # node killed during the call leaves its row (same record_id: the end completes it)
+        self.on_answer = on_answer
         self.open: dict[str, CallRecord] = {}
         self._cancelled: set[str] = set()
 
@@ -125,7 +136,7 @@ class CallRecorder:
             oldest = next(iter(self.open))
             log.warning("event=cdr_incomplete call=%s reason=%s", oldest, '"too many open calls; written as is"')
             self._finish(self.open[oldest], {})
-        record = CallRecord(call_id=call, created_at=self.clock())
+        record = CallRecord(call_id=call, created_at=self.clock(), record_id=uuid.uuid4().hex, node=self.node)
         self.open[call] = record
         return record
 
@@ -152,9 +163,15 @@ class CallRecorder:
     def _connected(self, r: CallRecord, f: dict[str, object]) -> None:
         r.to_type = _text(f.get("peer_type"))
         r.to_peer = _text(f.get("peer"))
-        if r.answered_at is None:
+        first = r.answered_at is None
+        if first:
             r.answered_at = self.clock()
         r.code = 200
+        if first and self.on_answer is not None:
+            try:
+                self.on_answer(dc_replace(r, outcome="answered", reason="in progress"))
+            except Exception:
+                log.exception("event=cdr_lost call=%s", r.call_id)
 
     def _hangup(self, r: CallRecord, f: dict[str, object]) -> None:
         r.hangup_channel = _text(f.get("channel"))

@@ -7,6 +7,8 @@ import argparse
 import csv
 import json
 import logging
+import os
+import socket
 import sys
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -15,7 +17,7 @@ from pathlib import Path
 from .cdr import OUTCOMES, CallRecorder
 from .hep import HepError, HepSender
 from .state import CDR_FILE, LOCATION_FILE, StateDirError, StateLock, default_state_dir, prepare_state_dir
-from .store import Filters, RecordStoreError, open_store, readable
+from .store import Filters, PostgresRecordStore, RecordStoreError, open_store, readable
 from .trace import SipTracer
 from .writer import RecordWriter
 
@@ -47,6 +49,11 @@ def add_run_arguments(run: argparse.ArgumentParser) -> None:
     run.add_argument("--hep-id", type=int, default=2001, metavar="N", help="HEP capture agent id (default 2001)")
 
 
+def node_id(args: argparse.Namespace) -> str:
+    """This node's name (--node-id; default HOSTNAME-PID): in its call records and its line leases."""
+    return getattr(args, "node_id", None) or f"{socket.gethostname()}-{os.getpid()}"
+
+
 def program_version(program: object) -> str | None:
     """The running program's version id: the loader's own when it has one, else the sources' hash."""
     version = getattr(program, "version", None) or getattr(program, "version_id", None)
@@ -68,6 +75,7 @@ class RunState:
     hep_id: int = 2001
     tracer: SipTracer | None = field(default=None, repr=False)
     lock: StateLock | None = field(default=None, repr=False)
+    node: str | None = None  # --node-id, or HOSTNAME-PID
 
     @classmethod
     def open(cls, args: argparse.Namespace) -> RunState:
@@ -85,7 +93,8 @@ class RunState:
                 lock = StateLock(folder)
             except StateDirError as exc:
                 raise RunStateError(str(exc)) from None
-        state = cls(folder, location or str(folder / LOCATION_FILE), lock=lock)  # type: ignore[operator]
+        state = cls(folder, location or str(folder / LOCATION_FILE), lock=lock,  # type: ignore[operator]
+                    node=node_id(args))
         if not no_cdr:
             try:
                 store = open_store(dsn or folder / CDR_FILE)  # type: ignore[operator]
@@ -106,8 +115,22 @@ class RunState:
     def attach(self, engine: object) -> None:
         """Subscribe the recorder to the engine's events, start the writer, attach the SIP trace."""
         if self.writer is not None:
+            store = self.writer.store
+            # in PostgreSQL (a cluster's shared records), an answered call's row is written at answer too,
+            # so a node killed during the call leaves it; its end completes the same row (record_id)
+            shared = isinstance(store, PostgresRecordStore)
             self.recorder = CallRecorder(self.writer.submit,
-                                         version=lambda: program_version(getattr(engine, "program", None)))
+                                         version=lambda: program_version(getattr(engine, "program", None)),
+                                         node=self.node, on_answer=self.writer.submit if shared else None)
+            if shared and self.node:
+                try:  # rows left in progress by this node's previous life: their end will never come
+                    orphans = store.mark_orphans(self.node)
+                except RecordStoreError as exc:
+                    log.error("event=cdr_error store=%s error=%r action=%s", store.name, str(exc),
+                              '"records kept in memory and retried"')
+                else:
+                    if orphans:
+                        log.warning("event=cdr_orphans store=%s node=%s records=%d", store.name, self.node, orphans)
             engine.bus.subscribe(self.recorder)  # type: ignore[attr-defined]
             self.writer.start()
             engine.records = self.writer  # type: ignore[attr-defined]  # the live page's `.recent()`

@@ -26,18 +26,45 @@ _TYPES = {
     "caller": "TEXT", "dialled": "TEXT", "created_at": "{real}", "answered_at": "{real}", "ended_at": "{real}",
     "duration": "{real} NOT NULL", "outcome": "TEXT NOT NULL", "code": "INTEGER", "reason": "TEXT",
     "hangup_channel": "TEXT", "hangup_reason": "TEXT", "program_version": "TEXT", "user_agent": "TEXT",
-    "source": "TEXT", "rtp_in": "BIGINT", "rtp_out": "BIGINT",
+    "source": "TEXT", "rtp_in": "BIGINT", "rtp_out": "BIGINT", "record_id": "TEXT", "node": "TEXT",
 }
+# columns added after the first release: a table created before them gets them at open (upgrade)
+ADDED_COLUMNS = ("record_id", "node")
+NODE_LOST = "node_lost"  # hangup_reason of an answered call whose node stopped before its end was written
 assert set(_TYPES) == set(COLUMNS), "every CallRecord field has a column"
 
 
-def _schema(id_column: str, real: str) -> list[str]:
+def _schema(id_column: str, real: str, existing: set[str] | None = None) -> list[str]:
+    """The statements creating (or upgrading) the table; `existing` names the columns a table already
+    there has (None: ask with IF NOT EXISTS, which PostgreSQL understands and SQLite does not)."""
     columns = ",\n    ".join(f"{name} {_TYPES[name].format(real=real)}" for name in COLUMNS)
+    added = [f"ALTER TABLE call_record ADD COLUMN {'IF NOT EXISTS ' if existing is None else ''}{name} "
+             f"{_TYPES[name]}" for name in ADDED_COLUMNS if existing is None or (existing and name not in existing)]
     return [
         f"CREATE TABLE IF NOT EXISTS call_record (\n    id {id_column},\n    {columns}\n)",
+        *added,
         "CREATE INDEX IF NOT EXISTS call_record_created ON call_record (created_at)",
         "CREATE INDEX IF NOT EXISTS call_record_call ON call_record (call_id)",
+        # exactly once: a retried write, or a call's second write (its end), lands on the same row
+        "CREATE UNIQUE INDEX IF NOT EXISTS call_record_key ON call_record (record_id)",
     ]
+
+
+def _upsert(mark: str) -> str:
+    """INSERT of one record, or the completion of its row: a row already ended is never changed (a
+    retry of a batch that did reach the database), one in progress gets the finished record."""
+    updates = ", ".join(f"{name} = excluded.{name}" for name in COLUMNS if name != "record_id")
+    return (f"INSERT INTO call_record ({', '.join(COLUMNS)}) VALUES ({', '.join([mark] * len(COLUMNS))}) "
+            f"ON CONFLICT (record_id) DO UPDATE SET {updates} WHERE call_record.ended_at IS NULL")
+
+
+def _orphans(mark: str) -> str:
+    return (f"UPDATE call_record SET hangup_reason = '{NODE_LOST}', reason = 'the node stopped during the "
+            f"call: its end is unknown' WHERE node = {mark} AND ended_at IS NULL AND "
+            f"(hangup_reason IS NULL OR hangup_reason <> '{NODE_LOST}')")
+
+
+CDR_LOCK_KEY = 0x63666372  # pg_advisory_xact_lock key ("cfcr"): one node creates or upgrades the table at a time
 
 
 class RecordStoreError(Exception):
@@ -116,19 +143,29 @@ class SqliteRecordStore:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.execute("PRAGMA busy_timeout=5000")  # a reader (`callflow cdr`) holding a lock
-            for statement in _schema("INTEGER PRIMARY KEY AUTOINCREMENT", "REAL"):
+            existing = {row[1] for row in self._db.execute("PRAGMA table_info(call_record)")}
+            for statement in _schema("INTEGER PRIMARY KEY AUTOINCREMENT", "REAL", existing):
                 self._db.execute(statement)
             self._db.commit()
         except sqlite3.Error as exc:
             raise RecordStoreError(f"cannot open the call records database {self.path}: {exc}") from None
 
     def write(self, records: Sequence[CallRecord]) -> None:
-        sql = f"INSERT INTO call_record ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})"
+        """Insert (or complete) the records in one transaction, each at most once. Raises RecordStoreError."""
         try:
             with self._db:
-                self._db.executemany(sql, [_values(r) for r in records])
+                self._db.executemany(_upsert("?"), [_values(r) for r in records])
         except sqlite3.Error as exc:
             raise RecordStoreError(f"cannot write call records to {self.path}: {exc}") from None
+
+    def mark_orphans(self, node: str) -> int:
+        """Rows of `node` answered and never ended (the node died during the call): hangup_reason
+        becomes NODE_LOST. Returns how many. Raises RecordStoreError."""
+        try:
+            with self._db:
+                return self._db.execute(_orphans("?"), (node,)).rowcount
+        except sqlite3.Error as exc:
+            raise RecordStoreError(f"cannot update call records in {self.path}: {exc}") from None
 
     def query(self, limit: int = 50, filters: Filters | None = None) -> list[dict[str, object]]:
         where, params = (filters or Filters()).where("?")
@@ -167,6 +204,7 @@ class PostgresRecordStore:
         try:
             conn = self._psycopg.connect(self.dsn, connect_timeout=5)
             with conn.transaction():
+                conn.execute("SELECT pg_advisory_xact_lock(%s)", (CDR_LOCK_KEY,))  # nodes starting together
                 for statement in _schema("BIGSERIAL PRIMARY KEY", "DOUBLE PRECISION"):
                     conn.execute(statement)
         except self._psycopg.Error as exc:
@@ -176,14 +214,24 @@ class PostgresRecordStore:
         return conn
 
     def write(self, records: Sequence[CallRecord]) -> None:
-        sql = f"INSERT INTO call_record ({', '.join(COLUMNS)}) VALUES ({', '.join(['%s'] * len(COLUMNS))})"
+        """Insert (or complete) the records in one transaction, each at most once. Raises RecordStoreError."""
         conn = self._connect()
         try:
             with conn.transaction(), conn.cursor() as cur:
-                cur.executemany(sql, [_values(r) for r in records])
+                cur.executemany(_upsert("%s"), [_values(r) for r in records])
         except self._psycopg.Error as exc:
             self._drop()
             raise RecordStoreError(f"cannot write call records to {self.name}: {str(exc).strip()}") from None
+
+    def mark_orphans(self, node: str) -> int:
+        """As SqliteRecordStore.mark_orphans. Raises RecordStoreError."""
+        conn = self._connect()
+        try:
+            with conn.transaction():
+                return conn.execute(_orphans("%s"), (node,)).rowcount
+        except self._psycopg.Error as exc:
+            self._drop()
+            raise RecordStoreError(f"cannot update call records in {self.name}: {str(exc).strip()}") from None
 
     def query(self, limit: int = 50, filters: Filters | None = None) -> list[dict[str, object]]:
         where, params = (filters or Filters()).where("%s")
