@@ -28,6 +28,7 @@ from .media.prompts import PromptCache
 from .media.relay import MediaRelay
 from .registrar import LocationStore, Registrar
 from .security.auth import Authenticator, AuthOutcome
+from .security.edge import EdgeTrust
 from .security.flood import FloodGuard
 from .sip.errors import SipError
 from .sip.message import Headers, Refusal, Request, Response, check_request, create_response
@@ -102,6 +103,7 @@ class Engine:
         self.endpoint = SipEndpoint(self.layer, self.on_event)
         self.guard = FloodGuard()  # what a line trusts is let through before it (_admit)
         self.endpoint.admit = self._admit
+        self.edges = EdgeTrust()  # edge proxies (--edge): their requests are judged by the phone's address
         self.media: MediaBackend = media or MediaRelay(host if host not in ("", "::") else "0.0.0.0",
                                                        rtp_ports, advertise=self.advertise)
         self.media.dtmf_listener = self._on_dtmf
@@ -356,7 +358,7 @@ class Engine:
     def _on_register(self, txn: ServerTransaction) -> None:
         req = txn.request
         now = self.now()
-        ip = txn.peer[0]
+        ip = self.client_ip(txn)
         outcome = self.auth.authenticate(req, ip, now)
         if outcome.user is None:
             self._refused(txn, outcome)
@@ -385,19 +387,25 @@ class Engine:
         finally:
             self._expiry_timer = self.endpoint.loop.call_later(EXPIRY_SWEEP, self._expire_registrations)
 
+    def client_ip(self, txn: ServerTransaction) -> str:
+        """The address a request counts as for the guards and the nonce's scope: its source, or behind
+        a configured edge the phone's address the edge reports (runtime/security/edge.py)."""
+        return self.edges.client_ip(txn.peer[0], txn.peer[1], txn.request)
+
     def _refused(self, txn: ServerTransaction, outcome: AuthOutcome) -> None:
         response = outcome.response
         assert response is not None
+        ip = self.client_ip(txn)
         # once, statelessly: the source may be spoofed, and a challenge must not be an amplifier
         self.layer.respond_statelessly(txn, response)
         if response.status == 403:
-            log.info("event=auth_failed method=%s ip=%s reason=%s", txn.method, txn.peer[0], _q(outcome.reason))
+            log.info("event=auth_failed method=%s ip=%s reason=%s", txn.method, ip, _q(outcome.reason))
         for trip in outcome.trips:
             if trip.kind == "source":
                 self.bus.emit("attack_detected", kind="brute_force", ip=trip.key,
                               action=f"no password checked from it for {int(trip.seconds)}s")
             else:
-                self.bus.emit("attack_detected", kind="brute_force", user=trip.key, ip=txn.peer[0],
+                self.bus.emit("attack_detected", kind="brute_force", user=trip.key, ip=ip,
                               action=f"account backed off {int(trip.seconds)}s, except from its known addresses")
 
     def _on_invite(self, event: RequestReceived, txn: ServerTransaction) -> None:
@@ -417,7 +425,7 @@ class Engine:
                 self.respond(txn, 486, f"Busy Here (line {peer_name} call limit reached)")
                 return
         else:
-            outcome = self.auth.authenticate(req, txn.peer[0], self.now())
+            outcome = self.auth.authenticate(req, self.client_ip(txn), self.now())
             if outcome.user is None:
                 # nobody we know: never a call, and certainly never a line (toll fraud)
                 self._refused(txn, outcome)
@@ -471,7 +479,7 @@ class Engine:
                 return
             self.chat.receive(txn, "LINE", line.config.name, sender)
             return
-        outcome = self.auth.authenticate(req, txn.peer[0], self.now())
+        outcome = self.auth.authenticate(req, self.client_ip(txn), self.now())
         if outcome.user is None:
             self._refused(txn, outcome)
             return
@@ -506,6 +514,11 @@ class Engine:
             line = self._line_by_ip.get(ip)
             if line is not None and line.config.transport == transport:
                 return True
+        if self.edges:  # from an edge: the phone it reports is judged, the edge itself never held
+            client = self.edges.client_ip_in(ip, port, data)
+            if client is None:
+                return True
+            ip = client
         ok, attack = self.guard.admit(ip, data, now)
         if attack is not None:
             action = f"ignored {int(self.guard.block)}s" if attack == "flood" else "dropped, no answer"

@@ -149,6 +149,7 @@ class FakeEdge:
         self.requests: list[Request] = []
         self.responses: list[Response] = []
         self.reader: asyncio.Task[None] | None = None
+        self.cseq = 0
 
     @property
     def port(self) -> int:
@@ -179,20 +180,23 @@ class FakeEdge:
             else:
                 self.responses.append(msg)
 
-    async def register(self, server: int, user: str, password: str) -> Response:
+    async def register(self, server: int, user: str, password: str, phone: str = "198.51.100.7") -> Response:
+        """A REGISTER from the phone at `phone` (its NAT address, written as `received`) forwarded to
+        the server at 127.0.0.1:`server`, answering the challenge; the final response."""
         loop = asyncio.get_running_loop()
         client = DigestClient(user, password)
         auth = ""
-        for cseq in (1, 2):
+        self.cseq += 2
+        for cseq in (self.cseq - 1, self.cseq):
             data = (f"REGISTER sip:127.0.0.1:{server} SIP/2.0\r\n"
                     f"Via: SIP/2.0/UDP 127.0.0.1:{self.port};branch=z9hG4bKedge{cseq}\r\n"
-                    f"Via: SIP/2.0/UDP 10.0.0.7:5062;received=198.51.100.7;rport=40123;branch=z9hG4bKph{cseq}\r\n"
+                    f"Via: SIP/2.0/UDP 10.0.0.7:5062;received={phone};rport=40123;branch=z9hG4bKph{cseq}\r\n"
                     f"Max-Forwards: 69\r\nFrom: <sip:{user}@127.0.0.1>;tag=t1\r\nTo: <sip:{user}@127.0.0.1>\r\n"
                     f"Call-ID: reg-{user}\r\nCSeq: {cseq} REGISTER\r\nContact: <sip:{user}@10.0.0.7:5062>\r\n"
                     f"Path: {self.path}\r\n{auth}Content-Length: 0\r\n\r\n").encode()
             await loop.sock_sendto(self.sock, data, ("127.0.0.1", server))
             resp = await self._final(cseq)
-            if resp.status != 401:
+            if resp.status != 401 or auth:
                 return resp
             challenge = select_challenge(resp.headers.get_all("www-authenticate"))
             assert challenge is not None
