@@ -191,3 +191,52 @@ def test_a_phone_behind_the_edge_is_reached_from_either_node_through_its_stored_
         edge.stop()
         for node in nodes:
             node.stop()
+
+
+def test_with_a_shared_nonce_secret_a_challenge_from_one_node_is_answered_on_the_other(tmp_path: Path) -> None:
+    env = {"CALLFLOW_NONCE_SECRET": "a-secret-every-node-shares"}
+    nodes = [CallflowServer(PATH_FLOW, tmp_path / f"node{i}", ports.sip_port(), ports.rtp_range(10), env=env)
+             for i in range(2)]
+    bob = RawPhone("bob", "bob-pw")
+    try:
+        for node in nodes:
+            node.start()
+        a, b = nodes[0].hostport, nodes[1].hostport
+        resp = bob.request(a, "REGISTER", f"sip:{a}", answer_to=b)  # challenged by a, credentials to b
+        assert resp.status == 200, (resp.status, resp.reason)
+        assert nodes[1].events("user_registered", user="bob") and not nodes[0].events("user_registered")
+    finally:
+        bob.close()
+        for node in nodes:
+            node.stop()
+
+
+def test_a_password_guesser_behind_the_edge_is_held_by_its_own_address_while_other_phones_register(
+        tmp_path: Path) -> None:
+    """The guesser sends from 127.0.0.5 and writes a forged `received=127.0.0.9` in its Via: the edge
+    overwrites it, the node (started with --edge) holds 127.0.0.5, never the edge, and alice behind
+    the same edge (from 127.0.0.6) still registers. One Call-ID for all, so the edge's hash sends them
+    to one node."""
+    require_peer("kamailio", kamailio_problem())
+    edge_port = ports.port()
+    nodes = [CallflowServer(PATH_FLOW, tmp_path / f"node{i}", ports.sip_port(), ports.rtp_range(10),
+                            extra_args=["--edge", f"127.0.0.1:{edge_port}"]) for i in range(2)]
+    edge = Edge(edge_port, [node.hostport for node in nodes], tmp_path / "edge")
+    guesser = RawPhone("bob", "not-the-password", bind="127.0.0.5", via_params=";received=127.0.0.9")
+    alice = RawPhone("alice", "alice-pw", bind="127.0.0.6")
+    try:
+        for node in nodes:
+            node.start()
+        edge.start()
+        uri = f"sip:{edge.hostport}"
+        codes = [guesser.request(edge.hostport, "REGISTER", uri, call_id="one-node").status for _ in range(11)]
+        assert codes == [403] * 10 + [401], codes  # the 11th: held, challenged without a password check
+        assert alice.request(edge.hostport, "REGISTER", uri, call_id="one-node").status == 200
+        held = [e for node in nodes for e in node.events("attack_detected", kind="brute_force")]
+        assert {e.get("ip") for e in held} == {"127.0.0.5"}, held
+    finally:
+        guesser.close()
+        alice.close()
+        edge.stop()
+        for node in nodes:
+            node.stop()

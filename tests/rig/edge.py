@@ -92,10 +92,16 @@ class RawPhone:
         phone.close()
     """
 
-    def __init__(self, user: str, password: str, contact_port: int | None = None, answer: int = 200) -> None:
+    def __init__(self, user: str, password: str, contact_port: int | None = None, answer: int = 200,
+                 bind: str = HOST, via_params: str = "") -> None:
+        """`bind`: the loopback address it sends from (127.0.0.x: phones with addresses of their own,
+        while its Via always says 127.0.0.1, as a phone behind NAT writes its private address);
+        `via_params`: appended to its Via (e.g. a forged `;received=...`)."""
+        ensure_loopback(bind)
         self.user, self.password, self.answer = user, password, answer
+        self.via_params = via_params
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.sock.bind((HOST, 0))
+        self.sock.bind((bind, 0))
         self.sock.settimeout(0.2)
         self.port = self.sock.getsockname()[1]
         # where the Contact points: a port nothing listens on, unless told
@@ -114,8 +120,9 @@ class RawPhone:
         self.sock.close()
 
     def request(self, hostport: str, method: str, ruri: str, to: str | None = None, body: str = "",
-                call_id: str | None = None, timeout: float = 5.0) -> Response:
-        """Send `method` to `hostport`, answer one 401/407 with the password; the final response."""
+                call_id: str | None = None, timeout: float = 5.0, answer_to: str | None = None) -> Response:
+        """Send `method` to `hostport`, answer one 401/407 with the password (to `answer_to` when given:
+        another node); the final response."""
         host, _, port = hostport.rpartition(":")
         ensure_loopback(host)
         call_id = call_id or f"{self.user}-{secrets.token_hex(6)}"
@@ -125,7 +132,8 @@ class RawPhone:
         for _ in range(2):  # the request, then once with credentials
             self._cseq += 1
             data = (f"{method} {ruri} SIP/2.0\r\n"
-                    f"Via: SIP/2.0/UDP {HOST}:{self.port};rport;branch=z9hG4bK{secrets.token_hex(6)}\r\n"
+                    f"Via: SIP/2.0/UDP {HOST}:{self.port};rport{self.via_params};branch=z9hG4bK{secrets.token_hex(6)}"
+                    "\r\n"
                     f"Max-Forwards: 70\r\nFrom: <sip:{self.user}@{hostport}>;tag=t{self.user}\r\nTo: <{to}>\r\n"
                     f"Call-ID: {call_id}\r\nCSeq: {self._cseq} {method}\r\n"
                     f"Contact: <sip:{self.user}@{HOST}:{self.contact_port}>\r\n{auth}"
@@ -141,6 +149,9 @@ class RawPhone:
             assert challenge is not None, resp
             name = "Authorization" if register else "Proxy-Authorization"
             auth = f"{name}: {client.authorize(challenge, method, ruri)}\r\n"
+            if answer_to is not None:
+                host, _, port = answer_to.rpartition(":")
+                ensure_loopback(host)
         raise AssertionError("unreachable")
 
     def _final(self, call_id: str, cseq: int, timeout: float) -> Response:
