@@ -358,7 +358,7 @@ class Engine:
     def _on_register(self, txn: ServerTransaction) -> None:
         req = txn.request
         now = self.now()
-        ip = self.client_ip(txn)
+        ip, phone_port = self.edges.client_address(txn.peer[0], txn.peer[1], req)  # behind an edge: the phone's
         outcome = self.auth.authenticate(req, ip, now)
         if outcome.user is None:
             self._refused(txn, outcome)
@@ -374,7 +374,7 @@ class Engine:
         if added:
             granted = {b.contact: round(b.expires_at - now) for b in self.registrar.lookup(user, now)}
         for contact in added:
-            self.bus.emit("user_registered", user=user, contact=contact, ip=ip, port=txn.peer[1],
+            self.bus.emit("user_registered", user=user, contact=contact, ip=ip, port=phone_port,
                           expires=granted.get(contact))
         for contact, why in removed:
             self.bus.emit("user_unregistered", user=user, contact=contact, reason=why)

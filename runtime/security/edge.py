@@ -92,14 +92,19 @@ class EdgeTrust:
         """The address to judge `request` by (guards, the digest nonce's scope): from an edge, the
         phone's address the edge wrote into the Via below its own; else, or when that Via is absent
         or unreadable, `ip` itself."""
+        return self.client_address(ip, port or 0, request)[0]
+
+    def client_address(self, ip: str, port: int, request: Request) -> tuple[str, int]:
+        """(IP, port) of the phone that sent `request`, for what a user reads (events, logs): from an
+        edge, the Via below the edge's (`received` else its host; `rport` else its port, 5060 by
+        default); else, or when that Via is unusable, (ip, port) itself."""
         if not self._edge_ips or not self.is_edge(ip, port):
-            return ip
+            return ip, port
         try:
             vias = request.headers.values("via")
         except SipError:
-            return ip
-        found = _reported(vias)
-        return found or ip
+            return ip, port
+        return _reported_address(vias) or (ip, port)
 
     def client_ip_in(self, ip: str, port: int | None, data: bytes) -> str | None:
         """For the flood guard, before the datagram is parsed: the phone's address an edge reports in
@@ -116,12 +121,14 @@ class EdgeTrust:
             values.extend(v.strip() for v in split_quoted(m.group(1).decode("utf-8", "replace"), ",") if v.strip())
             if len(values) >= 2:
                 break
-        return _reported(values)
+        found = _reported_address(values)
+        return found[0] if found is not None else None
 
 
-def _reported(vias: list[str]) -> str | None:
-    """The address in the second Via (the one the edge received): its `received`, else its host;
-    None when there is no readable second Via or it names no IP address."""
+def _reported_address(vias: list[str]) -> tuple[str, int] | None:
+    """The address in the second Via (the one the edge received): its `received`, else its host,
+    and its `rport`, else its port (5060 when none); None when there is no readable second Via or it
+    names no IP address."""
     if len(vias) < 2:
         return None
     try:
@@ -131,6 +138,9 @@ def _reported(vias: list[str]) -> str | None:
     received = via.params.get("received")
     host = received if received else via.host
     try:
-        return str(ipaddress.ip_address(host.strip("[]")))
+        ip = str(ipaddress.ip_address(host.strip("[]")))
     except ValueError:
         return None
+    rport = via.params.get("rport")
+    port = int(rport) if rport and rport.isdigit() and 0 < int(rport) <= 65535 else via.port or 5060
+    return ip, port

@@ -118,3 +118,11 @@ def test_a_password_guesser_behind_an_edge_is_held_while_other_phones_behind_it_
     assert alice == 200
     _, alice_untrusted = asyncio.run(scenario(trust_edge=False))
     assert alice_untrusted == 401  # without --edge the edge itself was held: every phone behind it locked out
+
+
+def test_the_phones_port_is_its_rport_else_its_via_port() -> None:
+    edges = EdgeTrust([EDGE_IP])
+    assert edges.client_address(EDGE_IP, 5060, request(EDGE_VIA, PHONE_VIA)) == ("198.51.100.7", 40123)
+    plain = "SIP/2.0/UDP 198.51.100.8;branch=z9hG4bKp3"
+    assert edges.client_address(EDGE_IP, 5060, request(EDGE_VIA, plain)) == ("198.51.100.8", 5060)
+    assert EdgeTrust().client_address(EDGE_IP, 5060, request(EDGE_VIA, PHONE_VIA)) == (EDGE_IP, 5060)
