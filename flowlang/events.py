@@ -266,6 +266,14 @@ EVENTS: tuple[EventSpec, ...] = (
               "killed during them) are marked hangup_reason=node_lost", (
         _f("store", str, "where"), _f("node", str, "this node (--node-id)"), _f("records", int, "how many"),
     ), bus=False),
+    EventSpec("edge_trusted", "server", "at start: requests from these edge proxies (--edge) are judged by the "
+              "phone's address the edge reports in the Via below its own; the edges themselves are never held", (
+        _f("edges", str, "the trusted edges, `IP[:PORT]` separated by commas"),
+    ), bus=False),
+    EventSpec("nonce_secret_shared", "server", "at start: digest nonces are signed with a secret shared by the "
+              "nodes, so a challenge from one node may be answered on another", (
+        _f("source", str, "`option` (--nonce-secret) or the environment variable's name"),
+    ), bus=False),
     EventSpec("cdr_incomplete", "server", "a call's record was written before its end (too many open calls)", (
         _f("call", str, "the call"), _f("reason", str, "why"),
     ), bus=False),

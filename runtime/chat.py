@@ -119,9 +119,15 @@ class ChatRelay:
             if not bindings:
                 return Failure(480, f"Temporarily Unavailable ({target.name} is not registered)")
             to = target.number or target.name
-            return [_Copy(self, delivery, self._request(b.contact, f"sip:{message.sender}@{engine.advertise}", None,
-                                                  f"sip:{to}@{engine.advertise}", b.transport, message),
-                          b.source, b.transport, None) for b in bindings]
+            copies = []
+            for b in bindings:
+                destination, transport = b.next_hop()  # the first Path hop (RFC 3327), else its source
+                req = self._request(b.contact, f"sip:{message.sender}@{engine.advertise}", None,
+                                    f"sip:{to}@{engine.advertise}", transport, message)
+                for name, value in b.route_headers():
+                    req.headers.add(name, value)
+                copies.append(_Copy(self, delivery, req, destination, transport, None))
+            return copies
         line = engine.lines.get(target.name)
         if line is None:
             return Failure(404, f"Not Found (no line {target.name})")

@@ -164,6 +164,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_run_arguments(run)
     add_cdr_command(sub)
     _add_control_run_options(run)
+    from .security.cluster import add_arguments as add_cluster_arguments
+
+    add_cluster_arguments(run)  # --edge, --nonce-secret: a node behind an edge proxy
     check = sub.add_parser("check", help="compile scripts and report errors as file:line:col: message")
     check.add_argument("paths", nargs="+")
     check.add_argument("--json", action="store_true", help="diagnostics as JSON, for editors and CI")
@@ -503,6 +506,15 @@ async def serve(args: argparse.Namespace, stop: asyncio.Event | None = None) -> 
                 location_store.close()
             state.close()
             return 1
+    from .security.cluster import configure as configure_cluster
+
+    problem = configure_cluster(engine, args)
+    if problem is not None:
+        print(f"callflow: {problem}", file=sys.stderr)
+        if location_store is not None:
+            location_store.close()
+        state.close()
+        return 1
     try:
         await engine.start()
     except (OSError, ValueError) as exc:

@@ -29,6 +29,7 @@ from .media.prompts import PromptCache
 from .media.relay import MediaRelay
 from .registrar import LocationStore, Registrar
 from .security.auth import Authenticator, AuthOutcome
+from .security.edge import EdgeTrust
 from .security.flood import FloodGuard
 from .sip.errors import SipError
 from .sip.message import Refusal, Request, Response, check_request, create_response
@@ -100,6 +101,7 @@ class Engine:
         self.endpoint = SipEndpoint(self.layer, self.on_event)
         self.guard = FloodGuard()  # what a line trusts is let through before it (_admit)
         self.endpoint.admit = self._admit
+        self.edges = EdgeTrust()  # edge proxies (--edge): their requests are judged by the phone's address
         self.media: MediaBackend = media or MediaRelay(host if host not in ("", "::") else "0.0.0.0",
                                                        rtp_ports, advertise=self.advertise)
         self.media.dtmf_listener = self._on_dtmf
@@ -360,7 +362,7 @@ class Engine:
     def _on_register(self, txn: ServerTransaction) -> None:
         req = txn.request
         now = self.now()
-        ip = txn.peer[0]
+        ip, phone_port = self.edges.client_address(txn.peer[0], txn.peer[1], req)  # behind an edge: the phone's
         outcome = self.auth.authenticate(req, ip, now)
         if outcome.user is None:
             self._refused(txn, outcome)
@@ -376,7 +378,7 @@ class Engine:
         if added:
             granted = {b.contact: round(b.expires_at - now) for b in self.registrar.lookup(user, now)}
         for contact in added:
-            self.bus.emit("user_registered", user=user, contact=contact, ip=ip, port=txn.peer[1],
+            self.bus.emit("user_registered", user=user, contact=contact, ip=ip, port=phone_port,
                           expires=granted.get(contact))
         for contact, why in removed:
             self.bus.emit("user_unregistered", user=user, contact=contact, reason=why)
@@ -389,19 +391,25 @@ class Engine:
         finally:
             self._expiry_timer = self.endpoint.loop.call_later(EXPIRY_SWEEP, self._expire_registrations)
 
+    def client_ip(self, txn: ServerTransaction) -> str:
+        """The address a request counts as for the guards and the nonce's scope: its source, or behind
+        a configured edge the phone's address the edge reports (runtime/security/edge.py)."""
+        return self.edges.client_ip(txn.peer[0], txn.peer[1], txn.request)
+
     def _refused(self, txn: ServerTransaction, outcome: AuthOutcome) -> None:
         response = outcome.response
         assert response is not None
+        ip = self.client_ip(txn)
         # once, statelessly: the source may be spoofed, and a challenge must not be an amplifier
         self.layer.respond_statelessly(txn, response)
         if response.status == 403:
-            log.info("event=auth_failed method=%s ip=%s reason=%s", txn.method, txn.peer[0], _q(outcome.reason))
+            log.info("event=auth_failed method=%s ip=%s reason=%s", txn.method, ip, _q(outcome.reason))
         for trip in outcome.trips:
             if trip.kind == "source":
                 self.bus.emit("attack_detected", kind="brute_force", ip=trip.key,
                               action=f"no password checked from it for {int(trip.seconds)}s")
             else:
-                self.bus.emit("attack_detected", kind="brute_force", user=trip.key, ip=txn.peer[0],
+                self.bus.emit("attack_detected", kind="brute_force", user=trip.key, ip=ip,
                               action=f"account backed off {int(trip.seconds)}s, except from its known addresses")
 
     def _on_invite(self, event: RequestReceived, txn: ServerTransaction) -> None:
@@ -421,7 +429,7 @@ class Engine:
                 self.respond(txn, 486, f"Busy Here (line {peer_name} call limit reached)")
                 return
         else:
-            outcome = self.auth.authenticate(req, txn.peer[0], self.now())
+            outcome = self.auth.authenticate(req, self.client_ip(txn), self.now())
             if outcome.user is None:
                 # nobody we know: never a call, and certainly never a line (toll fraud)
                 self._refused(txn, outcome)
@@ -475,7 +483,7 @@ class Engine:
                 return
             self.chat.receive(txn, "LINE", line.config.name, sender)
             return
-        outcome = self.auth.authenticate(req, txn.peer[0], self.now())
+        outcome = self.auth.authenticate(req, self.client_ip(txn), self.now())
         if outcome.user is None:
             self._refused(txn, outcome)
             return
@@ -505,6 +513,11 @@ class Engine:
         """The flood and scanner guard, except for what a line trusts (LineTrust.admits)."""
         if self.trust.admits(ip, port, transport):
             return True
+        if self.edges:  # from an edge: the phone it reports is judged, the edge itself never held
+            client = self.edges.client_ip_in(ip, port, data)
+            if client is None:
+                return True
+            ip = client
         ok, attack = self.guard.admit(ip, data, now)
         if attack is not None:
             action = f"ignored {int(self.guard.block)}s" if attack == "flood" else "dropped, no answer"

@@ -89,15 +89,18 @@ class ForkBuilder:
         display = call.caller_name
         legs = []
         for binding in bindings:
+            destination, transport = binding.next_hop()  # the first Path hop (RFC 3327), else its source
             h = self._invite_headers(call, from_uri=f"sip:{escape_user(caller)}@{self.host.advertise}", display=display,
                                      to_uri=f"sip:{escape_user(target.number or target.name)}@{self.host.advertise}",
-                                     transport=binding.transport)
+                                     transport=transport)
+            for name, value in binding.route_headers():
+                h.add(name, value)
             invite = Request("INVITE", binding.contact, h)
             if offer:
                 invite.set_body(offer, "application/sdp")
             else:
                 invite.headers.add("Content-Length", "0")
-            legs.append(Leg.fork(target, binding.source, invite, None, binding.transport))
+            legs.append(Leg.fork(target, destination, invite, None, transport))
         return legs, None
 
     def _fork_to_line(self, call: Any, target: Target, offer: bytes) -> tuple[list[Leg], Failure | None]:

@@ -25,6 +25,14 @@ Mapping one Callflow call onto one rtpengine call::
 Offers and answers carry ICE=remove (the phones' candidates name addresses rtpengine does not relay) and
 replace origin and session-connection, so the far side never sees the other leg's addresses.
 
+Playing a prompt (the dialplan's ``play``, to the caller): ``answer`` makes the caller's offer an ng
+``offer`` and answers it for a stand-in callee (tag ``one``, G.711, receiving on rtpengine's own address
+at the discard port), so rtpengine's answer for the caller is what the caller is sent; ``play`` then sends
+``play media`` to tag ``zero`` with the prompt as a G.711 WAV ``blob`` (rtpengine, built with transcoding
+as Debian's 10.5 is, paces and encodes it) and waits for the ``duration`` it reports; cancelling sends
+``stop media``. A caller's INVITE without SDP (``play ... answered`` with a late offer) is not supported
+through rtpengine: MediaError, logged as ``play_failed``.
+
 Counters: ``packets`` is synchronous, and a query is a round trip, so the session answers from the last
 ``query`` (or ``delete``) reply and starts a new query when that is older than ``STATS_MAX_AGE``; the
 backend also refreshes a call's counters when its ``hangup`` event passes on the bus (``watch``), so the
@@ -38,7 +46,8 @@ import itertools
 import logging
 import math
 import os
-from collections.abc import Callable
+import struct
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import bencodepy
@@ -46,7 +55,7 @@ import bencodepy
 from runtime.media.base import CALLEE, CALLER, MediaBackend, MediaError, MediaSession
 from runtime.media.dtmf import Negotiation, telephone_event_types
 from runtime.media.dtmf_sender import normalize_digits
-from runtime.sip.sdp import Origin, parse_sdp
+from runtime.sip.sdp import Origin, build_answer, choose_playable, parse_sdp
 
 __all__ = ["RtpengineBackend", "RtpengineSession", "NgClient", "RETRANSMIT", "STATS_MAX_AGE", "parse_address"]
 
@@ -61,6 +70,11 @@ OFFER_FLAGS: dict[str, Any] = {"ICE": "remove", "replace": ["origin", "session-c
 # (no in-kernel forwarding) and a G.711 transcode per flow: RtpengineBackend(inject_dtmf=False) saves it,
 # and digits then reach phones as SIP INFO only
 INJECT_DTMF: dict[str, Any] = {"flags": ["inject DTMF"]}
+# `play` through rtpengine: the prompt goes as a WAV `blob` in one ng datagram (UDP: at most 64 KiB, so
+# about 7.5 s of G.711); a longer prompt is refused with a message rather than truncated
+MAX_BLOB = 60_000
+WAV_FORMATS = {0: 7, 8: 6}  # RTP payload type -> WAVE format tag: PCMU is mu-law (7), PCMA A-law (6)
+DISCARD_PORT = 9  # where the stand-in callee of a played-to call "receives": nothing (RFC 863's port)
 
 
 def parse_address(text: str) -> tuple[str, int]:
@@ -228,6 +242,30 @@ class NgClient(asyncio.DatagramProtocol):
             self.transport = None
 
 
+def wav_blob(payloads: Sequence[bytes], payload_type: int) -> bytes:
+    """A WAV file of G.711 ``payloads`` (payload type 0: mu-law, 8: A-law; 8 kHz mono, 8 bits a
+    sample), for rtpengine's ``play media`` ``blob``. Raises MediaError for another payload type or
+    when the file would exceed MAX_BLOB bytes."""
+    fmt = WAV_FORMATS.get(payload_type)
+    if fmt is None:
+        raise MediaError(f"rtpengine plays prompts in PCMU or PCMA, not payload type {payload_type}")
+    data = b"".join(payloads)
+    if len(data) + 58 > MAX_BLOB:
+        raise MediaError(f"the prompt is {len(data) / 8000:.1f} s; through rtpengine at most "
+                         f"{(MAX_BLOB - 58) / 8000:.1f} s (one ng datagram)")
+    # fmt chunk of 18 bytes (cbSize 0) and a fact chunk, as non-PCM WAVE formats have them
+    fmt_chunk = b"fmt " + struct.pack("<IHHIIHHH", 18, fmt, 1, 8000, 8000, 1, 8, 0)
+    fact = b"fact" + struct.pack("<II", 4, len(data))
+    body = b"WAVE" + fmt_chunk + fact + b"data" + struct.pack("<I", len(data)) + data
+    return b"RIFF" + struct.pack("<I", len(body)) + body
+
+
+def _ignore(future: asyncio.Future[Any]) -> None:
+    """A fire-and-forget request's outcome, read so asyncio does not report it as never retrieved."""
+    if not future.cancelled():
+        future.exception()
+
+
 def _logfmt(text: str) -> str:
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", " ") + '"'
 
@@ -273,6 +311,7 @@ class RtpengineSession(MediaSession):
         self._stats_at = -math.inf                 # loop time of the counters' snapshot
         self._querying = False
         self.negotiation = Negotiation()  # each leg's DTMF mode, from the SDPs passed both ways
+        self._played: tuple[bytes, tuple[bytes, int, str]] | None = None  # answer(): the offer and our reply
 
     def _kind(self, from_leg: int, origin: Origin) -> str:
         """``offer`` or ``answer`` for an SDP from ``from_leg`` (the module docstring's table)."""
@@ -343,6 +382,48 @@ class RtpengineSession(MediaSession):
         error = future.exception()
         if error is not None:
             log.warning("event=rtpengine_dtmf_failed call=%s reason=%s", self.call_id, _logfmt(str(error)))
+    async def answer(self, leg: int, offer: bytes) -> tuple[bytes, int, str]:
+        """Answer ``leg``'s offer for a prompt (see the module docstring): rtpengine's SDP answer for
+        that phone, the payload type and codec (the first PCMU or PCMA the phone offers). Raises
+        SdpError on a malformed offer, MediaError when it offers neither codec or rtpengine refuses."""
+        if leg != CALLER:
+            raise MediaError("rtpengine plays to the caller (channel ZERO) only")
+        if self._played is not None and self._played[0] == offer:
+            return self._played[1]  # early media then an answer: the same SDP both times
+        if choose_playable(parse_sdp(offer)) is None:
+            raise MediaError("the offer has no codec rtpengine can play a prompt in (PCMU or PCMA)")
+        towards_callee = parse_sdp(await self.anchor(leg, offer))
+        found = choose_playable(towards_callee)
+        endpoint = towards_callee.endpoint(found[0]) if found is not None else None
+        if found is None or endpoint is None:
+            raise MediaError("rtpengine's offer keeps no G.711 codec to play a prompt in")
+        stream, choice = found
+        standin = build_answer(towards_callee, stream, choice, endpoint[0], DISCARD_PORT, os.urandom(4).hex())
+        body = await self.anchor(1 - leg, standin)
+        self._played = (offer, (body, choice.payload_type, choice.codec))
+        return body, choice.payload_type, choice.codec
+
+    async def play(self, leg: int, payloads: Sequence[bytes], payload_type: int) -> int:
+        """``play media`` to ``leg`` (after ``answer``): the 20 ms G.711 ``payloads`` as a WAV blob;
+        returns once rtpengine's reported duration has passed, with the number of payloads. Raises
+        MediaError for another codec, a prompt over MAX_BLOB bytes, or rtpengine's refusal (one built
+        without media playback says so in its error-reason). Cancelling sends ``stop media``."""
+        if self.closed:
+            raise MediaError("the call's media is closed")
+        blob = wav_blob(payloads, payload_type)
+        command: dict[str, Any] = {"command": "play media", "call-id": self.ng_call_id, "from-tag": TAGS[leg],
+                                   "blob": blob}
+        reply = await self._backend.client.request(command)
+        duration = reply.get(b"duration")
+        seconds = duration / 1000 if isinstance(duration, int) and duration > 0 else len(payloads) * 0.02
+        try:
+            await asyncio.sleep(seconds)
+        except asyncio.CancelledError:
+            if not self.closed:
+                self._backend.client.send({"command": "stop media", "call-id": self.ng_call_id,
+                                           "from-tag": TAGS[leg]}).add_done_callback(_ignore)
+            raise
+        return len(payloads)
 
     @property
     def packets(self) -> tuple[int, int]:

@@ -25,7 +25,7 @@ from typing import Any
 
 from ..records.store import _redact
 from .service import Binding, MemoryLocationStore
-from .sqlite import RESTORABLE_TRANSPORTS, LocationDbError
+from .sqlite import RESTORABLE_TRANSPORTS, LocationDbError, decode_path, encode_path
 
 __all__ = ["PostgresLocationStore", "MIGRATIONS", "COMPONENT", "SCHEMA_TABLE", "migrate", "RETRY_AFTER"]
 
@@ -60,6 +60,11 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
         "ALTER TABLE location_binding ADD COLUMN node TEXT",
         "CREATE INDEX location_binding_expires ON location_binding (expires)",
     ),
+    3: (
+        # the binding's Path (RFC 3327), entries joined by newlines: any node reaches the phone through
+        # the edge that holds its connection or NAT binding
+        "ALTER TABLE location_binding ADD COLUMN path TEXT NOT NULL DEFAULT ''",
+    ),
 }
 
 
@@ -86,7 +91,7 @@ def migrate(conn: Any, migrations: dict[int, Sequence[str]] = MIGRATIONS, compon
     return latest
 
 
-_COLUMNS = "user_name, contact, source_host, source_port, transport, expires, call_id, cseq, user_agent"
+_COLUMNS = "user_name, contact, source_host, source_port, transport, expires, call_id, cseq, user_agent, path"
 
 
 class PostgresLocationStore(MemoryLocationStore):
@@ -165,9 +170,9 @@ class PostgresLocationStore(MemoryLocationStore):
         return rows
 
     def _binding(self, row: tuple[Any, ...], offset: float) -> Binding:
-        user, contact, host, port, transport, expires, call_id, cseq, user_agent = row
+        user, contact, host, port, transport, expires, call_id, cseq, user_agent, path = row
         return Binding(user, contact, (host, int(port)), transport, float(expires) + offset, call_id, int(cseq),
-                       user_agent)
+                       user_agent, decode_path(path))
 
     # ---- start-up ----------------------------------------------------------------------------------
     def restore(self, known_users: set[str] | None = None) -> tuple[int, int]:
@@ -219,13 +224,13 @@ class PostgresLocationStore(MemoryLocationStore):
         super().put(binding)
         expires = binding.expires_at - self._clock() + self._wall()
         self._run(
-            f"INSERT INTO location_binding ({_COLUMNS}, node) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s) "
+            f"INSERT INTO location_binding ({_COLUMNS}, node) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) "
             "ON CONFLICT (user_name, contact) DO UPDATE SET source_host = EXCLUDED.source_host, "
             "source_port = EXCLUDED.source_port, transport = EXCLUDED.transport, expires = EXCLUDED.expires, "
             "call_id = EXCLUDED.call_id, cseq = EXCLUDED.cseq, user_agent = EXCLUDED.user_agent, "
-            "node = EXCLUDED.node",
+            "path = EXCLUDED.path, node = EXCLUDED.node",
             (binding.user, binding.contact, binding.source[0], binding.source[1], binding.transport, expires,
-             binding.call_id, binding.cseq, binding.user_agent, self.node))
+             binding.call_id, binding.cseq, binding.user_agent, encode_path(binding.path), self.node))
 
     def remove(self, user: str, contact: str) -> None:
         super().remove(user, contact)

@@ -7,12 +7,14 @@ knowing which.
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass
 from typing import Protocol
 
-from ..sip.errors import SipSyntaxError
+from ..sip.errors import SipError, SipSyntaxError
 from ..sip.message import Request, Response, create_response
 from ..sip.transaction import Address, new_tag
+from ..sip.uri import NameAddr
 
 MIN_EXPIRES = 60
 MAX_EXPIRES = 3600
@@ -22,6 +24,8 @@ DEFAULT_EXPIRES = 3600
 MAX_CONTACTS = 10          # bindings per user; a new one beyond replaces the one closest to expiry
 MAX_CONTACT_BYTES = 512    # a Contact URI longer than this is refused (400)
 MAX_USER_AGENT = 200       # characters of User-Agent kept with a binding
+MAX_PATH = 5               # Path entries kept with a binding (RFC 3327): an edge adds one, a chain a few
+MAX_PATH_BYTES = 1024      # their total size; a REGISTER with more is refused (400)
 
 @dataclass(slots=True)
 class Binding:
@@ -33,6 +37,45 @@ class Binding:
     call_id: str
     cseq: int
     user_agent: str | None = None
+    # the Path header values of the REGISTER (RFC 3327), first is the proxy nearest to us: requests
+    # to this contact carry them as a pre-loaded Route set and go to the first one (loose routing)
+    path: tuple[str, ...] = ()
+
+    def next_hop(self) -> tuple[Address, str]:
+        """Where a request to this contact is sent, and over which transport (RFC 3327 5.3, RFC 3261
+        8.1.2): the first Path entry's host and port when the REGISTER had a Path (the edge that holds
+        the phone's connection or NAT binding), else the REGISTER's source. A Path entry naming a host
+        by name (which would need DNS) or unreadable falls back to the source."""
+        if self.path:
+            try:
+                uri = NameAddr.parse(self.path[0]).uri
+            except (SipError, ValueError):
+                return self.source, self.transport
+            host = uri.bare_host
+            if _is_ip(host):
+                transport = uri.params.get("transport")
+                transport = transport.lower() if transport else self.transport
+                default = 5061 if transport in ("tls", "wss") or uri.scheme == "sips" else 5060
+                return (host, uri.port or default), transport
+        return self.source, self.transport
+
+    def route_headers(self) -> list[tuple[str, str]]:
+        """The pre-loaded Route set for a request to this contact: one Route per Path entry, in order
+        (RFC 3327 5.3); empty without a Path."""
+        return [("Route", value) for value in self.path]
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host.partition("%")[0])
+    except ValueError:
+        return False
+    return True
+
+
+def path_supported(req: Request) -> bool:
+    """Whether the UA lists `path` in Supported (RFC 3327 5.3: only then does the 200 echo the Path)."""
+    return any(tag.lower() == "path" for tag in req.headers.values("supported"))
 
 
 class LocationStore(Protocol):
@@ -107,8 +150,10 @@ class Registrar:
 
         Returns the response, the contacts added, and the contacts removed each with why
         ("unregistered": Expires 0 or `*`; "replaced": pushed out by a newer one beyond
-        `max_contacts`). A request that breaks a bound changes nothing: 400 (unreadable, a Contact
-        over `max_contact_bytes`), 403 (more contacts in one request than a user may hold), 423.
+        `max_contacts`). The Path header values (RFC 3327) are stored with each binding and echoed in
+        the 200 when the UA lists `path` in Supported. A request that breaks a bound changes nothing:
+        400 (unreadable, a Contact over `max_contact_bytes`, a Path over MAX_PATH/MAX_PATH_BYTES), 403
+        (more contacts in one request than a user may hold), 423.
         """
         try:
             default = req.expires
@@ -116,6 +161,10 @@ class Registrar:
             star = req.contact_star
         except SipSyntaxError as exc:
             return self._refuse(req, 400, exc.reason)
+        path = tuple(v.strip() for v in req.headers.values("path") if v.strip())
+        if len(path) > MAX_PATH or sum(len(v.encode()) for v in path) > MAX_PATH_BYTES:
+            return self._refuse(req, 400, f"Bad Request (Path longer than {MAX_PATH} entries or "
+                                          f"{MAX_PATH_BYTES} bytes)")
         if default is None:
             default = DEFAULT_EXPIRES
         if star:
@@ -166,13 +215,16 @@ class Registrar:
                 self.store.remove(user, oldest.contact)
                 del current[oldest.contact]
                 removed.append((oldest.contact, "replaced"))
-            binding = Binding(user, key, source, transport, now + expires, call_id, cseq, user_agent)
+            binding = Binding(user, key, source, transport, now + expires, call_id, cseq, user_agent, path)
             self.store.put(binding)
             current[key] = binding
             if old is None:
                 added.append(key)
         live = sorted(current.values(), key=lambda b: b.expires_at, reverse=True)
         headers = [("Contact", f"<{b.contact}>;expires={max(0, int(b.expires_at - now))}") for b in live]
+        if path and path_supported(req):
+            # RFC 3327 5.3: the Path as stored goes back to a UA that supports it, so it learns its route
+            headers += [("Path", value) for value in path]
         return create_response(req, 200, "OK", to_tag=new_tag(), headers=headers), added, removed
 
     @staticmethod

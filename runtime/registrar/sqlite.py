@@ -38,6 +38,19 @@ CREATE TABLE IF NOT EXISTS binding (
     PRIMARY KEY (user, contact)
 )
 """
+# the Path (RFC 3327) of each binding, its entries joined by "\n" ('' without one); added after the
+# first release, so a file written before gets the column at open (ALTER TABLE, existing rows empty)
+_PATH_COLUMN = "path"
+_ADD_PATH = "ALTER TABLE binding ADD COLUMN path TEXT NOT NULL DEFAULT ''"
+
+
+def encode_path(path: tuple[str, ...]) -> str:
+    """A binding's Path entries as one column value: joined by newlines (a header value holds none)."""
+    return "\n".join(path)
+
+
+def decode_path(text: str | None) -> tuple[str, ...]:
+    return tuple(v for v in (text or "").split("\n") if v)
 
 
 class LocationDbError(Exception):
@@ -65,6 +78,9 @@ class SqliteLocationStore(MemoryLocationStore):
             # NORMAL in WAL mode: a commit is durable across a process crash without an fsync each
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.execute(_SCHEMA)
+            columns = {row[1] for row in self._db.execute("PRAGMA table_info(binding)")}
+            if _PATH_COLUMN not in columns:
+                self._db.execute(_ADD_PATH)
         except sqlite3.Error as exc:
             raise LocationDbError(f"cannot open the location database {self.path}: {exc}") from None
 
@@ -75,21 +91,21 @@ class SqliteLocationStore(MemoryLocationStore):
         try:
             rows = self._db.execute(
                 "SELECT user, contact, source_host, source_port, transport, expires, call_id, cseq, "
-                "user_agent FROM binding").fetchall()
+                "user_agent, path FROM binding").fetchall()
         except sqlite3.Error as exc:
             raise LocationDbError(f"cannot read the location database {self.path}: {exc}") from None
         wall_now = self._wall()
         offset = self._clock() - wall_now
         restored = dropped = 0
         stale: list[tuple[str, str]] = []
-        for user, contact, host, port, transport, expires, call_id, cseq, user_agent in rows:
+        for user, contact, host, port, transport, expires, call_id, cseq, user_agent, path in rows:
             if (expires <= wall_now or transport not in RESTORABLE_TRANSPORTS
                     or (known_users is not None and user not in known_users)):
                 stale.append((user, contact))
                 dropped += 1
                 continue
             super().put(Binding(user, contact, (host, int(port)), transport, expires + offset, call_id,
-                                int(cseq), user_agent))
+                                int(cseq), user_agent, decode_path(path)))
             restored += 1
         if stale:
             self._write("DELETE FROM binding WHERE user = ? AND contact = ?", stale, many=True)
@@ -101,9 +117,9 @@ class SqliteLocationStore(MemoryLocationStore):
         expires = binding.expires_at - self._clock() + self._wall()
         self._write(
             "INSERT OR REPLACE INTO binding (user, contact, source_host, source_port, transport, expires, "
-            "call_id, cseq, user_agent) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "call_id, cseq, user_agent, path) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (binding.user, binding.contact, binding.source[0], binding.source[1], binding.transport, expires,
-             binding.call_id, binding.cseq, binding.user_agent))
+             binding.call_id, binding.cseq, binding.user_agent, encode_path(binding.path)))
 
     def remove(self, user: str, contact: str) -> None:
         super().remove(user, contact)

@@ -36,6 +36,8 @@ from ..sip.digest import DigestError, DigestServer, parse_credentials
 from ..sip.message import Request, Response, create_response
 from ..sip.transaction import new_tag
 
+MIN_NONCE_SECRET = 16  # bytes of a shared nonce secret (--nonce-secret): a short one could be guessed
+
 
 class Hold(Enum):
     """Why no password may be checked for a request (GuessingGuard.held)."""
@@ -192,6 +194,24 @@ class Authenticator:
         self.legacy_for = legacy_for
         self.guard = guard or GuessingGuard()
         self.digest = DigestServer(realm, nonce_lifetime=nonce_lifetime, algorithms=algorithms)
+        # added to `now` for the nonces' time stamps: 0 with a per-process secret (the engine's clock
+        # will do), the wall clock's lead on it with a shared one (share_nonces)
+        self.nonce_clock_offset = 0.0
+
+    def share_nonces(self, secret: bytes, wall_offset: float) -> None:
+        """Sign nonces with `secret` (bytes, at least MIN_NONCE_SECRET long), shared by every node
+        behind an edge, instead of this process's random one: a challenge from one node may then be
+        answered on another (RFC 3261 22, RFC 7616 3.3). `wall_offset` is the wall clock minus the
+        `now` this authenticator is given (seconds), so the nonces' time stamps mean the same on every
+        node (their clocks kept within the digest's clock skew, 5 s, by NTP). Nonces issued before
+        are no longer accepted (their phones get a stale=true challenge). Raises ValueError when the
+        secret is too short."""
+        if len(secret) < MIN_NONCE_SECRET:
+            raise ValueError(f"the nonce secret must be at least {MIN_NONCE_SECRET} bytes long")
+        old = self.digest
+        self.digest = DigestServer(old.realm, secret=secret, nonce_lifetime=old.nonce_lifetime,
+                                   algorithms=old.algorithms)
+        self.nonce_clock_offset = wall_offset
 
     def authenticate(self, req: Request, source_ip: str, now: float) -> AuthOutcome:
         """Who sent `req` from `source_ip` (RFC 3261 22.3 for REGISTER, 22.3/22.4 as a proxy
@@ -201,9 +221,10 @@ class Authenticator:
         register = req.method == "REGISTER"
         header = "authorization" if register else "proxy-authorization"
         scope = f"{req.method}|{source_ip}"
+        clock = now + self.nonce_clock_offset  # the nonces' time (shared with other nodes, or ours)
         values = [v for v in req.headers.get_all(header) if self._for_us(v)]
         if not values:
-            return AuthOutcome(None, self._challenge(req, now, scope, stale=False), "no credentials")
+            return AuthOutcome(None, self._challenge(req, clock, scope, stale=False), "no credentials")
         guard = self.guard
         hold: list[Hold] = []
 
@@ -213,15 +234,15 @@ class Authenticator:
                 hold.append(why)
             return why is not None
 
-        result = self.digest.verify(values[0], req.method, self.password_for, now, body=req.body, scope=scope,
+        result = self.digest.verify(values[0], req.method, self.password_for, clock, body=req.body, scope=scope,
                                     request_uri=req.uri, legacy=self.legacy_for, hold=held)
         if result.ok:
             guard.succeeded(result.username or "", source_ip, now)
             return AuthOutcome(result.username, None)
         if result.stale:
-            return AuthOutcome(None, self._challenge(req, now, scope, stale=True), f"stale nonce ({result.reason})")
+            return AuthOutcome(None, self._challenge(req, clock, scope, stale=True), f"stale nonce ({result.reason})")
         if result.held:
-            return AuthOutcome(None, self._challenge(req, now, scope, stale=False), hold[0].value)
+            return AuthOutcome(None, self._challenge(req, clock, scope, stale=False), hold[0].value)
         trips: tuple[Trip, ...] = ()
         if result.guess:
             known = result.username if result.reason != "unknown user" else None

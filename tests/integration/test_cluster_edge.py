@@ -25,7 +25,7 @@ from tests.integration.conftest import kamailio_problem, require_peer
 from tests.integration.test_rtpengine_media import assert_voice_went_through_rtpengine
 from tests.integration.test_seed_flows import MIN_PACKETS, TALK_SECONDS
 from tests.rig import CALL_CLOSED, CALL_ESTABLISHED, CALL_INCOMING, Phone, PhoneFactory, account_line, ports
-from tests.rig.edge import Edge
+from tests.rig.edge import Edge, RawPhone
 from tests.rig.postgres import Postgres, postgres_problem
 from tests.rig.rtpengine import Rtpengine, rtpengine_problem
 
@@ -151,5 +151,92 @@ def test_nodes_on_one_shared_script_folder_reload_an_edit_to_the_same_version(tm
         for node in nodes:
             node.assert_alive()
     finally:
+        for node in nodes:
+            node.stop()
+
+
+PATH_FLOW = """user alice password "alice-pw"
+user bob password "bob-pw"
+on incoming from user bob to "alice" accept to user alice
+"""
+
+
+def test_a_phone_behind_the_edge_is_reached_from_either_node_through_its_stored_path(
+        postgres: Postgres, tmp_path: Path) -> None:
+    """alice's Contact names a port nobody listens on (her private address behind NAT): only the Path's
+    `received`, which the edge wrote at REGISTER and the node stored in PostgreSQL, leads to her. bob
+    sends a MESSAGE to each node in turn; each node finds her binding (whichever node took the REGISTER)
+    and sends through the edge, which delivers to her real source."""
+    require_peer("kamailio", kamailio_problem())
+    nodes = [CallflowServer(PATH_FLOW, tmp_path / f"node{i}", ports.sip_port(), ports.rtp_range(10),
+                            extra_args=["--location-dsn", postgres.dsn]) for i in range(2)]
+    edge = Edge(ports.port(), [node.hostport for node in nodes], tmp_path / "edge")
+    alice, bob = RawPhone("alice", "alice-pw"), RawPhone("bob", "bob-pw")
+    try:
+        for node in nodes:
+            node.start()
+        edge.start()
+        assert alice.request(edge.hostport, "REGISTER", f"sip:{edge.hostport}").status == 200
+        for i, node in enumerate(nodes):
+            text = f"hello through node {i}"
+            resp = bob.request(node.hostport, "MESSAGE", f"sip:alice@{node.hostport}", f"sip:alice@{node.hostport}",
+                               body=text)
+            assert resp.status == 200, (resp.status, resp.reason, node.log_text()[-2000:])
+            got = alice.wait_request("MESSAGE")
+            assert got.body == text.encode()
+            assert got.uri == f"sip:alice@127.0.0.1:{alice.contact_port}"  # her Contact, reached by the Path
+    finally:
+        alice.close()
+        bob.close()
+        edge.stop()
+        for node in nodes:
+            node.stop()
+
+
+def test_with_a_shared_nonce_secret_a_challenge_from_one_node_is_answered_on_the_other(tmp_path: Path) -> None:
+    env = {"CALLFLOW_NONCE_SECRET": "a-secret-every-node-shares"}
+    nodes = [CallflowServer(PATH_FLOW, tmp_path / f"node{i}", ports.sip_port(), ports.rtp_range(10), env=env)
+             for i in range(2)]
+    bob = RawPhone("bob", "bob-pw")
+    try:
+        for node in nodes:
+            node.start()
+        a, b = nodes[0].hostport, nodes[1].hostport
+        resp = bob.request(a, "REGISTER", f"sip:{a}", answer_to=b)  # challenged by a, credentials to b
+        assert resp.status == 200, (resp.status, resp.reason)
+        assert nodes[1].events("user_registered", user="bob") and not nodes[0].events("user_registered")
+    finally:
+        bob.close()
+        for node in nodes:
+            node.stop()
+
+
+def test_a_password_guesser_behind_the_edge_is_held_by_its_own_address_while_other_phones_register(
+        tmp_path: Path) -> None:
+    """The guesser sends from 127.0.0.5 and writes a forged `received=127.0.0.9` in its Via: the edge
+    overwrites it, the node (started with --edge) holds 127.0.0.5, never the edge, and alice behind
+    the same edge (from 127.0.0.6) still registers. One Call-ID for all, so the edge's hash sends them
+    to one node."""
+    require_peer("kamailio", kamailio_problem())
+    edge_port = ports.port()
+    nodes = [CallflowServer(PATH_FLOW, tmp_path / f"node{i}", ports.sip_port(), ports.rtp_range(10),
+                            extra_args=["--edge", f"127.0.0.1:{edge_port}"]) for i in range(2)]
+    edge = Edge(edge_port, [node.hostport for node in nodes], tmp_path / "edge")
+    guesser = RawPhone("bob", "not-the-password", bind="127.0.0.5", via_params=";received=127.0.0.9")
+    alice = RawPhone("alice", "alice-pw", bind="127.0.0.6")
+    try:
+        for node in nodes:
+            node.start()
+        edge.start()
+        uri = f"sip:{edge.hostport}"
+        codes = [guesser.request(edge.hostport, "REGISTER", uri, call_id="one-node").status for _ in range(11)]
+        assert codes == [403] * 10 + [401], codes  # the 11th: held, challenged without a password check
+        assert alice.request(edge.hostport, "REGISTER", uri, call_id="one-node").status == 200
+        held = [e for node in nodes for e in node.events("attack_detected", kind="brute_force")]
+        assert {e.get("ip") for e in held} == {"127.0.0.5"}, held
+    finally:
+        guesser.close()
+        alice.close()
+        edge.stop()
         for node in nodes:
             node.stop()

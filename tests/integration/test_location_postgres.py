@@ -126,6 +126,30 @@ def test_a_binding_written_by_one_node_is_seen_by_another(dsn: str) -> None:
     b.close()
 
 
+def test_a_bindings_path_written_by_one_node_is_read_by_another(dsn: str) -> None:
+    a, b = node(dsn, name="a"), node(dsn, name="b")
+    path = ("<sip:192.0.2.1:5060;lr;received=sip:198.51.100.7:40123>", "<sip:192.0.2.2;lr>")
+    a.put(Binding("alice", "sip:alice@10.0.0.7", ("192.0.2.1", 5060), "udp", Clock().now + 600, "c1", 1, None, path))
+    (seen,) = b.bindings("alice")
+    assert seen.path == path and seen.next_hop() == (("192.0.2.1", 5060), "udp")
+    a.close()
+    b.close()
+
+
+def test_a_schema_from_before_path_is_upgraded_and_its_bindings_kept_without_one(dsn: str) -> None:
+    import psycopg
+
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        migrate(conn, {v: MIGRATIONS[v] for v in (1, 2)})  # the release before Path
+        conn.execute("INSERT INTO location_binding (user_name, contact, source_host, source_port, transport, "
+                     "expires, call_id, cseq) VALUES ('alice', 'sip:alice@192.0.2.7', '192.0.2.7', 5060, 'udp', "
+                     "%s, 'c1', 1)", (WALL + 600,))
+    store = node(dsn)
+    assert schema_version(dsn) == max(MIGRATIONS)
+    assert [x.path for x in store.bindings("alice")] == [()]
+    store.close()
+
+
 def test_a_reregistration_through_another_node_replaces_the_binding(dsn: str) -> None:
     a, b = node(dsn, name="a"), node(dsn, name="b")
     a.put(binding(expires_in=60))

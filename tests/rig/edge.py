@@ -11,15 +11,24 @@ nodes first (the dispatcher takes every node as up until its probes say otherwis
 
 from __future__ import annotations
 
+import secrets
+import socket
 import subprocess
+import threading
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
+
+from runtime.sip.digest import DigestClient, select_challenge
+from runtime.sip.message import Request, Response, create_response, parse_message
 
 from .kamailio import kamailio_binary
 from .proc import describe, reap_group, stop_process, wait_until
-from .sipping import options_ping
+from .sipping import ensure_loopback, options_ping
 
 CONFIG = Path(__file__).resolve().parents[2] / "deploy" / "kamailio-edge.cfg"
 HOST = "127.0.0.1"
+T = TypeVar("T")
 
 
 class Edge:
@@ -68,3 +77,122 @@ class Edge:
             stop_process(self._proc)
             reap_group(self._proc)
             self._proc = None
+
+
+class RawPhone:
+    """A scripted SIP phone on one UDP socket of 127.0.0.1, for what baresip cannot show: it writes a
+    Contact nobody listens on (as a phone behind NAT writes its private address), so a request reaches
+    it only through the edge that saw its real source (the Path's `received`). It answers with digest
+    credentials when challenged; a reader thread takes every request it is sent with `answer` (200 by
+    default) and keeps it.
+
+        phone = RawPhone("alice", "alice-pw")
+        phone.request(edge.hostport, "REGISTER", f"sip:{edge.hostport}")   # -> 200
+        phone.wait_request("MESSAGE")                                     # a MESSAGE the edge relayed
+        phone.close()
+    """
+
+    def __init__(self, user: str, password: str, contact_port: int | None = None, answer: int = 200,
+                 bind: str = HOST, via_params: str = "") -> None:
+        """`bind`: the loopback address it sends from (127.0.0.x: phones with addresses of their own,
+        while its Via always says 127.0.0.1, as a phone behind NAT writes its private address);
+        `via_params`: appended to its Via (e.g. a forged `;received=...`)."""
+        ensure_loopback(bind)
+        self.user, self.password, self.answer = user, password, answer
+        self.via_params = via_params
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind((bind, 0))
+        self.sock.settimeout(0.2)
+        self.port = self.sock.getsockname()[1]
+        # where the Contact points: a port nothing listens on, unless told
+        self.contact_port = contact_port or _dead_port()
+        self._requests: list[Request] = []
+        self._responses: list[Response] = []
+        self._seen = threading.Condition()
+        self._cseq = 0
+        self._closed = False
+        self._reader = threading.Thread(target=self._read, name=f"rawphone-{user}", daemon=True)
+        self._reader.start()
+
+    def close(self) -> None:
+        self._closed = True
+        self._reader.join(2)
+        self.sock.close()
+
+    def request(self, hostport: str, method: str, ruri: str, to: str | None = None, body: str = "",
+                call_id: str | None = None, timeout: float = 5.0, answer_to: str | None = None) -> Response:
+        """Send `method` to `hostport`, answer one 401/407 with the password (to `answer_to` when given:
+        another node); the final response."""
+        host, _, port = hostport.rpartition(":")
+        ensure_loopback(host)
+        call_id = call_id or f"{self.user}-{secrets.token_hex(6)}"
+        to = to or f"sip:{self.user}@{hostport}"
+        client = DigestClient(self.user, self.password)
+        auth = ""
+        for _ in range(2):  # the request, then once with credentials
+            self._cseq += 1
+            data = (f"{method} {ruri} SIP/2.0\r\n"
+                    f"Via: SIP/2.0/UDP {HOST}:{self.port};rport{self.via_params};branch=z9hG4bK{secrets.token_hex(6)}"
+                    "\r\n"
+                    f"Max-Forwards: 70\r\nFrom: <sip:{self.user}@{hostport}>;tag=t{self.user}\r\nTo: <{to}>\r\n"
+                    f"Call-ID: {call_id}\r\nCSeq: {self._cseq} {method}\r\n"
+                    f"Contact: <sip:{self.user}@{HOST}:{self.contact_port}>\r\n{auth}"
+                    + (f"Content-Type: text/plain\r\nContent-Length: {len(body.encode())}\r\n\r\n{body}"
+                       if body else "Content-Length: 0\r\n\r\n")).encode()
+            self.sock.sendto(data, (host, int(port)))
+            resp = self._final(call_id, self._cseq, timeout)
+            if resp.status not in (401, 407) or auth:
+                return resp
+            register = resp.status == 401
+            challenge = select_challenge(resp.headers.get_all("www-authenticate" if register else
+                                                              "proxy-authenticate"))
+            assert challenge is not None, resp
+            name = "Authorization" if register else "Proxy-Authorization"
+            auth = f"{name}: {client.authorize(challenge, method, ruri)}\r\n"
+            if answer_to is not None:
+                host, _, port = answer_to.rpartition(":")
+                ensure_loopback(host)
+        raise AssertionError("unreachable")
+
+    def _final(self, call_id: str, cseq: int, timeout: float) -> Response:
+        return self._wait(lambda: next((r for r in self._responses if r.status >= 200 and r.call_id == call_id
+                                        and r.cseq[0] == cseq), None), timeout, f"a final response to CSeq {cseq}")
+
+    def wait_request(self, method: str, timeout: float = 5.0) -> Request:
+        """The first request of `method` received and not yet taken (it was answered already)."""
+        req = self._wait(lambda: next((r for r in self._requests if r.method == method), None), timeout, method)
+        with self._seen:
+            self._requests.remove(req)
+        return req
+
+    def _wait(self, find: Callable[[], T | None], timeout: float, what: str) -> T:
+        with self._seen:
+            found = self._seen.wait_for(find, timeout)
+        if found is None:
+            raise AssertionError(f"{self.user}: no {what} within {timeout}s")
+        return found
+
+    def _read(self) -> None:
+        for _ in range(1_000_000):  # bounded; ends with close()
+            if self._closed:
+                return
+            try:
+                data, source = self.sock.recvfrom(65535)
+            except (TimeoutError, ConnectionRefusedError):
+                continue
+            except OSError:
+                return
+            msg = parse_message(data)
+            if isinstance(msg, Request) and msg.method != "ACK":
+                reason = "OK" if self.answer == 200 else "Busy Here"
+                self.sock.sendto(bytes(create_response(msg, self.answer, reason, to_tag="raw1")), source)
+            with self._seen:
+                (self._requests if isinstance(msg, Request) else self._responses).append(msg)  # type: ignore[arg-type]
+                self._seen.notify_all()
+
+
+def _dead_port() -> int:
+    """A loopback UDP port nothing listens on (bound, noted, released)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind((HOST, 0))
+        return int(s.getsockname()[1])

@@ -57,7 +57,8 @@ class NgPeer(asyncio.DatagramProtocol):
     def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
         cookie, _, body = data.partition(b" ")
         raw = bencodepy.decode(body)
-        request = {k.decode(): (v.decode() if isinstance(v, bytes) and k != b"sdp" else v) for k, v in raw.items()}
+        request = {k.decode(): (v.decode() if isinstance(v, bytes) and k not in (b"sdp", b"blob") else v)
+                   for k, v in raw.items()}
         self.requests.append((cookie, request))
         reply = self.script(request)
         if reply is None or self.transport is None:
