@@ -1,4 +1,5 @@
-"""Late-offer re-INVITEs (issue 8, behaviour 1) with real peers: SIPp on both lines of a call.
+"""Late-offer re-INVITEs and retransmitted 2xx (issue 8, behaviours 1 and 2) with real peers: SIPp on
+both lines of a call.
 
 baresip cannot send a re-INVITE without SDP, so SIPp plays both ends, each from a scenario file in
 tests/integration/sipp/: the provider on line `provider` (channel ZERO) calls through Callflow to the
@@ -180,4 +181,27 @@ def test_media_moves_to_the_port_of_a_late_offer_answer(call: Call) -> None:
 
     provider.wait(20)
     far.wait(20)
+    call.server.assert_alive()
+
+
+def test_every_retransmitted_2xx_is_acked_with_the_cseq_of_the_invite_it_answers(call: Call) -> None:
+    """Behaviour 2 (RFC 3261 13.2.2.4) on both legs: the far phone sends its 200 to the call's INVITE
+    and to a re-INVITE twice (the second copy after our ACK, as when an ACK and a retransmission
+    cross), and so does the provider to a re-INVITE we relay to it. Each copy gets an ACK, and the
+    ACK carries the CSeq of the INVITE that 200 answers (2 for the re-INVITE, not 1)."""
+    far = call.far("retransmitted_2xx_far.xml")
+    provider = call.provider("retransmitted_2xx_provider.xml", pause_ms=300)
+    provider.wait(20)
+    far.wait(20)
+
+    invites_to_far = [m.cseq for m in far.received("INVITE")]
+    assert invites_to_far == [1, 2], far.messages_tail()
+    for cseq in invites_to_far:
+        assert len(_acks(far, cseq)) == 2, f"ACKs for CSeq {cseq}: {far.messages_tail()}"
+    assert [m.cseq for m in far.received("ACK")] == [1, 1, 2, 2]
+
+    invites_to_provider = [m.cseq for m in provider.received("INVITE")]
+    assert len(invites_to_provider) == 1, provider.messages_tail()
+    acks = [m.cseq for m in provider.received("ACK")]
+    assert acks == invites_to_provider * 2, provider.messages_tail()
     call.server.assert_alive()
