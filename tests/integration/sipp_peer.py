@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import re
 import shutil
+import socket
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -76,11 +77,22 @@ class SippMessage:
         return int(match.group(1)) if match else None
 
 
+def _udp_bound(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.bind((HOST, port))
+        except OSError:
+            return True
+    return False
+
+
 class SippPeer:
-    """One SIPp process playing one call of a scenario, as UAS (no target) or UAC (target given)."""
+    """One SIPp process playing `calls` calls of a scenario (default one), as UAS (no target) or UAC
+    (target given)."""
 
     def __init__(self, scenario: str, workdir: Path, port: int, *, target: str | None = None,
-                 keys: dict[str, object] | None = None, pause_ms: int = 0, timeout_s: int = 30) -> None:
+                 keys: dict[str, object] | None = None, pause_ms: int = 0, calls: int = 1,
+                 auth: tuple[str, str] | None = None, timeout_s: int = 30) -> None:
         ensure_loopback(HOST)
         if target is not None:
             ensure_loopback(target.rsplit(":", 1)[0])
@@ -92,12 +104,14 @@ class SippPeer:
         self.messages_path = self.dir / f"{self.name}_messages.log"
         self.errors_path = self.dir / f"{self.name}_errors.log"
         self.log_path = self.dir / f"{self.name}.log"
-        self.argv = ["sipp", "-sf", str(self.scenario), "-i", HOST, "-p", str(port), "-m", "1", "-nostdin",
+        self.argv = ["sipp", "-sf", str(self.scenario), "-i", HOST, "-p", str(port), "-m", str(calls), "-nostdin",
                      "-timeout", f"{timeout_s}s", "-recv_timeout", f"{timeout_s * 1000}",
                      "-trace_msg", "-message_file", str(self.messages_path),
                      "-trace_err", "-error_file", str(self.errors_path)]
         for name, value in (keys or {}).items():
             self.argv += ["-key", name, str(value)]
+        if auth is not None:  # what [authentication] answers a digest challenge with
+            self.argv += ["-au", auth[0], "-ap", auth[1]]
         if pause_ms:  # what a bare <pause/> waits
             self.argv += ["-d", str(pause_ms)]
         if target is not None:
@@ -109,6 +123,11 @@ class SippPeer:
         self._proc = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL, stdout=self._log,
                                       stderr=subprocess.STDOUT, start_new_session=True)
         return self
+
+    def wait_listening(self, timeout: float = 10.0) -> None:
+        """Wait until SIPp has bound its UDP port (before anything is sent to it)."""
+        assert wait_until(lambda: _udp_bound(self.port), timeout), f"SIPp {self.name} did not bind its port:\n" \
+            + log_tail(self.log_path)
 
     def wait(self, timeout: float) -> None:
         """Wait for the scenario to end; AssertionError unless it ended with every step passed."""

@@ -107,7 +107,7 @@ class Call:
     def provider(self, scenario: str, *, pause_ms: int = 0, **keys: object) -> SippPeer:
         # the far phones' SIPp must be listening before the call reaches them
         for far in self.peers:
-            assert wait_until(lambda far=far: _udp_bound(far.port), 10), f"{far.name} did not bind its port"
+            far.wait_listening()
         if self.server is None:
             self.start()
         assert self.server is not None
@@ -150,15 +150,6 @@ def _rtp_socket() -> socket.socket:
         sock.settimeout(0.2)
         return sock
     raise AssertionError("no free port for a media socket")
-
-
-def _udp_bound(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
-        try:
-            probe.bind(("127.0.0.1", port))
-        except OSError:
-            return True
-    return False
 
 
 def _rtp(seq: int, ssrc: int) -> bytes:
