@@ -15,14 +15,15 @@ wait states, the UAS's hung calls) do not weigh on the next step.
 Printed per step: the calls_per_second.py columns (placed, completed, failed, calls/s, server CPU %
 of one core from /proc/PID/stat utime+stime over the steady window, calls/s per core, SIPp's and the
 rest of the machine's CPU, UDP drops). Then, for each server, the highest clean offered rate with the
-CPU share it needed there; and Kamailio's figures as a ratio to Callflow's (rate, and calls per
-CPU-second). Where SIPp (pinned to the other core) uses most of its core, a clean step's rate is the
-generator's limit, not the server's: the summary says so, and the figure is a lower bound.
+CPU share it needed there; Kamailio's CPU at that same offered rate (its ramp starts there); and
+Kamailio's figures as a ratio to Callflow's (rate, and calls per CPU-second). Where SIPp (pinned to
+the other core) uses most of its core, a clean step's rate is the generator's limit, not the
+server's: the summary says so, and the figure is a lower bound.
 
 Bounded: the whole run stops at --budget seconds (default 290); a step that would not fit is skipped.
 
     apt-get install -y sip-tester kamailio
-    python bench/call_capacity.py                          # Callflow from 200 calls/s, Kamailio from 1000
+    python bench/call_capacity.py        # Callflow from 200 calls/s; Kamailio from Callflow's best rate
     python bench/call_capacity.py --start 300 --seconds 8 --no-kamailio
 """
 
@@ -176,7 +177,9 @@ def summary_line(r: Ramp) -> str:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--start", type=int, default=200, help="Callflow's first offered rate (default 200)")
-    parser.add_argument("--kamailio-start", type=int, default=1000, help="Kamailio's first rate (default 1000)")
+    parser.add_argument("--kamailio-start", type=int, default=1000,
+                        help="Kamailio's first rate when Callflow had no clean step (default 1000; otherwise "
+                             "Kamailio starts at Callflow's highest clean rate, to compare the CPU at the same load)")
     parser.add_argument("--growth", type=float, default=1.5, help="rate factor while clean (default 1.5)")
     parser.add_argument("--resolution", type=float, default=0.10,
                         help="stop bisecting when clean and failed rates are this share apart (default 0.10)")
@@ -223,7 +226,9 @@ def main() -> int:
     share = deadline if args.no_kamailio else started + 0.68 * args.budget
     ramps.append(ramp("Callflow (B2BUA + RTP relay)", "callflow", "callflow", args.start, args, work, share))
     if not args.no_kamailio:
-        ramps.append(ramp("Kamailio (stateful proxy, 1 worker)", "kamailio", "kamailio", args.kamailio_start, args,
+        # Kamailio's ramp starts at Callflow's highest clean rate: its first step is the same load
+        first = ramps[0].clean.rate if ramps[0].clean is not None else args.kamailio_start
+        ramps.append(ramp("Kamailio (stateful proxy, 1 worker)", "kamailio", "kamailio", first, args,
                           work, deadline))
 
     print("\nhighest offered rate with no failed call, and the CPU share it needed:")
@@ -232,6 +237,10 @@ def main() -> int:
     if len(ramps) == 2 and ramps[0].clean is not None and ramps[1].clean is not None:
         a, b = ramps[0].clean, ramps[1].clean
         per_core = f"{b.per_core / a.per_core:.1f}x" if a.per_core else "?"
+        same = next((s for s in ramps[1].steps if s.rate == a.rate and clean(s, args.seconds)), None)
+        if same is not None and same.cpu > 0:
+            print(f"  at the same offered rate, {a.rate} calls/s: Callflow {100 * a.cpu:.0f} % of a core, Kamailio "
+                  f"{100 * same.cpu:.0f} %: Callflow needs {a.cpu / same.cpu:.1f}x the CPU")
         print(f"  Kamailio / Callflow: {b.rate / a.rate:.1f}x the rate"
               f"{' (at least: SIPp was the limit)' if ramps[1].generator_bound else ''}, {per_core} the calls per "
               "CPU-second")

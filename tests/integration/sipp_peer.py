@@ -1,9 +1,9 @@
-"""SIPp as a real peer in integration tests: one scripted call per process, from a scenario file in
+"""SIPp as a real peer in integration tests: scripted calls (one per process unless told) from a scenario file in
 tests/integration/sipp/ (SIPp's own XML), with `-key NAME VALUE` filling `[NAME]` in its messages
 (keys must not shadow SIPp's own keywords such as [media_port]; they are not expanded in attributes,
 so a scenario's bare <pause/> waits `pause_ms`, SIPp's -d).
 
-    uas = SippPeer("late_offer_far_uas.xml", workdir, port, keys={"media_port": 31002}).start()
+    uas = SippPeer("late_offer_far_uas.xml", workdir, port, keys={"phone_port": 31002}).start()
     uac = SippPeer("late_offer_hold_uac.xml", workdir, port2, target=callflow.hostport).start()
     uac.wait(20); uas.wait(20)        # AssertionError with SIPp's error log when the scenario failed
     uas.received("ACK")               # every ACK the peer received, as parsed messages
