@@ -12,6 +12,8 @@
 #   rtpengine-daemon - the media relay behind `--media rtpengine:HOST:PORT` (runs in user space, no
 #                     kernel module: the tests start it with --table=-1 on 127.0.0.1)
 #   sngrep          - the HEP collector the SIP trace test sends to (sngrep -L udp:...)
+#   sip-tester      - SIPp, scripted SIP peers for what baresip cannot send (late-offer re-INVITEs,
+#                     retransmitted and forked 2xx, REFER with Replaces: tests/integration/sipp/)
 #   gcc, libc6-dev  - build tests/rig/bindlo.c, the LD_PRELOAD shim that keeps baresip's RTP and DNS
 #                     sockets on 127.0.0.1 (baresip 1.0 binds them to 0.0.0.0 unconditionally)
 # Idempotent; run as root (CI runs as root). Returns at once when everything is installed
@@ -29,8 +31,8 @@ have() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok ins
 if [ -z "${INSTALL_PEERS_FORCE:-}" ] \
         && have kamailio && have kamailio-tls-modules && have baresip && have baresip-core \
         && have gcc && have libc6-dev && have openssl && have chromium && have fonts-dejavu-core \
-        && have postgresql && have sngrep && have dnsmasq-base && have rtpengine-daemon; then
-    echo "install-peers.sh: kamailio, kamailio-tls-modules, baresip, gcc, openssl, chromium, postgresql, sngrep, dnsmasq-base, rtpengine-daemon already installed"
+        && have postgresql && have sngrep && have dnsmasq-base && have rtpengine-daemon && have sip-tester; then
+    echo "install-peers.sh: kamailio, kamailio-tls-modules, baresip, gcc, openssl, chromium, postgresql, sngrep, dnsmasq-base, rtpengine-daemon, sip-tester already installed"
     exit 0
 fi
 
@@ -48,6 +50,8 @@ apt-get install -y --no-install-recommends kamailio kamailio-tls-modules baresip
 apt-get install -y --no-install-recommends postgresql sngrep
 # rtpengine's user-space daemon (Debian 12: 10.5); its service is not wanted, the tests start their own
 apt-get install -y --no-install-recommends rtpengine-daemon
+# SIPp (Debian's package name is sip-tester): the call layer's scripted peers
+apt-get install -y --no-install-recommends sip-tester
 
 # The Debian kamailio package enables a system service on install; tests run their own instance
 # on their own ports, so stop the packaged one if a service manager started it (it may bind 5060).
