@@ -78,6 +78,9 @@ EVENTS: tuple[EventSpec, ...] = (
     EventSpec("created", "call", "a call session exists: an INVITE from a known user or line arrived", (
         CALL, PEER_TYPE, _f("peer", str, "the user's or line's name the call came from"),
         _f("caller", str, "the caller's number (same as caller_id)"), _f("to", str, "the dialled number"),
+        _f("origin", str, "`originated` when Callflow dialled the call itself (`dial_call_session`, `callflow "
+                          "call`): channel ZERO is then the leg it rang first, and `peer` the user (or line) "
+                          "the call is made for", optional=True, default="incoming"),
     ), handler="on created", sdk="OnCallSessionCreated"),
     EventSpec("incoming", "call", "the call is about to be routed (media anchored)", (
         CALL, PEER_TYPE, _f("peer", str, "the user's or line's name the call came from"),
@@ -86,8 +89,15 @@ EVENTS: tuple[EventSpec, ...] = (
         _f("ip", str, "the address the INVITE came from"), _f("port", int, "its port"),
     ), sdk="OnIncomingCall"),
     EventSpec("connecting", "call", "the dialled leg rings (its first provisional answer)", (
-        CALL, _f("channel", str, "the leg that rings: `ONE`, the leg Callflow dialled"),
+        CALL, _f("channel", str, "the leg that rings: `ONE`, the leg Callflow dialled (`ZERO` too for a call "
+                                 "Callflow originated: its first leg rings)"),
     ), handler="on connecting", sdk="OnCallSessionConnecting"),
+    EventSpec("originated", "call", "a call Callflow dialled itself (`dial_call_session`, `callflow call`): "
+              "channel ZERO answered; the call goes on to dial channel ONE (or play to ZERO). Had it not "
+              "answered, `failed` says why (480 no answer, 486 busy...)", (
+        CALL, _f("peer_type", str, "`USER` or `LINE`: the kind of peer that answered on channel ZERO"),
+        _f("peer", str, "the user's or line's name that answered"),
+    )),
     EventSpec("connected", "call", "answered: voice flows both ways", (
         CALL, _f("peer_type", str, "`USER` or `LINE`: the kind of peer that answered"),
         _f("peer", str, "the user's or line's name that answered"),
@@ -103,7 +113,9 @@ EVENTS: tuple[EventSpec, ...] = (
            optional=True, default="BYE"),
     ), handler="on hangup", sdk="OnCallSessionHangUp"),
     EventSpec("failed", "call", "the call never connected", (
-        CALL, _f("code", int, "the SIP status the caller got"), _f("reason", str, "its reason phrase"),
+        CALL, _f("code", int, "the SIP status the caller got (for a call Callflow originated: the status "
+                              "channel ZERO answered with, 480 when it did not answer in time)"),
+        _f("reason", str, "its reason phrase"),
     ), handler="on failed", sdk="OnCallSessionFailed"),
     EventSpec("dtmf", "call", "a DTMF digit (RFC 4733 telephone-event) from a leg, reported once at its end; "
               "the other leg still gets it", (

@@ -124,6 +124,19 @@ class PlayIn:
 
 
 @dataclass(slots=True)
+class DialIn:
+    """Originate: ring `targets` on channel ZERO ourselves (all at once; the first answer wins) for
+    at most `timeout` seconds; `on_answered()` once ZERO answered (then the call is ANSWERED: accept,
+    play, route or hang up as for a call we answered), `on_failed(failure)` when it never did."""
+
+    now: float
+    targets: list[Any]
+    timeout: float
+    on_answered: Callable[[], None]
+    on_failed: Callable[[Any], None]
+
+
+@dataclass(slots=True)
 class ActionFailed:
     """The runner could not carry out an action (a bug, or the layer refused a message)."""
 
@@ -132,7 +145,7 @@ class ActionFailed:
 
 
 Input = (Start | RequestIn | AckIn | CancelIn | ResponseIn | StrayResponseIn | TimerFired | MediaDone | PlayDone
-         | AcceptIn | RejectIn | HangupIn | PlayIn | ActionFailed)
+         | AcceptIn | RejectIn | HangupIn | PlayIn | DialIn | ActionFailed)
 
 # ---- actions ---------------------------------------------------------------------------------
 

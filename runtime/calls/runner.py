@@ -355,7 +355,7 @@ class CallRunner:
     def _closed(self, s: CallSession, a: Closed) -> None:
         self._live -= len(s.timers)
         s.timers.clear()
-        if s.machine.txn.user_data is s:
+        if s.machine.txn is not None and s.machine.txn.user_data is s:
             s.machine.txn.user_data = None  # the INVITE transaction outlives the call: no cycle through it
         self._stop_playing(s, None)
         stats: dict[str, object] = {}

@@ -128,6 +128,7 @@ class Call:
         self.closed: str | None = None
         self.released = False
         self.media_pending: list[io.MediaCall] = []
+        self.media_ops: list[str] = []     # every media step asked, in order
         self.packets = (0, 0)
         self.route = lambda call: call.feed(io.AcceptIn(call.now, [Target("LINE", "far")], None, call.results.append))
         ct = "Content-Type: application/sdp\r\n" if self.offer else ""
@@ -173,6 +174,7 @@ class Call:
         elif isinstance(a, io.CancelTimer):
             self.timers.pop(a.name, None)
         elif isinstance(a, io.MediaCall):
+            self.media_ops.append(a.op)
             self.media_pending.append(a)
             if not self.hold_media:
                 self.answer_media()

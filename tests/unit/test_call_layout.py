@@ -12,7 +12,7 @@ import runtime.calls.machine as machine
 
 CALLS = Path(__file__).resolve().parents[2] / "runtime" / "calls"
 FORBIDDEN = ("asyncio", "socket", "time", "selectors", "threading")
-JOBS = ("setup_routing", "in_dialog", "session_refresh", "play", "transfer", "ending")
+JOBS = ("setup_routing", "originate", "in_dialog", "session_refresh", "play", "transfer", "ending")
 
 
 def _imports(path: Path) -> tuple[set[str], set[str]]:
