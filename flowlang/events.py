@@ -270,6 +270,12 @@ EVENTS: tuple[EventSpec, ...] = (
         _f("backlog_kb", str, "unread datagrams on the SIP sockets"),
     ), bus=False),
     # ---- routing and the program
+    EventSpec("originating", "routing", "Callflow places a call itself (`dial_call_session`, `callflow call`, "
+              "`POST /api/calls`): channel ZERO is being rung", (
+        CALL, _f("zero", str, "what is rung first: `user:NAME` or `line:NAME`"),
+        _f("number", str, "the number the call is for (dialled through the rules, or bridged to), `-` for none"),
+        _f("then", str, "what follows ZERO's answer: `route` (the rules decide), `bridge` or `play`"),
+    ), bus=False),
     EventSpec("routed", "routing", "an `on incoming` rule decided a call", (
         CALL, _f("rule", str, "the deciding rule, `file:line:col`"),
     ), bus=False),

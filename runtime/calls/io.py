@@ -137,6 +137,18 @@ class DialIn:
 
 
 @dataclass(slots=True)
+class TransferIn:
+    """A blind transfer asked by the program (the SDK's transfer_call_session), not by a phone: the
+    party on `channel` leaves, the other one is bridged to `targets` once one answers (as a REFER's
+    transfer is carried out, without NOTIFYs); `transfer` events report each step."""
+
+    now: float
+    channel: Any
+    targets: list[Any]
+    label: str
+
+
+@dataclass(slots=True)
 class ActionFailed:
     """The runner could not carry out an action (a bug, or the layer refused a message)."""
 
@@ -145,7 +157,8 @@ class ActionFailed:
 
 
 Input = (Start | RequestIn | AckIn | CancelIn | ResponseIn | StrayResponseIn | TimerFired | MediaDone | PlayDone
-         | AcceptIn | RejectIn | HangupIn | PlayIn | DialIn | ActionFailed)
+         | AcceptIn | RejectIn | HangupIn | PlayIn | DialIn | TransferIn
+         | ActionFailed)
 
 # ---- actions ---------------------------------------------------------------------------------
 

@@ -50,6 +50,7 @@ from .io import (
     Start,
     StrayResponseIn,
     TimerFired,
+    TransferIn,
 )
 from .legs import CallEnv, Failure, Leg
 from .names import (
@@ -327,6 +328,7 @@ _HANDLERS: dict[type, Callable[[CallMachine, Any], Any]] = {
     HangupIn: CallMachine._on_hangup,
     PlayIn: CallMachine._on_play,
     DialIn: CallMachine._on_dial,
+    TransferIn: CallMachine._on_transfer,
     PlayDone: CallMachine._on_play_done,
     ResponseIn: CallMachine._on_response,
     StrayResponseIn: CallMachine._on_stray_response,

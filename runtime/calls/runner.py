@@ -32,6 +32,7 @@ from .io import (
     CancelIn,
     CancelTimer,
     Closed,
+    DialIn,
     Emit,
     HangupIn,
     IndexDialog,
@@ -56,6 +57,7 @@ from .io import (
     StopPlaying,
     StrayResponseIn,
     TimerFired,
+    TransferIn,
 )
 from .legs import Failure, Leg, Target
 from .machine import CallMachine
@@ -172,6 +174,18 @@ class CallSession:
         """Play a file to the caller, as early media (183) or after answering (200); `on_done()` once
         it has played (or could not be), unless the call ended meanwhile."""
         self.runner.feed(self, PlayIn(self.runner.now(), path, answered, on_done))
+
+    def dial(self, targets: list[Target], timeout: float, on_answered: Callable[[], None],
+             on_failed: Callable[[Failure], None]) -> None:
+        """Originate (runtime/calls/originate.py): ring `targets` as channel ZERO for at most `timeout`
+        seconds; `on_answered()` once one answered (then accept, play or reject as for a call we
+        answered), `on_failed(failure)` when none did (the call has closed)."""
+        self.runner.feed(self, DialIn(self.runner.now(), targets, timeout, on_answered, on_failed))
+
+    def transfer(self, channel: Channel, targets: list[Target], label: str) -> None:
+        """Blind transfer asked by the program: the party on `channel` leaves, the other is bridged to
+        the first of `targets` to answer (`label` names the target in the `transfer` events)."""
+        self.runner.feed(self, TransferIn(self.runner.now(), channel, targets, label))
 
     # ---- what the engine hands over --------------------------------------------------------------------
     def start(self) -> None:

@@ -391,6 +391,7 @@ class CallSetup:
             return
         if self.answered_by_us and self.state in (CallState.ANSWERED, CallState.DIALING):
             if self.originated:  # the plan failed after ZERO answered: its BYE says why (originate.py)
+                self.last_failure = Failure(code, reason)
                 self.hangup_channel = ONE if self.one is None and self.forks else None
                 self._emit("hangup", call=self.id, channel=self.hangup_channel.name if self.hangup_channel else None,
                            reason=f"{code} {reason}")

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
-from calls_kit import FAR_ADDR, ONE, SDP_ONE, SDP_ZERO, US, ZERO, Call, FakeEnv, Out
+from calls_kit import FAR_ADDR, ONE, SDP_ONE, SDP_ZERO, US, XFER_ADDR, ZERO, ZERO_ADDR, Call, FakeEnv, Out
 
 from runtime.calls import CallMachine, CallState, Failure, IllegalMove, Target, io
 from runtime.sip.message import Request, Response, create_response, parse_message
@@ -228,3 +228,41 @@ def test_dialling_a_call_twice_is_ignored_and_an_illegal_move_raises() -> None:
     assert len([o for o in call.out if o.tag and o.tag[0] == "originate"]) == 1
     with pytest.raises(IllegalMove):
         call.machine._move(CallState.CONNECTED)
+
+
+# ---- the program's blind transfer (transfer_call_session) ----------------------------------------------
+def test_a_program_transfer_bridges_the_remaining_party_to_the_new_leg_and_ends_the_leaving_one() -> None:
+    call = Call()
+    call.connect()
+    call.feed(io.TransferIn(call.now, ONE, [Target("LINE", "xfer", "+15550001111")], "+15550001111"))
+    new = [o for o in call.out if o.kind == "request" and o.tag and o.tag[0] == "transfer"][-1]
+    assert new.destination == XFER_ADDR and new.message.method == "INVITE"
+    call.respond_to(new, 180)
+    ok = parse_message(bytes(create_response(new.message, 200, "OK", to_tag="x1", body=SDP_ONE,
+                                             content_type="application/sdp",
+                                             headers=[("Contact", f"<sip:x@{XFER_ADDR[0]}:{XFER_ADDR[1]}>")])))
+    call.feed(io.ResponseIn(call.now, new.tag, ok))
+    assert call.sent("ACK", to=XFER_ADDR) and call.sent("BYE", to=FAR_ADDR)       # the leaving party ended
+    assert call.sent("INVITE", to=ZERO_ADDR)                                      # the remaining one moved
+    outcomes = [f["outcome"] for n, f in call.events if n == "transfer"]
+    assert outcomes == ["trying", "ringing", "connected"] and not call.sent("NOTIFY")
+    assert call.machine.state is CallState.CONNECTED
+
+
+def test_a_program_transfer_that_fails_leaves_the_call_as_it_was() -> None:
+    call = Call()
+    call.connect()
+    call.feed(io.TransferIn(call.now, ONE, [Target("LINE", "xfer", "+15550001111")], "+15550001111"))
+    new = [o for o in call.out if o.kind == "request" and o.tag and o.tag[0] == "transfer"][-1]
+    call.respond_to(new, 486)
+    failed = [f for n, f in call.events if n == "transfer" and f["outcome"] == "failed"]
+    assert failed and failed[0]["reason"] == "486 Whatever"
+    assert call.machine.state is CallState.CONNECTED and not call.sent("BYE")
+
+
+def test_a_program_transfer_of_a_call_not_connected_says_why() -> None:
+    call = Call()
+    call.start()
+    call.feed(io.TransferIn(call.now, ONE, [Target("LINE", "xfer", "1")], "1"))
+    failed = [f for n, f in call.events if n == "transfer"]
+    assert failed and failed[0]["outcome"] == "failed" and failed[0]["reason"].startswith("481")
