@@ -276,6 +276,11 @@ EVENTS: tuple[EventSpec, ...] = (
         _f("number", str, "the number the call is for (dialled through the rules, or bridged to), `-` for none"),
         _f("then", str, "what follows ZERO's answer: `route` (the rules decide), `bridge` or `play`"),
     ), bus=False),
+    EventSpec("originate_refused", "routing", "click-to-call (`callflow call`, `POST /api/calls`) refused before "
+              "ringing the user's phone: the rules refuse a call from that user to that number", (
+        _f("user", str, "the user whose phone would have rung"), _f("to", str, "the number asked for"),
+        _f("code", int, "the rules' status (404 when no rule takes the call)"), _f("reason", str, "its reason"),
+    ), bus=False),
     EventSpec("routed", "routing", "an `on incoming` rule decided a call", (
         CALL, _f("rule", str, "the deciding rule, `file:line:col`"),
     ), bus=False),

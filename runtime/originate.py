@@ -12,10 +12,14 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Callable
+from datetime import UTC, datetime
 from secrets import token_hex
 from typing import TYPE_CHECKING
 
+from flowlang.model import Accept, CallInfo, Hangup, Reject
+
 from .calls import CallMachine, CallSession, Failure, Target
+from .events import logfmt_value
 from .sip.message import Headers, Request
 from .sip.transaction import new_branch
 from .sip.uri import escape_user, has_control
@@ -132,3 +136,41 @@ def stands_for(engine: Engine, call_id: str, caller: str, number: str) -> Reques
     h.add("CSeq", "1 INVITE")
     h.add("Content-Length", "0")
     return Request("INVITE", f"sip:{escape_user(number)}@{host}", h)
+
+
+def rules_refusal(engine: Engine, user: str, number: str) -> Failure | None:
+    """Click-to-call's check before a phone rings: would the running program refuse a call from user
+    `user` to `number`? The Failure its rules give (their `reject`, 404 when no rule takes the call),
+    else None (also when no program is loaded: the call is then decided when ZERO answers). The rules
+    decide again when ZERO answers: this only spares the user answering a call that cannot go on."""
+    program = getattr(engine, "program", None)
+    if program is None:
+        return None
+    account = engine.users.get(user)
+    info = CallInfo(from_type="user", from_name=user, caller_id=(account.caller_id if account else None) or user,
+                    caller_name=None, to=number, at=datetime.now(UTC))
+    decision = program.decide(info)
+    if decision is None:
+        return Failure(404, f"Not Found (no rule takes a call from user {user} to {number})")
+    for attempt in decision.plan:
+        if isinstance(attempt.terminal, Reject):
+            return Failure(attempt.terminal.code, attempt.terminal.reason)
+        if isinstance(attempt.terminal, Accept | Hangup):
+            return None
+    return None
+
+
+def click_to_call(engine: Engine, user: str, number: str, ring_timeout: float = RING_TIMEOUT) -> CallSession:
+    """`callflow call USER NUMBER` and `POST /api/calls`: ring `user`'s phones; when one answers, the
+    program's rules route NUMBER as a call from that user (their security applies). Raises DialError:
+    unknown user (404), no phone registered (409), a bad number (400), the rules refuse it (403,
+    the message giving their SIP status and reason), the call limit (503)."""
+    number = check_number(number)
+    check_target(engine, Target("USER", user), engine.now())
+    refusal = rules_refusal(engine, user, number)
+    if refusal is not None:
+        log.warning("event=originate_refused user=%s to=%s code=%d reason=%s", user, number, refusal.code,
+                    logfmt_value(refusal.reason))
+        raise DialError(403, f"the rules refuse a call from {user} to {number}: {refusal.code} {refusal.reason}")
+    return originate(engine, Target("USER", user), engine.route, number=number, then="route",
+                     ring_timeout=ring_timeout)
