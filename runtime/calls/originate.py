@@ -19,6 +19,7 @@ import logging
 
 from ..media.base import MediaError
 from ..sip.dialog import Dialog
+from ..sip.message import Response
 from ..sip.sdp import SdpError
 from .io import CancelTimer, DialIn, IndexDialog, MediaExpect, Notify, SendRequest, SetTimer
 from .legs import Failure, Leg
@@ -79,7 +80,7 @@ class Originating:
             self._out.append(SendRequest(invite, leg.address, leg.transport, ("originate", leg.index)))
         self._out.append(SetTimer(ORIGINATE_NO_ANSWER, self.now + inp.timeout))
 
-    def _originate_response(self, index: int, resp) -> Step | None:  # type: ignore[no-untyped-def]
+    def _originate_response(self, index: int, resp: Response | None) -> Step | None:
         """A response to (or the timeout of, `resp` None) our INVITE `index` on channel ZERO."""
         if not 0 <= index < len(self.zero_forks):
             return None
@@ -116,7 +117,7 @@ class Originating:
         self._maybe_released()
         return None
 
-    def _zero_answered(self, leg: Leg, resp) -> Step:  # type: ignore[no-untyped-def]
+    def _zero_answered(self, leg: Leg, resp: Response) -> Step:
         invite = leg.invite
         assert invite is not None
         leg.state = ForkState.ANSWERED
@@ -142,7 +143,6 @@ class Originating:
                 raise MediaError("channel ZERO's 200 OK carried no SDP answer to our offer")
             self.play_codec = yield ("take_answer", ZERO.value, resp.body)
         except (MediaError, SdpError) as exc:
-            self.hangup_channel = ZERO
             self._emit("hangup", call=self.id, channel=None, reason=f"no media with channel ZERO: {exc}")
             self._end(bye_zero=True, bye_one=False)
             return

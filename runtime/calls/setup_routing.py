@@ -342,7 +342,7 @@ class CallSetup:
         leg = self.one if self.one is not None and self.one.invite is not None \
             and self.one.invite.call_id == call_id else None
         if leg is None:
-            leg = next((f for f in (*self.forks, *self.transfer_forks)
+            leg = next((f for f in (*self.forks, *self.transfer_forks, *self.zero_forks)
                         if f.invite is not None and f.invite.call_id == call_id), None)
         if leg is None or leg.invite is None:
             return

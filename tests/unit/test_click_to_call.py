@@ -110,3 +110,18 @@ def test_click_to_call_needs_the_control_token() -> None:
         assert status == 401 and not engine.calls
 
     with_server(scenario, token="sesame")
+
+
+def test_metrics_count_originated_calls_by_what_their_first_leg_did() -> None:
+    from types import SimpleNamespace
+
+    from runtime.control.metrics import Metrics
+
+    metrics = Metrics()
+    for name, fields in (("created", {"call": "a", "origin": "originated"}), ("originated", {"call": "a"}),
+                         ("created", {"call": "b", "origin": "originated"}), ("failed", {"call": "b", "code": 480}),
+                         ("created", {"call": "c"}), ("failed", {"call": "c", "code": 486})):
+        metrics.on_event(SimpleNamespace(name=name, fields=fields))
+    counts = metrics.snapshot()
+    assert counts["callflow_calls_originated_total{result=answered}"] == 1
+    assert counts["callflow_calls_originated_total{result=failed}"] == 1

@@ -266,3 +266,22 @@ def test_a_program_transfer_of_a_call_not_connected_says_why() -> None:
     call.feed(io.TransferIn(call.now, ONE, [Target("LINE", "xfer", "1")], "1"))
     failed = [f for n, f in call.events if n == "transfer"]
     assert failed and failed[0]["outcome"] == "failed" and failed[0]["reason"].startswith("481")
+
+
+def test_a_retransmitted_2xx_from_zero_gets_the_same_ack_again() -> None:
+    call = Dialled()
+    call.dial()
+    ok = call.zero_responds(200, body=SDP_ZERO)
+    call.feed(io.StrayResponseIn(call.now, ok))
+    acks = call.sent("ACK", to=HOME_ADDR)
+    assert len(acks) == 2 and acks[0].message is acks[1].message and not call.sent("BYE")
+
+
+def test_channel_zero_answering_without_sdp_is_hung_up_saying_why() -> None:
+    call = Dialled()
+    call.dial()
+    call.zero_responds(200)
+    assert call.event("hangup") == {"call": "c1", "channel": None,
+                                    "reason": "no media with channel ZERO: channel ZERO's 200 OK carried no SDP "
+                                              "answer to our offer"}
+    assert call.sent("BYE", to=HOME_ADDR) and not call.sent("INVITE", to=FAR_ADDR)
