@@ -143,7 +143,7 @@ class TransferIn:
     transfer is carried out, without NOTIFYs); `transfer` events report each step."""
 
     now: float
-    channel: Any
+    channel: Channel
     targets: list[Any]
     label: str
 
