@@ -100,6 +100,8 @@ class CallMachine(CallSetup, Originating, Playing, InDialog, SessionRefresh, Tra
                  peer_name: str | None, caller_id: str, dialled: str, program: object = None, now: float = 0.0,
                  t1: float = 0.5, t2: float = 4.0, max_duration: float | None = None,
                  rtp_timeout: float | None = None, invite: Request | None = None) -> None:
+        if txn is None and invite is None:
+            raise ValueError(f"call {call_id}: a call without ZERO's INVITE transaction (originate) needs invite=")
         self.env = env
         self.id = call_id
         # an originated call (originate.py) has no INVITE of ZERO's: `invite` stands for the call
