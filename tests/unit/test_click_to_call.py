@@ -125,3 +125,15 @@ def test_metrics_count_originated_calls_by_what_their_first_leg_did() -> None:
     counts = metrics.snapshot()
     assert counts["callflow_calls_originated_total{result=answered}"] == 1
     assert counts["callflow_calls_originated_total{result=failed}"] == 1
+
+
+def test_a_web_page_cannot_make_the_server_place_a_call() -> None:
+    async def scenario(engine: Engine, base: str, state: Any) -> None:
+        register(engine, "alice", ("127.0.0.1", 9))
+        async with aiohttp.ClientSession() as session, session.post(
+                base + "/api/calls", json={"from_user": "alice", "to": "15551234567"},
+                headers={"Origin": "http://evil.example", "Sec-Fetch-Site": "cross-site"}) as response:
+            assert response.status == 403
+        assert not engine.calls
+
+    with_server(scenario)
