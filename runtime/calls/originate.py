@@ -73,6 +73,8 @@ class Originating:
         if not self.zero_forks:
             self._dial_failed(failures[-1] if failures else Failure(480, "Temporarily Unavailable"))
             return
+        # until one answers, the status page shows where ZERO is being rung (its first INVITE's address)
+        self.zero.address, self.zero.transport = self.zero_forks[0].address, self.zero_forks[0].transport
         for leg in self.zero_forks:
             invite = leg.invite
             assert invite is not None

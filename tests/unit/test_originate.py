@@ -91,7 +91,7 @@ def test_zero_is_offered_the_relays_own_sdp_and_rings_first() -> None:
     call.dial()
     invite = call.invite_to_zero()
     assert invite.destination == HOME_ADDR and invite.message.body == b"our-offer"
-    assert call.machine.state is CallState.ORIGINATING
+    assert call.machine.state is CallState.ORIGINATING and call.machine.zero.address == HOME_ADDR
     assert call.event("created") == {"call": "c1", "peer_type": "USER", "peer": "alice", "caller": "alice",
                                      "to": "+15551230000", "origin": "originated"}
     call.zero_responds(180)
