@@ -48,11 +48,13 @@ from runtime.events import EngineEvent, logfmt_value  # logfmt_value re-exported
 from runtime.lines import LineConfig
 from runtime.logfmt import setup_logging  # re-exported: the log format `callflow run` writes
 from runtime.media.dtmf_sender import MAX_DURATION, MIN_DURATION, normalize_digits
+from runtime.originate import RING_TIMEOUT as RING_ZERO
+from runtime.originate import DialError, originate
 from runtime.registrar import LocationStore
 from runtime.transport import ListenSpec
 
-__all__ = ["EVENT_NAMES", "RING_TIMEOUT", "CallSession", "Channel", "ChatMessage", "Event", "EventStream", "Failure",
-           "Handler", "SipServer", "Target", "UserAccount", "logfmt_value", "setup_logging"]
+__all__ = ["EVENT_NAMES", "RING_TIMEOUT", "CallSession", "Channel", "ChatMessage", "DialError", "DialedCall", "Event",
+           "EventStream", "Failure", "Handler", "SipServer", "Target", "UserAccount", "logfmt_value", "setup_logging"]
 
 log = logging.getLogger("callflow.sdk")
 
@@ -63,11 +65,23 @@ STREAM_SIZE = 10_000  # events an `events()` stream holds unread before it drops
 # Timer C, > 3 min): a callee that rings forever (or a flood of calls to a phone nobody answers) must
 # not hold the user's and the line's call slots forever. It fails as a timeout does (408/480).
 RING_TIMEOUT = 180.0
-NOT_YET = "the call layer cannot do this yet (issue 12)"
 _REASONS = {400: "Bad Request", 403: "Forbidden", 404: "Not Found", 408: "Request Timeout",
             480: "Temporarily Unavailable", 486: "Busy Here", 487: "Request Terminated",
             488: "Not Acceptable Here", 500: "Server Internal Error", 503: "Service Unavailable",
             600: "Busy Everywhere", 603: "Decline"}
+
+
+@dataclass(frozen=True, slots=True)
+class DialedCall:
+    """What dial_call_session returns: the call `session` and `result`, a future: None once bridged
+    (or played), else the Failure."""
+
+    session: CallSession
+    result: asyncio.Future[Failure | None]
+
+    @property
+    def id(self) -> str:
+        return self.session.id
 
 
 @dataclass(frozen=True, slots=True)
@@ -193,6 +207,9 @@ class SipServer:
         self._tasks: set[asyncio.Task[None]] = set()
         self._started = False
         self._registering: weakref.WeakSet[object] = weakref.WeakSet()  # lines register_line started
+        # futures settled by a call's events: dial_call_session(route=) and transfer_call_session
+        self._routed: dict[str, asyncio.Future[Failure | None]] = {}
+        self._transfers: dict[str, asyncio.Future[Failure | None]] = {}
         self.engine.router = self._route
         self.engine.bus.subscribe(self._on_bus)
 
@@ -411,13 +428,100 @@ class SipServer:
         if call is not None:
             call.hangup()
 
-    def dial_call_session(self, *args: object, **kwargs: object) -> None:
-        """DialCallSession (originate): not available yet."""
-        raise NotImplementedError(f"dial_call_session: {NOT_YET}")
+    def dial_call_session(self, *, to_user: str | None = None, to_line: str | None = None, number: str | None = None,
+                          then_user: str | None = None, then_line: str | None = None,
+                          then_number: str | None = None, route: str | None = None, play: str | None = None,
+                          ring_timeout: float = RING_ZERO, timeout: float | None = None) -> DialedCall:
+        """DialCallSession (originate): Callflow places a call itself. Channel ZERO is rung first:
+        `to_user`'s registered phones (all at once), or `number` through `to_line`; for at most
+        `ring_timeout` seconds. Once ZERO answers, exactly one of:
 
-    def transfer_call_session(self, *args: object, **kwargs: object) -> None:
-        """Blind or attended transfer: not available yet."""
-        raise NotImplementedError(f"transfer_call_session: {NOT_YET}")
+        - `then_user=` / `then_line=` + `then_number=`: dial channel ONE (for at most `timeout`
+          seconds, default 180) and bridge the two; ONE offered the codec ZERO answered with;
+        - `route="NUMBER"`: the program decides, as for a call from ZERO's user to NUMBER (an
+          `incoming` event for its handler, the `.flow` rules under `callflow run`);
+        - `play="file.wav"`: play the file to ZERO, then hang up.
+
+        ZERO's phone shows the number it will be connected to as the caller. Returns a DialedCall:
+        `session` (events of this call carry its id; `created` has origin=originated) and `result`,
+        a future: None once bridged (connected) or played, else the Failure (ZERO: 480 no answer,
+        486 busy...; ONE's failure after ZERO answered ends ZERO with BYE, `hangup` saying why).
+        Raises ValueError for a bad combination, and runtime.originate.DialError (a ValueError with
+        `.code`) for an unknown or unregistered user or line, a bad number or the call limit: before
+        anything is sent."""
+        if (to_user is None) == (to_line is None):
+            raise ValueError("dial_call_session needs exactly one of to_user= and to_line= (+ number=)")
+        if to_line is not None and not number:
+            raise ValueError("dial_call_session through a line needs the number= to dial")
+        thens = [name for name, value in (("then_user", then_user), ("then_line", then_line), ("route", route),
+                                           ("play", play)) if value is not None]
+        if len(thens) != 1:
+            raise ValueError("dial_call_session needs exactly one of then_user=, then_line= (+ then_number=), "
+                             f"route= and play= (got {', '.join(thens) or 'none'})")
+        if then_line is not None and not then_number:
+            raise ValueError("dial_call_session bridging through a line needs then_number=")
+        if timeout is not None and timeout <= 0:
+            raise ValueError(f"timeout {timeout!r}: seconds, more than 0 (or None for the default, 180 s)")
+        zero = Target("USER", to_user, None) if to_user is not None else Target("LINE", to_line or "", number)
+        future: asyncio.Future[Failure | None] = asyncio.get_running_loop().create_future()
+
+        def settle(result: Failure | None) -> None:
+            if not future.done():
+                future.set_result(result)
+
+        if route is not None:
+            shown, then = route, "route"
+        elif play is not None:
+            shown, then = "", "play"
+        else:
+            shown, then = then_number or then_user or "", "bridge"
+
+        def answered(call: CallSession) -> None:
+            if route is not None:
+                self._routed[call.id] = future   # settled by its `connected` or `closed` event
+                self.engine.route(call)
+            elif play is not None:
+                def played() -> None:
+                    settle(None)
+                    call.hangup()
+                call.play(play, True, played)
+            else:
+                target = Target("USER", then_user, then_number) if then_user is not None \
+                    else Target("LINE", then_line or "", then_number)
+
+                def on_result(failure: Failure | None) -> None:
+                    if failure is not None:
+                        call.reject(failure.code, failure.reason)  # ZERO gets BYE; `hangup` says why
+                    settle(failure)
+
+                call.accept([target], timeout if timeout is not None else RING_TIMEOUT, on_result)
+
+        session = originate(self.engine, zero, answered, number=shown, then=then, on_failed=settle,
+                            ring_timeout=ring_timeout)
+        return DialedCall(session, future)
+
+    def transfer_call_session(self, session: CallSession | str, *, to_user: str | None = None,
+                              to_line: str | None = None, number: str | None = None,
+                              channel: Channel = Channel.ONE) -> asyncio.Future[Failure | None]:
+        """Blind transfer of a connected call: the party on `channel` (default ONE, the leg Callflow
+        dialled) leaves, and the other party is bridged to `to_user`'s phones or to `number` through
+        `to_line` once one answers (Callflow carries it out as it does a phone's REFER; `transfer`
+        events report trying, ringing, connected or failed). Returns a future: None once bridged,
+        else the Failure (the call then goes on as it was). Raises ValueError unless exactly one of
+        to_user and to_line is given (to_line needs number)."""
+        if (to_user is None) == (to_line is None):
+            raise ValueError("transfer_call_session needs exactly one of to_user= and to_line= (+ number=)")
+        if to_line is not None and not number:
+            raise ValueError("transfer_call_session through a line needs the number= to dial")
+        future: asyncio.Future[Failure | None] = asyncio.get_running_loop().create_future()
+        call = self._session(session)
+        if call is None:
+            future.set_result(Failure(481, "Call/Transaction Does Not Exist (the call session has closed)"))
+            return future
+        target = Target("USER", to_user, number) if to_user is not None else Target("LINE", to_line or "", number)
+        self._transfers[call.id] = future   # settled by the call's `transfer` event: connected or failed
+        call.transfer(channel, [target], number or to_user or "")
+        return future
 
     def send_dtmf(self, session: CallSession | str, digits: str, channel: Channel = Channel.ZERO,
                   duration: float = 0.1) -> None:
@@ -535,11 +639,42 @@ class SipServer:
             # that a handler's accept_call_session finds the session waiting for one
             self._pending_incoming[str(engine_event.fields.get("call"))] = engine_event
             return
+        if name in ("connected", "closed", "transfer"):
+            self._settle(name, engine_event.fields)
         if name == "closed":
             self._pending_incoming.pop(str(engine_event.fields.get("call")), None)
         call_id = engine_event.fields.get("call")
         session = self.engine.calls.get(call_id) if isinstance(call_id, str) else None
         self._deliver(Event(name, MappingProxyType(dict(engine_event.fields)), session))
+
+    def _settle(self, name: str, fields: Mapping[str, object]) -> None:
+        """The futures of dial_call_session(route=) and transfer_call_session, from the call's events."""
+        call_id = str(fields.get("call"))
+        if name == "transfer":
+            outcome = fields.get("outcome")
+            if outcome in ("connected", "failed"):
+                future = self._transfers.pop(call_id, None)
+                if future is not None and not future.done():
+                    reason = str(fields.get("reason") or "")
+                    code, _, text = reason.partition(" ")
+                    future.set_result(None if outcome == "connected" else
+                                      Failure(int(code) if code.isdigit() else 500, text or reason or "Failed"))
+            return
+        future = self._routed.pop(call_id, None)
+        if future is None or future.done():
+            return
+        if name == "connected":
+            future.set_result(None)
+        else:
+            session = self.engine.calls.get(call_id)
+            reason = str(fields.get("reason") or "")
+            code, _, text = reason.partition(" ")
+            failure = session.last_failure if session is not None else None
+            future.set_result(failure or Failure(int(code) if code.isdigit() else 480, text or reason or "hangup"))
+        if name == "closed":
+            transfer = self._transfers.pop(call_id, None)
+            if transfer is not None and not transfer.done():
+                transfer.set_result(Failure(487, "Request Terminated (the call closed)"))
 
     def _route(self, call: CallSession) -> None:
         incoming = self._pending_incoming.pop(call.id, None)

@@ -78,6 +78,9 @@ EVENTS: tuple[EventSpec, ...] = (
     EventSpec("created", "call", "a call session exists: an INVITE from a known user or line arrived", (
         CALL, PEER_TYPE, _f("peer", str, "the user's or line's name the call came from"),
         _f("caller", str, "the caller's number (same as caller_id)"), _f("to", str, "the dialled number"),
+        _f("origin", str, "`originated` when Callflow dialled the call itself (`dial_call_session`, `callflow "
+                          "call`): channel ZERO is then the leg it rang first, and `peer` the user (or line) "
+                          "the call is made for", optional=True, default="incoming"),
     ), handler="on created", sdk="OnCallSessionCreated"),
     EventSpec("incoming", "call", "the call is about to be routed (media anchored)", (
         CALL, PEER_TYPE, _f("peer", str, "the user's or line's name the call came from"),
@@ -86,8 +89,15 @@ EVENTS: tuple[EventSpec, ...] = (
         _f("ip", str, "the address the INVITE came from"), _f("port", int, "its port"),
     ), sdk="OnIncomingCall"),
     EventSpec("connecting", "call", "the dialled leg rings (its first provisional answer)", (
-        CALL, _f("channel", str, "the leg that rings: `ONE`, the leg Callflow dialled"),
+        CALL, _f("channel", str, "the leg that rings: `ONE`, the leg Callflow dialled (`ZERO` too for a call "
+                                 "Callflow originated: its first leg rings)"),
     ), handler="on connecting", sdk="OnCallSessionConnecting"),
+    EventSpec("originated", "call", "a call Callflow dialled itself (`dial_call_session`, `callflow call`): "
+              "channel ZERO answered; the call goes on to dial channel ONE (or play to ZERO). Had it not "
+              "answered, `failed` says why (480 no answer, 486 busy...)", (
+        CALL, _f("peer_type", str, "`USER` or `LINE`: the kind of peer that answered on channel ZERO"),
+        _f("peer", str, "the user's or line's name that answered"),
+    )),
     EventSpec("connected", "call", "answered: voice flows both ways", (
         CALL, _f("peer_type", str, "`USER` or `LINE`: the kind of peer that answered"),
         _f("peer", str, "the user's or line's name that answered"),
@@ -103,7 +113,9 @@ EVENTS: tuple[EventSpec, ...] = (
            optional=True, default="BYE"),
     ), handler="on hangup", sdk="OnCallSessionHangUp"),
     EventSpec("failed", "call", "the call never connected", (
-        CALL, _f("code", int, "the SIP status the caller got"), _f("reason", str, "its reason phrase"),
+        CALL, _f("code", int, "the SIP status the caller got (for a call Callflow originated: the status "
+                              "channel ZERO answered with, 480 when it did not answer in time)"),
+        _f("reason", str, "its reason phrase"),
     ), handler="on failed", sdk="OnCallSessionFailed"),
     EventSpec("dtmf", "call", "a DTMF digit from a leg (RFC 4733 telephone-event, reported once at its end, or "
               "SIP INFO); the other leg still gets it, in the form it negotiated (RFC 4733 if its SDP has "
@@ -307,6 +319,17 @@ EVENTS: tuple[EventSpec, ...] = (
         _f("backlog_kb", str, "unread datagrams on the SIP sockets"),
     ), bus=False),
     # ---- routing and the program
+    EventSpec("originating", "routing", "Callflow places a call itself (`dial_call_session`, `callflow call`, "
+              "`POST /api/calls`): channel ZERO is being rung", (
+        CALL, _f("zero", str, "what is rung first: `user:NAME` or `line:NAME`"),
+        _f("number", str, "the number the call is for (dialled through the rules, or bridged to), `-` for none"),
+        _f("then", str, "what follows ZERO's answer: `route` (the rules decide), `bridge` or `play`"),
+    ), bus=False),
+    EventSpec("originate_refused", "routing", "click-to-call (`callflow call`, `POST /api/calls`) refused before "
+              "ringing the user's phone: the rules refuse a call from that user to that number", (
+        _f("user", str, "the user whose phone would have rung"), _f("to", str, "the number asked for"),
+        _f("code", int, "the rules' status (404 when no rule takes the call)"), _f("reason", str, "its reason"),
+    ), bus=False),
     EventSpec("routed", "routing", "an `on incoming` rule decided a call", (
         CALL, _f("rule", str, "the deciding rule, `file:line:col`"),
     ), bus=False),

@@ -184,6 +184,7 @@ def build_parser() -> argparse.ArgumentParser:
     graph.add_argument("path")
     graph.add_argument("-o", "--output")
     _add_control_commands(sub)
+    _add_call_command(sub)
     return p
 
 
@@ -211,6 +212,42 @@ def _add_control_commands(sub: argparse._SubParsersAction) -> None:  # type: ign
                               f"else {DEFAULT_HOST}:{DEFAULT_PORT})")
         cmd.add_argument("--token", help=f"the control endpoint's token (default: {TOKEN_ENV})")
         cmd.add_argument("--json", action="store_true", help="the server's JSON answer, for scripts")
+
+
+def _add_call_command(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    from .control import ADDRESS_ENV, DEFAULT_HOST, DEFAULT_PORT, TOKEN_ENV
+
+    cmd = sub.add_parser("call", help="click-to-call on a running server: ring USER's phone, then dial NUMBER "
+                                      "through the rules as a call from USER")
+    cmd.add_argument("user", metavar="USER", help="the user whose registered phones ring first")
+    cmd.add_argument("number", metavar="NUMBER", help="the number dialled when the phone answers")
+    cmd.add_argument("--ring-timeout", type=float, default=60.0, metavar="SECONDS",
+                     help="how long the user's phone may ring (default 60)")
+    cmd.add_argument("--control", metavar="HOST:PORT",
+                     help=f"the server's control endpoint (default: {ADDRESS_ENV}, else {DEFAULT_HOST}:{DEFAULT_PORT})")
+    cmd.add_argument("--token", help=f"the control endpoint's token (default: {TOKEN_ENV})")
+    cmd.add_argument("--json", action="store_true", help="the server's JSON answer, for scripts")
+
+
+def cmd_call(args: argparse.Namespace) -> int:
+    """`callflow call USER NUMBER`: POST /api/calls; exit 0 once the phone is ringing, 1 with the
+    server's reason (unknown user, not registered, a bad number, refused by the rules) or when no
+    server answers, 2 for a bad --control address."""
+    from .control.client import ControlClient, NoServer, render_call
+
+    try:
+        client = ControlClient(args.control, args.token)
+    except ValueError as exc:
+        print(f"callflow call: {exc}", file=sys.stderr)
+        return 2
+    try:
+        answer = client.post("/api/calls", {"from_user": args.user, "to": args.number,
+                                            "ring_timeout": args.ring_timeout})
+    except (NoServer, RuntimeError) as exc:
+        print(f"callflow call: {exc}", file=sys.stderr)
+        return 1
+    print(json.dumps(answer, indent=2) if args.json else render_call(answer))
+    return 0
 
 
 def cmd_control(args: argparse.Namespace) -> int:
@@ -313,7 +350,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return {"run": cmd_run, "check": cmd_check, "explain": cmd_explain, "fmt": cmd_fmt,
                 "graph": cmd_graph, "status": cmd_control, "calls": cmd_control, "reload": cmd_control,
-                "version": cmd_control, "cdr": cmd_cdr}[args.command](args)
+                "version": cmd_control, "cdr": cmd_cdr, "call": cmd_call}[args.command](args)
     except KeyboardInterrupt:
         return 130
     except FlowError as exc:

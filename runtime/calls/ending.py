@@ -26,7 +26,7 @@ from .io import (
     SendStateless,
     SetTimer,
 )
-from .legs import Leg
+from .legs import Failure, Leg
 from .names import (
     LINGER,
     NO_ANSWER,
@@ -112,7 +112,7 @@ class Ending:
         if self.state in (CallState.CONNECTED, CallState.ENDING, CallState.CLOSED, CallState.ANSWERED) \
                 or self.answered_by_us:
             return
-        if self.txn.state is State.PROCEEDING:
+        if self.txn is not None and self.txn.state is State.PROCEEDING:
             self._out.append(Respond(self.txn, create_response(self.invite, 487, "Request Terminated",
                                                                to_tag=self.local_tag)))
         self._out.append(CancelTimer(NO_ANSWER))
@@ -188,7 +188,8 @@ class Ending:
         """A name for `leg` that a request's tag can carry (no object: the tag outlives nothing)."""
         if leg is self.zero:
             return ("zero", 0)
-        for pool, legs in (("fork", self.forks), ("transfer", self.transfer_forks), ("retired", self.retired)):
+        for pool, legs in (("fork", self.forks), ("transfer", self.transfer_forks), ("retired", self.retired),
+                           ("originate", self.zero_forks)):
             for i, other in enumerate(legs):
                 if other is leg:
                     return (pool, i)
@@ -198,7 +199,8 @@ class Ending:
         pool, i = ref
         if pool == "zero":
             return self.zero
-        legs = {"fork": self.forks, "transfer": self.transfer_forks, "retired": self.retired}.get(pool)
+        legs = {"fork": self.forks, "transfer": self.transfer_forks, "retired": self.retired,
+                "originate": self.zero_forks}.get(pool)
         return legs[i] if legs is not None and 0 <= i < len(legs) else None
 
     def _bye_response(self, ref: tuple[str, int], resp: Response | None) -> None:
@@ -285,6 +287,9 @@ class Ending:
 
     def _internal_failure(self) -> None:
         state = self.state
+        if state is CallState.ORIGINATING:
+            self._dial_failed(Failure(500, "Server Internal Error"))
+            return
         if state in (CallState.NEW, CallState.ROUTING, CallState.DIALING):
             self._fail_zero(500, "Server Internal Error")
         elif state in (CallState.CONNECTED, CallState.ANSWERED):
@@ -312,7 +317,8 @@ class Ending:
             self._out.append(Released())
 
     def _outstanding(self) -> bool:
-        return any(not f.settled and f.cancel is not CancelState.NONE for f in (*self.forks, *self.transfer_forks))
+        return any(not f.settled and f.cancel is not CancelState.NONE
+                   for f in (*self.forks, *self.transfer_forks, *self.zero_forks))
 
     def _maybe_released(self) -> None:
         if self.state is CallState.CLOSED and not self._outstanding():

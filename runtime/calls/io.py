@@ -172,6 +172,31 @@ class SendDtmfIn:
 
 
 @dataclass(slots=True)
+class DialIn:
+    """Originate: ring `targets` on channel ZERO ourselves (all at once; the first answer wins) for
+    at most `timeout` seconds; `on_answered()` once ZERO answered (then the call is ANSWERED: accept,
+    play, route or hang up as for a call we answered), `on_failed(failure)` when it never did."""
+
+    now: float
+    targets: list[Any]
+    timeout: float
+    on_answered: Callable[[], None]
+    on_failed: Callable[[Any], None]
+
+
+@dataclass(slots=True)
+class TransferIn:
+    """A blind transfer asked by the program (the SDK's transfer_call_session), not by a phone: the
+    party on `channel` leaves, the other one is bridged to `targets` once one answers (as a REFER's
+    transfer is carried out, without NOTIFYs); `transfer` events report each step."""
+
+    now: float
+    channel: Channel
+    targets: list[Any]
+    label: str
+
+
+@dataclass(slots=True)
 class ActionFailed:
     """The runner could not carry out an action (a bug, or the layer refused a message)."""
 
@@ -181,7 +206,7 @@ class ActionFailed:
 
 Input = (Start | RequestIn | AckIn | CancelIn | ResponseIn | StrayResponseIn | TimerFired | MediaDone | PlayDone
          | AcceptIn | RejectIn | HangupIn | PlayIn | DigitIn | SendDtmfIn | ActionFailed | GatherIn
-         | GatherPromptDone)
+         | GatherPromptDone | DialIn | TransferIn)
 
 # ---- actions ---------------------------------------------------------------------------------
 

@@ -37,6 +37,7 @@ from .io import (
     Action,
     ActionFailed,
     CancelIn,
+    DialIn,
     DigitIn,
     Emit,
     GatherIn,
@@ -55,6 +56,7 @@ from .io import (
     Start,
     StrayResponseIn,
     TimerFired,
+    TransferIn,
 )
 from .legs import CallEnv, Failure, Leg
 from .names import (
@@ -64,6 +66,7 @@ from .names import (
     NO_ANSWER,
     NO_HEADERS,
     ONE,
+    ORIGINATE_NO_ANSWER,
     RELAYED_HEADERS,
     RESEND_2XX,
     RTP_CHECK,
@@ -76,6 +79,7 @@ from .names import (
     ZERO,
     Step,
 )
+from .originate import Originating
 from .play import Playing
 from .session_refresh import SessionRefresh
 from .setup_routing import CallSetup
@@ -91,21 +95,26 @@ from .transfer import Transfer, Transfers
 log = logging.getLogger("callflow.calls")
 
 
-class CallMachine(CallSetup, Playing, Gathers, InDialog, SessionRefresh, Transfers, Ending, DtmfJobs):
+class CallMachine(CallSetup, Originating, Playing, Gathers, InDialog, SessionRefresh, Transfers, Ending,
+                  DtmfJobs):
     """One call: created on an INVITE, routed by the dialplan, closed when both legs are gone.
 
     Public data the dialplan reads: id, program, peer_type, peer_name, caller_id, caller_name,
     dialled, invite, last_failure; it may set caller_id_override and extra_headers.
     """
 
-    def __init__(self, env: CallEnv, call_id: str, txn: ServerTransaction, *, peer_type: str,
+    def __init__(self, env: CallEnv, call_id: str, txn: ServerTransaction | None, *, peer_type: str,
                  peer_name: str | None, caller_id: str, dialled: str, program: object = None, now: float = 0.0,
                  t1: float = 0.5, t2: float = 4.0, max_duration: float | None = None,
-                 rtp_timeout: float | None = None) -> None:
+                 rtp_timeout: float | None = None, invite: Request | None = None) -> None:
+        if txn is None and invite is None:
+            raise ValueError(f"call {call_id}: a call without ZERO's INVITE transaction (originate) needs invite=")
         self.env = env
         self.id = call_id
+        # an originated call (originate.py) has no INVITE of ZERO's: `invite` stands for the call
+        # (From the caller, To the number, no body) and txn is None
         self.txn = txn
-        self.invite: Request = txn.request
+        self.invite: Request = txn.request if txn is not None else invite  # type: ignore[assignment]
         self.peer_type = peer_type      # "USER" | "LINE"
         self.peer_name = peer_name
         self.program = program          # the routing program this call started with, to its end
@@ -123,7 +132,15 @@ class CallMachine(CallSetup, Playing, Gathers, InDialog, SessionRefresh, Transfe
         self.now = now
         self.created_at = now
         self.answered_at: float | None = None
-        self.zero = Leg(ZERO, peer_type, peer_name, txn.peer, txn.transport)
+        self.zero = Leg(ZERO, peer_type, peer_name, txn.peer if txn is not None else ("0.0.0.0", 0),
+                        txn.transport if txn is not None else "udp")
+        # originate (originate.py): our INVITEs to ZERO, the number ZERO's phone is shown as calling
+        self.originated = False
+        self.zero_forks: list[Leg] = []
+        self.zero_ringing = False
+        self.zero_shows: str | None = None
+        self.on_answered: Callable[[], None] | None = None
+        self.on_dial_failed: Callable[[Failure], None] | None = None
         self.one: Leg | None = None
         self.forks: list[Leg] = []
         self.attempt = 0
@@ -251,6 +268,8 @@ class CallMachine(CallSetup, Playing, Gathers, InDialog, SessionRefresh, Transfe
             return self._adopt_response(tag[1], inp.response)
         elif kind == "dtmf":
             self._dtmf_info_response(tag[1], tag[2], inp.response)
+        elif kind == "originate":
+            return self._originate_response(tag[1], inp.response)
         return None  # NOTIFY, CANCEL, a BYE to another fork's dialog: nothing waits for them
 
     def _leg(self, channel: Channel, call_id: str) -> Leg | None:
@@ -283,6 +302,8 @@ class CallMachine(CallSetup, Playing, Gathers, InDialog, SessionRefresh, Transfe
                 self._end(bye_zero=True, bye_one=True)
         elif name == RTP_CHECK:
             return self._rtp_check()
+        elif name == ORIGINATE_NO_ANSWER:
+            self._originate_no_answer()
         elif name == TRANSFER_NO_ANSWER:
             transfer = self.transfer
             if transfer is not None and transfer.state is TransferState.DIALING and self.state is CallState.CONNECTED:
@@ -321,6 +342,8 @@ _HANDLERS: dict[type, Callable[[CallMachine, Any], Any]] = {
     RejectIn: CallMachine._on_reject,
     HangupIn: CallMachine._on_hangup,
     PlayIn: CallMachine._on_play,
+    DialIn: CallMachine._on_dial,
+    TransferIn: CallMachine._on_transfer,
     PlayDone: CallMachine._on_play_done,
     ResponseIn: CallMachine._on_response,
     StrayResponseIn: CallMachine._on_stray_response,

@@ -32,6 +32,7 @@ RTP_CHECK = "rtp_check"
 SE_REFRESH = {ZERO: "se_refresh_zero", ONE: "se_refresh_one"}
 SE_EXPIRE = {ZERO: "se_expire_zero", ONE: "se_expire_one"}
 TRANSFER_NO_ANSWER = "transfer_no_answer"
+ORIGINATE_NO_ANSWER = "originate_no_answer"  # channel ZERO of a call we dialled rang too long
 TRANSFER_TIMEOUT = 60.0  # seconds a transfer's target may ring before the transferor hears 480
 SE_TIMERS = {name: ch for ch in Channel for name in (SE_REFRESH[ch], SE_EXPIRE[ch])}
 TOO_SMALL = "Session Interval Too Small"

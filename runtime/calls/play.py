@@ -42,7 +42,7 @@ class Playing:
         return self._play(inp.path, inp.answered, inp.on_done)
 
     def _play(self, path: str, answered: bool, on_done: Callable[[], None]) -> Step:
-        offer = self.invite.body
+        offer = self.invite.body  # an originated call's stands-for INVITE has none: ZERO answered our offer
         try:
             if not self.has_media:
                 raise MediaError("the call has no media")
@@ -78,7 +78,7 @@ class Playing:
             self._answer_zero(sdp)
             self._move(CallState.ANSWERED)
         elif not self.answered_by_us and not self.early_media_sent:
-            if self.txn.state is not State.PROCEEDING:
+            if self.txn is None or self.txn.state is not State.PROCEEDING:
                 return
             self.early_media_sent = True
             r = create_response(self.invite, 183, "Session Progress", to_tag=self.local_tag,

@@ -32,6 +32,7 @@ from .io import (
     CancelIn,
     CancelTimer,
     Closed,
+    DialIn,
     DigitIn,
     Emit,
     GatherIn,
@@ -60,6 +61,7 @@ from .io import (
     StopPlaying,
     StrayResponseIn,
     TimerFired,
+    TransferIn,
 )
 from .legs import Failure, Leg, Target
 from .machine import CallMachine
@@ -193,6 +195,18 @@ class CallSession:
         """Send `digits` into `channel`'s phone, each held `duration` seconds: RFC 4733 when that leg
         negotiated telephone-event, else SIP INFO (runtime/calls/dtmf.py); `dtmf_dropped` if neither."""
         self.runner.feed(self, SendDtmfIn(self.runner.now(), channel, digits, duration))
+
+    def dial(self, targets: list[Target], timeout: float, on_answered: Callable[[], None],
+             on_failed: Callable[[Failure], None]) -> None:
+        """Originate (runtime/calls/originate.py): ring `targets` as channel ZERO for at most `timeout`
+        seconds; `on_answered()` once one answered (then accept, play or reject as for a call we
+        answered), `on_failed(failure)` when none did (the call has closed)."""
+        self.runner.feed(self, DialIn(self.runner.now(), targets, timeout, on_answered, on_failed))
+
+    def transfer(self, channel: Channel, targets: list[Target], label: str) -> None:
+        """Blind transfer asked by the program: the party on `channel` leaves, the other is bridged to
+        the first of `targets` to answer (`label` names the target in the `transfer` events)."""
+        self.runner.feed(self, TransferIn(self.runner.now(), channel, targets, label))
 
     # ---- what the engine hands over --------------------------------------------------------------------
     def digit(self, channel: Channel, digit: str, duration: int) -> None:
@@ -380,7 +394,7 @@ class CallRunner:
     def _closed(self, s: CallSession, a: Closed) -> None:
         self._live -= len(s.timers)
         s.timers.clear()
-        if s.machine.txn.user_data is s:
+        if s.machine.txn is not None and s.machine.txn.user_data is s:
             s.machine.txn.user_data = None  # the INVITE transaction outlives the call: no cycle through it
         self._stop_playing(s, None)
         stats: dict[str, object] = {}

@@ -144,6 +144,8 @@ class CallSetup:
             self._end(bye_zero=True, bye_one=True)
         elif state in (CallState.ROUTING, CallState.DIALING, CallState.NEW):
             self._fail_zero(480, "Temporarily Unavailable")
+        elif state is CallState.ORIGINATING:
+            self._dial_failed(Failure(487, "Request Terminated (hung up before channel ZERO answered)"))
 
     def _fork_response(self, leg: Leg, resp: Response) -> Step | None:
         status = resp.status
@@ -319,7 +321,7 @@ class CallSetup:
                 body = b""
         if status == 183 and not body:
             status = 180
-        if self.txn.state is not State.PROCEEDING or self.state is not CallState.DIALING:
+        if self.txn is None or self.txn.state is not State.PROCEEDING or self.state is not CallState.DIALING:
             return
         r = create_response(self.invite, status, "Ringing" if status == 180 else resp.reason,
                             to_tag=self.local_tag, headers=[("Contact", self.env.contact(self.zero.transport))],
@@ -342,7 +344,7 @@ class CallSetup:
         leg = self.one if self.one is not None and self.one.invite is not None \
             and self.one.invite.call_id == call_id else None
         if leg is None:
-            leg = next((f for f in (*self.forks, *self.transfer_forks)
+            leg = next((f for f in (*self.forks, *self.transfer_forks, *self.zero_forks)
                         if f.invite is not None and f.invite.call_id == call_id), None)
         if leg is None or leg.invite is None:
             return
@@ -386,7 +388,15 @@ class CallSetup:
     def _fail_zero(self, code: int, reason: str, headers: list[tuple[str, str]] | None = None) -> None:
         """Refuse the call on channel ZERO with a final response, then close it (or, when we answered
         ZERO ourselves, hang it up: a final response can no longer be sent)."""
+        if self.state is CallState.ORIGINATING:
+            self._dial_failed(Failure(code, reason))  # originate.py: ZERO has not answered yet
+            return
         if self.answered_by_us and self.state in (CallState.ANSWERED, CallState.DIALING):
+            if self.originated:  # the plan failed after ZERO answered: its BYE says why (originate.py)
+                self.last_failure = Failure(code, reason)
+                self.hangup_channel = ONE if self.one is None and self.forks else None
+                self._emit("hangup", call=self.id, channel=self.hangup_channel.name if self.hangup_channel else None,
+                           reason=f"{code} {reason}")
             self._end(bye_zero=True, bye_one=False)
             return
         if self.state in (CallState.CLOSED, CallState.CONNECTED, CallState.ENDING):
@@ -396,7 +406,7 @@ class CallSetup:
             self._cancel_fork(leg)
         if self.one is not None:
             self._bye(self.one)  # it answered, but the call failed before ZERO could be answered
-        if self.txn.state is State.PROCEEDING:
+        if self.txn is not None and self.txn.state is State.PROCEEDING:
             self._out.append(Respond(self.txn, create_response(self.invite, code, reason, to_tag=self.local_tag,
                                                                headers=headers)))
         self._emit("failed", call=self.id, code=code, reason=reason)

@@ -8,6 +8,11 @@ A newcomer reads the call's life from CALL_TRANSITIONS below; every move goes th
                       +--play answered-->+  +--no answer/refused--> ROUTING or ANSWERED (the plan goes on)
                          (ANSWERED: we answered ZERO ourselves)
     any state but CLOSED --refused/cancelled/failed--> CLOSED
+
+Originate (originate.py): Callflow dials channel ZERO itself, then bridges or plays to it.
+
+    NEW --dial--> ORIGINATING --ZERO answers--> ANSWERED --accept--> DIALING --ONE answers--> CONNECTED
+                      +--no answer/busy/hung up--> CLOSED
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ class Channel(Enum):
 class CallState(Enum):
     NEW = "new"                # created on an INVITE, media not yet allocated
     ROUTING = "routing"        # the dialplan decides; it may play early media
+    ORIGINATING = "originating"  # we dialled channel ZERO ourselves (originate); it has not answered yet
     ANSWERED = "answered"      # we answered ZERO ourselves (`play ... answered`), nothing dialled yet
     DIALING = "dialing"        # INVITEs out on channel ONE (one per fork)
     CONNECTED = "connected"    # ONE answered; both dialogs up, in-dialog requests relayed
@@ -38,7 +44,9 @@ class CallState(Enum):
 
 S = CallState
 CALL_TRANSITIONS: dict[CallState, frozenset[CallState]] = {
-    S.NEW: frozenset({S.ROUTING, S.CLOSED}),
+    S.NEW: frozenset({S.ROUTING, S.ORIGINATING, S.CLOSED}),
+    # originate: ZERO answered (then bridged, routed or played to, as ANSWERED), or it never did
+    S.ORIGINATING: frozenset({S.ANSWERED, S.CLOSED}),
     S.ROUTING: frozenset({S.ANSWERED, S.DIALING, S.CLOSED}),
     S.ANSWERED: frozenset({S.DIALING, S.ENDING, S.CLOSED}),
     # an attempt that fails goes back to where the plan decides (ROUTING, or ANSWERED after our 200)

@@ -23,6 +23,7 @@ from .io import (
     Respond,
     SendRequest,
     SetTimer,
+    TransferIn,
 )
 from .legs import Failure, Leg, Target
 from .names import (
@@ -107,6 +108,27 @@ class Transfers:
             self._transfer_failed(transfer, failure or Failure(404, "Not Found (no route)"))
             return None
         return self._dial_transfer(transfer, targets)
+
+    def _on_transfer(self, inp: TransferIn) -> Step | None:
+        """The program transfers the party on `inp.channel` away (blind): the other party is bridged to
+        the first of `inp.targets` to answer; on failure the call goes on as it was."""
+        leg = self.zero if inp.channel is ZERO else self.one
+        if self.state is not CallState.CONNECTED or leg is None or leg.dialog is None \
+                or (self.transfer is not None
+                    and self.transfer.state in (TransferState.DIALING, TransferState.BRIDGING)):
+            log.warning("call=%s transfer refused: the call is %s%s", self.id, self.state.value,
+                        ", a transfer is under way" if self.transfer is not None else "")
+            self._out.append(Emit("transfer", {"call": self.id, "transferor": leg.peer if leg else "", "kind": "blind",
+                                               "target": inp.label, "channel": inp.channel.name, "outcome": "failed",
+                                               "reason": f"481 the call is not connected ({self.state.value})"
+                                               if self.state is not CallState.CONNECTED
+                                               else "491 a transfer is under way"}))
+            return None
+        self.attempt += 1
+        transfer = Transfer(leg, leg.peer or "", inp.label, "blind", self.attempt, notify=False)
+        self.transfer = transfer
+        self._transfer_step(transfer, "trying")
+        return self._dial_transfer(transfer, inp.targets)
 
     def _dial_transfer(self, transfer: Transfer, targets: list[Target]) -> Step:
         offer = b""

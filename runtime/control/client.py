@@ -1,4 +1,4 @@
-"""The CLI side of the control endpoint: `callflow status | calls | reload | version` ask a running
+"""The CLI side of the control endpoint: `callflow status | calls | reload | version | call` ask a running
 server over HTTP (stdlib urllib: the CLI needs no event loop) and print tables a person reads at a
 glance, or the server's JSON with --json.
 """
@@ -34,12 +34,15 @@ class ControlClient:
     def get(self, path: str) -> Any:
         return self._request("GET", path)
 
-    def post(self, path: str) -> Any:
-        return self._request("POST", path, b"")
+    def post(self, path: str, body: Any = None) -> Any:
+        """POST, with `body` as JSON when given."""
+        return self._request("POST", path, b"" if body is None else json.dumps(body).encode("utf-8"))
 
     def _request(self, method: str, path: str, data: bytes | None = None) -> Any:
         """The JSON answer; raises NoServer when nothing answers, RuntimeError on an HTTP error."""
         request = urllib.request.Request(self.base + path, data=data, method=method)
+        if data:
+            request.add_header("Content-Type", "application/json")
         if self.token:
             request.add_header("Authorization", f"Bearer {self.token}")
         try:
@@ -175,3 +178,10 @@ def render_reload(answer: dict[str, Any]) -> str:
     if result == "unchanged":
         return f"unchanged: program {answer.get('version')} is what the files say"
     return f"reload failed, program {answer.get('version')} kept:\n{answer.get('error')}"
+
+
+def render_call(answer: dict[str, Any]) -> str:
+    """`callflow call`: what was started."""
+    return (f"call {answer.get('call')}: ringing {answer.get('from_user')}'s phone; when it answers, "
+            f"{answer.get('to')} is dialled through the rules as a call from {answer.get('from_user')} "
+            "(callflow calls to follow it)")

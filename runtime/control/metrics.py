@@ -64,12 +64,18 @@ class Metrics:
                              "was saturated", registry=r)
         self.reloads = Counter("callflow_reloads", "Program reloads by result (reloaded, unchanged, failed)",
                                ["result"], registry=r)
+        self.originated = Counter("callflow_calls_originated", "Calls Callflow placed itself (dial_call_session, "
+                                  "click-to-call) by what their first leg did (answered, failed)", ["result"],
+                                  registry=r)
+        for result in ("answered", "failed"):
+            self.originated.labels(result)
         for outcome in ("answered", "failed", "cancelled", "unanswered"):
             self.calls.labels(outcome)  # zeros from the start, so rate() and alerts see the series
         for result in ("reloaded", "unchanged", "failed"):
             self.reloads.labels(result)
         self._engine = engine
         self._started: dict[str, float] = {}   # call -> monotonic time of `created`
+        self._dialling: set[str] = set()        # originated calls whose first leg has not answered yet
         self._outcome: dict[str, str] = {}     # call -> what it came to so far
         self.observing_sip = False
         self._sip_counts: dict[tuple[str, bytes], int] = {}  # (direction, method or code) -> messages
@@ -122,6 +128,11 @@ class Metrics:
         if name == "created" and call is not None:
             if len(self._started) < MAX_TRACKED_CALLS:
                 self._started[str(call)] = time.monotonic()
+            if f.get("origin") == "originated" and len(self._dialling) < MAX_TRACKED_CALLS:
+                self._dialling.add(str(call))
+        elif name == "originated" and call is not None:
+            self._dialling.discard(str(call))
+            self.originated.labels("answered").inc()
         elif name == "connected" and call is not None:
             started = self._started.get(str(call))
             if started is not None:
@@ -129,6 +140,9 @@ class Metrics:
             self._outcome[str(call)] = "answered"
         elif name == "failed":
             self.failures.labels(str(f.get("code", "unknown"))).inc()
+            if call is not None and str(call) in self._dialling:
+                self._dialling.discard(str(call))
+                self.originated.labels("failed").inc()
             if call is not None:
                 self._outcome.setdefault(str(call), "failed")
         elif name == "hangup":
@@ -139,6 +153,7 @@ class Metrics:
         elif name == "closed" and call is not None:
             key = str(call)
             self._started.pop(key, None)
+            self._dialling.discard(key)
             self.calls.labels(self._outcome.pop(key, "unanswered")).inc()
         elif name == "line_registered":
             self.line_events.labels(str(f.get("line")), "registered").inc()

@@ -11,6 +11,9 @@ Routes (all GET unless said):
   /api/graph         the running program's routing (rules as data, and Graphviz dot)
   /api/records       recent call records, when the server keeps them
   POST /api/reload   recompile the script now: {"result": "reloaded" | "unchanged" | "failed", ...}
+  POST /api/calls    click-to-call {"from_user": NAME, "to": NUMBER[, "ring_timeout": S]}: ring the
+                     user's phones, then dial NUMBER through the rules as a call from that user;
+                     202 {"call", "state", "from_user", "to"}, or 400/403/404/409/503 {"error"}
   /metrics           Prometheus text exposition
 
 Listening beyond loopback needs a token (refused otherwise, see `check_exposure`); with a token every
@@ -265,6 +268,10 @@ def build_app(state: views.ControlState, token: str | None = None,
     async def reload(_: web.Request) -> web.Response:
         return json(await reload_now(state))
 
+    async def place_call(request: web.Request) -> web.Response:
+        answer, status = await click_to_call_request(state, request)
+        return web.json_response(answer, status=status, headers={"Cache-Control": "no-store"})
+
     async def metrics(_: web.Request) -> web.Response:
         body = state.metrics.render() if state.metrics is not None else b""
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE})
@@ -279,6 +286,7 @@ def build_app(state: views.ControlState, token: str | None = None,
     app.router.add_get("/api/graph", graph)
     app.router.add_get("/api/records", records)
     app.router.add_post("/api/reload", reload)
+    app.router.add_post("/api/calls", place_call)
     app.router.add_get("/metrics", metrics)
     return app
 
@@ -310,6 +318,31 @@ async def reload_now(state: views.ControlState) -> dict[str, Any]:
         result = "failed" if error else "unchanged"
     return {"result": result, "version": after["version"], "previous_version": before,
             "error": error if result == "failed" else None}
+
+
+async def click_to_call_request(state: views.ControlState, request: web.Request) -> tuple[dict[str, Any], int]:
+    """POST /api/calls: (the JSON answer, the HTTP status). Bad input is a 4xx with an `error` a
+    person can act on, never a traceback."""
+    from ..originate import RING_TIMEOUT, DialError, click_to_call
+
+    try:
+        body = await request.json()
+    except ValueError:
+        return {"error": 'the body must be JSON: {"from_user": "alice", "to": "+15551234567"}'}, 400
+    if not isinstance(body, dict):
+        return {"error": 'the body must be a JSON object: {"from_user": "alice", "to": "+15551234567"}'}, 400
+    user, number, ring = body.get("from_user"), body.get("to"), body.get("ring_timeout", RING_TIMEOUT)
+    if not isinstance(user, str) or not user:
+        return {"error": '"from_user" (the user whose phone rings first) is missing'}, 400
+    if not isinstance(number, str) or not number:
+        return {"error": '"to" (the number to dial when the phone answers) is missing'}, 400
+    if isinstance(ring, bool) or not isinstance(ring, int | float) or not 0 < ring <= 600:
+        return {"error": '"ring_timeout": seconds, more than 0 and at most 600'}, 400
+    try:
+        call = click_to_call(state.engine, user, number, float(ring))
+    except DialError as exc:
+        return {"error": str(exc)}, exc.code
+    return {"call": call.id, "state": call.state, "from_user": user, "to": number.strip()}, 202
 
 
 def make_state(engine: Any, reloader: Any = None, records: Any = None) -> views.ControlState:

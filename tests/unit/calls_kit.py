@@ -130,6 +130,7 @@ class Call:
         self.closed: str | None = None
         self.released = False
         self.media_pending: list[io.MediaCall] = []
+        self.media_ops: list[str] = []     # every media step asked, in order
         self.packets = (0, 0)
         self.dtmf_sent: list[tuple[Channel, str, float]] = []  # send_dtmf asked of the media backend
         self.route = lambda call: call.feed(io.AcceptIn(call.now, [Target("LINE", "far")], None, call.results.append))
@@ -176,6 +177,7 @@ class Call:
         elif isinstance(a, io.CancelTimer):
             self.timers.pop(a.name, None)
         elif isinstance(a, io.MediaCall):
+            self.media_ops.append(a.op)
             self.media_pending.append(a)
             if not self.hold_media:
                 self.answer_media()

@@ -12,7 +12,8 @@ import runtime.calls.machine as machine
 
 CALLS = Path(__file__).resolve().parents[2] / "runtime" / "calls"
 FORBIDDEN = ("asyncio", "socket", "time", "selectors", "threading")
-JOBS = ("setup_routing", "in_dialog", "session_refresh", "play", "gather", "transfer", "ending", "dtmf")
+JOBS = ("setup_routing", "originate", "in_dialog", "session_refresh", "play", "gather", "transfer", "ending",
+        "dtmf")
 
 
 def _imports(path: Path) -> tuple[set[str], set[str]]:

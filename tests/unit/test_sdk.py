@@ -176,15 +176,6 @@ def watch_unknown_events(server: SipServer) -> None:
         server.events("hangups")
 
 
-@pytest.mark.parametrize("method", ["dial_call_session", "transfer_call_session"])
-def test_what_the_call_layer_cannot_do_yet_raises_naming_the_issue(method: str) -> None:
-    def check(server: SipServer) -> None:
-        with pytest.raises(NotImplementedError, match="issue 12"):
-            getattr(server, method)("x")
-
-    offline(check)
-
-
 def test_an_unknown_line_is_named_with_the_known_ones() -> None:
     def check(server: SipServer) -> None:
         server.add_line("itsp1", server="127.0.0.1:5080", username="trunk1")
