@@ -286,6 +286,7 @@ BUILDERS = {
     "tls_key": _setting("tls_key"),
     "control": _setting("control"),
     "control_token": _setting("control_token"),
+    "recordings": _setting("recordings"),
     "timezone": lambda p, ch: Setting("timezone", [unquote(ch[0][1])], p[2], p[3]),
     # users and lines
     "user_decl": lambda p, ch: Decl("user", ch[0][1], ch[1:], p[2], p[3], ch[0][2], ch[0][3]),
@@ -360,6 +361,14 @@ BUILDERS = {
     "set_caller_id": _b_stmt_text("set_caller_id"),
     "set_header": lambda p, ch: Stmt("set_header", [ch[0], unquote(ch[1][1]), ch[1][2], ch[1][3]], p[2], p[3]),
     "play": lambda p, ch: Stmt("play", [unquote(ch[0][1]), len(ch) > 1], p[2], p[3]),
+    # recording: args = [name, its line, its column, options as (word, value, line, col)] / [..., mix]
+    "record": lambda p, ch: Stmt("record", [unquote(ch[0][1]), ch[0][2], ch[0][3], list(ch[1:])], p[2], p[3]),
+    "record_prompt": lambda p, ch: ("prompt", unquote(ch[0][1]), p[2], p[3]),
+    "record_max": lambda p, ch: ("max", ch[0][1], p[2], p[3]),
+    "record_silence": lambda p, ch: ("silence", ch[0][1] if ch else None, p[2], p[3]),
+    "record_call": lambda p, ch: Stmt("record_call", [unquote(ch[0][1]), ch[0][2], ch[0][3],
+                                                      ch[1] if len(ch) > 1 else None], p[2], p[3]),
+    "record_mix": lambda p, ch: " ".join(t[1] for t in ch),
 }
 WITH_LAST = frozenset({"rule"})
 

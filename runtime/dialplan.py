@@ -23,6 +23,8 @@ from flowlang.model import (
     Log,
     Play,
     Program,
+    Record,
+    RecordCall,
     Reject,
     ServerConfig,
     SetCallerId,
@@ -34,6 +36,7 @@ from .chat import ChatMessage
 from .engine import Engine
 from .events import EngineEvent
 from .lines import LineConfig
+from .media.recorder_file import beep_file
 
 log = logging.getLogger("callflow.dialplan")
 
@@ -221,6 +224,10 @@ class Dialplan:
             for action in handler.actions:
                 if isinstance(action, Log):
                     log.info("event=log handler=%s text=%s", name, _quote(action.template.render(values)))
+                elif isinstance(action, RecordCall):
+                    live = self.engine.calls.get(fields.get("call"))  # type: ignore[arg-type]
+                    if live is not None:
+                        live.record_call(action.folder, action.name, values, action.mix)
 
     def _values(self, event: EngineEvent, spec: EventSpec, facts: CallFacts | None) -> dict[str, str]:
         """Every field `callflow check` accepts for this event's handlers, as text."""
@@ -349,6 +356,9 @@ class _PlanRun:
                     # the plan goes on once the file has played (or could not be)
                     call.play(action.file, action.answered, lambda: self.step(failure))
                     return
+                if isinstance(action, Record):
+                    self._voicemail(action, failure)  # the plan goes on once the message is saved
+                    return
                 self._act(action)
             self.index += 1
             self.action = 0
@@ -374,6 +384,22 @@ class _PlanRun:
         self.values["code"] = str(failure.code)
         self.step(failure)
 
+    def _voicemail(self, action: Record, failure: Failure | None) -> None:
+        """Answer and play the prompt (if any), then a beep, then record the caller (record.py)."""
+        call = self.call
+
+        def record() -> None:
+            call.record(action.folder, action.name, self.values, action.max_seconds, action.silence_seconds,
+                        lambda: self.step(failure))
+
+        def beep() -> None:
+            call.play(beep_file(), True, record)
+
+        if action.prompt is not None:
+            call.play(action.prompt, True, beep)
+        else:
+            beep()
+
     def _act(self, action: object) -> None:
         call = self.call
         if isinstance(action, Log):
@@ -382,6 +408,8 @@ class _PlanRun:
             call.caller_id_override = action.value.render(self.values)
         elif isinstance(action, SetHeader):
             call.extra_headers.append((action.name, action.value.render(self.values)))
+        elif isinstance(action, RecordCall):
+            call.record_call(action.folder, action.name, self.values, action.mix)
 
 
 def _s(value: object) -> str | None:

@@ -16,12 +16,13 @@ import itertools
 import logging
 import time
 from collections import deque
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Mapping
 from typing import Any, Protocol
 
 from ..events import EventBus
 from ..media.base import MediaBackend, MediaError, MediaSession
 from ..media.prompts import PromptCache
+from ..media.recorder_live import CallHooks, record_call, record_voicemail, stop_recordings
 from ..sip.message import Request, Response, create_response
 from ..sip.transaction import ClientTransaction, ServerTransaction, TransactionLayer
 from .io import (
@@ -88,7 +89,7 @@ class CallSession:
     media session and play task, and the keys it holds in the engine's tables."""
 
     __slots__ = ("runner", "machine", "media", "player", "timers", "dialog_keys", "created_wall", "queued",
-                 "__weakref__")
+                 "recordings", "__weakref__")
 
     def __init__(self, runner: CallRunner, machine: CallMachine) -> None:
         self.runner = runner
@@ -99,6 +100,7 @@ class CallSession:
         self.dialog_keys: list[tuple[str, str]] = []
         self.created_wall = time.time()
         self.queued = False
+        self.recordings: list[Any] = []  # recordings under way (media/recorder_live.ActiveRecording)
 
     # ---- what the dialplan reads ---------------------------------------------------------------------
     @property
@@ -172,6 +174,27 @@ class CallSession:
         """Play a file to the caller, as early media (183) or after answering (200); `on_done()` once
         it has played (or could not be), unless the call ended meanwhile."""
         self.runner.feed(self, PlayIn(self.runner.now(), path, answered, on_done))
+
+    def record(self, folder: str, name: str, values: Mapping[str, str], max_seconds: float,
+               silence_seconds: float | None, on_done: Callable[[], None]) -> None:
+        """A voicemail: record the caller (answered by us) into `name` (a `{field}` template, relative)
+        inside `folder` until `max_seconds`, `silence_seconds` without voice, `#` or hangup;
+        `on_done()` once the file is written (or could not be), unless the call ended
+        (runtime/media/recorder_live.py)."""
+        answered = self.machine.state.value == "answered" and self.machine.answered_by_us
+        record_voicemail(self._hooks(), folder, name, values, max_seconds, silence_seconds, on_done, answered)
+
+    def record_call(self, folder: str, name: str, values: Mapping[str, str], mix: str) -> None:
+        """Record both legs until the call ends, `mix` = `mixed`, `per leg` or `both`
+        (runtime/media/recorder_live.py)."""
+        record_call(self._hooks(), folder, name, values, mix)
+
+    def _hooks(self) -> CallHooks:
+        runner = self.runner
+        host = runner.host
+        call_id = self.id
+        return CallHooks(call_id, self.media, runner.now, host.bus.emit, lambda: call_id in host.calls,
+                         self.recordings, runner._tasks)
 
     # ---- what the engine hands over --------------------------------------------------------------------
     def start(self) -> None:
@@ -358,6 +381,8 @@ class CallRunner:
         if s.machine.txn.user_data is s:
             s.machine.txn.user_data = None  # the INVITE transaction outlives the call: no cycle through it
         self._stop_playing(s, None)
+        if s.recordings:
+            stop_recordings(s._hooks())  # before the media closes: what was recorded is written
         stats: dict[str, object] = {}
         media, s.media = s.media, None
         if media is not None:

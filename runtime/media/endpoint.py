@@ -42,7 +42,7 @@ class RelayEndpoint(Latch, asyncio.DatagramProtocol):
     dropped and counted in ``dropped``.
     """
 
-    __slots__ = ("transport", "peer", "packets", "bytes", "dropped", "errors", "dtmf", "on_dtmf", "_on_lost")
+    __slots__ = ("transport", "peer", "packets", "bytes", "dropped", "errors", "dtmf", "on_dtmf", "tap", "_on_lost")
 
     def __init__(self, rtcp: bool, probation: int, on_lost: Callable[[], None]) -> None:
         Latch.__init__(self, rtcp, probation)
@@ -63,6 +63,8 @@ class RelayEndpoint(Latch, asyncio.DatagramProtocol):
         # detector, and on_dtmf(digit, duration_ms) once per event end
         self.dtmf: EventDetector | None = None
         self.on_dtmf: Callable[[str, int], None] | None = None
+        # a recording's listener (runtime/calls/record.py): every admitted packet, relayed or not
+        self.tap: Callable[[bytes], None] | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -87,6 +89,15 @@ class RelayEndpoint(Latch, asyncio.DatagramProtocol):
         dtmf = self.dtmf
         if dtmf is not None and len(data) >= 16 and (data[1] & 0x7F) in dtmf.rates:
             self._telephone_event(dtmf, data)
+        if self.tap is not None:
+            self._tapped(data)
+
+    def _tapped(self, data: bytes) -> None:
+        try:
+            self.tap(data)  # type: ignore[misc]
+        except Exception:  # a recorder's bug must not stop the relay
+            self.tap = None
+            log.exception("event=listener_failed name=recording")
 
     def _telephone_event(self, dtmf: EventDetector, data: bytes) -> None:
         """A telephone-event packet (relayed already): report its digit once, at the event's end."""

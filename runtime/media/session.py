@@ -236,6 +236,26 @@ class RelaySession(MediaSession):
                 await asyncio.sleep(delay)
         return sent
 
+    def tap(self, leg: int, listener: Callable[[bytes], None] | None) -> None:
+        """Hand every RTP packet arriving on ``leg`` (from that leg's phone, admitted by the latch,
+        relayed or not) to ``listener(packet)`` as well: a recording. None stops it; ignored once
+        the session is closed (its legs may carry another call)."""
+        if not self.closed:
+            self.legs[leg].rtp.tap = listener
+
+    @property
+    def answered_codec(self) -> tuple[int, str] | None:
+        """(payload type, codec) we answered the caller with (``answer``/``take_answer``), or None."""
+        if self._answered is None:
+            return None
+        choice = self._answered[1]
+        return choice.payload_type, choice.codec
+
+    @property
+    def event_types(self) -> dict[int, int]:
+        """The telephone-event payload types either leg's SDP named, with their clock rates."""
+        return dict(self._event_types)
+
     # Counters, per direction: index 0 is caller -> callee (arrived on leg 0), index 1 the reverse.
     @property
     def packets(self) -> tuple[int, int]:
@@ -282,6 +302,8 @@ class RelaySession(MediaSession):
             # someone sprayed the call's ports (or a peer's media came from elsewhere than it said)
             log.info("event=media_strangers call=%s leg0=%d leg1=%d", self.call_id, *self._final[4])
         self.closed = True
+        for leg in self.legs:
+            leg.rtp.tap = None
         self._relay._session_closed(self)
         if self._pending == 0 and self._done is not None and not self._done.done():
             self._done.set_result(None)

@@ -26,8 +26,10 @@ _TYPES = {
     "caller": "TEXT", "dialled": "TEXT", "created_at": "{real}", "answered_at": "{real}", "ended_at": "{real}",
     "duration": "{real} NOT NULL", "outcome": "TEXT NOT NULL", "code": "INTEGER", "reason": "TEXT",
     "hangup_channel": "TEXT", "hangup_reason": "TEXT", "program_version": "TEXT", "user_agent": "TEXT",
-    "source": "TEXT", "rtp_in": "BIGINT", "rtp_out": "BIGINT",
+    "source": "TEXT", "rtp_in": "BIGINT", "rtp_out": "BIGINT", "recordings": "TEXT",
 }
+# columns added after the first release: a store created before gets them on open (ALTER TABLE)
+_ADDED = ("recordings",)
 assert set(_TYPES) == set(COLUMNS), "every CallRecord field has a column"
 
 
@@ -118,6 +120,10 @@ class SqliteRecordStore:
             self._db.execute("PRAGMA busy_timeout=5000")  # a reader (`callflow cdr`) holding a lock
             for statement in _schema("INTEGER PRIMARY KEY AUTOINCREMENT", "REAL"):
                 self._db.execute(statement)
+            have = {row[1] for row in self._db.execute("PRAGMA table_info(call_record)")}
+            for name in _ADDED:
+                if name not in have:  # SQLite has no ADD COLUMN IF NOT EXISTS
+                    self._db.execute(f"ALTER TABLE call_record ADD COLUMN {name} {_TYPES[name]}")
             self._db.commit()
         except sqlite3.Error as exc:
             raise RecordStoreError(f"cannot open the call records database {self.path}: {exc}") from None
@@ -169,6 +175,8 @@ class PostgresRecordStore:
             with conn.transaction():
                 for statement in _schema("BIGSERIAL PRIMARY KEY", "DOUBLE PRECISION"):
                     conn.execute(statement)
+                for name in _ADDED:
+                    conn.execute(f"ALTER TABLE call_record ADD COLUMN IF NOT EXISTS {name} {_TYPES[name]}")
         except self._psycopg.Error as exc:
             raise RecordStoreError(f"cannot open the call records database {self.name}: "
                                    f"{str(exc).strip() or type(exc).__name__}") from None
