@@ -75,6 +75,8 @@ def _reason(exc: BaseException) -> str:
         return f"no space left on the device ({text}): free some space or point `recordings` elsewhere"
     if code in (errno.EACCES, errno.EPERM, errno.EROFS):
         return f"the folder is not writable ({text}): fix its permissions or point `recordings` elsewhere"
+    if code == errno.ENOTDIR:
+        return f"a part of the folder's path is a file ({text}): point `recordings` at a folder"
     return text
 
 
