@@ -53,7 +53,8 @@ def test_record_call_in_a_rule_defaults_to_one_mixed_file() -> None:
 
 def test_record_call_names_its_mix() -> None:
     for mix in ("mixed", "per leg", "both"):
-        [rec] = actions(f'on incoming from line itsp1 {{ record call "c/{{call}}.wav" {mix}\n accept to user alice }}\n')
+        rule = f'on incoming from line itsp1 {{ record call "c/{{call}}.wav" {mix}\n accept to user alice }}\n'
+        [rec] = actions(rule)
         assert rec.mix == mix
 
 
