@@ -90,3 +90,18 @@ def test_an_sqlite_store_made_before_recordings_existed_gets_the_column(tmp_path
     assert rows["old"]["recordings"] is None  # the old rows are kept, without recordings
     store = open_store(path)  # opening again changes nothing
     store.close()
+
+
+def test_metrics_count_recordings_written_and_failed_and_their_bytes() -> None:
+    from runtime.control.metrics import Metrics
+
+    metrics = Metrics()
+    bus = EventBus()
+    bus.subscribe(metrics.on_event)
+    bus.emit("recording", call="c5", path="/rec/a.wav", seconds=1.0, bytes=16044, channel="mixed", kind="call",
+             stop="hangup")
+    bus.emit("recording_failed", call="c5", path="/rec/b.wav", reason="cannot write /rec/b.wav: no space left")
+    text = metrics.render().decode()
+    assert 'callflow_recordings_total{result="written"} 1.0' in text
+    assert 'callflow_recordings_total{result="failed"} 1.0' in text
+    assert "callflow_recording_bytes_total 16044.0" in text
