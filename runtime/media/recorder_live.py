@@ -41,7 +41,7 @@ Writer = Callable[[str, bytes, int], int]  # (path, 16-bit LE mono PCM, rate) ->
 class CallHooks:
     """What a recording needs of its call, as plain values and callables.
 
-    `media`: the call's media session (a RelaySession: `tap`, `event_types`); `now()`: the loop's
+    `media`: the call's media session (a RelaySession: `tap`, `untap`, `event_types`); `now()`: the loop's
     clock in seconds; `emit(name, **fields)`: the engine's event bus; `live()`: whether the call is
     still up; `recordings`: the call's list of recordings under way (shared with the call);
     `tasks`: where write tasks are kept until done (the runner's, cancelled at shutdown)."""
@@ -96,7 +96,7 @@ class ActiveRecording:
         self.timer: asyncio.TimerHandle | None = None
         self.detector: EventDetector | None = None
         self.finished = False
-        self.legs: tuple[int, ...] = ()  # the legs tapped
+        self.listeners: dict[int, Callable[[bytes], None]] = {}  # leg -> what listens on it (for untap)
 
     # ---- feeding the core -------------------------------------------------------------------------
     def packet(self, leg: int, data: bytes) -> None:
@@ -157,8 +157,8 @@ class ActiveRecording:
         call = self.call
         media = call.media
         if media is not None:
-            for leg in self.legs:
-                media.tap(leg, None)  # type: ignore[attr-defined]
+            for leg, listener in self.listeners.items():
+                media.untap(leg, listener)
         if self in call.recordings:
             call.recordings.remove(self)
         core = self.core
@@ -224,7 +224,7 @@ def record_voicemail(call: CallHooks, folder: str, template: str, values: Mappin
     if path is None:
         return
     media = call.media
-    if media is None or not hasattr(media, "tap"):
+    if media is None or not hasattr(media, "untap"):
         _failed(call, path, "the call's media backend cannot record (the in-process relay can)", on_done)
         return
     if not answered or getattr(media, "answered_codec", None) is None:
@@ -248,7 +248,7 @@ def record_call(call: CallHooks, folder: str, template: str, values: Mapping[str
     if path is None:
         return
     media = call.media
-    if media is None or not hasattr(media, "tap"):
+    if media is None or not hasattr(media, "untap"):
         _failed(call, path, "the call's media backend cannot record (the in-process relay can)", None)
         return
     if any(r.kind == "call" for r in call.recordings):
@@ -268,9 +268,9 @@ def _start(call: CallHooks, rec: ActiveRecording, media: Any, legs: tuple[int, .
     call.recordings.append(rec)
     for _, path in rec.paths:
         call.emit("recording_started", call=call.call_id, path=path, kind=rec.kind, mix=mix)
-    rec.legs = legs
     for leg in legs:
-        media.tap(leg, lambda data, leg=leg: rec.packet(leg, data))
+        listener = rec.listeners[leg] = lambda data, leg=leg: rec.packet(leg, data)
+        media.tap(leg, listener)
     rec.arm()
 
 

@@ -76,6 +76,7 @@ class RelaySession(MediaSession):
         self._answered: tuple[int, AnswerChoice] | None = None  # (stream, codec) we answered with
         self._dtmf: Callable[[int, str, int], None] | None = None
         self._event_types: dict[int, int] = {}  # telephone-event payload type -> clock rate, both SDPs
+        self._taps: tuple[list[Callable[[bytes], None]], list[Callable[[bytes], None]]] = ([], [])  # recordings
 
     def on_dtmf(self, callback: Callable[[int, str, int], None] | None) -> None:
         """Report RFC 4733 digits arriving on either leg: `callback(leg, digit, duration_ms)` once per
@@ -236,12 +237,34 @@ class RelaySession(MediaSession):
                 await asyncio.sleep(delay)
         return sent
 
-    def tap(self, leg: int, listener: Callable[[bytes], None] | None) -> None:
+    def tap(self, leg: int, listener: Callable[[bytes], None]) -> None:
         """Hand every RTP packet arriving on ``leg`` (from that leg's phone, admitted by the latch,
-        relayed or not) to ``listener(packet)`` as well: a recording. None stops it; ignored once
-        the session is closed (its legs may carry another call)."""
+        relayed or not) to ``listener(packet)`` as well: a recording (a voicemail and a call
+        recording may listen at once). Ignored once the session is closed (its legs may carry
+        another call)."""
         if not self.closed:
-            self.legs[leg].rtp.tap = listener
+            self._taps[leg].append(listener)
+            self._arm_tap(leg)
+
+    def untap(self, leg: int, listener: Callable[[bytes], None]) -> None:
+        """Stop handing ``leg``'s packets to ``listener`` (no error when it was not listening)."""
+        taps = self._taps[leg]
+        if listener in taps:
+            taps.remove(listener)
+        if not self.closed:
+            self._arm_tap(leg)
+
+    def _arm_tap(self, leg: int) -> None:
+        taps = tuple(self._taps[leg])
+        if not taps:
+            self.legs[leg].rtp.tap = None
+        elif len(taps) == 1:
+            self.legs[leg].rtp.tap = taps[0]
+        else:
+            def fan_out(data: bytes, taps: tuple[Callable[[bytes], None], ...] = taps) -> None:
+                for listener in taps:
+                    listener(data)
+            self.legs[leg].rtp.tap = fan_out
 
     @property
     def answered_codec(self) -> tuple[int, str] | None:
@@ -302,8 +325,9 @@ class RelaySession(MediaSession):
             # someone sprayed the call's ports (or a peer's media came from elsewhere than it said)
             log.info("event=media_strangers call=%s leg0=%d leg1=%d", self.call_id, *self._final[4])
         self.closed = True
-        for leg in self.legs:
+        for leg, taps in zip(self.legs, self._taps, strict=True):
             leg.rtp.tap = None
+            taps.clear()
         self._relay._session_closed(self)
         if self._pending == 0 and self._done is not None and not self._done.done():
             self._done.set_result(None)

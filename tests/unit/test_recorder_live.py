@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import os
+import socket
 import struct
 from collections.abc import Callable
 from pathlib import Path
@@ -18,19 +19,22 @@ from runtime.media.recorder_live import CallHooks, record_call, record_voicemail
 
 
 class Media:
-    """What a recording needs of a RelaySession: taps per leg, the telephone-event types."""
+    """What a recording needs of a RelaySession: taps per leg (several may listen), the
+    telephone-event types."""
 
     def __init__(self) -> None:
-        self.taps: dict[int, Callable[[bytes], None] | None] = {}
+        self.taps: dict[int, list[Callable[[bytes], None]]] = {}
         self.event_types = {101: 8000}
         self.answered_codec = (0, "PCMU")
 
-    def tap(self, leg: int, listener: Callable[[bytes], None] | None) -> None:
-        self.taps[leg] = listener
+    def tap(self, leg: int, listener: Callable[[bytes], None]) -> None:
+        self.taps.setdefault(leg, []).append(listener)
+
+    def untap(self, leg: int, listener: Callable[[bytes], None]) -> None:
+        self.taps[leg].remove(listener)
 
     def send(self, leg: int, payload_type: int, payload: bytes, seq: int = 0) -> None:
-        listener = self.taps.get(leg)
-        if listener is not None:
+        for listener in list(self.taps.get(leg, ())):
             listener(struct.pack("!BBHII", 0x80, payload_type, seq, seq * 160, 7) + payload)
 
 
@@ -88,7 +92,7 @@ def test_a_call_recording_per_leg_writes_each_legs_packets_to_its_own_file(tmp_p
     assert written["ZERO"]["path"] == str(tmp_path.resolve() / "calls" / "c1.zero.wav")
     assert all(f["stop"] == "hangup" and f["kind"] == "call" for f in written.values())
     assert [f["path"] for f in call.named("recording_started")] == [written["ZERO"]["path"], written["ONE"]["path"]]
-    assert call.media.taps == {0: None, 1: None}  # the relay is untapped once stopped
+    assert call.media.taps == {0: [], 1: []}  # the relay is untapped once stopped
 
 
 def test_a_full_disk_during_a_call_recording_is_reported_and_the_call_goes_on(tmp_path: Path) -> None:
@@ -168,3 +172,37 @@ def test_a_voicemail_whose_call_ended_does_not_resume_the_rule(tmp_path: Path) -
     call = asyncio.run(scenario())
     assert call.named("recording")[0]["stop"] == "hangup" and done == []
 
+
+
+def test_the_relay_hands_a_legs_packets_to_every_recording_listening_until_it_stops() -> None:
+    from runtime.media.relay import MediaRelay
+
+    async def scenario() -> tuple[list[bytes], list[bytes]]:
+        relay = MediaRelay("127.0.0.1", (37900, 37919), max_idle_legs=0)
+        session = await relay.allocate("c1")
+        phone = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        phone.bind(("127.0.0.1", 0))
+        session.set_remote(0, phone.getsockname())
+        voicemail: list[bytes] = []
+        recording: list[bytes] = []
+        session.tap(0, voicemail.append)
+        session.tap(0, recording.append)
+        packet = struct.pack("!BBHII", 0x80, 0, 1, 160, 7) + b"\xff" * 160
+        phone.sendto(packet, ("127.0.0.1", session.legs[0].local_port))
+        for _ in range(100):  # bounded: until the loop has read it
+            if recording:
+                break
+            await asyncio.sleep(0.01)
+        session.untap(0, voicemail.append)
+        phone.sendto(packet, ("127.0.0.1", session.legs[0].local_port))
+        for _ in range(100):
+            if len(recording) == 2:
+                break
+            await asyncio.sleep(0.01)
+        phone.close()
+        session.close()
+        await relay.close()
+        return voicemail, recording
+
+    voicemail, recording = asyncio.run(scenario())
+    assert len(voicemail) == 1 and len(recording) == 2  # the relay has no phone on leg 1: taps still hear
