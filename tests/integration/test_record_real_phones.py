@@ -133,3 +133,33 @@ def test_a_bridged_call_recorded_both_ways_writes_a_mix_and_one_file_per_leg_tha
     assert len(lengths) == 1, "the mix and the legs share one time line"
     server.wait_event("closed")
     server.assert_alive()
+
+
+def test_an_on_connected_handler_records_the_call_mixed_with_both_phones_in_one_file(
+        kamailio: Kamailio, phone_factory: PhoneFactory, callflow: Callable[..., CallflowServer],
+        tmp_path: Path) -> None:
+    tone = tmp_path / "tone-1khz.wav"
+    write_tone(tone)
+    server = callflow('on incoming from line itsp1 accept to user alice\n'
+                      'on connected record call "answered/{peer}-{call}.wav"\n', kamailio)
+    server.wait_event("line_registered", line="itsp1")
+    pstn = phone_factory(kamailio.account_line("pstn"), name="pstn", audio_source=f"aufile,{tone}")
+    pstn.wait_registered()
+    alice = phone_factory(account_line("alice", server.hostport, auth_pass="alice-pw"), name="alice")
+    alice.wait_registered()
+    pstn.dial(f"sip:{DID}@{kamailio.hostport}")
+    alice.wait_event(CALL_INCOMING, 10)
+    alice.accept()
+    pstn.wait_event(CALL_ESTABLISHED, 10)
+    time.sleep(2.0)
+    alice.hangup()
+    pstn.wait_event(CALL_CLOSED, 10)
+    saved = server.wait_event("recording", timeout=10)
+    assert saved["channel"] == "mixed" and "/answered/alice-" in saved["path"]
+    samples, rate = decode(saved["path"])
+    spectrum = np.abs(np.fft.rfft(samples[rate // 2:] * np.hanning(len(samples) - rate // 2)))
+    hz = np.fft.rfftfreq(len(samples) - rate // 2, 1 / rate)
+    strength = {f: spectrum[np.abs(hz - f) < 15].max() for f in (TONE_HZ, SINE_HZ, 700)}
+    assert strength[TONE_HZ] > 10 * strength[700] and strength[SINE_HZ] > 10 * strength[700], strength
+    server.wait_event("closed")
+    server.assert_alive()
