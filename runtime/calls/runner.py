@@ -164,10 +164,15 @@ class CallSession:
 
     def reject(self, code: int, reason: str) -> None:
         """Refuse the call with `code reason` (or hang up, when we answered it ourselves)."""
+        if self.recordings:
+            stop_recordings(self._hooks())
         self.runner.feed(self, RejectIn(self.runner.now(), code, reason))
 
     def hangup(self) -> None:
-        """End the call as its state needs: BYE, CANCEL or a final response."""
+        """End the call as its state needs: BYE, CANCEL or a final response. Recordings under way
+        stop now (the files are written), not when the BYE is answered."""
+        if self.recordings:
+            stop_recordings(self._hooks())
         self.runner.feed(self, HangupIn(self.runner.now()))
 
     def play(self, path: str, answered: bool, on_done: Callable[[], None]) -> None:
@@ -194,7 +199,7 @@ class CallSession:
         host = runner.host
         call_id = self.id
         return CallHooks(call_id, self.media, runner.now, host.bus.emit, lambda: call_id in host.calls,
-                         self.recordings, runner._tasks)
+                         self.recordings, runner.writes)
 
     # ---- what the engine hands over --------------------------------------------------------------------
     def start(self) -> None:
@@ -295,6 +300,8 @@ class CallRunner:
         self._ready: deque[CallSession] = deque()
         self._draining = False
         self._tasks: set[asyncio.Task[None]] = set()
+        # recordings being written (worker threads): not cancelled at close, awaited by `settle_writes`
+        self.writes: set[asyncio.Task[None]] = set()
 
     def now(self) -> float:
         return self.host.now()
@@ -362,6 +369,8 @@ class CallRunner:
         self.host.layer.send_stateless(a.message, a.destination, a.transport)
 
     def _emit(self, s: CallSession, a: Emit) -> None:
+        if a.name == "hangup" and s.recordings:
+            stop_recordings(s._hooks())  # recordings end when a leg hangs up, not when its BYE is answered
         self.host.bus.emit(a.name, **a.fields)
 
     def _route(self, s: CallSession, a: Route) -> None:
@@ -559,6 +568,12 @@ class CallRunner:
             del s.timers[name]
             self._live -= 1
             self.feed(s, TimerFired(now, name))
+
+    async def settle_writes(self, timeout: float = 10.0) -> None:
+        """Server shutdown: wait (at most `timeout` seconds) for the recordings being written, so
+        their files are complete and listed in the call records before the process goes."""
+        if self.writes:
+            await asyncio.wait(set(self.writes), timeout=timeout)
 
     def close(self) -> None:
         """Server shutdown: stop the loop timer and the tasks still running."""

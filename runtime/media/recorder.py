@@ -15,16 +15,19 @@ absorbed. Only static G.711 payload types are decoded (RFC 3551: 0 PCMU, 8 PCMA)
 or relays them, and other packets (telephone-event, comfort noise, another codec) are counted in
 `skipped`, never written as noise.
 
+Samples are numpy arrays (16-bit little-endian): decoding is a table lookup, levels and mixes are
+whole-array operations, so a long call costs no per-sample Python.
+
 No file, clock, socket or thread here: the files are written by `runtime.media.recorder_file` in a
-worker thread, and `runtime.calls.record` feeds the packets.
+worker thread, and `runtime.media.recorder_live` feeds the packets.
 """
 
 from __future__ import annotations
 
 import enum
-import math
-from array import array
 from dataclasses import dataclass
+
+import numpy as np
 
 __all__ = ["CallRecording", "MIXES", "Stop", "StopReason", "Track", "Voicemail", "decode_g711", "level"]
 
@@ -54,56 +57,74 @@ def _alaw(byte: int) -> int:
     return sample if b & 0x80 else -sample
 
 
-_TABLES = {PCMU: tuple(_ulaw(i) for i in range(256)), PCMA: tuple(_alaw(i) for i in range(256))}
+_TABLES = {PCMU: np.array([_ulaw(i) for i in range(256)], dtype="<i2"),
+           PCMA: np.array([_alaw(i) for i in range(256)], dtype="<i2")}
+_EMPTY = np.zeros(0, dtype="<i2")
 
 
-def decode_g711(payload_type: int, payload: bytes) -> array | None:
-    """A G.711 payload as signed 16-bit samples; None for any other payload type."""
+def decode_g711(payload_type: int, payload: bytes) -> np.ndarray | None:
+    """A G.711 payload as signed 16-bit samples (a numpy array); None for any other payload type."""
     table = _TABLES.get(payload_type)
     if table is None:
         return None
-    return array("h", map(table.__getitem__, payload))
+    return table[np.frombuffer(payload, dtype=np.uint8)]
 
 
-def level(samples: array) -> float:
+def level(samples: np.ndarray) -> float:
     """RMS of the samples (0 for none), on the 16-bit scale."""
-    if not samples:
+    if not len(samples):
         return 0.0
-    return math.sqrt(sum(s * s for s in samples) / len(samples))
+    return float(np.sqrt(np.mean(np.square(samples, dtype=np.float64))))
 
 
 class Track:
-    """One leg's audio on the recording's time line: sample n is `origin + n / RATE` seconds."""
+    """One leg's audio on the recording's time line: sample n is `origin + n / RATE` seconds.
+    Kept as a list of chunks (one per packet or gap), joined once at the end."""
 
-    __slots__ = ("samples", "origin", "limit")
+    __slots__ = ("chunks", "length", "origin", "limit")
 
     def __init__(self, origin: float, limit: int) -> None:
-        self.samples = array("h")
+        self.chunks: list[np.ndarray] = []
+        self.length = 0
         self.origin = origin
         self.limit = limit  # samples at most
 
-    def add(self, pcm: array, now: float) -> None:
+    def add(self, pcm: np.ndarray, now: float) -> None:
         """Append `pcm` heard at `now`; a gap longer than JITTER since the last audio is filled with silence."""
-        samples = self.samples
         due = int((now - self.origin) * RATE) - len(pcm)  # where this packet's first sample belongs
-        gap = due - len(samples)
-        if gap > JITTER * RATE:
-            fill = min(gap, self.limit - len(samples))
-            if fill > 0:
-                samples.extend(array("h", bytes(2 * fill)))
-        room = self.limit - len(samples)
-        if room > 0:
-            samples.extend(pcm[:room])
+        if due - self.length > JITTER * RATE:
+            self._append(np.zeros(due - self.length, dtype="<i2"))
+        self._append(pcm)
 
     def pad_to(self, count: int) -> None:
         """Silence up to `count` samples (bounded by the limit)."""
-        count = min(count, self.limit)
-        if count > len(self.samples):
-            self.samples.extend(array("h", bytes(2 * (count - len(self.samples)))))
+        if count > self.length:
+            self._append(np.zeros(count - self.length, dtype="<i2"))
+
+    def truncate(self, count: int) -> None:
+        """Keep the first `count` samples."""
+        if count < self.length:
+            joined = self.samples()[:count]
+            self.chunks, self.length = [joined], count
+
+    def samples(self) -> np.ndarray:
+        """The whole track (16-bit little-endian)."""
+        if len(self.chunks) != 1:
+            self.chunks = [np.concatenate(self.chunks) if self.chunks else _EMPTY]
+        return self.chunks[0]
+
+    def _append(self, pcm: np.ndarray) -> None:
+        room = self.limit - self.length
+        if room <= 0:
+            return
+        if len(pcm) > room:
+            pcm = pcm[:room]
+        self.chunks.append(pcm)
+        self.length += len(pcm)
 
     @property
     def seconds(self) -> float:
-        return len(self.samples) / RATE
+        return self.length / RATE
 
 
 class StopReason(enum.Enum):
@@ -160,8 +181,8 @@ class Voicemail:
         self.track.add(pcm, now)
         if level(pcm) >= VOICE_LEVEL:
             self.last_voice = now
-            self.voice_samples = len(self.track.samples)
-        if len(self.track.samples) >= self.track.limit:
+            self.voice_samples = self.track.length
+        if self.track.length >= self.track.limit:
             return self._stop(Stop(StopReason.MAX_LENGTH, f"{self.max_seconds:g} s"))
         return None
 
@@ -184,7 +205,7 @@ class Voicemail:
             self.track.pad_to(self.track.limit)  # the caller's last packets may not have come: still max long
             return self._stop(Stop(StopReason.MAX_LENGTH, f"{self.max_seconds:g} s"))
         if self.silence_seconds is not None and now - self.last_voice >= self.silence_seconds:
-            del self.track.samples[self.voice_samples:]
+            self.track.truncate(self.voice_samples)
             return self._stop(Stop(StopReason.SILENCE, f"{self.silence_seconds:g} s"))
         return None
 
@@ -205,7 +226,7 @@ class Voicemail:
 
     def pcm(self) -> bytes:
         """The recording as signed 16-bit little-endian mono PCM at 8 kHz."""
-        return _le(self.track.samples)
+        return self.track.samples().tobytes()
 
     def _stop(self, stop: Stop) -> Stop:
         self.stopped = stop
@@ -238,7 +259,7 @@ class CallRecording:
             self.tracks = (Track(self.origin, self.limit), Track(self.origin, self.limit))
         track = self.tracks[leg]
         track.add(pcm, now)
-        if len(track.samples) >= self.limit:
+        if track.length >= self.limit:
             self.full = True
 
     @property
@@ -249,25 +270,20 @@ class CallRecording:
 
     def outputs(self) -> list[tuple[str, bytes]]:
         """(channel, PCM) per file to write: `mixed` for the mix, `ZERO`/`ONE` per leg; 16-bit LE mono
-        at 8 kHz, all of the same length. Empty tracks (no packet ever) give silence of that length."""
-        zero, one = (t.samples for t in self.tracks) if self.tracks is not None else (array("h"), array("h"))
+        at 8 kHz, all of the same length. Empty tracks (no packet ever) give silence of that length.
+        Joins and mixes the whole recording: call it off the event loop (a worker thread)."""
+        if self.tracks is None:
+            zero = one = _EMPTY
+        else:
+            zero, one = (t.samples() for t in self.tracks)
         n = max(len(zero), len(one))
-        zero = zero + array("h", bytes(2 * (n - len(zero))))
-        one = one + array("h", bytes(2 * (n - len(one))))
+        zero = np.pad(zero, (0, n - len(zero)))
+        one = np.pad(one, (0, n - len(one)))
         out: list[tuple[str, bytes]] = []
         if self.mix in ("mixed", "both"):
-            mixed = array("h", (max(-32768, min(32767, a + b)) for a, b in zip(zero, one, strict=True)))
-            out.append(("mixed", _le(mixed)))
+            mixed = np.clip(zero.astype(np.int32) + one, -32768, 32767).astype("<i2")
+            out.append(("mixed", mixed.tobytes()))
         if self.mix in ("per leg", "both"):
-            out.append(("ZERO", _le(zero)))
-            out.append(("ONE", _le(one)))
+            out.append(("ZERO", zero.tobytes()))
+            out.append(("ONE", one.tobytes()))
         return out
-
-
-def _le(samples: array) -> bytes:
-    import sys
-
-    if sys.byteorder == "big":  # pragma: no cover - every machine we run on is little-endian
-        samples = array("h", samples)
-        samples.byteswap()
-    return samples.tobytes()

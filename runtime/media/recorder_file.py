@@ -9,11 +9,13 @@ with the final name or the whole file; a failed write removes its temporary file
 
 from __future__ import annotations
 
+import atexit
 import errno
 import math
 import os
 import re
 import secrets
+import shutil
 import tempfile
 from array import array
 from collections.abc import Callable, Mapping
@@ -146,6 +148,7 @@ def beep_file(frequency: int = 1000, seconds: float = 0.4) -> str:
     tone = array("h", (int(12000 * min(1.0, i / fade, (n - i) / fade) * math.sin(2 * math.pi * frequency * i / RATE))
                        for i in range(n)))
     folder = tempfile.mkdtemp(prefix="callflow-beep-")
+    atexit.register(shutil.rmtree, folder, True)
     path = os.path.join(folder, f"beep-{frequency}.wav")
     write_wav(path, tone.tobytes())
     _beeps[key] = path

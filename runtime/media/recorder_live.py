@@ -159,18 +159,35 @@ class ActiveRecording:
         if media is not None:
             for leg, listener in self.listeners.items():
                 media.untap(leg, listener)
+        self.listeners.clear()  # they close over this recording: no cycle left behind
         if self in call.recordings:
             call.recordings.remove(self)
         core = self.core
-        outputs = [("ZERO", core.pcm())] if isinstance(core, Voicemail) else core.outputs()
+        seconds = core.track.seconds if isinstance(core, Voicemail) else core.seconds
         log.info("event=recording_stopped call=%s kind=%s stop=%s seconds=%.2f skipped=%d", call.call_id, self.kind,
-                 _quote(stop.reason.value), len(outputs[0][1]) / 2 / RATE if outputs else 0.0, core.skipped)
+                 _quote(stop.reason.value), seconds, core.skipped)
+        task = asyncio.get_running_loop().create_task(self._write_all(stop))
+        call.tasks.add(task)
+        task.add_done_callback(call.tasks.discard)
+
+    def _render(self) -> list[tuple[str, bytes]]:
+        """The files' PCM (joining and mixing a long call takes a while: run in a worker thread; the
+        core gets no more input once finished)."""
+        core = self.core
+        return [("ZERO", core.pcm())] if isinstance(core, Voicemail) else core.outputs()
+
+    async def _write_all(self, stop: Stop) -> None:
+        call = self.call
         loop = asyncio.get_running_loop()
-        for (channel, path), (_, pcm) in zip(self.paths, outputs, strict=True):
-            task = loop.create_task(self._write(path, pcm, channel, stop))
-            call.tasks.add(task)
-            task.add_done_callback(call.tasks.discard)
-        if not self.paths:
+        try:
+            outputs = await loop.run_in_executor(None, self._render)
+            for (channel, path), (_, pcm) in zip(self.paths, outputs, strict=True):
+                await self._write(path, pcm, channel, stop)
+        except Exception as exc:  # a bug rendering: still one event per file, and the call goes on
+            log.exception("event=call_error call=%s step=recording", call.call_id)
+            for _, path in self.paths:
+                call.emit("recording_failed", call=call.call_id, path=path, reason=f"cannot write {path}: {exc}")
+        finally:
             self._done()
 
     async def _write(self, path: str, pcm: bytes, channel: str, stop: Stop) -> None:
@@ -184,10 +201,8 @@ class ActiveRecording:
             call.emit("recording_failed", call=call.call_id, path=path, reason=f"cannot write {path}: {exc}")
         else:
             call.emit("recording", call=call.call_id, path=path, seconds=round(len(pcm) / 2 / RATE, 3), bytes=size,
-                     channel=channel, kind=self.kind, stop=stop.reason.value)
+                      channel=channel, kind=self.kind, stop=stop.reason.value)
         self.paths = [p for p in self.paths if p[1] != path]
-        if not self.paths:
-            self._done()
 
     def _done(self) -> None:
         on_done, self.on_done = self.on_done, None

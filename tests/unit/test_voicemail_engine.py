@@ -194,3 +194,34 @@ def test_a_caller_who_hangs_up_during_the_message_still_leaves_it(tmp_path: Path
         provider.close()
     [saved] = fields(events, "recording")
     assert saved["stop"] == "hangup" and 0.45 <= float(saved["seconds"]) < 5
+
+
+def test_a_server_stopping_during_a_message_writes_it_before_it_goes(tmp_path: Path) -> None:
+    provider = Provider()
+    flow = line(provider) + 'on incoming from line itsp1 {\n record "vm.wav" max 30s silence off\n hangup\n}\n'
+
+    async def scenario() -> list[Any]:
+        engine = Engine(listen=[ListenSpec("udp", "127.0.0.1", 0)], advertise="127.0.0.1",
+                        rtp_ports=(37800, 37899))
+        events: list[Any] = []
+        engine.bus.subscribe(events.append)
+        await engine.start()
+        Dialplan(engine).load(compile_source(flow, str(tmp_path / "main.flow")))
+
+        def call(server: int) -> None:
+            provider.invite(server)
+            ok = provider.responses_until_final()[-1]
+            provider.ack(server, ok)
+            time.sleep(0.6)
+            Caller(provider, parse_sdp(ok.body).media[0].port).talk(0.4)
+
+        await asyncio.get_running_loop().run_in_executor(None, call, engine.ports["udp"])
+        await engine.stop()  # the provider never answers the BYE: the call is not closed in time
+        return events
+
+    try:
+        events = asyncio.run(scenario())
+    finally:
+        provider.close()
+    [saved] = fields(events, "recording")
+    assert saved["stop"] == "hangup" and (tmp_path / "recordings" / "vm.wav").is_file()
