@@ -385,7 +385,8 @@ class _PlanRun:
         self.step(failure)
 
     def _voicemail(self, action: Record, failure: Failure | None) -> None:
-        """Answer and play the prompt (if any), then a beep, then record the caller (record.py)."""
+        """Answer and play the prompt (if any), then a beep, then record the caller
+        (runtime/media/recorder_live.py)."""
         call = self.call
 
         def record() -> None:

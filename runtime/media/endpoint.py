@@ -63,7 +63,7 @@ class RelayEndpoint(Latch, asyncio.DatagramProtocol):
         # detector, and on_dtmf(digit, duration_ms) once per event end
         self.dtmf: EventDetector | None = None
         self.on_dtmf: Callable[[str, int], None] | None = None
-        # a recording's listener (runtime/calls/record.py): every admitted packet, relayed or not
+        # a recording's listener (runtime/media/recorder_live.py): every admitted packet, relayed or not
         self.tap: Callable[[bytes], None] | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
