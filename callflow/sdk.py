@@ -48,13 +48,15 @@ from runtime.events import EngineEvent, logfmt_value  # logfmt_value re-exported
 from runtime.lines import LineConfig
 from runtime.logfmt import setup_logging  # re-exported: the log format `callflow run` writes
 from runtime.media.dtmf_sender import MAX_DURATION, MIN_DURATION, normalize_digits
+from runtime.media.recorder_file import beep_file  # re-exported: the tone played before a voicemail
 from runtime.originate import RING_TIMEOUT as RING_ZERO
 from runtime.originate import DialError, originate
 from runtime.registrar import LocationStore
 from runtime.transport import ListenSpec
 
 __all__ = ["EVENT_NAMES", "RING_TIMEOUT", "CallSession", "Channel", "ChatMessage", "DialError", "DialedCall", "Event",
-           "EventStream", "Failure", "Handler", "SipServer", "Target", "UserAccount", "logfmt_value", "setup_logging"]
+           "EventStream", "Failure", "Handler", "SipServer", "Target", "UserAccount", "beep_file", "logfmt_value",
+           "setup_logging"]
 
 log = logging.getLogger("callflow.sdk")
 

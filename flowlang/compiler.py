@@ -7,6 +7,7 @@ import ipaddress
 import os
 import re
 from collections.abc import Mapping, Sequence, Set
+from dataclasses import replace
 from functools import lru_cache
 from types import MappingProxyType
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -29,6 +30,8 @@ from .model import (
     Log,
     Play,
     Program,
+    Record,
+    RecordCall,
     Reject,
     ServerConfig,
     SetCallerId,
@@ -155,6 +158,11 @@ class Compiler:
                 first = servers[0]
                 self.r.error(f, d.line, d.col,
                              f"a second server block: the first is at {first[0]}:{first[1].line}:{first[1].col}")
+        if self.server.recordings is None:
+            # `record` writes next to the (first) script unless the server block says where
+            first = next((x for x in files if not x.startswith("<")), None)
+            base = os.path.dirname(first) if first is not None else "."
+            self.server = replace(self.server, recordings=os.path.abspath(os.path.join(base or ".", "recordings")))
         for f, d in decls:
             if d.kind == "user":
                 self._user(f, d)
@@ -280,7 +288,16 @@ class Compiler:
             max_calls=self._limit_count(f, s, "max_calls_total", defaults.max_calls),
             max_calls_per_user=self._limit_count(f, s, "max_calls_per_user", defaults.max_calls_per_user),
             max_calls_per_line=self._limit_count(f, s, "max_calls_per_line", defaults.max_calls_per_line),
+            recordings=self._recordings_folder(f, text("recordings")),
         )
+
+    def _recordings_folder(self, f: str, value: str | None) -> str | None:
+        """`recordings "DIR"`: absolute, or relative to the script's folder (like a `play` file)."""
+        if value is None:
+            return None
+        if not os.path.isabs(value) and os.path.dirname(f):
+            value = os.path.join(os.path.dirname(f), value)
+        return os.path.abspath(value)
 
     def _control_address(self, f: str, s: Mapping[str, Setting], value: str | None) -> str | None:
         """`control "HOST:PORT"` or `control "off"`: checked here, so a typo is a compile error at its
@@ -945,8 +962,95 @@ class Compiler:
             path, answered = st.args
             resolved = self._prompt_path(f, path, st.line, st.col, "play")
             return None if resolved is None else Play(resolved, answered)
+        if st.kind == "record":
+            return self._record(f, st, allowed)
+        if st.kind == "record_call":
+            return self._record_call(f, st, allowed)
         self.r.error(f, st.line, st.col, f"`{_stmt_word(st)}` is not allowed here")
         return None
+
+    def _recording_name_ok(self, f: str, name: str, line: int, col: int, allowed: Set[str], handler: str = "") -> bool:
+        """A recording's name: a relative `.wav` path inside the recordings folder, its text safe in a
+        file name, its `{fields}` known (`{time}` included)."""
+        problems = _template_problems(name)
+        for off, msg in problems:
+            self.r.error(f, line, col + 1 + off, msg)
+        if problems:
+            return False
+        literal = re.sub(r"\{[A-Za-z0-9_]+\}", "x", name)
+        parts = literal.replace("\\", "/").split("/")
+        if not name.lower().endswith(".wav"):
+            self.r.error(f, line, col, f'record "{name}": the name must end in .wav (recordings are WAV files)')
+            return False
+        if name.startswith(("/", "\\")) or os.path.isabs(name) or re.match(r"[A-Za-z]:", name):
+            self.r.error(f, line, col, f'record "{name}": an absolute name; recordings are named relative to '
+                         "the recordings folder (`recordings \"DIR\"` in the server block)")
+            return False
+        if any(p in ("", ".", "..") for p in parts):
+            self.r.error(f, line, col, f'record "{name}": `..`, `.` and empty parts would leave (or blur) the '
+                         "recordings folder")
+            return False
+        bad = sorted(set(re.sub(r"[A-Za-z0-9+@._/-]", "", literal)))
+        if bad:
+            self.r.error(f, line, col, f'record "{name}": {"".join(bad)!r} cannot be in a recording\'s name '
+                         "(letters, digits and + @ . _ - / only)")
+            return False
+        known = set(allowed) | {"time", "call"}
+        for off, field in template_fields(name):
+            if field not in known:
+                if handler:
+                    have = ", ".join(sorted(known))
+                    self.r.error(f, line, col + 1 + off, f"{{{field}}} is not a field of the `{handler}` event; "
+                                 f"a recording's name may use: {have}")
+                    return False
+                self.r.warning(f, line, col + 1 + off, f"{{{field}}} is not a value known here; the file name "
+                               f"will show _{field}_")
+        return True
+
+    def _record(self, f: str, st: Stmt, allowed: Set[str]) -> Record | None:
+        name, line, col, options = st.args
+        if not self._recording_name_ok(f, name, line, col, allowed):
+            return None
+        seen: dict[str, tuple] = {}
+        ok = True
+        for opt in options:
+            word = opt[0]
+            if word in seen:
+                self.r.error(f, opt[2], opt[3], f"record: `{word}` is given twice")
+                ok = False
+            seen[word] = opt
+        max_seconds = 120.0
+        silence: float | None = 5.0
+        prompt = None
+        if "max" in seen:
+            max_seconds = parse_duration(seen["max"][1])
+            if not 0 < max_seconds <= 3600:
+                self.r.error(f, seen["max"][2], seen["max"][3], "record: `max` must be more than 0s and at most 1h")
+                ok = False
+        if "silence" in seen:
+            text = seen["silence"][1]
+            silence = None if text is None else parse_duration(text)
+            if silence is not None and silence <= 0:
+                self.r.error(f, seen["silence"][2], seen["silence"][3], "record: `silence` must be more than 0s "
+                             "(or `off`)")
+                ok = False
+        if "prompt" in seen:
+            prompt = seen["prompt"][1]
+            if not os.path.isabs(prompt) and os.path.dirname(f):
+                prompt = os.path.join(os.path.dirname(f), prompt)
+            if not f.startswith("<") and not os.path.isfile(prompt):
+                self.r.warning(f, seen["prompt"][2], seen["prompt"][3],
+                               f"record: no prompt file at {os.path.abspath(prompt)} (a relative name is read next "
+                               "to the script); the caller would hear only the beep")
+        if not ok:
+            return None
+        return Record(name, self.server.recordings or "recordings", max_seconds, silence, prompt)
+
+    def _record_call(self, f: str, st: Stmt, allowed: Set[str], handler: str = "") -> RecordCall | None:
+        name, line, col, mix = st.args
+        if not self._recording_name_ok(f, name, line, col, allowed, handler):
+            return None
+        return RecordCall(name, self.server.recordings or "recordings", mix or "mixed")
 
     # -------------------------------------------------------------- handlers
 
@@ -971,10 +1075,16 @@ class Compiler:
         actions = []
         word = node.event.replace("_", " ")
         for st in node.body:
+            if st.kind == "record_call" and node.event in _RECORDABLE_EVENTS:
+                built = self._record_call(f, st, HANDLER_FIELD_NAMES[node.event], node.event)
+                if built is not None:
+                    actions.append(built)
+                continue
             if st.kind != "log":
                 self.r.error(f, st.line, st.col,
                              f"`{_stmt_word(st)}` cannot run in an `on {word}` handler: handlers observe "
-                             "calls (log only); `on incoming` rules route them")
+                             "calls (log, and `record call` in `on connecting` or `on connected`); `on incoming` "
+                             "rules route them")
                 continue
             text, line, col = st.args
             if self._handler_text_ok(f, text, line, col, node.event):
@@ -1065,8 +1175,13 @@ def _setting_word(kind: str) -> str:
     }.get(kind, kind)
 
 
+# the call handlers that may start a call recording (the call is still up when they run)
+_RECORDABLE_EVENTS = frozenset({"created", "connecting", "connected"})
+
+
 def _stmt_word(st: Stmt) -> str:
-    return {"set_caller_id": "set caller-id", "set_header": "set header"}.get(st.kind, st.kind)
+    return {"set_caller_id": "set caller-id", "set_header": "set header",
+            "record_call": "record call"}.get(st.kind, st.kind)
 
 
 def _cond_text(c: CondNode) -> str:

@@ -167,6 +167,33 @@ EVENTS: tuple[EventSpec, ...] = (
         _f("reason", str, "for `failed`: the status and why, e.g. `404 Not Found (no route)`", optional=True,
            default=""),
     ), sdk="OnCallSessionTransfer"),
+    # ---- recording (`record`, `record call`): runtime/calls/record.py
+    EventSpec("recording_started", "call", "a recording began: a voicemail after its beep, or a call recording", (
+        CALL, _f("path", str, "a file it will write (one event per file: `per leg` writes two, `both` three)"),
+        _f("kind", str, "`voicemail` or `call`"),
+        _f("mix", str, "`mono` (voicemail), `mixed`, `per leg` or `both`"),
+    )),
+    EventSpec("recording_stopped", "call", "a recording stopped listening; its files are being written", (
+        CALL, _f("kind", str, "`voicemail` or `call`"),
+        _f("stop", str, "`max length`, `silence`, `digit` or `hangup`"),
+        _f("seconds", float, "the audio recorded"),
+        _f("skipped", int, "packets that were not G.711 (PCMU/PCMA) and are not in the file"),
+    ), bus=False),
+    EventSpec("recording", "call", "a recording's file is written (one event per file), and listed in the call "
+              "record", (
+        CALL, _f("path", str, "the file's absolute path, inside the recordings folder"),
+        _f("seconds", float, "its length of audio"), _f("bytes", int, "its size"),
+        _f("channel", str, "whose audio: `ZERO` (the caller), `ONE` (the dialled leg) or `mixed` (both summed)"),
+        _f("kind", str, "`voicemail` or `call`"),
+        _f("stop", str, "what ended it: `max length`, `silence`, `digit`, `hangup`"),
+    )),
+    EventSpec("recording_failed", "call", "a recording could not be made or written; a voicemail call then "
+              "goes on with the rule's next statement, a recorded call goes on unrecorded", (
+        CALL, _f("path", str, "the file it was for (empty when the name itself was refused)", optional=True,
+                 default=""),
+        _f("reason", str, "why, in words an operator can act on: a full disk, a folder that is not writable, "
+                          "a name leaving the recordings folder, a call not answered..."),
+    )),
     # ---- lines (accounts at providers)
     EventSpec("line_registered", "line", "a line's registration succeeded (or was refreshed)", (
         _f("line", str, "the line's name"), _f("code", int, "the provider's status (200)"),

@@ -16,6 +16,8 @@ from .model import (
     Log,
     Play,
     Program,
+    Record,
+    RecordCall,
     Reject,
     SetCallerId,
     SetHeader,
@@ -176,4 +178,11 @@ def _action(a: object, values: Mapping[str, str]) -> str:
         return f'set header {a.name}: "{a.value.render(values)}"'
     if isinstance(a, Play):
         return f'play "{a.file}"' + (" (answering the call)" if a.answered else " (early media)")
+    if isinstance(a, Record):
+        silence = "off" if a.silence_seconds is None else _secs(a.silence_seconds)
+        prompt = f'prompt "{a.prompt}", ' if a.prompt else ""
+        return (f'answer, {prompt}beep, record the caller into "{a.name}" in {a.folder} '
+                f"(max {_secs(a.max_seconds)}, silence {silence}, # stops)")
+    if isinstance(a, RecordCall):
+        return f'record the call ({a.mix}) into "{a.name}" in {a.folder} until it ends'
     return str(a)

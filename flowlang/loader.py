@@ -20,7 +20,7 @@ from pathlib import Path
 from . import syntax
 from .compiler import Compiler
 from .diagnostics import Diagnostic, FlowError, Reporter, only_flow_errors
-from .model import Gather, Play, Program
+from .model import Gather, Play, Program, Record
 from .syntax import Decl
 
 MAX_SCRIPT_BYTES = 8 << 20  # all the files of one program; a 20,000-rule script is about 1.2 MB
@@ -114,6 +114,8 @@ def play_files(program: Program) -> tuple[str, ...]:
             for action in attempt.actions:
                 if isinstance(action, Play):
                     seen.setdefault(action.file, None)
+                elif isinstance(action, Record) and action.prompt is not None:
+                    seen.setdefault(action.prompt, None)
             if isinstance(attempt.terminal, Gather):
                 if attempt.terminal.prompt is not None:
                     seen.setdefault(attempt.terminal.prompt, None)

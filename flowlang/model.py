@@ -162,6 +162,7 @@ class ServerConfig:
     # the limit of a user or line that sets none (the compiled User/Line carries its effective limit)
     max_calls_per_user: int | None = DEFAULT_MAX_CALLS_PER_USER
     max_calls_per_line: int | None = DEFAULT_MAX_CALLS_PER_LINE
+    recordings: str | None = None  # the folder `record` writes into (absolute; the compiler sets the default)
 
 
 @fast_init
@@ -267,15 +268,40 @@ class Play:
     answered: bool = False
 
 
-Action = Log | SetCallerId | SetHeader | Play
-
-
 # `gather`: answer, play a prompt, collect DTMF digits, then branch on them (docs/language.md, "gather").
 # Defaults: the whole entry within 5 s of the prompt's end, at most 3 s between digits, `#` ends it.
 GATHER_TIMEOUT = 5.0
 GATHER_DIGIT_TIMEOUT = 3.0
 GATHER_TERMINATOR = "#"
 GATHER_MAX_DIGITS = 20  # without `max` and without keys (an `else` that takes any number)
+
+
+@fast_init
+@dataclass(frozen=True, slots=True)
+class Record:
+    """A voicemail: answer, play `prompt` (if any) and a beep, then record the caller into `name` (a
+    relative `{field}` template, `{time}` included) inside `folder`, until `max_seconds`,
+    `silence_seconds` without voice (None: off), `#` or hangup; then the next statement."""
+
+    name: str
+    folder: str
+    max_seconds: float = 120.0
+    silence_seconds: float | None = 5.0
+    prompt: str | None = None
+
+
+@fast_init
+@dataclass(frozen=True, slots=True)
+class RecordCall:
+    """Record both legs from now until the call ends into `name` inside `folder`: `mixed` (one mono
+    file), `per leg` (`NAME.zero.wav` and `NAME.one.wav`) or `both`."""
+
+    name: str
+    folder: str
+    mix: str = "mixed"
+
+
+Action = Log | SetCallerId | SetHeader | Play | Record | RecordCall
 
 
 @fast_init

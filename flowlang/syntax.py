@@ -322,6 +322,7 @@ BUILDERS = {
     "tls_key": _setting("tls_key"),
     "control": _setting("control"),
     "control_token": _setting("control_token"),
+    "recordings": _setting("recordings"),
     "timezone": lambda p, ch: Setting("timezone", [unquote(ch[0][1])], p[2], p[3]),
     # users and lines
     "user_decl": lambda p, ch: Decl("user", ch[0][1], ch[1:], p[2], p[3], ch[0][2], ch[0][3]),
@@ -407,6 +408,14 @@ BUILDERS = {
     "gather_else": lambda p, ch: BranchNode([], ch[-1], True, p[2], p[3]),
     "key_digits": lambda p, ch: ("digits", unquote(ch[0][1]), ch[0][2], ch[0][3]),
     "key_nothing": lambda p, ch: ("nothing", "nothing", p[2], p[3]),
+    # recording: args = [name, its line, its column, options as (word, value, line, col)] / [..., mix]
+    "record": lambda p, ch: Stmt("record", [unquote(ch[0][1]), ch[0][2], ch[0][3], list(ch[1:])], p[2], p[3]),
+    "record_prompt": lambda p, ch: ("prompt", unquote(ch[0][1]), p[2], p[3]),
+    "record_max": lambda p, ch: ("max", ch[0][1], p[2], p[3]),
+    "record_silence": lambda p, ch: ("silence", ch[0][1] if ch else None, p[2], p[3]),
+    "record_call": lambda p, ch: Stmt("record_call", [unquote(ch[0][1]), ch[0][2], ch[0][3],
+                                                      ch[1] if len(ch) > 1 else None], p[2], p[3]),
+    "record_mix": lambda p, ch: " ".join(t[1] for t in ch),
 }
 WITH_LAST = frozenset({"rule"})
 

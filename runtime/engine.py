@@ -166,6 +166,7 @@ class Engine:
             if not self.calls:
                 break
             await asyncio.sleep(0.05)
+        await self.call_runner.settle_writes()  # recordings of the calls just ended (bounded)
         for line in self.lines.values():
             line.stop()
         self.endpoint.pump()

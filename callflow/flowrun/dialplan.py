@@ -23,6 +23,7 @@ from callflow.sdk import (
     Failure,
     SipServer,
     Target,
+    beep_file,
     logfmt_value,
 )
 from flowlang.events import BY_NAME, EVENTS, EventSpec
@@ -37,6 +38,8 @@ from flowlang.model import (
     Log,
     Play,
     Program,
+    Record,
+    RecordCall,
     Reject,
     ServerConfig,
     SetCallerId,
@@ -238,6 +241,10 @@ class Dialplan:
             for action in handler.actions:
                 if isinstance(action, Log):
                     log.info("event=log handler=%s text=%s", name, _quote(action.template.render(values)))
+                elif isinstance(action, RecordCall):
+                    live = event.session
+                    if live is not None:
+                        live.record_call(action.folder, action.name, values, action.mix)
 
     def _values(self, event: Event, spec: EventSpec, facts: CallFacts | None) -> dict[str, str]:
         """Every field `callflow check` accepts for this event's handlers, as text."""
@@ -366,6 +373,9 @@ class _PlanRun:
                     # the plan goes on once the file has played (or could not be)
                     call.play(action.file, action.answered, lambda: self.step(failure))
                     return
+                if isinstance(action, Record):
+                    self._voicemail(action, failure)  # the plan goes on once the message is saved
+                    return
                 self._act(action)
             self.index += 1
             self.action = 0
@@ -407,6 +417,23 @@ class _PlanRun:
         values["digits"] = digits
         _PlanRun(self.call, self.decision, branch.rendered_plan(values), values).step(None)
 
+    def _voicemail(self, action: Record, failure: Failure | None) -> None:
+        """Answer and play the prompt (if any), then a beep, then record the caller
+        (runtime/media/recorder_live.py)."""
+        call = self.call
+
+        def record() -> None:
+            call.record(action.folder, action.name, self.values, action.max_seconds, action.silence_seconds,
+                        lambda: self.step(failure))
+
+        def beep() -> None:
+            call.play(beep_file(), True, record)
+
+        if action.prompt is not None:
+            call.play(action.prompt, True, beep)
+        else:
+            beep()
+
     def _act(self, action: object) -> None:
         call = self.call
         if isinstance(action, Log):
@@ -415,6 +442,8 @@ class _PlanRun:
             call.caller_id_override = action.value.render(self.values)
         elif isinstance(action, SetHeader):
             call.extra_headers.append((action.name, action.value.render(self.values)))
+        elif isinstance(action, RecordCall):
+            call.record_call(action.folder, action.name, self.values, action.mix)
 
 
 def _s(value: object) -> str | None:

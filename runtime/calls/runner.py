@@ -16,12 +16,13 @@ import itertools
 import logging
 import time
 from collections import deque
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Mapping
 from typing import Any, Protocol
 
 from ..events import EventBus
 from ..media.base import MediaBackend, MediaError, MediaSession
 from ..media.prompts import PromptCache
+from ..media.recorder_live import CallHooks, record_call, record_voicemail, stop_recordings
 from ..sip.message import Request, Response, create_response
 from ..sip.transaction import ClientTransaction, ServerTransaction, TransactionLayer
 from .io import (
@@ -94,7 +95,7 @@ class CallSession:
     media session and play task, and the keys it holds in the engine's tables."""
 
     __slots__ = ("runner", "machine", "media", "player", "timers", "dialog_keys", "created_wall", "queued",
-                 "__weakref__")
+                 "recordings", "__weakref__")
 
     def __init__(self, runner: CallRunner, machine: CallMachine) -> None:
         self.runner = runner
@@ -105,6 +106,7 @@ class CallSession:
         self.dialog_keys: list[tuple[str, str]] = []
         self.created_wall = time.time()
         self.queued = False
+        self.recordings: list[Any] = []  # recordings under way (media/recorder_live.ActiveRecording)
 
     # ---- what the dialplan reads ---------------------------------------------------------------------
     @property
@@ -168,10 +170,15 @@ class CallSession:
 
     def reject(self, code: int, reason: str) -> None:
         """Refuse the call with `code reason` (or hang up, when we answered it ourselves)."""
+        if self.recordings:
+            stop_recordings(self._hooks())
         self.runner.feed(self, RejectIn(self.runner.now(), code, reason))
 
     def hangup(self) -> None:
-        """End the call as its state needs: BYE, CANCEL or a final response."""
+        """End the call as its state needs: BYE, CANCEL or a final response. Recordings under way
+        stop now (the files are written), not when the BYE is answered."""
+        if self.recordings:
+            stop_recordings(self._hooks())
         self.runner.feed(self, HangupIn(self.runner.now()))
 
     def play(self, path: str, answered: bool, on_done: Callable[[], None]) -> None:
@@ -207,6 +214,27 @@ class CallSession:
         """Blind transfer asked by the program: the party on `channel` leaves, the other is bridged to
         the first of `targets` to answer (`label` names the target in the `transfer` events)."""
         self.runner.feed(self, TransferIn(self.runner.now(), channel, targets, label))
+
+    def record(self, folder: str, name: str, values: Mapping[str, str], max_seconds: float,
+               silence_seconds: float | None, on_done: Callable[[], None]) -> None:
+        """A voicemail: record the caller (answered by us) into `name` (a `{field}` template, relative)
+        inside `folder` until `max_seconds`, `silence_seconds` without voice, `#` or hangup;
+        `on_done()` once the file is written (or could not be), unless the call ended
+        (runtime/media/recorder_live.py)."""
+        answered = self.machine.state.value == "answered" and self.machine.answered_by_us
+        record_voicemail(self._hooks(), folder, name, values, max_seconds, silence_seconds, on_done, answered)
+
+    def record_call(self, folder: str, name: str, values: Mapping[str, str], mix: str) -> None:
+        """Record both legs until the call ends, `mix` = `mixed`, `per leg` or `both`
+        (runtime/media/recorder_live.py)."""
+        record_call(self._hooks(), folder, name, values, mix)
+
+    def _hooks(self) -> CallHooks:
+        runner = self.runner
+        host = runner.host
+        call_id = self.id
+        return CallHooks(call_id, self.media, runner.now, host.bus.emit, lambda: call_id in host.calls,
+                         self.recordings, runner.writes)
 
     # ---- what the engine hands over --------------------------------------------------------------------
     def digit(self, channel: Channel, digit: str, duration: int) -> None:
@@ -311,6 +339,8 @@ class CallRunner:
         self._ready: deque[CallSession] = deque()
         self._draining = False
         self._tasks: set[asyncio.Task[None]] = set()
+        # recordings being written (worker threads): not cancelled at close, awaited by `settle_writes`
+        self.writes: set[asyncio.Task[None]] = set()
 
     def now(self) -> float:
         return self.host.now()
@@ -378,6 +408,8 @@ class CallRunner:
         self.host.layer.send_stateless(a.message, a.destination, a.transport)
 
     def _emit(self, s: CallSession, a: Emit) -> None:
+        if a.name == "hangup" and s.recordings:
+            stop_recordings(s._hooks())  # recordings end when a leg hangs up, not when its BYE is answered
         self.host.bus.emit(a.name, **a.fields)
 
     def _route(self, s: CallSession, a: Route) -> None:
@@ -397,6 +429,8 @@ class CallRunner:
         if s.machine.txn is not None and s.machine.txn.user_data is s:
             s.machine.txn.user_data = None  # the INVITE transaction outlives the call: no cycle through it
         self._stop_playing(s, None)
+        if s.recordings:
+            stop_recordings(s._hooks())  # before the media closes: what was recorded is written
         stats: dict[str, object] = {}
         media, s.media = s.media, None
         if media is not None:
@@ -579,6 +613,12 @@ class CallRunner:
             del s.timers[name]
             self._live -= 1
             self.feed(s, TimerFired(now, name))
+
+    async def settle_writes(self, timeout: float = 10.0) -> None:
+        """Server shutdown: wait (at most `timeout` seconds) for the recordings being written, so
+        their files are complete and listed in the call records before the process goes."""
+        if self.writes:
+            await asyncio.wait(set(self.writes), timeout=timeout)
 
     def close(self) -> None:
         """Server shutdown: stop the loop timer and the tasks still running."""

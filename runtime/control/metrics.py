@@ -69,6 +69,11 @@ class Metrics:
                                   registry=r)
         for result in ("answered", "failed"):
             self.originated.labels(result)
+        self.recordings = Counter("callflow_recordings", "Recording files (`record`, `record call`) by result "
+                                  "(written, failed: see the recording_failed event's reason)", ["result"], registry=r)
+        self.recording_bytes = Counter("callflow_recording_bytes", "Bytes of recording files written", registry=r)
+        for result in ("written", "failed"):
+            self.recordings.labels(result)
         for outcome in ("answered", "failed", "cancelled", "unanswered"):
             self.calls.labels(outcome)  # zeros from the start, so rate() and alerts see the series
         for result in ("reloaded", "unchanged", "failed"):
@@ -169,6 +174,13 @@ class Metrics:
             self.user_events.labels("failed").inc()
         elif name == "attack_detected":
             self.attacks.labels(str(f.get("kind") or "unknown")).inc()
+        elif name == "recording":
+            self.recordings.labels("written").inc()
+            size = f.get("bytes")
+            if isinstance(size, int):
+                self.recording_bytes.inc(size)
+        elif name == "recording_failed":
+            self.recordings.labels("failed").inc()
         elif name in ("reloaded", "reload_unchanged", "unchanged", "reload_failed"):
             self.count_reload(name)
 

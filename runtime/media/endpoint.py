@@ -42,7 +42,7 @@ class RelayEndpoint(Latch, asyncio.DatagramProtocol):
     dropped and counted in ``dropped``.
     """
 
-    __slots__ = ("transport", "peer", "packets", "bytes", "dropped", "errors", "dtmf", "on_dtmf", "hold",
+    __slots__ = ("transport", "peer", "packets", "bytes", "dropped", "errors", "dtmf", "on_dtmf", "hold", "tap",
                  "_on_lost")
 
     def __init__(self, rtcp: bool, probation: int, on_lost: Callable[[], None]) -> None:
@@ -67,6 +67,8 @@ class RelayEndpoint(Latch, asyncio.DatagramProtocol):
         # while we send digits into the other leg (RelaySession.send_dtmf): what arrives here is
         # handed to hold(data) instead of being relayed, so our telephone-events take the stream's place
         self.hold: Callable[[bytes], None] | None = None
+        # a recording's listener (runtime/media/recorder_live.py): every admitted packet, relayed or not
+        self.tap: Callable[[bytes], None] | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -95,6 +97,15 @@ class RelayEndpoint(Latch, asyncio.DatagramProtocol):
         dtmf = self.dtmf
         if dtmf is not None and len(data) >= 16 and (data[1] & 0x7F) in dtmf.rates:
             self._telephone_event(dtmf, data)
+        if self.tap is not None:
+            self._tapped(data)
+
+    def _tapped(self, data: bytes) -> None:
+        try:
+            self.tap(data)  # type: ignore[misc]
+        except Exception:  # a recorder's bug must not stop the relay
+            self.tap = None
+            log.exception("event=listener_failed name=recording")
 
     def _telephone_event(self, dtmf: EventDetector, data: bytes) -> None:
         """A telephone-event packet (relayed already): report its digit once, at the event's end."""

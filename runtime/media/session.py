@@ -83,6 +83,7 @@ class RelaySession(MediaSession):
         self._senders: list[DtmfSender | None] = [None, None]  # digits being sent into each leg
         self._dtmf_queue: list[list[str] | None] = [None, None]  # digits asked for before a sender started
         self._pumps: set[asyncio.Task[None]] = set()
+        self._taps: tuple[list[Callable[[bytes], None]], list[Callable[[bytes], None]]] = ([], [])  # recordings
 
     def on_dtmf(self, callback: Callable[[int, str, int], None] | None) -> None:
         """Report RFC 4733 digits arriving on either leg: `callback(leg, digit, duration_ms)` once per
@@ -336,6 +337,48 @@ class RelaySession(MediaSession):
             self._senders[leg] = None
             self._dtmf_queue[leg] = None
 
+    def tap(self, leg: int, listener: Callable[[bytes], None]) -> None:
+        """Hand every RTP packet arriving on ``leg`` (from that leg's phone, admitted by the latch,
+        relayed or not) to ``listener(packet)`` as well: a recording (a voicemail and a call
+        recording may listen at once). Ignored once the session is closed (its legs may carry
+        another call)."""
+        if not self.closed:
+            self._taps[leg].append(listener)
+            self._arm_tap(leg)
+
+    def untap(self, leg: int, listener: Callable[[bytes], None]) -> None:
+        """Stop handing ``leg``'s packets to ``listener`` (no error when it was not listening)."""
+        taps = self._taps[leg]
+        if listener in taps:
+            taps.remove(listener)
+        if not self.closed:
+            self._arm_tap(leg)
+
+    def _arm_tap(self, leg: int) -> None:
+        taps = tuple(self._taps[leg])
+        if not taps:
+            self.legs[leg].rtp.tap = None
+        elif len(taps) == 1:
+            self.legs[leg].rtp.tap = taps[0]
+        else:
+            def fan_out(data: bytes, taps: tuple[Callable[[bytes], None], ...] = taps) -> None:
+                for listener in taps:
+                    listener(data)
+            self.legs[leg].rtp.tap = fan_out
+
+    @property
+    def answered_codec(self) -> tuple[int, str] | None:
+        """(payload type, codec) we answered the caller with (``answer``/``take_answer``), or None."""
+        if self._answered is None:
+            return None
+        choice = self._answered[1]
+        return choice.payload_type, choice.codec
+
+    @property
+    def event_types(self) -> dict[int, int]:
+        """The telephone-event payload types either leg's SDP named, with their clock rates."""
+        return dict(self._event_types)
+
     # Counters, per direction: index 0 is caller -> callee (arrived on leg 0), index 1 the reverse.
     @property
     def packets(self) -> tuple[int, int]:
@@ -384,6 +427,9 @@ class RelaySession(MediaSession):
         self.closed = True
         for task in self._pumps:
             task.cancel()
+        for leg, taps in zip(self.legs, self._taps, strict=True):
+            leg.rtp.tap = None
+            taps.clear()
         self._relay._session_closed(self)
         if self._pending == 0 and self._done is not None and not self._done.done():
             self._done.set_result(None)

@@ -13,7 +13,10 @@ Events used (runtime/calls.py emits them):
     connected   peer_type, peer                        the far end answered: channel ONE
     hangup      channel, reason                        who ended an answered (or cancelled) call
     failed      code, reason                           the call never connected
-    closed      reason, rtp_in, rtp_out                the call is over: the record is written
+    closed      reason, rtp_in, rtp_out                the call is over: the record is written, unless
+                                                       a recording of the call is still being written
+    recording_started  path                            a file will be written: the record waits for it
+    recording / recording_failed  path                 the file is written (listed) or not (not listed)
 
 Outcomes, after Asterisk's dispositions and the SIP code the caller got:
 
@@ -72,6 +75,7 @@ class CallRecord:
     # answered call's row written at answer (a cluster) is completed, not duplicated, at its end
     record_id: str | None = None
     node: str | None = None             # the node that carried the call (--node-id)
+    recordings: str | None = None       # the recording files written for the call, comma-separated
 
     def as_dict(self) -> dict[str, object]:
         # not dataclasses.asdict: that deep-copies every value, and this runs once per call on the loop
@@ -114,6 +118,10 @@ class CallRecorder:
         self.on_answer = on_answer
         self.open: dict[str, CallRecord] = {}
         self._cancelled: set[str] = set()
+        # recordings still being written, by call; a closed call waits here (with its closed fields)
+        # until the last is done, so its record lists them. Bounded by the writes under way.
+        self._writing: dict[str, set[str]] = {}
+        self._closing: dict[str, dict[str, object]] = {}
 
     def __call__(self, event: object) -> None:
         """The bus listener: `event` has `.name` and `.fields` (runtime.events.EngineEvent)."""
@@ -192,10 +200,33 @@ class CallRecorder:
             r.ended_at = self.clock()
 
     def _closed(self, r: CallRecord, f: dict[str, object]) -> None:
+        if self._writing.get(r.call_id):
+            r.ended_at = r.ended_at or self.clock()
+            self._closing[r.call_id] = dict(f)  # written once its recordings are
+            return
         self._finish(r, f)
+
+    def _recording_started(self, r: CallRecord, f: dict[str, object]) -> None:
+        self._writing.setdefault(r.call_id, set()).add(str(f.get("path")))
+
+    def _recording(self, r: CallRecord, f: dict[str, object]) -> None:
+        path = str(f.get("path"))
+        if f.get("bytes") is not None:  # `recording`: written
+            r.recordings = path if not r.recordings else f"{r.recordings},{path}"
+        writing = self._writing.get(r.call_id)
+        if writing is None:
+            return
+        writing.discard(path)
+        if not writing:
+            del self._writing[r.call_id]
+            closed = self._closing.pop(r.call_id, None)
+            if closed is not None:
+                self._finish(r, closed)
 
     def _finish(self, r: CallRecord, f: dict[str, object]) -> None:
         self.open.pop(r.call_id, None)
+        self._writing.pop(r.call_id, None)
+        self._closing.pop(r.call_id, None)
         cancelled = r.call_id in self._cancelled
         self._cancelled.discard(r.call_id)
         now = self.clock()
@@ -218,6 +249,7 @@ class CallRecorder:
     _HANDLERS: dict[str, Callable[[CallRecorder, CallRecord, dict[str, object]], None]] = {
         "created": _created, "incoming": _incoming, "connecting": _connecting, "connected": _connected,
         "hangup": _hangup, "failed": _failed, "closed": _closed,
+        "recording_started": _recording_started, "recording": _recording, "recording_failed": _recording,
     }
 
 

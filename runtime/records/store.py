@@ -27,9 +27,10 @@ _TYPES = {
     "duration": "{real} NOT NULL", "outcome": "TEXT NOT NULL", "code": "INTEGER", "reason": "TEXT",
     "hangup_channel": "TEXT", "hangup_reason": "TEXT", "program_version": "TEXT", "user_agent": "TEXT",
     "source": "TEXT", "rtp_in": "BIGINT", "rtp_out": "BIGINT", "record_id": "TEXT", "node": "TEXT",
+    "recordings": "TEXT",
 }
 # columns added after the first release: a table created before them gets them at open (upgrade)
-ADDED_COLUMNS = ("record_id", "node")
+ADDED_COLUMNS = ("record_id", "node", "recordings")
 NODE_LOST = "node_lost"  # hangup_reason of an answered call whose node stopped before its end was written
 assert set(_TYPES) == set(COLUMNS), "every CallRecord field has a column"
 

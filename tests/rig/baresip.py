@@ -138,11 +138,14 @@ def ensure_loopback_uri(uri: str) -> None:
 
 
 def render_config(name: str, sip_port: int, rtp_range: tuple[int, int], ctrl_port: int, *,
-                  certificate: Path | None = None, cafile: Path | None = None) -> str:
+                  certificate: Path | None = None, cafile: Path | None = None,
+                  audio_source: str | None = None) -> str:
     """The headless baresip `config` file (port of the shared baresip-conf.sh).
 
     `certificate` (cert + key in one PEM file) is what the phone presents on its TLS listener and
     when it connects over TLS; `cafile` holds the CA certificates it trusts (see the module doc).
+    `audio_source` replaces the 440 Hz sine microphone, e.g. `aufile,/path/tone.wav` (baresip 1.0's
+    aufile wants the file at `ausrc_srate`/`ausrc_channels`: 48 kHz stereo).
     """
     rtp_min, rtp_max = rtp_range
     tls = ""
@@ -159,7 +162,7 @@ sip_listen\t\t127.0.0.1:{sip_port}
 call_max_calls\t\t4
 audio_path\t\t/usr/share/baresip
 # no sound card: a 440 Hz sine is the microphone, aubridge to an unused device is a null speaker
-audio_source\t\tausine,440
+audio_source\t\t{audio_source or "ausine,440"}
 audio_player\t\taubridge,nil_{name}
 audio_alert\t\taubridge,nil_{name}
 audio_level\t\tno
@@ -269,9 +272,10 @@ class Phone:
                  ctrl_port: int | None = None, base_dir: Path | None = None,
                  allocator: PortAllocator = ports, bind_loopback: bool = True,
                  certs: Certs | None = None, certificate: Path | None = None,
-                 cafile: Path | None = None) -> None:
+                 cafile: Path | None = None, audio_source: str | None = None) -> None:
         """`certs` (tests/rig/certs.py) sets both `certificate` (certs.combined_pem) and `cafile`
-        (certs.ca_cert) for SIP over TLS; the explicit arguments override it."""
+        (certs.ca_cert) for SIP over TLS; the explicit arguments override it. `audio_source`: the
+        microphone (render_config)."""
         if not re.fullmatch(r"[A-Za-z0-9_-]+", name):
             raise ValueError(f"phone name {name!r}: use letters, digits, '-' and '_' only")
         self.account = account
@@ -283,6 +287,7 @@ class Phone:
         self.ctrl_port = ctrl_port or allocator.port()
         self.certificate = certificate or (certs.combined_pem if certs else None)
         self.cafile = cafile or (certs.ca_cert if certs else None)
+        self.audio_source = audio_source
         self._own_dir = base_dir is None
         self.dir = Path(base_dir or tempfile.mkdtemp(prefix=f"baresip-{name}-"))
         self.log_path = self.dir / "baresip.log"
@@ -332,7 +337,7 @@ class Phone:
         self.dir.mkdir(parents=True, exist_ok=True)
         (self.dir / "config").write_text(render_config(
             self.name, self.sip_port, self.rtp_range, self.ctrl_port,
-            certificate=self.certificate, cafile=self.cafile))
+            certificate=self.certificate, cafile=self.cafile, audio_source=self.audio_source))
         (self.dir / "accounts").write_text("")
         (self.dir / "contacts").write_text("")
         env = dict(os.environ)
