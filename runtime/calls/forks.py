@@ -116,13 +116,17 @@ class ForkBuilder:
         number = escape_user(target.number or call.dialled)  # RFC 3261 25.1: never a raw CR LF in a URI
         host = cfg.server_host
         hostport = host if cfg.server_port == 5060 else f"{host}:{cfg.server_port}"
-        h = self._invite_headers(call, from_uri=f"sip:{escape_user(cfg.username)}@{host}", display=cfg.display,
-                                 to_uri=f"sip:{number}@{host}", transport=cfg.transport)
         # the number shown: the rule's `set caller-id`, the line's `caller-id`, the user's, else the
         # line's first number (a DID of ours the provider will accept as the caller)
         caller_id = call.caller_id_override or cfg.caller_id or (
             self.host.users[call.peer_name].caller_id if call.peer_type == "USER" and call.peer_name in self.host.users
             else None) or (cfg.numbers[0] if cfg.numbers else None)
+        # From names the account at the provider (RFC 3261 8.1.1.3); a line with no username (one
+        # that does not register: the provider knows us by address) shows the number above, else
+        # `callflow`, the user our Contact carries then. Never `sip:@host`, which is no valid URI.
+        from_user = cfg.username or caller_id or "callflow"
+        h = self._invite_headers(call, from_uri=f"sip:{escape_user(from_user)}@{host}", display=cfg.display,
+                                 to_uri=f"sip:{number}@{host}", transport=cfg.transport)
         if offer and cfg.codecs:
             try:
                 narrowed = prefer_codecs(offer, cfg.codecs)
