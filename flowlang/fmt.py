@@ -105,17 +105,18 @@ class _Printer:
 
 
 @only_flow_errors
-def format_source(text: str) -> str:
-    """The script in canonical layout; a script with syntax errors raises FlowError instead."""
+def format_source(text: str, filename: str = "<fmt>") -> str:
+    """The script in canonical layout; a script with syntax errors raises FlowError instead, its
+    diagnostics naming `filename` (the path `callflow fmt` read) as `file:line:col: message`."""
     p = syntax.full_parser()
     syntax._fmt_comments.items = []
     try:
         tree = p.parse(text)
     except UnexpectedInput:
         r = Reporter()
-        r.add_source("<fmt>", text)
+        r.add_source(filename, text)
         for prob in syntax.parse(text).problems:
-            r.error("<fmt>", prob.line, prob.col, prob.message)
+            r.error(filename, prob.line, prob.col, prob.message)
         raise FlowError(r.ordered()) from None
     comments = sorted(syntax._fmt_comments.items, key=lambda t: (t.line, t.column))
     syntax._fmt_comments.items = []

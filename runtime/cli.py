@@ -29,6 +29,10 @@ def _listen(text: str) -> list[tuple[str, str, int]]:
     transport, sep, rest = text.partition(":")
     if sep and transport.lower() in TRANSPORTS:
         transports = [transport.lower()]
+    elif sep and transport.isalpha() and ":" in rest:  # WORD:HOST:PORT, WORD not ours (sctp, udp6...)
+        raise argparse.ArgumentTypeError(
+            f"unknown transport {transport!r} in {text!r}: Callflow listens on {', '.join(TRANSPORTS)} "
+            f"(e.g. tcp:0.0.0.0:5060); a bare HOST:PORT listens on udp and tcp")
     else:
         transports, rest = ["udp", "tcp"], text
     host, sep, port = rest.rpartition(":")
@@ -374,7 +378,11 @@ def cmd_check(args: argparse.Namespace) -> int:
     diagnostics, versions = check_paths_versions(args.paths)
     errors = [d for d in diagnostics if d.severity == "error"]
     if args.json:
-        print(json.dumps([d.to_dict() for d in diagnostics], indent=2))
+        # `version`: the id of the one program checked (None for several paths, or on errors);
+        # `versions`: {path as given: id} for each path that compiled
+        version = next(iter(versions.values())) if len(args.paths) == 1 and versions else None
+        print(json.dumps({"ok": not errors, "version": version, "versions": versions,
+                          "diagnostics": [d.to_dict() for d in diagnostics]}, indent=2))
     else:
         for d in diagnostics:
             print(d.render(), file=sys.stderr)
@@ -405,7 +413,7 @@ def cmd_fmt(args: argparse.Namespace) -> int:
 
     path = Path(args.path)
     text = path.read_text(encoding="utf-8")
-    out = format_source(text)
+    out = format_source(text, str(path))
     if args.write:
         if out != text:
             path.write_text(out, encoding="utf-8")

@@ -23,6 +23,8 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from runtime.records.cdr import OUTCOMES, outcome_for
+
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 try:  # every state a line can be in, so each line's series exist (at 0) before it gets there
     from runtime.lines.machine import LineState
@@ -45,8 +47,8 @@ class Metrics:
     def __init__(self, engine: Any = None) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
-        self.calls = Counter("callflow_calls", "Calls closed, by outcome (answered, failed, cancelled, "
-                             "unanswered)", ["outcome"], registry=r)
+        self.calls = Counter("callflow_calls", "Calls closed, by outcome, the words of `callflow cdr` "
+                             "(answered, busy, no_answer, cancelled, failed)", ["outcome"], registry=r)
         self.failures = Counter("callflow_call_failures", "Calls that never connected, by SIP status code",
                                 ["code"], registry=r)
         self.hangups = Counter("callflow_call_hangups", "Hang-ups by the channel that hung up (ZERO: the "
@@ -74,14 +76,16 @@ class Metrics:
         self.recording_bytes = Counter("callflow_recording_bytes", "Bytes of recording files written", registry=r)
         for result in ("written", "failed"):
             self.recordings.labels(result)
-        for outcome in ("answered", "failed", "cancelled", "unanswered"):
+        for outcome in OUTCOMES:
             self.calls.labels(outcome)  # zeros from the start, so rate() and alerts see the series
         for result in ("reloaded", "unchanged", "failed"):
             self.reloads.labels(result)
         self._engine = engine
         self._started: dict[str, float] = {}   # call -> monotonic time of `created`
         self._dialling: set[str] = set()        # originated calls whose first leg has not answered yet
-        self._outcome: dict[str, str] = {}     # call -> what it came to so far
+        # call -> [SIP code channel ZERO got so far, cancelled before an answer], read as the call
+        # record reads them (records.cdr.outcome_for), so /metrics and `callflow cdr` agree
+        self._outcome: dict[str, list[Any]] = {}
         self.observing_sip = False
         self._sip_counts: dict[tuple[str, bytes], int] = {}  # (direction, method or code) -> messages
         self.retransmissions = 0
@@ -142,24 +146,30 @@ class Metrics:
             started = self._started.get(str(call))
             if started is not None:
                 self.setup.observe(time.monotonic() - started)
-            self._outcome[str(call)] = "answered"
+            self._facts(str(call))[0] = 200
         elif name == "failed":
             self.failures.labels(str(f.get("code", "unknown"))).inc()
             if call is not None and str(call) in self._dialling:
                 self._dialling.discard(str(call))
                 self.originated.labels("failed").inc()
-            if call is not None:
-                self._outcome.setdefault(str(call), "failed")
+            code = f.get("code")
+            if call is not None and isinstance(code, int | str) and str(code).isdigit():
+                self._facts(str(call))[0] = int(code)
         elif name == "hangup":
             cause = str(f.get("reason") or "bye")
             self.hangups.labels(str(f.get("channel") or "unknown"), cause).inc()
-            if call is not None and cause == "cancelled":
-                self._outcome.setdefault(str(call), "cancelled")
+            if call is not None:
+                facts = self._facts(str(call))
+                if cause == "cancelled" and facts[0] != 200:
+                    facts[:] = [487, True]
+                elif facts[0] is None:
+                    facts[0] = 200  # a BYE ends a dialog: channel ZERO had its 2xx (from us, for a `play`)
         elif name == "closed" and call is not None:
             key = str(call)
             self._started.pop(key, None)
             self._dialling.discard(key)
-            self.calls.labels(self._outcome.pop(key, "unanswered")).inc()
+            code, cancelled = self._outcome.pop(key, (None, False))
+            self.calls.labels(outcome_for(code == 200 and not cancelled, code, cancelled)).inc()
         elif name == "line_registered":
             self.line_events.labels(str(f.get("line")), "registered").inc()
         elif name == "line_register_failed":
@@ -183,6 +193,14 @@ class Metrics:
             self.recordings.labels("failed").inc()
         elif name in ("reloaded", "reload_unchanged", "unchanged", "reload_failed"):
             self.count_reload(name)
+
+    def _facts(self, call: str) -> list[Any]:
+        facts = self._outcome.get(call)
+        if facts is None:
+            facts = [None, False]
+            if len(self._outcome) < MAX_TRACKED_CALLS:
+                self._outcome[call] = facts
+        return facts
 
     def count_reload(self, event_name: str) -> None:
         result = {"reloaded": "reloaded", "reload_failed": "failed"}.get(event_name, "unchanged")

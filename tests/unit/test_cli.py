@@ -42,7 +42,9 @@ def test_check_json_is_machine_readable(tmp_path: Path) -> None:
     bad = tmp_path / "bad.flow"
     bad.write_text(BROKEN)
     result = callflow("check", "--json", str(bad))
-    diagnostics = json.loads(result.stdout)
+    report = json.loads(result.stdout)
+    assert report["ok"] is False and report["version"] is None
+    diagnostics = report["diagnostics"]
     assert {"file": str(bad), "line": 2, "col": 46, "severity": "error"}.items() <= diagnostics[-1].items()
 
 
