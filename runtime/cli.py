@@ -181,9 +181,12 @@ def build_parser() -> argparse.ArgumentParser:
     explain.add_argument("--at", help='when, e.g. "2026-11-26 20:00" (default: now)')
     explain.add_argument("--caller-id", help="the number a line's provider (or an unknown caller) sends; "
                                              "a user's calls carry its caller-id, else its name")
-    fmt = sub.add_parser("fmt", help="print the script in canonical layout (--write to rewrite the file)")
-    fmt.add_argument("path")
-    fmt.add_argument("--write", action="store_true")
+    fmt = sub.add_parser("fmt", help="print the script in canonical layout (--write to rewrite the file, "
+                                     "--check to exit 1 when a file would change)")
+    fmt.add_argument("path", nargs="+", help="a .flow file or a folder (its .flow files)")
+    fmt.add_argument("--write", action="store_true", help="rewrite each file that is not in canonical layout")
+    fmt.add_argument("--check", action="store_true",
+                     help="change nothing; name each file that would change and exit 1 if any would (for CI)")
     graph = sub.add_parser("graph", help="the routing as Graphviz dot (or SVG/PNG with -o when dot is installed)")
     graph.add_argument("path")
     graph.add_argument("-o", "--output")
@@ -411,15 +414,25 @@ def cmd_explain(args: argparse.Namespace) -> int:
 def cmd_fmt(args: argparse.Namespace) -> int:
     from flowlang import format_source
 
-    path = Path(args.path)
-    text = path.read_text(encoding="utf-8")
-    out = format_source(text, str(path))
-    if args.write:
+    paths: list[Path] = []
+    for given in map(Path, args.path):  # a folder stands for its .flow files, as in `run` and `check`
+        paths.extend(sorted(c for c in given.iterdir() if c.suffix == ".flow" and c.is_file())
+                     if given.is_dir() else [given])
+    changed = []
+    for path in paths:
+        text = path.read_text(encoding="utf-8")
+        out = format_source(text, str(path))
         if out != text:
-            path.write_text(out, encoding="utf-8")
-    else:
-        sys.stdout.write(out)
-    return 0
+            changed.append(path)
+        if args.check:
+            if out != text:
+                print(f"{path}: would be reformatted (run callflow fmt --write {path})", file=sys.stderr)
+        elif args.write:
+            if out != text:
+                path.write_text(out, encoding="utf-8")
+        else:
+            sys.stdout.write(out)
+    return 1 if args.check and changed else 0
 
 
 def cmd_graph(args: argparse.Namespace) -> int:
