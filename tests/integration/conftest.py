@@ -1,7 +1,7 @@
 """Fixtures for integration tests against real third-party SIP software (see tests/rig).
 
 Fixtures:
-  kamailio          module-scoped started Kamailio provider (127.0.0.1:5080, or a free port if taken)
+  kamailio          module-scoped started Kamailio provider (a free pool port, never office.flow's 5080)
   kamailio_tls      module-scoped provider on UDP+TCP (.port) and TLS (.tls_port), free ports
   kamailio_factory  function-scoped: start extra providers (own port, custom accounts, transports),
                     stopped after
@@ -30,7 +30,6 @@ except ImportError:  # plain `pytest` does not put the repo root on sys.path
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from tests.rig import (  # noqa: E402
-    DEFAULT_PORT,
     Certs,
     Kamailio,
     PhoneFactory,
@@ -146,20 +145,18 @@ def kamailio_tls(tmp_path_factory: pytest.TempPathFactory, rig_certs: Certs) -> 
 def kamailio(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Kamailio]:
     """A started provider (trunk1/s3cret with DID +15551230000, pstn/pstnpw) for this test module.
 
-    Listens on 127.0.0.1:5080 unless another test process holds that port, then on a free one:
-    always use `kamailio.port` / `kamailio.hostport`, never a hard-coded 5080.
+    Listens on a free port of the rig's pool, never on 127.0.0.1:5080, the provider flows/office.flow
+    names (a server started from the README beside a test run would register to it): always use
+    `kamailio.port` / `kamailio.hostport`.
     """
     require_peer("kamailio", kamailio_problem())
-    claimed = ports.claim(DEFAULT_PORT)
-    port = DEFAULT_PORT if claimed else ports.port()
+    port = ports.port()
     provider = Kamailio(port, run_dir=tmp_path_factory.mktemp(f"kamailio-{port}-"))
     try:
         provider.start()
         yield provider
     finally:
         provider.stop()
-        if claimed:
-            ports.release(DEFAULT_PORT)
 
 
 @pytest.fixture(autouse=True)

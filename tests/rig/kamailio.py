@@ -37,6 +37,9 @@ TRUNK_PASSWORD = "s3cret"
 TRUNK_DID = "+15551230000"
 PSTN_USER = "pstn"
 PSTN_PASSWORD = "pstnpw"
+# the port kamailio-itsp.cfg runs on when started by hand, which flows/office.flow names as its
+# provider; the rig never binds it, so a server started from the README beside a test run cannot
+# register to (and take calls from) the tests' provider: Kamailio() takes a pool port instead
 DEFAULT_PORT = 5080
 DEFAULT_ACCOUNTS: dict[str, str] = {TRUNK_USER: TRUNK_PASSWORD, PSTN_USER: PSTN_PASSWORD}
 WRONG_PASSWORD = "not-the-password"
@@ -163,13 +166,14 @@ class Kamailio:
     supplies the TLS server certificate; by default a CA and certificate are made in the run folder.
     """
 
-    def __init__(self, port: int = DEFAULT_PORT, *, run_dir: Path | None = None,
+    def __init__(self, port: int | None = None, *, run_dir: Path | None = None,
                  accounts: dict[str, str] | None = None, extra_accounts: dict[str, str] | None = None,
                  children: int = 2, shm_mb: int = 64, pkg_mb: int = 8,
                  transports: tuple[str, ...] | list[str] = ("udp",), tls_port: int | None = None,
                  certs: Certs | None = None, allocator: PortAllocator = ports) -> None:
         self.host = "127.0.0.1"
-        self.port = port
+        self.port = port or allocator.port()  # never DEFAULT_PORT unless asked for (see there)
+        port = self.port
         self.transports = normalize_transports(transports)
         self.tls_port = (tls_port or allocator.port()) if "tls" in self.transports else None
         self.certs = certs
