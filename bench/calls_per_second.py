@@ -697,7 +697,7 @@ def log_findings(path: Path) -> list[str]:
     for line in text.splitlines():
         if re.search(r"WARNING|ERROR|CRITICAL|Traceback|Error", line):
             key = re.sub(r"^\S+ \S+ ", "", line)
-            key = re.sub(r"\b[0-9a-f]{8}\b|\d+", "N", key)[:160]
+            key = re.sub(r"\b[0-9a-f]{16}\b|\b[0-9a-f]{8}\b|\d+", "N", key)[:160]  # call ids: 16 hex (8 before)
             counts[key] = counts.get(key, 0) + 1
     return [f"{n:>7} x {k}" for k, n in sorted(counts.items(), key=lambda kv: -kv[1])[:8]]
 

@@ -19,6 +19,7 @@ from dataclasses import dataclass, replace
 
 from .calls import CallMachine, CallRunner, CallSession, CallState, Channel, Failure, Leg, Target
 from .calls.forks import ALLOW, ForkBuilder
+from .calls.ids import new_call_session_id
 from .chat import ChatRelay
 from .events import EventBus
 from .lines import LineClient, LineConfig
@@ -44,7 +45,6 @@ from .sip.transaction import (
     TransactionLayer,
     TransactionTimeout,
     new_tag,
-    token_hex,
 )
 from .sip.uri import has_control, unescape
 from .transport import ListenSpec, SipEndpoint
@@ -455,8 +455,8 @@ class Engine:
         if has_control(caller_id):
             self.respond_once(txn, 400, "Bad Request (the From user holds control characters)")
             return
-        machine = CallMachine(self, token_hex(4), txn, peer_type=peer_type, peer_name=peer_name, caller_id=caller_id,
-                              dialled=dialled, program=self.program,
+        machine = CallMachine(self, new_call_session_id(), txn, peer_type=peer_type, peer_name=peer_name,
+                              caller_id=caller_id, dialled=dialled, program=self.program,
                               now=self.now(), t1=self.layer.t1, t2=self.layer.t2,
                               max_duration=self.max_call_duration, rtp_timeout=self.rtp_timeout)
         if line is not None:

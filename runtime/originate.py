@@ -13,12 +13,12 @@ import logging
 import re
 from collections.abc import Callable
 from datetime import UTC, datetime
-from secrets import token_hex
 from typing import TYPE_CHECKING
 
 from flowlang.model import Accept, CallInfo, Hangup, Reject
 
 from .calls import CallMachine, CallSession, Failure, Target
+from .calls.ids import new_call_session_id
 from .events import logfmt_value
 from .sip.message import Headers, Request
 from .sip.transaction import new_branch
@@ -100,7 +100,7 @@ def originate(engine: Engine, zero: Target, on_answered: Callable[[CallSession],
         caller_id = account.caller_id or zero.name
     else:
         caller_id = zero.number or zero.name
-    call_id = token_hex(4)
+    call_id = new_call_session_id()
     machine = CallMachine(engine, call_id, None, peer_type=zero.kind, peer_name=zero.name, caller_id=caller_id,
                           dialled=number, program=engine.program, now=now, t1=engine.layer.t1, t2=engine.layer.t2,
                           max_duration=engine.max_call_duration, rtp_timeout=engine.rtp_timeout,
