@@ -140,3 +140,12 @@ def test_a_voicemail_calls_closed_event_counts_its_media(
     call = leave_a_message(voicemail, phone_factory)
     closed = voicemail.wait_event("closed", 10, call=call)
     assert int(closed["rtp_in"]) > 50 and int(closed["rtp_out"]) > 10, closed
+
+
+@pytest.mark.xfail(strict=True, reason="a call the rule's `hangup` ends after a voicemail has no `hangup` event "
+                                       "(only `closed`), so `on hangup` handlers never see it")
+def test_the_rules_hangup_after_a_voicemail_is_a_hangup_event(
+        voicemail: CallflowServer, phone_factory: PhoneFactory) -> None:
+    call = leave_a_message(voicemail, phone_factory)
+    voicemail.wait_event("closed", 10, call=call)
+    assert voicemail.events("hangup", call=call), voicemail.call_events(call)
