@@ -16,7 +16,7 @@ import pytest
 
 from callflow.sdk import DialError, SipServer
 from tests.integration.callflow_server import CallflowServer
-from tests.rig import CALL_CLOSED, CALL_ESTABLISHED, PhoneFactory, account_line, ports
+from tests.rig import CALL_CLOSED, CALL_ESTABLISHED, Kamailio, PhoneFactory, account_line, ports
 from tests.rig.proc import wait_until
 
 pytestmark = pytest.mark.integration
@@ -149,3 +149,17 @@ def test_the_rules_hangup_after_a_voicemail_is_a_hangup_event(
     call = leave_a_message(voicemail, phone_factory)
     voicemail.wait_event("closed", 10, call=call)
     assert voicemail.events("hangup", call=call), voicemail.call_events(call)
+
+
+@pytest.mark.xfail(strict=True, reason="dial_call_session(play=<a file that does not exist>) dials the number, and "
+                                       "when the far phone answers it hears nothing while `result` says None "
+                                       "(played); the file is not checked before anything is sent")
+def test_originate_to_play_a_missing_file_is_refused_before_dialling(
+        sdk: SdkInThread, kamailio: Kamailio, tmp_path: Path) -> None:
+    sdk.call(sdk.server.add_line, "itsp1", server=kamailio.hostport, username="trunk1", password="s3cret",
+             register_every=60)
+    sdk.call(sdk.server.register_line, "itsp1")
+    assert wait_until(lambda: sdk.call(sdk.server.line_state, "itsp1") == "registered", 10)
+    with pytest.raises(ValueError, match="none.wav"):    # DialError is a ValueError with .code
+        sdk.call(sdk.server.dial_call_session, to_line="itsp1", number="+15557654321",
+                 play=str(tmp_path / "none.wav"))
