@@ -408,6 +408,14 @@ EVENTS: tuple[EventSpec, ...] = (
         _f("error", str, "why"), _f("action", str, "what follows"),
     ), bus=False),
     # ---- operator's endpoint and transport
+    EventSpec("edge_trusted", "server", "at start with `--edge`: requests from these edge proxies are judged "
+              "by the phone's address they report in the Via, and the edges are never held by the guards", (
+        _f("edges", str, "the edges as configured, comma-separated (IP or IP:PORT)"),
+    ), bus=False),
+    EventSpec("nonce_secret_shared", "server", "at start: digest nonces are signed with a secret shared by the "
+              "nodes behind an edge, so any node accepts another's challenge", (
+        _f("source", str, "`option` (--nonce-secret) or `CALLFLOW_NONCE_SECRET`"),
+    ), bus=False),
     EventSpec("control_listening", "server", "the control endpoint (status, metrics, the live page) is open", (
         _f("address", str, "HOST:PORT"), _f("auth", str, "`token` or `none`"),
         _f("page", str, "the live page's address"),
