@@ -18,6 +18,7 @@ from callflow.sdk import (
     EVENT_NAMES,
     RING_TIMEOUT,
     CallSession,
+    Channel,
     ChatMessage,
     Event,
     Failure,
@@ -28,6 +29,7 @@ from callflow.sdk import (
 )
 from flowlang.events import BY_NAME, EVENTS, EventSpec
 from flowlang.model import (
+    DTMF_SEND_DURATION,
     Accept,
     Attempt,
     CallInfo,
@@ -41,6 +43,7 @@ from flowlang.model import (
     Record,
     RecordCall,
     Reject,
+    SendDtmf,
     ServerConfig,
     SetCallerId,
     SetHeader,
@@ -245,6 +248,10 @@ class Dialplan:
                     live = event.session
                     if live is not None:
                         live.record_call(action.folder, action.name, values, action.mix)
+                elif isinstance(action, SendDtmf):
+                    live = event.session
+                    if live is not None:
+                        live.send_dtmf(Channel[action.channel], action.digits, DTMF_SEND_DURATION)
 
     def _values(self, event: Event, spec: EventSpec, facts: CallFacts | None) -> dict[str, str]:
         """Every field `callflow check` accepts for this event's handlers, as text."""
@@ -444,6 +451,8 @@ class _PlanRun:
             call.extra_headers.append((action.name, action.value.render(self.values)))
         elif isinstance(action, RecordCall):
             call.record_call(action.folder, action.name, self.values, action.mix)
+        elif isinstance(action, SendDtmf):  # the digits go out while the plan goes on
+            call.send_dtmf(Channel[action.channel], action.digits, DTMF_SEND_DURATION)
 
 
 def _s(value: object) -> str | None:
