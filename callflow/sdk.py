@@ -371,7 +371,8 @@ class SipServer:
         """Limits for the calls that start from now on (a call keeps the timers it started with).
 
         max_calls: calls in the whole server at once (a further INVITE gets 503 with Retry-After);
-        max_call_duration: seconds a call may last once connected, then BYE on both legs;
+        max_call_duration: seconds a call may last once connected (or once Callflow answered it
+        itself: a prompt, a menu, a voicemail, an originated call), then BYE on both legs;
         rtp_timeout: seconds without RTP either way before a connected call is ended (both: a
         `hangup` whose reason says so). None: no limit. Per user and per line: add_user's and
         add_line's max_calls."""
