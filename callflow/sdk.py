@@ -556,15 +556,17 @@ class SipServer:
         ZERO the leg the call came in on, ONE the leg Callflow dialled. Each key is held `duration`
         seconds (0.04-8) with 0.1 s between keys. Sent as RFC 4733 telephone-events when that leg's
         offer/answer settled telephone-event, else as SIP INFO (application/dtmf-relay), one per key.
-        Returns at once; a digit that cannot be delivered (the phone takes neither, refuses the INFO,
-        or the leg is not answered) is a `dtmf_dropped` event. Raises ValueError for bad digits or
-        duration; no-op for a session that has closed."""
+        Returns at once after a `dtmf_sent` event; a digit that cannot be delivered (the phone takes
+        neither, refuses the INFO, or the leg is not answered) is a `dtmf_dropped` event. Raises
+        ValueError for bad digits or duration; no-op for a session that has closed."""
         digits = normalize_digits(digits)
         if not MIN_DURATION <= duration <= MAX_DURATION:
             raise ValueError(f"duration {duration!r}: seconds, {MIN_DURATION}-{MAX_DURATION}")
         call = self._session(session)
         if call is not None:
-            call.send_dtmf(Channel(channel), digits, duration)
+            channel = Channel(channel)
+            self.engine.bus.emit("dtmf_sent", call=call.id, channel=channel.name, digits=digits)
+            call.send_dtmf(channel, digits, duration)
 
     def record_call_session(self, session: CallSession | str, name: str, *, mix: str = "mixed",
                             folder: str = RECORDINGS_FOLDER) -> asyncio.Future[list[str] | Failure]:

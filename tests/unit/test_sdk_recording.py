@@ -132,7 +132,7 @@ class RecordingSession:
 
 def test_a_call_recording_per_leg_gives_both_paths_once_both_files_are_written() -> None:
     async def scenario() -> object:
-        server = SipServer(listen="udp:127.0.0.1:0", rtp_ports=ports.rtp_range(4))
+        server = SipServer(listen="udp:127.0.0.1:0", rtp_ports=(40000, 40003))  # never started: nothing is bound
         server.engine.calls["c1"] = RecordingSession(server)
         pending = server.record_call_session("c1", "{call}.wav", mix="per leg", folder="/rec")
         bus = server.engine.bus
@@ -149,7 +149,7 @@ def test_a_call_recording_per_leg_gives_both_paths_once_both_files_are_written()
 
 def test_a_call_recording_whose_every_file_failed_gives_the_failure() -> None:
     async def scenario() -> object:
-        server = SipServer(listen="udp:127.0.0.1:0", rtp_ports=ports.rtp_range(4))
+        server = SipServer(listen="udp:127.0.0.1:0", rtp_ports=(40000, 40003))  # never started: nothing is bound
         server.engine.calls["c1"] = RecordingSession(server)
         pending = server.record_call_session("c1", "{call}.wav", mix="per leg", folder="/rec")
         for leg in ("zero", "one"):
@@ -163,7 +163,7 @@ def test_a_call_recording_whose_every_file_failed_gives_the_failure() -> None:
 
 def test_the_recording_arguments_are_checked_before_anything_happens() -> None:
     async def scenario() -> None:
-        server = SipServer(listen="udp:127.0.0.1:0", rtp_ports=ports.rtp_range(4))
+        server = SipServer(listen="udp:127.0.0.1:0", rtp_ports=(40000, 40003))  # never started: nothing is bound
         with pytest.raises(ValueError, match="mix 'stereo'"):
             server.record_call_session("c1", "x.wav", mix="stereo")
         with pytest.raises(ValueError, match="max_seconds"):
