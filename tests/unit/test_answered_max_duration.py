@@ -56,3 +56,29 @@ def test_a_call_we_answered_still_ringing_channel_one_at_the_deadline_is_ended()
     call.advance(60)
     assert "maximum call duration" in str(call.event("hangup")["reason"])  # type: ignore[index]
     assert call.sent("BYE", to=ZERO_ADDR) and call.sent("CANCEL")
+
+
+# ---- the status page: what a call we answered is doing ----------------------------------------------------
+def status_of(call: Call, recordings: list[object] | None = None) -> str:
+    from runtime.calls import CallSession
+
+    session = CallSession.__new__(CallSession)
+    session.machine, session.created_wall, session.recordings = call.machine, 1_700_000_000.0, recordings or []
+    session.runner = type("R", (), {"now": lambda self: call.now})()
+    return str(session.snapshot()["state"])
+
+
+def test_status_shows_a_call_in_a_menu_as_menu_and_after_it_as_answered() -> None:
+    from test_gather_machine import answered_and_prompted
+
+    call = answered_and_prompted(max_digits=1)
+    assert status_of(call) == "menu"
+    call.prompt_ends()
+    call.press("1")
+    assert call.entries == [("1", "max")] and status_of(call) == "answered"
+
+
+def test_status_shows_a_call_leaving_a_voicemail_as_recording() -> None:
+    call, _ = answered_by_us()
+    voicemail = type("Rec", (), {"kind": "voicemail"})()
+    assert status_of(call) == "answered" and status_of(call, [voicemail]) == "recording"
