@@ -101,6 +101,16 @@ class Metrics:
         self.recording_bytes = Counter("callflow_recording_bytes", "Bytes of recording files written", registry=r)
         for result in ("written", "failed"):
             self.recordings.labels(result)
+        self.dtmf_received = Counter("callflow_dtmf_digits_received", "DTMF digits detected on a leg, by source "
+                                     "(rfc4733: telephone-events in RTP, info: SIP INFO)", ["source"], registry=r)
+        for source in ("rfc4733", "info"):
+            self.dtmf_received.labels(source)
+        self.dtmf_sent = Counter("callflow_dtmf_digits_sent", "DTMF digits the program pressed on a leg (SDK "
+                                 "send_dtmf, `.flow` `send dtmf`)", registry=r)
+        self.dtmf_dropped = Counter("callflow_dtmf_digits_dropped", "DTMF digits that could not be delivered to a "
+                                    "leg (see the dtmf_dropped event's reason)", registry=r)
+        self.dtmf_unexpected = Counter("callflow_dtmf_unexpected", "Legs that sent telephone-events without "
+                                       "having negotiated them (once per call and leg)", registry=r)
         for outcome in OUTCOMES:
             self.calls.labels(outcome)  # zeros from the start, so rate() and alerts see the series
         for result in ("reloaded", "unchanged", "failed"):
@@ -219,6 +229,14 @@ class Metrics:
             self.recordings.labels("failed").inc()
         elif name in ("reloaded", "reload_unchanged", "unchanged", "reload_failed"):
             self.count_reload(name)
+        elif name == "dtmf":
+            self.dtmf_received.labels("info" if f.get("source") == "info" else "rfc4733").inc()
+        elif name == "dtmf_sent":
+            self.dtmf_sent.inc(len(str(f.get("digits") or "")))
+        elif name == "dtmf_dropped":
+            self.dtmf_dropped.inc(max(1, len(str(f.get("digit") or ""))))  # send_dtmf's drop names its digits
+        elif name == "dtmf_unexpected":
+            self.dtmf_unexpected.inc()
 
     def _facts(self, call: str) -> list[Any]:
         facts = self._outcome.get(call)
