@@ -27,7 +27,7 @@ from tests.integration.callflow_server import CallflowServer
 from tests.integration.conftest import kamailio_problem, require_peer
 from tests.integration.test_seed_flows import MIN_PACKETS
 from tests.rig import CALL_CLOSED, CALL_ESTABLISHED, CALL_INCOMING, Kamailio, Phone, PhoneFactory, account_line, ports
-from tests.rig.edge import PROVIDER_HOST, Edge
+from tests.rig.edge import HOST, Edge
 from tests.rig.kamailio import TRUNK_DID
 from tests.rig.postgres import Postgres, postgres_problem
 
@@ -35,10 +35,10 @@ LEASE_SECONDS = 6  # short, so the take-over happens within a test's patience
 WAIT_TAKEOVER = LEASE_SECONDS * 4 + 15  # bounded wait for the survivor's lease and registration
 
 
-def flow(provider: str) -> str:
-    # the provider's calls come through the edge's providers' socket (127.0.0.2): the line trusts that
-    # address only, so the phones' calls (through the edge's phones' socket, 127.0.0.1) are the phones'
-    # whatever the order of the rules: the line's rule comes first here on purpose
+def flow(provider: str, providers_socket: str) -> str:
+    # the provider's calls come through the edge's providers' socket (same IP as its phones' socket,
+    # another port): the line trusts that socket only, so the phones' calls (through the phones'
+    # socket) are the phones' whatever the order of the rules: the line's rule comes first on purpose
     return f"""user alice password "alice-pw"
 user bob password "bob-pw"
 user carol password "carol-pw"
@@ -49,7 +49,7 @@ line itsp1 {{
     username "trunk1"
     password "s3cret"
     register every 60s
-    trust    "{PROVIDER_HOST}"
+    trust    "{providers_socket}"
 }}
 
 on incoming from line itsp1 accept to user alice
@@ -83,11 +83,13 @@ def cluster(postgres: Postgres, kamailio: Kamailio, tmp_path: Path) -> Iterator[
     require_peer("kamailio", kamailio_problem())
     edge_port, provider_port = ports.port(), ports.port()
     mark = kamailio.log_mark()
-    nodes = [CallflowServer(flow(kamailio.hostport), tmp_path / f"node{i}", ports.sip_port(), ports.rtp_range(20),
+    providers_socket = f"{HOST}:{provider_port}"
+    nodes = [CallflowServer(flow(kamailio.hostport, providers_socket), tmp_path / f"node{i}", ports.sip_port(),
+                            ports.rtp_range(20),
                             extra_args=["--location-dsn", postgres.dsn, "--cdr-dsn", postgres.dsn,
                                         "--node-id", f"node{i}",
                                         "--lease-seconds", str(LEASE_SECONDS),
-                                        "--line-contact", f"{PROVIDER_HOST}:{provider_port}"])
+                                        "--line-contact", providers_socket])
              for i in range(2)]
     edge = Edge(edge_port, [node.hostport for node in nodes], tmp_path / "edge", provider_port=provider_port,
                 provider_nets=kamailio.host + "/32")

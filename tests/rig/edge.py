@@ -31,18 +31,17 @@ HOST = "127.0.0.1"
 T = TypeVar("T")
 
 
-PROVIDER_HOST = "127.0.0.2"  # the providers' socket: an address of its own, as the nodes tell it apart by address
-
-
 class Edge:
-    """`provider_port`: also listen for providers on PROVIDER_HOST:provider_port (EDGE_PROVIDER_LISTEN),
-    serving there only `provider_nets` (PROVIDER_NETS, comma-separated) and the nodes."""
+    """`provider_port`: also listen for providers on `provider_host`:provider_port (EDGE_PROVIDER_LISTEN;
+    the phones' socket's address by default: the nodes tell the two apart by port, a line trusting
+    "IP:PORT"), serving there only `provider_nets` (PROVIDER_NETS, comma-separated) and the nodes."""
 
     def __init__(self, port: int, nodes: list[str], run_dir: Path, provider_port: int | None = None,
-                 provider_nets: str = "127.0.0.1/32") -> None:
+                 provider_nets: str = "127.0.0.1/32", provider_host: str = HOST) -> None:
         self.port = port
         self.nodes = nodes
         self.provider_port = provider_port
+        self.provider_host = provider_host
         self.provider_nets = provider_nets
         self.run_dir = run_dir
         self.log_path = run_dir / "edge.log"
@@ -56,7 +55,7 @@ class Edge:
     def provider_hostport(self) -> str:
         """The providers' socket: the lines' --line-contact."""
         assert self.provider_port is not None, "this edge was started without a providers' socket"
-        return f"{PROVIDER_HOST}:{self.provider_port}"
+        return f"{self.provider_host}:{self.provider_port}"
 
     def start(self, timeout: float = 15.0) -> Edge:
         binary = kamailio_binary()
@@ -66,8 +65,8 @@ class Edge:
         nodes.write_text("".join(f"1 sip:{node}\n" for node in self.nodes))
         defines = ["-A", f"EDGE_LISTEN=udp:{HOST}:{self.port}", "-A", f'DISPATCHER_LIST="{nodes}"']
         if self.provider_port is not None:
-            ensure_loopback(PROVIDER_HOST)
-            defines += ["-A", f"EDGE_PROVIDER_LISTEN=udp:{PROVIDER_HOST}:{self.provider_port}",
+            ensure_loopback(self.provider_host)
+            defines += ["-A", f"EDGE_PROVIDER_LISTEN=udp:{self.provider_host}:{self.provider_port}",
                         "-A", f'PROVIDER_NETS="{self.provider_nets}"']
         check = subprocess.run([binary, "-c", "-f", str(CONFIG), *defines], capture_output=True, text=True,
                                timeout=30)
