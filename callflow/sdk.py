@@ -306,7 +306,7 @@ class SipServer:
         """An account at a provider. `server` is "HOST[:PORT]" (PORT 5060, 5061 for TLS, when left
         out; a bare host name is looked up with NAPTR/SRV, RFC 3263). `register_every` is the
         REGISTER expiry asked for, in seconds (None: the line does not register; calls still go
-        out). `trust`: other addresses (IPs, CIDR networks) the provider's calls come from.
+        out). `trust`: other addresses (IPs, CIDR networks, or "IP:PORT" for one socket) the provider's calls come from.
         `max_calls`: calls the line may carry at once, in and out (a further one gets 503 out, 486
         in; None: no limit; changing it alone changes nothing else). The line does not register until
         `register_line(name)`. Replacing a line with the same settings keeps its registration.

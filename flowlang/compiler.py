@@ -87,6 +87,26 @@ def _network(text: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network | None:
         return None
 
 
+def _exact_address(text: str) -> tuple[str, int] | None:
+    """A trust entry naming one address and port, `203.0.113.7:5080` or `[2001:db8::7]:5080` (an edge's
+    providers' socket sharing its IP with the phones' one, docs/scaling.md): (canonical IP, port), or
+    None when `text` is not of that form."""
+    text = text.strip()
+    if text.startswith("["):
+        host, _, rest = text[1:].partition("]")
+        port = rest[1:] if rest.startswith(":") else ""
+    elif text.count(":") == 1:
+        host, _, port = text.partition(":")
+    else:
+        return None
+    if not port.isdigit() or not 0 < int(port) <= 65535:
+        return None
+    try:
+        return str(ipaddress.ip_address(host)), int(port)
+    except ValueError:
+        return None
+
+
 def _show(network: ipaddress.IPv4Network | ipaddress.IPv6Network) -> str:
     """`203.0.113.7` for one address, `203.0.113.0/24` for a network."""
     if network.prefixlen == network.max_prefixlen:
@@ -142,6 +162,7 @@ class Compiler:
         self.users: dict[str, User] = {}
         self.lines: dict[str, Line] = {}
         self._trust_at: list[tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, str, str, int, int]] = []
+        self._trust_exact_at: dict[tuple[str, int], tuple[str, str, int, int]] = {}  # IP:PORT -> its line, where
         self.rules: list[Rule] = []
         self.handlers: list[Handler] = []
         self.used_lines: set[str] = set()
@@ -452,11 +473,26 @@ class Compiler:
         for st in d.settings:
             if st.kind == "trust":
                 for raw in st.args:
+                    exact = _exact_address(raw)
+                    if exact is not None:  # one address and port: an edge's providers' socket
+                        trusted_ip, trusted_port = exact  # (not `port`: the server's port, above)
+                        bracketed = f"[{trusted_ip}]" if ":" in trusted_ip else trusted_ip
+                        shown = f"{bracketed}:{trusted_port}"
+                        other = self._trust_exact_at.get(exact)
+                        if other is not None and other[0] != d.name:
+                            self.r.error(f, st.line, st.col, f"line {d.name} trusts {shown}, which line {other[0]} "
+                                         f"also trusts (at {other[1]}:{other[2]}:{other[3]}): a call from there "
+                                         "could not tell its line")
+                        else:
+                            self._trust_exact_at[exact] = (d.name, f, st.line, st.col)
+                            trust.append(shown)
+                        continue
                     network = _network(raw)
                     if network is None:
                         self.r.error(f, st.line, st.col,
-                                     f"trust '{raw}' is not an IP address or network (e.g. \"203.0.113.7\" or "
-                                     "\"203.0.113.0/24\"); host names are not taken, so DNS cannot widen the trust")
+                                     f"trust '{raw}' is not an IP address, network or address:port (e.g. "
+                                     "\"203.0.113.7\", \"203.0.113.0/24\" or \"203.0.113.7:5080\"); host names "
+                                     "are not taken, so DNS cannot widen the trust")
                     elif network.prefixlen == 0:
                         self.r.error(f, st.line, st.col,
                                      f"trust '{raw}' would make every address on the internet this line's: "

@@ -372,6 +372,15 @@ class _EngineCollector(Collector):
             for name, lease in holding().items():
                 leases.add_metric([name, str(lease["holder"] or "")], 1.0 if lease["held"] else 0.0)
             yield leases
+        from .views import version_id  # here, not at the top: views is the heavier module
+
+        version = version_id(engine.program) if getattr(engine, "program", None) is not None else None
+        if version:  # the nodes of a cluster, same folder: the same label everywhere once all reloaded
+            program = GaugeMetricFamily("callflow_program_version", "1, labelled with the running program's "
+                                        "version id (the same files give the same id on every node)",
+                                        labels=["version"])
+            program.add_metric([version], 1.0)
+            yield program
         overloaded = GaugeMetricFamily("callflow_overloaded", "1 while new calls are shed with 503")
         overloaded.add_metric([], 1.0 if getattr(engine, "overloaded", False) else 0.0)
         yield overloaded
