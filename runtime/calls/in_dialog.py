@@ -89,7 +89,7 @@ class InDialog:
                 self._maybe_closed()
                 return None
             self.hangup_channel = channel
-            self._emit("hangup", call=self.id, channel=channel.name)
+            self._emit("hangup", call=self.id, channel=channel.name)  # reason: BYE (the default)
             self._end(bye_zero=channel is ONE, bye_one=channel is ZERO)
             return None
         if req.method in ("INVITE", "UPDATE"):

@@ -65,9 +65,6 @@ def sdk() -> Iterator[SdkInThread]:
         running.stop()
 
 
-@pytest.mark.xfail(strict=True, reason="dial_call_session(to_user=alice, then_line=<unknown>) rings alice's phone, "
-                                       "then hangs up with 404; docs/sdk.md: DialError for an unknown line "
-                                       "'before anything is sent' (same for an unknown then_user)")
 def test_originate_to_an_unknown_line_raises_dial_error_and_rings_nothing(
         sdk: SdkInThread, phone_factory: PhoneFactory) -> None:
     alice = phone_factory(account_line("alice", sdk.hostport, auth_pass="alice-pw-2026"), name="alice")
@@ -122,9 +119,6 @@ def call_record(server: CallflowServer, call: str) -> dict[str, Any]:
     return next(r for r in rows if r["call_id"] == call)
 
 
-@pytest.mark.xfail(strict=True, reason="the record of a call Callflow answered for a voicemail has answered_at "
-                                       "null, duration 0 and outcome `failed` with no code (or `answered` 200 "
-                                       "when the caller hangs up first)")
 def test_a_voicemail_call_is_recorded_as_answered_with_its_duration(
         voicemail: CallflowServer, phone_factory: PhoneFactory) -> None:
     record = call_record(voicemail, leave_a_message(voicemail, phone_factory))
@@ -133,8 +127,6 @@ def test_a_voicemail_call_is_recorded_as_answered_with_its_duration(
     assert record["recordings"] and record["recordings"].endswith(".wav"), record
 
 
-@pytest.mark.xfail(strict=True, reason="`closed` (and the call record) count rtp_in=0 rtp_out=0 for a voicemail "
-                                       "although the beep went out and seconds of the caller's audio came in")
 def test_a_voicemail_calls_closed_event_counts_its_media(
         voicemail: CallflowServer, phone_factory: PhoneFactory) -> None:
     call = leave_a_message(voicemail, phone_factory)
@@ -142,8 +134,6 @@ def test_a_voicemail_calls_closed_event_counts_its_media(
     assert int(closed["rtp_in"]) > 50 and int(closed["rtp_out"]) > 10, closed
 
 
-@pytest.mark.xfail(strict=True, reason="a call the rule's `hangup` ends after a voicemail has no `hangup` event "
-                                       "(only `closed`), so `on hangup` handlers never see it")
 def test_the_rules_hangup_after_a_voicemail_is_a_hangup_event(
         voicemail: CallflowServer, phone_factory: PhoneFactory) -> None:
     call = leave_a_message(voicemail, phone_factory)
@@ -151,9 +141,6 @@ def test_the_rules_hangup_after_a_voicemail_is_a_hangup_event(
     assert voicemail.events("hangup", call=call), voicemail.call_events(call)
 
 
-@pytest.mark.xfail(strict=True, reason="dial_call_session(play=<a file that does not exist>) dials the number, and "
-                                       "when the far phone answers it hears nothing while `result` says None "
-                                       "(played); the file is not checked before anything is sent")
 def test_originate_to_play_a_missing_file_is_refused_before_dialling(
         sdk: SdkInThread, kamailio: Kamailio, tmp_path: Path) -> None:
     sdk.call(sdk.server.add_line, "itsp1", server=kamailio.hostport, username="trunk1", password="s3cret",

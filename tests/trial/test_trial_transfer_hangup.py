@@ -22,9 +22,6 @@ def _xfer_responds(call: Call, status: int, body: bytes = b"") -> None:
     call.feed(io.ResponseIn(call.now, out.tag, parse_message(bytes(resp))))
 
 
-@pytest.mark.xfail(strict=True, reason="a blind transfer (a phone's REFER, or SDK transfer_call_session) BYEs "
-                                       "the transferor's leg without any `hangup` event; README lists `transferred` "
-                                       "among hangup reasons, flowlang/events.py only for the attended hand-over")
 def test_a_blind_transfer_logs_the_transferors_hangup_with_reason_transferred() -> None:
     call = Call(peer_type="USER")
     call.connect()
