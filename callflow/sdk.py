@@ -450,8 +450,10 @@ class SipServer:
         a future: None once bridged (connected) or played, else the Failure (ZERO: 480 no answer,
         486 busy...; ONE's failure after ZERO answered ends ZERO with BYE, `hangup` saying why).
         Raises ValueError for a bad combination, and runtime.originate.DialError (a ValueError with
-        `.code`) for an unknown or unregistered user or line, a bad number or the call limit: before
-        anything is sent."""
+        `.code`) for an unknown or unregistered user or line (ZERO's, or ONE's: an unknown then_user,
+        an unknown or unregistered then_line), a bad number, a `play` file that is not there or not
+        readable (400, naming it) or the call limit: before anything is sent. A file that cannot be
+        decoded is known only once ZERO answered: a `play_failed` event, and `result` a Failure (500)."""
         if (to_user is None) == (to_line is None):
             raise ValueError("dial_call_session needs exactly one of to_user= and to_line= (+ number=)")
         if to_line is not None and not number:

@@ -150,3 +150,26 @@ def test_originate_to_play_a_missing_file_is_refused_before_dialling(
     with pytest.raises(ValueError, match="none.wav"):    # DialError is a ValueError with .code
         sdk.call(sdk.server.dial_call_session, to_line="itsp1", number="+15557654321",
                  play=str(tmp_path / "none.wav"))
+
+
+def test_originate_to_play_a_file_that_is_not_audio_ends_in_a_failure_and_a_play_failed_event(
+        sdk: SdkInThread, phone_factory: PhoneFactory, tmp_path: Path) -> None:
+    """The file is there (so the call is dialled), but only ZERO's answer settles the codec it is
+    decoded to: its failure then is a `play_failed` event, the result a Failure, and ZERO hangs up."""
+    text = tmp_path / "notes.wav"
+    text.write_text("not a sound\n")
+    seen: list[Any] = []
+    sdk.call(lambda: sdk.server.on("play_failed")(seen.append))
+    alice = phone_factory(account_line("alice", sdk.hostport, auth_pass="alice-pw-2026", answermode="auto"),
+                          name="alice")
+    alice.wait_registered()
+    dialed = sdk.call(sdk.server.dial_call_session, to_user="alice", play=str(text))
+    alice.wait_event(CALL_ESTABLISHED, 10)
+    alice.wait_event(CALL_CLOSED, 15)                 # hung up: nothing to play
+
+    async def result() -> Any:
+        return await asyncio.wait_for(dialed.result, 15)
+
+    failure = sdk.run(result(), timeout=20)
+    assert failure is not None and failure.code == 500 and "notes.wav" in failure.reason, failure
+    assert seen and seen[0]["file"] == str(text) and seen[0].call == dialed.id, seen

@@ -184,6 +184,7 @@ def test_a_transferor_that_hangs_up_after_the_202_does_not_stop_the_transfer() -
     xfer_responds(call, 200, body=SDP_XFER)
     assert events(call) == ["trying", "connected"] and call.machine.state is CallState.CONNECTED
     assert not call.sent("BYE", to=ZERO_ADDR)
+    assert hangups(call) == [TRANSFEROR_LEFT]  # at its BYE; the call goes on
 
 
 def test_a_transfer_that_fails_after_its_transferor_left_ends_the_call_with_a_hangup_saying_so() -> None:
@@ -191,7 +192,8 @@ def test_a_transfer_that_fails_after_its_transferor_left_ends_the_call_with_a_ha
     call.request_from(ZERO, "REFER", headers=REFER_TO)
     call.bye_from(ZERO)
     xfer_responds(call, 486)
-    assert call.event("hangup") == {"call": "c1", "channel": "ZERO", "reason": "transfer failed: 486 Whatever"}
+    assert hangups(call) == [TRANSFEROR_LEFT,  # its BYE
+                             {"call": "c1", "channel": "ZERO", "reason": "transfer failed: 486 Whatever"}]
     assert call.sent("BYE", to=FAR_ADDR)
 
 

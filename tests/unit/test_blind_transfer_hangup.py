@@ -4,8 +4,6 @@ calls_kit: alice on channel ZERO transfers the far party (line `far`, ONE) to a 
 
 from __future__ import annotations
 
-import pytest
-
 from runtime.calls import CallState, Channel, io
 from runtime.sip.message import create_response, parse_message
 from tests.unit.calls_kit import XFER_ADDR, ZERO, Call
