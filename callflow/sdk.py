@@ -50,7 +50,7 @@ from runtime.logfmt import setup_logging  # re-exported: the log format `callflo
 from runtime.media.dtmf_sender import MAX_DURATION, MIN_DURATION, normalize_digits
 from runtime.media.recorder_file import beep_file  # re-exported: the tone played before a voicemail
 from runtime.originate import RING_TIMEOUT as RING_ZERO
-from runtime.originate import DialError, originate
+from runtime.originate import DialError, check_playable, check_target, check_then, originate
 from runtime.registrar import LocationStore
 from runtime.transport import ListenSpec
 
@@ -236,6 +236,7 @@ class SipServer:
         self._transfers: dict[str, asyncio.Future[Failure | None]] = {}
         # (call id, kind) -> a recording asked for by record_voicemail / record_call_session
         self._recordings: dict[tuple[str, str], _Recording] = {}
+        self._plays: dict[str, asyncio.Future[Failure | None]] = {}   # dial_call_session(play=), by call
         self.engine.router = self._route
         self.engine.bus.subscribe(self._on_bus)
 
@@ -474,8 +475,10 @@ class SipServer:
         a future: None once bridged (connected) or played, else the Failure (ZERO: 480 no answer,
         486 busy...; ONE's failure after ZERO answered ends ZERO with BYE, `hangup` saying why).
         Raises ValueError for a bad combination, and runtime.originate.DialError (a ValueError with
-        `.code`) for an unknown or unregistered user or line, a bad number or the call limit: before
-        anything is sent."""
+        `.code`) for an unknown or unregistered user or line (ZERO's, or ONE's: an unknown then_user,
+        an unknown or unregistered then_line), a bad number, a `play` file that is not there or not
+        readable (400, naming it) or the call limit: before anything is sent. A file that cannot be
+        decoded is known only once ZERO answered: a `play_failed` event, and `result` a Failure (500)."""
         if (to_user is None) == (to_line is None):
             raise ValueError("dial_call_session needs exactly one of to_user= and to_line= (+ number=)")
         if to_line is not None and not number:
@@ -490,6 +493,15 @@ class SipServer:
         if timeout is not None and timeout <= 0:
             raise ValueError(f"timeout {timeout!r}: seconds, more than 0 (or None for the default, 180 s)")
         zero = Target("USER", to_user, None) if to_user is not None else Target("LINE", to_line or "", number)
+        # what follows ZERO's answer is checked before ZERO rings (after ZERO itself: its problem is
+        # the first to report): a call that cannot go on rings no one
+        check_target(self.engine, zero, self.engine.now())
+        if then_user is not None:
+            check_then(self.engine, Target("USER", then_user, then_number))
+        elif then_line is not None:
+            check_then(self.engine, Target("LINE", then_line, then_number))
+        elif play is not None:
+            check_playable(play)
         future: asyncio.Future[Failure | None] = asyncio.get_running_loop().create_future()
 
         def settle(result: Failure | None) -> None:
@@ -508,6 +520,7 @@ class SipServer:
                 self._routed[call.id] = future   # settled by its `connected` or `closed` event
                 self.engine.route(call)
             elif play is not None:
+                self._plays[call.id] = future   # a file that fails to decode: `play_failed` settles it
                 def played() -> None:
                     settle(None)
                     call.hangup()
@@ -743,6 +756,8 @@ class SipServer:
             self._settle(name, engine_event.fields)
         if self._recordings and name in ("recording_started", "recording", "recording_failed", "closed"):
             self._follow_recording(name, engine_event.fields)
+        if self._plays and name in ("play_failed", "closed"):
+            self._settle_play(name, engine_event.fields)
         if name == "closed":
             self._pending_incoming.pop(str(engine_event.fields.get("call")), None)
         call_id = engine_event.fields.get("call")
@@ -814,6 +829,18 @@ class SipServer:
             else:
                 rec.settle(list(rec.written) if rec.written else rec.failure)
             return
+
+    def _settle_play(self, name: str, fields: Mapping[str, object]) -> None:
+        """dial_call_session(play=)'s future: a Failure when the file could not be played (it was
+        checked before dialling, so this is a decode failure after ZERO answered) or the call ended
+        before the file had played; None is settled by the play's end (in dial_call_session)."""
+        future = self._plays.pop(str(fields.get("call")), None)
+        if future is None or future.done():
+            return
+        if name == "play_failed":
+            future.set_result(Failure(500, str(fields.get("reason") or "the file could not be played")))
+        else:
+            future.set_result(Failure(487, "Request Terminated (the call ended before the file had played)"))
 
     def _route(self, call: CallSession) -> None:
         incoming = self._pending_incoming.pop(call.id, None)

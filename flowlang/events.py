@@ -102,13 +102,18 @@ EVENTS: tuple[EventSpec, ...] = (
         CALL, _f("peer_type", str, "`USER` or `LINE`: the kind of peer that answered"),
         _f("peer", str, "the user's or line's name that answered"),
     ), handler="on connected", sdk="OnCallSessionConnected"),
+    EventSpec("answered", "call", "Callflow answered channel ZERO itself with its own 200 OK (`play ... answered`, "
+              "`gather`, a voicemail's `record`): the call counts as answered from here (its record's answered_at, "
+              "duration and outcome); a far leg answering later is `connected`", (CALL,)),
     EventSpec("hangup", "call", "a leg hung up (or was hung up on: see reason)", (
         CALL, _f("channel", str, "the leg that hung up: `ZERO` the leg the call came in on, `ONE` the "
                                  "leg Callflow dialled; empty when Callflow ended both legs itself (maximum "
                                  "duration, no RTP, session timer: see reason)", optional=True, default=""),
         _f("reason", str, "why: `BYE` (that channel sent BYE), `cancelled`, `no ACK`, `session expired: no "
                           "refresh on channel ZERO within 1800 s` (RFC 4028), `session refresh failed: 481 "
-                          "from channel ONE`, `transferred` (the other party was taken into an attended transfer), "
+                          "from channel ONE`, `transferred` (that channel's party transferred the call, "
+                          "blind or attended, and left; or the other party was taken into an attended transfer), "
+                          "`hung up by the program` (a rule's `hangup`, `close_call_session`), "
                           "`transfer failed: 486 Busy Here` (the transferor had left), ...",
            optional=True, default="BYE"),
     ), handler="on hangup", sdk="OnCallSessionHangUp"),
@@ -446,9 +451,11 @@ EVENTS: tuple[EventSpec, ...] = (
         _f("packets", int, "20 ms RTP packets to send"), _f("answered", str, "`True`: the call was answered "
                                                                             "first; `False`: early media"),
     ), bus=False),
-    EventSpec("play_failed", "media", "a `play` statement could not play; the rule goes on", (
+    EventSpec("play_failed", "media", "a `play` statement (or `dial_call_session(play=)`) could not play: the file "
+              "cannot be read or decoded, or the call has no media; the rule goes on (an originated call's "
+              "result is then a Failure)", (
         CALL, _f("file", str, "the file", optional=True), _f("reason", str, "why"),
-    ), bus=False),
+    )),
     EventSpec("gather_deaf", "media", "a `gather` started on a call whose keys cannot be heard (its offer has no "
               "RFC 4733 telephone-event, or it made no offer and the gather has no prompt): the menu ends as if "
               "nothing was entered", (

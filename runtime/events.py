@@ -27,7 +27,8 @@ __all__ = ["EVENT_NAMES", "EngineEvent", "EventBus", "logfmt_value"]
 # OnLineRegisterFailed=line_register_failed, OnRegisterUserSuccess=user_registered, ... (each
 # EventSpec's `sdk`). EVENT_NAMES is every name in that table, log-only events included.
 # failures an operator must act on are logged at WARNING, so `level>=warning` filters find them
-WARNING_EVENTS = frozenset({"line_register_failed", "user_register_failed", "attack_detected", "recording_failed"})
+WARNING_EVENTS = frozenset({"line_register_failed", "user_register_failed", "attack_detected", "recording_failed",
+                            "play_failed"})
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,6 +10,7 @@ Used by callflow/sdk.py (`dial_call_session`) and the control endpoint (`POST /a
 from __future__ import annotations
 
 import logging
+import os
 import re
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -74,6 +75,33 @@ def check_target(engine: Engine, target: Target, now: float) -> None:
             raise DialError(409, f"line {target.name!r} is not registered: it cannot carry calls now")
     else:
         raise DialError(400, f"a target is a USER or a LINE, not {target.kind!r}")
+
+
+def check_then(engine: Engine, target: Target) -> None:
+    """Raise DialError unless `target` (the call's second leg, channel ONE, dialled once ZERO answers)
+    can be dialled: a known user (404; its phones need not be registered yet: they are looked up when
+    ZERO answers), or a known line that is registered (409) with a good number (400). Checked before
+    ZERO rings, so a call that cannot go on never rings a phone (docs/sdk.md)."""
+    if target.kind == "USER":
+        if target.name not in engine.users:
+            known = ", ".join(sorted(engine.users)) or "none"
+            raise DialError(404, f"no user {target.name!r} to connect to (users: {known})")
+        if target.number:
+            check_number(target.number, "then_number")
+    else:
+        check_target(engine, target, engine.now())
+
+
+def check_playable(path: str) -> str:
+    """`path` when it names a readable file (relative to the server's working folder), else
+    DialError(400) naming it: checked before a call that is to play it is dialled. Whether it decodes
+    is known only once ZERO answered (the codec is settled then): a failure then is a `play_failed`
+    event and the call's result a Failure."""
+    if not path or not os.path.isfile(path):
+        raise DialError(400, f"cannot play {path!r}: no such file")
+    if not os.access(path, os.R_OK):
+        raise DialError(400, f"cannot play {path!r}: it is not readable (permissions)")
+    return path
 
 
 def originate(engine: Engine, zero: Target, on_answered: Callable[[CallSession], None], *,

@@ -337,7 +337,7 @@ class CallRecords:
         if name == "closed":
             return self.calls.pop(call_id, None)
         facts = self.calls.get(call_id)
-        if facts is not None and name == "connected" and facts.connected_at is None:
+        if facts is not None and name in ("connected", "answered", "originated") and facts.connected_at is None:
             facts.connected_at = clock()
         return facts
 

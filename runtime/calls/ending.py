@@ -293,6 +293,7 @@ class Ending:
         if state in (CallState.NEW, CallState.ROUTING, CallState.DIALING):
             self._fail_zero(500, "Server Internal Error")
         elif state in (CallState.CONNECTED, CallState.ANSWERED):
+            self._emit("hangup", call=self.id, channel=None, reason="500 Server Internal Error")
             self._end(bye_zero=True, bye_one=True)
         elif state is CallState.ENDING:
             self._close("internal error")

@@ -19,7 +19,6 @@ import logging
 from dataclasses import dataclass
 from enum import Enum
 
-from ..events import logfmt_value as _logfmt
 from ..media.base import MediaError
 from ..sip.sdp import SdpError
 from .io import CancelTimer, GatherIn, GatherPromptDone, Notify, SetTimer
@@ -123,8 +122,7 @@ class Gathers:
             else:
                 sdp = yield ("offer", ZERO.value)
         except (MediaError, SdpError) as exc:
-            log.warning("event=play_failed call=%s file=%s reason=%s", self.id, '""',
-                        _logfmt(f"gather could not answer the call: {exc}"))
+            self._emit("play_failed", call=self.id, reason=f"gather could not answer the call: {exc}")
             return
         if self.state is not CallState.ROUTING:
             return

@@ -32,6 +32,7 @@ from .names import (
     SE_EXPIRE,
     SE_REFRESH,
     TOO_SMALL,
+    TRANSFERRED,
     ZERO,
     Step,
 )
@@ -82,6 +83,9 @@ class InDialog:
                     and transfer.state in (TransferState.DIALING, TransferState.BRIDGING):
                 # the transferor leaves before the outcome (RFC 5589 6): the transfer goes on
                 transfer.transferor_gone = True
+                # its leg has ended (a hang-up, as every BYE on an answered call) but the call goes on
+                # with the transfer: reason `transferred`, so the record and recordings are not ended
+                self._emit("hangup", call=self.id, channel=channel.name, reason=TRANSFERRED)
                 self._out.append(CancelTimer(SE_REFRESH[channel]))
                 self._out.append(CancelTimer(SE_EXPIRE[channel]))
                 return None
@@ -89,7 +93,7 @@ class InDialog:
                 self._maybe_closed()
                 return None
             self.hangup_channel = channel
-            self._emit("hangup", call=self.id, channel=channel.name)
+            self._emit("hangup", call=self.id, channel=channel.name)  # reason: BYE (the default)
             self._end(bye_zero=channel is ONE, bye_one=channel is ZERO)
             return None
         if req.method in ("INVITE", "UPDATE"):

@@ -36,6 +36,10 @@ ORIGINATE_NO_ANSWER = "originate_no_answer"  # channel ZERO of a call we dialled
 TRANSFER_TIMEOUT = 60.0  # seconds a transfer's target may ring before the transferor hears 480
 SE_TIMERS = {name: ch for ch in Channel for name in (SE_REFRESH[ch], SE_EXPIRE[ch])}
 TOO_SMALL = "Session Interval Too Small"
+# the `hangup` reason when the program ended an answered call (a rule's `hangup`, close_call_session)
+HUNG_UP_BY_PROGRAM = "hung up by the program"
+# the `hangup` reason of a transferor's leg ended by Callflow once its transfer connected (blind, attended)
+TRANSFERRED = "transferred"
 
 # a step that needs the media backend yields its request and is sent the result (machine.py)
 Step = Generator[tuple[Any, ...], Any, None]

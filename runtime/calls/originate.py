@@ -154,6 +154,7 @@ class Originating:
         if leg.peer_type == "USER":
             self._out.append(MediaExpect(ZERO.value, leg.address[0]))  # a phone's RTP may come from its NAT
         self._arm_session(leg)
+        self.answered_at = self.now  # ZERO answered: the call is answered from here (its record, status)
         self._emit("originated", call=self.id, peer_type=leg.peer_type, peer=leg.peer)
         if self.on_answered is not None:
             cb, self.on_answered = self.on_answered, None

@@ -117,12 +117,13 @@ class Playing:
         self._out.append(StartPlaying(payloads, payload_type))
 
     def _play_failed(self, path: str, exc: Exception) -> None:
-        log.warning("event=play_failed call=%s file=%s reason=%s", self.id, _logfmt(path), _logfmt(str(exc)))
+        # an event (not only a log line): dial_call_session(play=) settles its result with it
+        self._emit("play_failed", call=self.id, file=path, reason=str(exc))
 
     def _on_play_done(self, inp: PlayDone) -> None:
         on_done, self.playing = self.playing, None
         if inp.error is not None:
-            log.warning("event=play_failed call=%s reason=%s", self.id, _logfmt(str(inp.error)))
+            self._emit("play_failed", call=self.id, reason=str(inp.error))
         if on_done is not None and self.state in (CallState.ROUTING, CallState.ANSWERED):
             self._out.append(Notify(on_done, ()))
 

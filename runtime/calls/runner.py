@@ -66,6 +66,7 @@ from .io import (
 )
 from .legs import Failure, Leg, Target
 from .machine import CallMachine
+from .names import TRANSFERRED
 from .states import Channel
 
 log = logging.getLogger("callflow.calls")
@@ -415,7 +416,8 @@ class CallRunner:
         self.host.layer.send_stateless(a.message, a.destination, a.transport)
 
     def _emit(self, s: CallSession, a: Emit) -> None:
-        if a.name == "hangup" and s.recordings:
+        # (a blind transfer's transferor leaving is a hang-up of its leg, but the call goes on recording)
+        if a.name == "hangup" and s.recordings and a.fields.get("reason") != TRANSFERRED:
             stop_recordings(s._hooks())  # recordings end when a leg hangs up, not when its BYE is answered
         self.host.bus.emit(a.name, **a.fields)
 

@@ -35,6 +35,7 @@ from .io import (
 from .legs import Failure, Leg, Target
 from .names import (
     CONNECTED_METHODS,
+    HUNG_UP_BY_PROGRAM,
     MAX_DURATION,
     NO_ANSWER,
     ONE,
@@ -141,6 +142,9 @@ class CallSetup:
     def _on_hangup(self, inp: HangupIn) -> None:
         state = self.state
         if state in (CallState.CONNECTED, CallState.ANSWERED) or (self.answered_by_us and state is CallState.DIALING):
+            # the program ends an answered call (a rule's `hangup`, close_call_session): our BYEs are a
+            # hang-up like a phone's, so `on hangup` sees it; no channel: Callflow ended both legs
+            self._emit("hangup", call=self.id, channel=None, reason=HUNG_UP_BY_PROGRAM)
             self._end(bye_zero=True, bye_one=True)
         elif state in (CallState.ROUTING, CallState.DIALING, CallState.NEW):
             self._fail_zero(480, "Temporarily Unavailable")
@@ -223,7 +227,8 @@ class CallSetup:
         if not self.answered_by_us:
             self._answer_zero(answer)
         self._move(CallState.CONNECTED)
-        self.answered_at = self.now
+        if self.answered_at is None:  # else ZERO was answered earlier, by us (a menu, a prompt)
+            self.answered_at = self.now
         self._emit("connected", call=self.id, peer_type=leg.peer_type, peer=leg.peer)
         self._arm_session(leg)
         if self.max_duration and not self.answered_by_us:  # else armed at our own answer (machine._move)
@@ -384,6 +389,12 @@ class CallSetup:
         self._out.append(IndexDialog(self.invite.call_id, self.local_tag, ZERO))
         self._send_2xx(zero, self.txn, r)
         self._arm_session(zero)
+        if self.answered_by_us:
+            # Callflow answered the caller itself (`play ... answered`, `gather`, a voicemail's `record`):
+            # the call is answered from this 200 on (its record's answered_at, duration and outcome)
+            if self.answered_at is None:
+                self.answered_at = self.now
+            self._emit("answered", call=self.id)
 
     def _fail_zero(self, code: int, reason: str, headers: list[tuple[str, str]] | None = None) -> None:
         """Refuse the call on channel ZERO with a final response, then close it (or, when we answered
@@ -392,11 +403,13 @@ class CallSetup:
             self._dial_failed(Failure(code, reason))  # originate.py: ZERO has not answered yet
             return
         if self.answered_by_us and self.state in (CallState.ANSWERED, CallState.DIALING):
-            if self.originated:  # the plan failed after ZERO answered: its BYE says why (originate.py)
+            # the plan failed after ZERO was answered (by us, or an originated call's ZERO): its BYE
+            # says why; for an originated call the failing leg ONE is named (originate.py)
+            if self.originated:
                 self.last_failure = Failure(code, reason)
                 self.hangup_channel = ONE if self.one is None and self.forks else None
-                self._emit("hangup", call=self.id, channel=self.hangup_channel.name if self.hangup_channel else None,
-                           reason=f"{code} {reason}")
+            self._emit("hangup", call=self.id, channel=self.hangup_channel.name if self.hangup_channel else None,
+                       reason=f"{code} {reason}")
             self._end(bye_zero=True, bye_one=False)
             return
         if self.state in (CallState.CLOSED, CallState.CONNECTED, CallState.ENDING):

@@ -33,6 +33,7 @@ from .names import (
     SE_REFRESH,
     TRANSFER_NO_ANSWER,
     TRANSFER_TIMEOUT,
+    TRANSFERRED,
     ZERO,
     Step,
 )
@@ -267,6 +268,8 @@ class Transfers:
         self._notify(transfer, 200, "OK")
         if not transfer.transferor_gone and old.bye is ByeState.NONE and old.dialog is not None:
             self._send_bye(old, None)
+            # the transferor's leg ends (the call goes on with the new party): a hang-up of that channel
+            self._emit("hangup", call=self.id, channel=transfer.channel.name, reason=TRANSFERRED)
         self._transfer_move(transfer, TransferState.DONE)
         self._transfer_step(transfer, "connected")
         self._arm_session(new)
@@ -368,7 +371,7 @@ class Transfers:
             return None, Failure(491, "Request Pending (the consultation call is busy)")
         other.bye = ByeState.DONE  # handed over: this call owes it no BYE
         self.hangup_channel = channel
-        self._emit("hangup", call=self.id, channel=channel.name, reason="transferred")
+        self._emit("hangup", call=self.id, channel=channel.name, reason=TRANSFERRED)
         self._end(bye_zero=channel is ZERO, bye_one=channel is ONE)
         return other, None
 

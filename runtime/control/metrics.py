@@ -41,12 +41,13 @@ MAX_TRACKED_CALLS = 100_000
 RETRANSMIT_WINDOW = 65_536  # bound on the per-call bookkeeping, should `closed` ever be missed
 # the `cause` label of callflow_call_hangups: a hangup event's free-text reason (which names codes,
 # seconds and channels, and grows with every feature that ends calls) mapped to this fixed set, so
-# the metric has at most 10 causes x 3 channels (ZERO, ONE, none) = 30 series; the reason itself
+# the metric has at most 11 causes x 3 channels (ZERO, ONE, none) = 33 series; the reason itself
 # stays in the event, the log line and the call record
-HANGUP_CAUSES = ("bye", "cancelled", "no_ack", "max_duration", "no_rtp", "session_timer", "transferred",
+HANGUP_CAUSES = ("bye", "program", "cancelled", "no_ack", "max_duration", "no_rtp", "session_timer", "transferred",
                  "transfer_failed", "failed", "other")
 HANGUP_CHANNELS = ("ZERO", "ONE", "none")
-_CAUSE_PREFIXES = (("BYE", "bye"), ("cancelled", "cancelled"), ("no ACK", "no_ack"),
+_CAUSE_PREFIXES = (("BYE", "bye"), ("hung up by the program", "program"), ("cancelled", "cancelled"),
+                   ("no ACK", "no_ack"),
                    ("maximum call duration", "max_duration"), ("no RTP", "no_rtp"),
                    ("session expired", "session_timer"), ("session refresh failed", "session_timer"),
                    ("transferred", "transferred"), ("transfer failed", "transfer_failed"),

@@ -42,8 +42,8 @@ class RelayEndpoint(Latch, asyncio.DatagramProtocol):
     dropped and counted in ``dropped``.
     """
 
-    __slots__ = ("transport", "peer", "packets", "bytes", "dropped", "errors", "dtmf", "on_dtmf", "hold", "tap",
-                 "_on_lost")
+    __slots__ = ("transport", "peer", "packets", "bytes", "dropped", "heard", "errors", "dtmf", "on_dtmf", "hold",
+                 "tap", "_on_lost")
 
     def __init__(self, rtcp: bool, probation: int, on_lost: Callable[[], None]) -> None:
         Latch.__init__(self, rtcp, probation)
@@ -59,6 +59,9 @@ class RelayEndpoint(Latch, asyncio.DatagramProtocol):
         self.packets = 0  # received here and relayed
         self.bytes = 0
         self.dropped = 0  # received here while the other leg's remote was unknown (or while resting)
+        # of those, received during a call (the other leg's remote unknown: no far leg yet, or none at
+        # all as in a voicemail or a menu): not relayed, but the phone's media reached us (and a tap)
+        self.heard = 0
         self.errors = 0
         # RFC 4733 digits in what arrives here (set by the session when someone listens): the
         # detector, and on_dtmf(digit, duration_ms) once per event end
@@ -86,6 +89,7 @@ class RelayEndpoint(Latch, asyncio.DatagramProtocol):
         dest = peer.dest  # type: ignore[union-attr]
         if dest is None:
             self.dropped += 1
+            self.heard += 1
         else:
             hold = self.hold
             if hold is None:

@@ -159,7 +159,7 @@ class MediaRelay(MediaBackend):
     def stats(self) -> RelayStats:
         packets, nbytes, dropped, strangers = self._totals
         for s in self._sessions:
-            packets += sum(s.packets) + sum(s.rtcp_packets)
+            packets += sum(s.relayed) + sum(s.rtcp_packets)
             nbytes += sum(s.bytes)
             dropped += sum(s.dropped)
             strangers += sum(s.strangers)
@@ -293,7 +293,7 @@ class MediaRelay(MediaBackend):
     def _session_closed(self, session: RelaySession) -> None:
         if session in self._sessions:
             self._sessions.remove(session)
-            self._totals[0] += sum(session.packets) + sum(session.rtcp_packets)
+            self._totals[0] += sum(session.relayed) + sum(session.rtcp_packets)
             self._totals[1] += sum(session.bytes)
             self._totals[2] += sum(session.dropped)
             self._totals[3] += sum(session.strangers)

@@ -84,6 +84,7 @@ class RelaySession(MediaSession):
         self._dtmf_queue: list[list[str] | None] = [None, None]  # digits asked for before a sender started
         self._pumps: set[asyncio.Task[None]] = set()
         self._taps: tuple[list[Callable[[bytes], None]], list[Callable[[bytes], None]]] = ([], [])  # recordings
+        self._played = [0, 0]  # RTP packets `play` sent into each leg (prompts, a voicemail's beep)
 
     def on_dtmf(self, callback: Callable[[int, str, int], None] | None) -> None:
         """Report RFC 4733 digits arriving on either leg: `callback(leg, digit, duration_ms)` once per
@@ -249,6 +250,7 @@ class RelaySession(MediaSession):
                                      (stamp + i * 160) & 0xFFFFFFFF, ssrc)
                 transport.sendto(header + payload, dest)
                 sent += 1
+                self._played[leg] += 1
             delay = start + (i + 1) * 0.02 - loop.time()
             if delay > 0:
                 await asyncio.sleep(delay)
@@ -382,8 +384,22 @@ class RelaySession(MediaSession):
     # Counters, per direction: index 0 is caller -> callee (arrived on leg 0), index 1 the reverse.
     @property
     def packets(self) -> tuple[int, int]:
+        """RTP packets per direction: (from the caller, towards the caller). From the caller: what
+        arrived on leg 0, relayed to leg 1 or heard by Callflow alone (no far leg: a voicemail, a
+        menu), plus what `play` sent into leg 1; towards the caller: what arrived on leg 1 plus what
+        `play` sent into leg 0 (a prompt, a beep). The call's `closed` rtp_in/rtp_out and its RTP
+        inactivity check read these; ``relayed`` counts only what went through."""
         if self._final is not None:
             return self._final[0]
+        legs, played = self.legs, self._played
+        return (legs[0].rtp.packets + legs[0].rtp.heard + played[1],
+                legs[1].rtp.packets + legs[1].rtp.heard + played[0])
+
+    @property
+    def relayed(self) -> tuple[int, int]:
+        """RTP packets relayed from one leg to the other: (leg 0 -> leg 1, leg 1 -> leg 0)."""
+        if self._final is not None:
+            return self._final[5]
         return self.legs[0].rtp.packets, self.legs[1].rtp.packets
 
     @property
@@ -420,7 +436,7 @@ class RelaySession(MediaSession):
         """Stop relaying and give the legs back to the relay (kept bound for reuse, or closed)."""
         if self.closed:
             return
-        self._final = (self.packets, self.bytes, self.rtcp_packets, self.dropped, self.strangers)
+        self._final = (self.packets, self.bytes, self.rtcp_packets, self.dropped, self.strangers, self.relayed)
         if any(self._final[4]):
             # someone sprayed the call's ports (or a peer's media came from elsewhere than it said)
             log.info("event=media_strangers call=%s leg0=%d leg1=%d", self.call_id, *self._final[4])

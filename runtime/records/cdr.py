@@ -11,6 +11,9 @@ Events used (runtime/calls.py emits them):
     incoming    user_agent, ip, port                   where the call came from
     connecting  channel                                the far end rings
     connected   peer_type, peer                        the far end answered: channel ONE
+    answered    call                                   Callflow answered channel ZERO itself (a
+                                                       voicemail, `play ... answered`, `gather`)
+    originated  call                                   channel ZERO of a call Callflow dialled answered
     hangup      channel, reason                        who ended an answered (or cancelled) call
     failed      code, reason                           the call never connected
     closed      reason, rtp_in, rtp_out                the call is over: the record is written, unless
@@ -20,7 +23,9 @@ Events used (runtime/calls.py emits them):
 
 Outcomes, after Asterisk's dispositions and the SIP code the caller got:
 
-    answered    channel ZERO was answered (2xx): by the far end, or by Callflow for a `play`
+    answered    channel ZERO was answered (2xx): by the far end, or by Callflow itself (a voicemail,
+                `play ... answered`, `gather`: answered_at is our 200's time), or, for a call Callflow
+                dialled, by ZERO's phone
     busy        486 Busy Here, 600 Busy Everywhere
     no_answer   408, 480, 487 without a CANCEL from the caller (nobody picked up in time)
     cancelled   the caller hung up before an answer (CANCEL, 487)
@@ -69,8 +74,8 @@ class CallRecord:
     program_version: str | None = None  # the routing program the call ran under
     user_agent: str | None = None
     source: str | None = None           # ip:port the call came from
-    rtp_in: int | None = None           # relayed RTP packets, caller -> far end
-    rtp_out: int | None = None          # and back
+    rtp_in: int | None = None           # RTP packets from the caller (relayed, or heard by Callflow alone)
+    rtp_out: int | None = None          # RTP packets towards the caller (relayed, or played by Callflow)
     # the row's unique key: a record is written at most once however often a write is retried, and an
     # answered call's row written at answer (a cluster) is completed, not duplicated, at its end
     record_id: str | None = None
@@ -171,6 +176,11 @@ class CallRecorder:
     def _connected(self, r: CallRecord, f: dict[str, object]) -> None:
         r.to_type = _text(f.get("peer_type"))
         r.to_peer = _text(f.get("peer"))
+        self._answered(r, f)
+
+    def _answered(self, r: CallRecord, f: dict[str, object]) -> None:
+        """Channel ZERO has its 2xx: from the far end (`connected`), from Callflow itself (`answered`),
+        or ZERO's phone answered a call Callflow dialled (`originated`). The first answer counts."""
         first = r.answered_at is None
         if first:
             r.answered_at = self.clock()
@@ -184,6 +194,8 @@ class CallRecorder:
     def _hangup(self, r: CallRecord, f: dict[str, object]) -> None:
         r.hangup_channel = _text(f.get("channel"))
         r.hangup_reason = _text(f.get("reason"))
+        if r.hangup_reason == "transferred" and r.answered_at is not None:
+            return  # a transferor left; the call goes on with the party it was transferred to
         if r.hangup_reason == "cancelled" and r.answered_at is None:
             self._cancelled.add(r.call_id)
             r.code = 487
@@ -248,6 +260,7 @@ class CallRecorder:
 
     _HANDLERS: dict[str, Callable[[CallRecorder, CallRecord, dict[str, object]], None]] = {
         "created": _created, "incoming": _incoming, "connecting": _connecting, "connected": _connected,
+        "answered": _answered, "originated": _answered,
         "hangup": _hangup, "failed": _failed, "closed": _closed,
         "recording_started": _recording_started, "recording": _recording, "recording_failed": _recording,
     }

@@ -65,9 +65,6 @@ def sdk() -> Iterator[SdkInThread]:
         running.stop()
 
 
-@pytest.mark.xfail(strict=True, reason="dial_call_session(to_user=alice, then_line=<unknown>) rings alice's phone, "
-                                       "then hangs up with 404; docs/sdk.md: DialError for an unknown line "
-                                       "'before anything is sent' (same for an unknown then_user)")
 def test_originate_to_an_unknown_line_raises_dial_error_and_rings_nothing(
         sdk: SdkInThread, phone_factory: PhoneFactory) -> None:
     alice = phone_factory(account_line("alice", sdk.hostport, auth_pass="alice-pw-2026"), name="alice")
@@ -122,9 +119,6 @@ def call_record(server: CallflowServer, call: str) -> dict[str, Any]:
     return next(r for r in rows if r["call_id"] == call)
 
 
-@pytest.mark.xfail(strict=True, reason="the record of a call Callflow answered for a voicemail has answered_at "
-                                       "null, duration 0 and outcome `failed` with no code (or `answered` 200 "
-                                       "when the caller hangs up first)")
 def test_a_voicemail_call_is_recorded_as_answered_with_its_duration(
         voicemail: CallflowServer, phone_factory: PhoneFactory) -> None:
     record = call_record(voicemail, leave_a_message(voicemail, phone_factory))
@@ -133,8 +127,6 @@ def test_a_voicemail_call_is_recorded_as_answered_with_its_duration(
     assert record["recordings"] and record["recordings"].endswith(".wav"), record
 
 
-@pytest.mark.xfail(strict=True, reason="`closed` (and the call record) count rtp_in=0 rtp_out=0 for a voicemail "
-                                       "although the beep went out and seconds of the caller's audio came in")
 def test_a_voicemail_calls_closed_event_counts_its_media(
         voicemail: CallflowServer, phone_factory: PhoneFactory) -> None:
     call = leave_a_message(voicemail, phone_factory)
@@ -142,8 +134,6 @@ def test_a_voicemail_calls_closed_event_counts_its_media(
     assert int(closed["rtp_in"]) > 50 and int(closed["rtp_out"]) > 10, closed
 
 
-@pytest.mark.xfail(strict=True, reason="a call the rule's `hangup` ends after a voicemail has no `hangup` event "
-                                       "(only `closed`), so `on hangup` handlers never see it")
 def test_the_rules_hangup_after_a_voicemail_is_a_hangup_event(
         voicemail: CallflowServer, phone_factory: PhoneFactory) -> None:
     call = leave_a_message(voicemail, phone_factory)
@@ -151,9 +141,6 @@ def test_the_rules_hangup_after_a_voicemail_is_a_hangup_event(
     assert voicemail.events("hangup", call=call), voicemail.call_events(call)
 
 
-@pytest.mark.xfail(strict=True, reason="dial_call_session(play=<a file that does not exist>) dials the number, and "
-                                       "when the far phone answers it hears nothing while `result` says None "
-                                       "(played); the file is not checked before anything is sent")
 def test_originate_to_play_a_missing_file_is_refused_before_dialling(
         sdk: SdkInThread, kamailio: Kamailio, tmp_path: Path) -> None:
     sdk.call(sdk.server.add_line, "itsp1", server=kamailio.hostport, username="trunk1", password="s3cret",
@@ -163,3 +150,26 @@ def test_originate_to_play_a_missing_file_is_refused_before_dialling(
     with pytest.raises(ValueError, match="none.wav"):    # DialError is a ValueError with .code
         sdk.call(sdk.server.dial_call_session, to_line="itsp1", number="+15557654321",
                  play=str(tmp_path / "none.wav"))
+
+
+def test_originate_to_play_a_file_that_is_not_audio_ends_in_a_failure_and_a_play_failed_event(
+        sdk: SdkInThread, phone_factory: PhoneFactory, tmp_path: Path) -> None:
+    """The file is there (so the call is dialled), but only ZERO's answer settles the codec it is
+    decoded to: its failure then is a `play_failed` event, the result a Failure, and ZERO hangs up."""
+    text = tmp_path / "notes.wav"
+    text.write_text("not a sound\n")
+    seen: list[Any] = []
+    sdk.call(lambda: sdk.server.on("play_failed")(seen.append))
+    alice = phone_factory(account_line("alice", sdk.hostport, auth_pass="alice-pw-2026", answermode="auto"),
+                          name="alice")
+    alice.wait_registered()
+    dialed = sdk.call(sdk.server.dial_call_session, to_user="alice", play=str(text))
+    alice.wait_event(CALL_ESTABLISHED, 10)
+    alice.wait_event(CALL_CLOSED, 15)                 # hung up: nothing to play
+
+    async def result() -> Any:
+        return await asyncio.wait_for(dialed.result, 15)
+
+    failure = sdk.run(result(), timeout=20)
+    assert failure is not None and failure.code == 500 and "notes.wav" in failure.reason, failure
+    assert seen and seen[0]["file"] == str(text) and seen[0].call == dialed.id, seen

@@ -435,7 +435,8 @@ class TestRelay:
 
             alice.talk(b"too early", leg0.local_port)
             await settle(lambda: session.dropped == (1, 0))
-            assert session.packets == (0, 0)
+            assert session.relayed == (0, 0)
+            assert session.packets == (1, 0)  # not relayed, but the caller's media reached us (a voicemail's)
 
             session.set_remote(1, bob.addr)  # the answer arrives
             alice.talk(b"now", leg0.local_port)

@@ -56,6 +56,13 @@ def transferred(call: Call) -> None:
     xfer_responds(call, 200, body=SDP_XFER)
 
 
+TRANSFEROR_LEFT = {"call": "c1", "channel": "ZERO", "reason": "transferred"}  # the BYE to the transferor
+
+
+def hangups(call: Call) -> list[dict[str, object]]:
+    return [fields for name, fields in call.events if name == "hangup"]
+
+
 def request_from_new_party(call: Call, channel: Channel, method: str) -> None:
     """The new party (reached at XFER_ADDR) sends an in-dialog request on the leg it now holds."""
     d = Dialog.as_uas(xfer_invite(call).message, "x1")  # type: ignore[arg-type]
@@ -140,7 +147,7 @@ def test_after_a_transfer_the_new_partys_bye_ends_the_call_with_the_remaining_pa
     transferred(call)
     request_from_new_party(call, ZERO, "BYE")
     assert call.sent("BYE", to=FAR_ADDR)
-    assert call.event("hangup") == {"call": "c1", "channel": "ZERO"}
+    assert hangups(call)[-1] == {"call": "c1", "channel": "ZERO"}
 
 
 def test_the_transferors_own_bye_after_the_transfer_is_answered_and_ends_nothing_else() -> None:
@@ -148,7 +155,7 @@ def test_the_transferors_own_bye_after_the_transfer_is_answered_and_ends_nothing
     transferred(call)
     call.bye_from(ZERO)
     assert call.responses(200, "BYE") and not call.sent("BYE", to=FAR_ADDR)
-    assert call.machine.state is CallState.CONNECTED and call.event("hangup") is None
+    assert call.machine.state is CallState.CONNECTED and hangups(call) == [TRANSFEROR_LEFT]  # none after it
 
 
 def test_a_target_that_does_not_answer_is_reported_as_480_and_cancelled() -> None:
@@ -177,6 +184,7 @@ def test_a_transferor_that_hangs_up_after_the_202_does_not_stop_the_transfer() -
     xfer_responds(call, 200, body=SDP_XFER)
     assert events(call) == ["trying", "connected"] and call.machine.state is CallState.CONNECTED
     assert not call.sent("BYE", to=ZERO_ADDR)
+    assert hangups(call) == [TRANSFEROR_LEFT]  # at its BYE; the call goes on
 
 
 def test_a_transfer_that_fails_after_its_transferor_left_ends_the_call_with_a_hangup_saying_so() -> None:
@@ -184,7 +192,8 @@ def test_a_transfer_that_fails_after_its_transferor_left_ends_the_call_with_a_ha
     call.request_from(ZERO, "REFER", headers=REFER_TO)
     call.bye_from(ZERO)
     xfer_responds(call, 486)
-    assert call.event("hangup") == {"call": "c1", "channel": "ZERO", "reason": "transfer failed: 486 Whatever"}
+    assert hangups(call) == [TRANSFEROR_LEFT,  # its BYE
+                             {"call": "c1", "channel": "ZERO", "reason": "transfer failed: 486 Whatever"}]
     assert call.sent("BYE", to=FAR_ADDR)
 
 
@@ -305,4 +314,4 @@ def test_the_transferors_session_timer_leaves_with_its_leg() -> None:
     call.connect()
     transferred(call)
     call.advance(600)              # the transferor never refreshes again: it is gone
-    assert call.machine.state is CallState.CONNECTED and call.event("hangup") is None
+    assert call.machine.state is CallState.CONNECTED and hangups(call) == [TRANSFEROR_LEFT]  # none after it

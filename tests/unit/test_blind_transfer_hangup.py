@@ -4,8 +4,6 @@ calls_kit: alice on channel ZERO transfers the far party (line `far`, ONE) to a 
 
 from __future__ import annotations
 
-import pytest
-
 from runtime.calls import CallState, Channel, io
 from runtime.sip.message import create_response, parse_message
 from tests.unit.calls_kit import XFER_ADDR, ZERO, Call
@@ -22,9 +20,6 @@ def _xfer_responds(call: Call, status: int, body: bytes = b"") -> None:
     call.feed(io.ResponseIn(call.now, out.tag, parse_message(bytes(resp))))
 
 
-@pytest.mark.xfail(strict=True, reason="a blind transfer (a phone's REFER, or SDK transfer_call_session) BYEs "
-                                       "the transferor's leg without any `hangup` event; README lists `transferred` "
-                                       "among hangup reasons, flowlang/events.py only for the attended hand-over")
 def test_a_blind_transfer_logs_the_transferors_hangup_with_reason_transferred() -> None:
     call = Call(peer_type="USER")
     call.connect()
