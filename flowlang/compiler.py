@@ -1083,7 +1083,7 @@ class Compiler:
             if st.kind != "log":
                 self.r.error(f, st.line, st.col,
                              f"`{_stmt_word(st)}` cannot run in an `on {word}` handler: handlers observe "
-                             "calls (log, and `record call` in `on connecting` or `on connected`); `on incoming` "
+                             f"calls (log, and `record call` in {_RECORDABLE_HANDLERS}); `on incoming` "
                              "rules route them")
                 continue
             text, line, col = st.args
@@ -1176,7 +1176,11 @@ def _setting_word(kind: str) -> str:
 
 
 # the call handlers that may start a call recording (the call is still up when they run)
-_RECORDABLE_EVENTS = frozenset({"created", "connecting", "connected"})
+# the handlers `record call` may run in, in the order a call passes them (for messages)
+_RECORDABLE_ORDER = ("created", "connecting", "connected")
+_RECORDABLE_EVENTS = frozenset(_RECORDABLE_ORDER)
+_RECORDABLE_HANDLERS = (", ".join(f"`on {e}`" for e in _RECORDABLE_ORDER[:-1])
+                        + f" or `on {_RECORDABLE_ORDER[-1]}`")
 
 
 def _stmt_word(st: Stmt) -> str:

@@ -12,8 +12,6 @@ on incoming from user any accept to user alice
 '''
 
 
-@pytest.mark.xfail(strict=True, reason="the message lists `on connecting`/`on connected` but not `on created`, "
-                                       "which docs/language.md and the compiler also allow for `record call`")
 def test_record_call_in_a_hangup_handler_names_every_handler_where_it_may_go() -> None:
     with pytest.raises(FlowError) as refused:
         compile_source(FLOW, "office.flow")
