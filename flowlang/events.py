@@ -529,6 +529,11 @@ EVENTS: tuple[EventSpec, ...] = (
         _f("address", str, "HOST:PORT"), _f("auth", str, "`token` or `none`"),
         _f("page", str, "the live page's address"),
     ), bus=False),
+    EventSpec("control_refused", "security", "a control-endpoint request came without the control token or with "
+              "a wrong one (401); the token's text is never logged", (
+        _f("ip", str, "the source address"), _f("reason", str, "`no token` or `wrong token`"),
+        _f("method", str, "the HTTP method"), _f("path", str, "the path asked for"),
+    ), bus=False),
     EventSpec("control_unavailable", "server", "the default control address is taken: the server runs "
               "without a control endpoint", (
         _f("address", str, "HOST:PORT"), _f("reason", str, "why"), _f("hint", str, "what to do"),

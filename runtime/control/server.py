@@ -39,6 +39,7 @@ from typing import Any
 
 from aiohttp import web
 
+from ..events import logfmt_value
 from . import views
 from .metrics import CONTENT_TYPE, Metrics
 
@@ -200,6 +201,19 @@ def cross_site(method: str, origin: str | None, fetch_site: str | None, host_hea
     return None
 
 
+def _refuse_token(request: web.Request, given: str) -> web.Response:
+    """The 401 for a request without the control token, logged as `control_refused` (the source and
+    whether a token came at all, never its text, which may be the operator's mistyped real one)."""
+    reason = "wrong token" if given else "no token"
+    log.warning("event=control_refused ip=%s reason=%s method=%s path=%s", request.remote or "unknown",
+                logfmt_value(reason), request.method, logfmt_value(request.path))
+    if given:
+        return web.json_response({"error": "this control endpoint refused the token (wrong token?): "
+                                           "Authorization: Bearer TOKEN"}, status=401)
+    return web.json_response({"error": "this control endpoint needs its token: Authorization: Bearer TOKEN"},
+                             status=401)
+
+
 def build_app(state: views.ControlState, token: str | None = None,
               address: ControlAddress | None = None) -> web.Application:
     """The aiohttp application over `state` (exposed for tests with aiohttp's test client);
@@ -225,8 +239,7 @@ def build_app(state: views.ControlState, token: str | None = None,
             given = request.headers.get("Authorization", "")
             given = given[7:] if given.lower().startswith("bearer ") else request.query.get("token", "")
             if not hmac.compare_digest(given.encode(), token.encode()):
-                return web.json_response({"error": "this control endpoint needs its token: "
-                                                   "Authorization: Bearer TOKEN"}, status=401)
+                return _refuse_token(request, given)
         return await handler(request)
 
     app = web.Application(middlewares=[auth])
