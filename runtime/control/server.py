@@ -31,6 +31,7 @@ from __future__ import annotations
 import hmac
 import inspect
 import ipaddress
+import json as json_module
 import logging
 import socket
 from dataclasses import dataclass
@@ -345,10 +346,13 @@ async def click_to_call_request(state: views.ControlState, request: web.Request)
     if not isinstance(body, dict):
         return {"error": 'the body must be a JSON object: {"from_user": "alice", "to": "+15551234567"}'}, 400
     user, number, ring = body.get("from_user"), body.get("to"), body.get("ring_timeout", RING_TIMEOUT)
-    if not isinstance(user, str) or not user:
-        return {"error": '"from_user" (the user whose phone rings first) is missing'}, 400
-    if not isinstance(number, str) or not number:
-        return {"error": '"to" (the number to dial when the phone answers) is missing'}, 400
+    for key, value, what, example in (("from_user", user, "the user whose phone rings first", "alice"),
+                                      ("to", number, "the number to dial when the phone answers", "+15551234567")):
+        if value is None or value == "":
+            return {"error": f'"{key}" ({what}) is missing'}, 400
+        if not isinstance(value, str):  # e.g. "to": 123 -- a number must keep its "+" and leading zeros
+            return {"error": f'"{key}" ({what}) must be text, e.g. "{key}": "{example}", not '
+                             f'{json_module.dumps(value)}'}, 400
     if isinstance(ring, bool) or not isinstance(ring, int | float) or not 0 < ring <= 600:
         return {"error": '"ring_timeout": seconds, more than 0 and at most 600'}, 400
     try:
