@@ -156,9 +156,6 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--media", default="relay", metavar="relay|rtpengine:HOST:PORT",
                      help="who relays the calls' RTP: Callflow itself (relay, the default) or an rtpengine "
                           "reached over its ng control protocol at HOST:PORT (its --listen-ng)")
-    run.add_argument("--rtpengine-dtmf", type=_hostport_arg, metavar="HOST:PORT",
-                     help="with --media rtpengine: where rtpengine reports the keys pressed in calls (run it with "
-                          "--dtmf-log-dest=HOST:PORT), so gather and on dtmf hear them (default: they go unheard)")
     run.add_argument("--max-calls", type=_count_or_off, metavar="N|off",
                      help="calls in the whole server at once (default: the script's `max calls`, else no limit)")
     run.add_argument("--max-call-duration", type=_duration_or_off, metavar="DURATION|off",
@@ -166,6 +163,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--rtp-timeout", type=_duration_or_off, metavar="DURATION|off",
                      help="end calls whose media stopped both ways this long, e.g. 60s (default: the script's, "
                           "else off)")
+    run.add_argument("--rtpengine-dtmf", type=_hostport_arg, metavar="HOST:PORT",
+                     help="with --media rtpengine: where rtpengine reports the keys pressed in calls (run it with "
+                          "--dtmf-log-dest=HOST:PORT), so gather and on dtmf hear them (default: they go unheard)")
     from .records.setup import add_cdr_command, add_run_arguments
 
     add_run_arguments(run)
