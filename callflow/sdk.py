@@ -54,7 +54,8 @@ from runtime.originate import DialError, originate
 from runtime.registrar import LocationStore
 from runtime.transport import ListenSpec
 
-__all__ = ["EVENT_NAMES", "RING_TIMEOUT", "CallSession", "Channel", "ChatMessage", "DialError", "DialedCall", "Event",
+__all__ = ["EVENT_NAMES", "RECORDINGS_FOLDER", "RECORDING_MIXES", "RING_TIMEOUT",
+           "CallSession", "Channel", "ChatMessage", "DialError", "DialedCall", "Event",
            "EventStream", "Failure", "Handler", "SipServer", "Target", "UserAccount", "beep_file", "logfmt_value",
            "setup_logging"]
 
@@ -127,6 +128,27 @@ class Event:
 
 
 Handler = Callable[[Event], "None | Awaitable[None]"]
+
+RECORDING_MIXES = ("mixed", "per leg", "both")  # record_call_session's mix=
+RECORDINGS_FOLDER = "recordings"                # the folder a recording's name is relative to by default
+
+
+@dataclass(slots=True)
+class _Recording:
+    """A recording the program asked for, followed through its call's events until its files are
+    written: `recording_started` per file, then `recording` or `recording_failed` per file."""
+
+    future: asyncio.Future[object]
+    kind: str                                  # "voicemail" | "call" (the events' kind)
+    arming: bool = False                       # inside CallSession.record*: a failure now is ours
+    started: bool = False
+    pending: set[str] = field(default_factory=set)
+    written: list[str] = field(default_factory=list)
+    failure: Failure | None = None
+
+    def settle(self, value: object) -> None:
+        if not self.future.done():
+            self.future.set_result(value)
 
 
 class EventStream:
@@ -212,6 +234,8 @@ class SipServer:
         # futures settled by a call's events: dial_call_session(route=) and transfer_call_session
         self._routed: dict[str, asyncio.Future[Failure | None]] = {}
         self._transfers: dict[str, asyncio.Future[Failure | None]] = {}
+        # (call id, kind) -> a recording asked for by record_voicemail / record_call_session
+        self._recordings: dict[tuple[str, str], _Recording] = {}
         self.engine.router = self._route
         self.engine.bus.subscribe(self._on_bus)
 
@@ -282,7 +306,7 @@ class SipServer:
         """An account at a provider. `server` is "HOST[:PORT]" (PORT 5060, 5061 for TLS, when left
         out; a bare host name is looked up with NAPTR/SRV, RFC 3263). `register_every` is the
         REGISTER expiry asked for, in seconds (None: the line does not register; calls still go
-        out). `trust`: other addresses (IPs, CIDR networks) the provider's calls come from.
+        out). `trust`: other addresses (IPs, CIDR networks, or "IP:PORT" for one socket) the provider's calls come from.
         `max_calls`: calls the line may carry at once, in and out (a further one gets 503 out, 486
         in; None: no limit; changing it alone changes nothing else). The line does not register until
         `register_line(name)`. Replacing a line with the same settings keeps its registration.
@@ -353,7 +377,8 @@ class SipServer:
         """Limits for the calls that start from now on (a call keeps the timers it started with).
 
         max_calls: calls in the whole server at once (a further INVITE gets 503 with Retry-After);
-        max_call_duration: seconds a call may last once connected, then BYE on both legs;
+        max_call_duration: seconds a call may last once connected (or once Callflow answered it
+        itself: a prompt, a menu, a voicemail, an originated call), then BYE on both legs;
         rtp_timeout: seconds without RTP either way before a connected call is ended (both: a
         `hangup` whose reason says so). None: no limit. Per user and per line: add_user's and
         add_line's max_calls."""
@@ -537,15 +562,88 @@ class SipServer:
         ZERO the leg the call came in on, ONE the leg Callflow dialled. Each key is held `duration`
         seconds (0.04-8) with 0.1 s between keys. Sent as RFC 4733 telephone-events when that leg's
         offer/answer settled telephone-event, else as SIP INFO (application/dtmf-relay), one per key.
-        Returns at once; a digit that cannot be delivered (the phone takes neither, refuses the INFO,
-        or the leg is not answered) is a `dtmf_dropped` event. Raises ValueError for bad digits or
-        duration; no-op for a session that has closed."""
+        Returns at once after a `dtmf_sent` event; a digit that cannot be delivered (the phone takes
+        neither, refuses the INFO, or the leg is not answered) is a `dtmf_dropped` event. Raises
+        ValueError for bad digits or duration; no-op for a session that has closed."""
         digits = normalize_digits(digits)
         if not MIN_DURATION <= duration <= MAX_DURATION:
             raise ValueError(f"duration {duration!r}: seconds, {MIN_DURATION}-{MAX_DURATION}")
         call = self._session(session)
         if call is not None:
-            call.send_dtmf(Channel(channel), digits, duration)
+            channel = Channel(channel)
+            self.engine.bus.emit("dtmf_sent", call=call.id, channel=channel.name, digits=digits)
+            call.send_dtmf(channel, digits, duration)
+
+    def record_call_session(self, session: CallSession | str, name: str, *, mix: str = "mixed",
+                            folder: str = RECORDINGS_FOLDER) -> asyncio.Future[list[str] | Failure]:
+        """Record both legs of a bridged call from now until it ends (the `.flow` `record call`).
+
+        name: the file's name relative to `folder`, a `{field}` template (`{call}`, `{time}`: UTC
+        20261130-021500) ending in .wav. mix: "mixed" (one mono file), "per leg" (NAME.zero.wav and
+        NAME.one.wav) or "both" (all three). Files are written through the codec library, atomically,
+        once the call ends, and listed in its call record; `recording_started`, `recording` and
+        `recording_failed` events report them. Returns a future: the absolute paths written, or the
+        Failure (500 with the reason: a name leaving the folder, a media backend that cannot record,
+        the call recorded already, a full disk...; 487 if the call had closed). Never ends the call.
+        Raises ValueError for a mix that is not one of RECORDING_MIXES."""
+        if mix not in RECORDING_MIXES:
+            raise ValueError(f"mix {mix!r}: one of {', '.join(repr(m) for m in RECORDING_MIXES)}")
+        future: asyncio.Future[object] = asyncio.get_running_loop().create_future()
+        call = self._session(session)
+        if call is None:
+            future.set_result(Failure(487, "Request Terminated (the call session has closed)"))
+            return future  # type: ignore[return-value]
+        rec = self._recordings[(call.id, "call")] = _Recording(future, "call", arming=True)
+        try:
+            call.record_call(folder, name, {"call": call.id}, mix)
+        finally:
+            rec.arming = False
+        return future  # type: ignore[return-value]
+
+    def record_voicemail(self, session: CallSession | str, name: str, *, prompt: str | None = None,
+                         max_seconds: float = 120.0, silence_seconds: float | None = 5.0,
+                         folder: str = RECORDINGS_FOLDER, hangup: bool = True) -> asyncio.Future[str | Failure]:
+        """A voicemail (the `.flow` `record`): answer the caller on channel ZERO (a call not yet
+        accepted to anyone), play `prompt` (if any) and a beep, then record the caller into `name`
+        (as for record_call_session) until `max_seconds`, `silence_seconds` without voice (None:
+        off), `#`, or the caller hangs up. `hangup`: close the call once the file is written.
+        Returns a future: the file's absolute path once written, else the Failure (500 with the
+        reason: the caller's phone offers neither PCMU nor PCMA, an unwritable folder...; 487 when
+        the caller hung up before the beep). Raises ValueError for a bad max_seconds or
+        silence_seconds, or while a voicemail of this call is under way."""
+        if not 0 < max_seconds <= 3600:
+            raise ValueError(f"max_seconds {max_seconds!r}: more than 0, at most 3600")
+        if silence_seconds is not None and silence_seconds <= 0:
+            raise ValueError(f"silence_seconds {silence_seconds!r}: more than 0, or None for off")
+        future: asyncio.Future[object] = asyncio.get_running_loop().create_future()
+        call = self._session(session)
+        if call is None:
+            future.set_result(Failure(487, "Request Terminated (the call session has closed)"))
+            return future  # type: ignore[return-value]
+        key = (call.id, "voicemail")
+        if key in self._recordings:
+            raise ValueError(f"call {call.id}: a voicemail is under way already")
+        rec = self._recordings[key] = _Recording(future, "voicemail")
+
+        def done() -> None:  # the file is written (or could not be) and the call is still up
+            if hangup:
+                call.hangup()
+
+        def record() -> None:
+            rec.arming = True
+            try:
+                call.record(folder, name, {"call": call.id}, max_seconds, silence_seconds, done)
+            finally:
+                rec.arming = False
+
+        def beep() -> None:
+            call.play(beep_file(), True, record)
+
+        if prompt is not None:
+            call.play(prompt, True, beep)
+        else:
+            beep()
+        return future  # type: ignore[return-value]
 
     def send_chat(self, text: str, *, to_user: str | None = None, to_line: str | None = None,
                   number: str | None = None, sender: str = "callflow",
@@ -649,6 +747,8 @@ class SipServer:
             return
         if name in ("connected", "closed", "transfer"):
             self._settle(name, engine_event.fields)
+        if self._recordings and name in ("recording_started", "recording", "recording_failed", "closed"):
+            self._follow_recording(name, engine_event.fields)
         if name == "closed":
             self._pending_incoming.pop(str(engine_event.fields.get("call")), None)
         call_id = engine_event.fields.get("call")
@@ -683,6 +783,43 @@ class SipServer:
             transfer = self._transfers.pop(call_id, None)
             if transfer is not None and not transfer.done():
                 transfer.set_result(Failure(487, "Request Terminated (the call closed)"))
+
+    def _follow_recording(self, name: str, fields: Mapping[str, object]) -> None:
+        """Settle record_voicemail's and record_call_session's futures from the recording events."""
+        call_id = str(fields.get("call"))
+        for kind in ("voicemail", "call"):
+            rec = self._recordings.get((call_id, kind))
+            if rec is None:
+                continue
+            path = str(fields.get("path") or "")
+            if name == "recording_started":
+                if fields.get("kind") == kind:
+                    rec.started = True
+                    rec.pending.add(path)
+                continue
+            if name == "closed":
+                if not rec.started:  # hung up before the recording began: nothing will be written
+                    rec.settle(Failure(487, "Request Terminated (the call ended before the recording began)"))
+                    del self._recordings[(call_id, kind)]
+                continue
+            if rec.arming and not rec.started and name == "recording_failed":
+                rec.failure = Failure(500, str(fields.get("reason") or "the recording could not be made"))
+            elif path in rec.pending:
+                rec.pending.discard(path)
+                if name == "recording":
+                    rec.written.append(path)
+                else:
+                    rec.failure = Failure(500, str(fields.get("reason") or "the recording could not be written"))
+                if rec.pending:
+                    continue
+            else:
+                continue
+            del self._recordings[(call_id, kind)]
+            if kind == "voicemail":
+                rec.settle(rec.written[0] if rec.written else rec.failure)
+            else:
+                rec.settle(list(rec.written) if rec.written else rec.failure)
+            return
 
     def _route(self, call: CallSession) -> None:
         incoming = self._pending_incoming.pop(call.id, None)

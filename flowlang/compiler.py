@@ -15,6 +15,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from .diagnostics import FlowError, Position, Reporter
 from .events import HANDLER_FIELD_NAMES, handler_fields
 from .model import (
+    DTMF_SEND_MAX,
     GATHER_DIGIT_TIMEOUT,
     GATHER_MAX_DIGITS,
     GATHER_TERMINATOR,
@@ -33,6 +34,7 @@ from .model import (
     Record,
     RecordCall,
     Reject,
+    SendDtmf,
     ServerConfig,
     SetCallerId,
     SetHeader,
@@ -81,6 +83,26 @@ _DURATION = re.compile(r"([0-9]+(?:\.[0-9]+)?)(ms|s|m|h)")
 def _network(text: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network | None:
     try:
         return ipaddress.ip_network(text.strip(), strict=False)
+    except ValueError:
+        return None
+
+
+def _exact_address(text: str) -> tuple[str, int] | None:
+    """A trust entry naming one address and port, `203.0.113.7:5080` or `[2001:db8::7]:5080` (an edge's
+    providers' socket sharing its IP with the phones' one, docs/scaling.md): (canonical IP, port), or
+    None when `text` is not of that form."""
+    text = text.strip()
+    if text.startswith("["):
+        host, _, rest = text[1:].partition("]")
+        port = rest[1:] if rest.startswith(":") else ""
+    elif text.count(":") == 1:
+        host, _, port = text.partition(":")
+    else:
+        return None
+    if not port.isdigit() or not 0 < int(port) <= 65535:
+        return None
+    try:
+        return str(ipaddress.ip_address(host)), int(port)
     except ValueError:
         return None
 
@@ -140,6 +162,7 @@ class Compiler:
         self.users: dict[str, User] = {}
         self.lines: dict[str, Line] = {}
         self._trust_at: list[tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, str, str, int, int]] = []
+        self._trust_exact_at: dict[tuple[str, int], tuple[str, str, int, int]] = {}  # IP:PORT -> its line, where
         self.rules: list[Rule] = []
         self.handlers: list[Handler] = []
         self.used_lines: set[str] = set()
@@ -450,11 +473,26 @@ class Compiler:
         for st in d.settings:
             if st.kind == "trust":
                 for raw in st.args:
+                    exact = _exact_address(raw)
+                    if exact is not None:  # one address and port: an edge's providers' socket
+                        trusted_ip, trusted_port = exact  # (not `port`: the server's port, above)
+                        bracketed = f"[{trusted_ip}]" if ":" in trusted_ip else trusted_ip
+                        shown = f"{bracketed}:{trusted_port}"
+                        other = self._trust_exact_at.get(exact)
+                        if other is not None and other[0] != d.name:
+                            self.r.error(f, st.line, st.col, f"line {d.name} trusts {shown}, which line {other[0]} "
+                                         f"also trusts (at {other[1]}:{other[2]}:{other[3]}): a call from there "
+                                         "could not tell its line")
+                        else:
+                            self._trust_exact_at[exact] = (d.name, f, st.line, st.col)
+                            trust.append(shown)
+                        continue
                     network = _network(raw)
                     if network is None:
                         self.r.error(f, st.line, st.col,
-                                     f"trust '{raw}' is not an IP address or network (e.g. \"203.0.113.7\" or "
-                                     "\"203.0.113.0/24\"); host names are not taken, so DNS cannot widen the trust")
+                                     f"trust '{raw}' is not an IP address, network or address:port (e.g. "
+                                     "\"203.0.113.7\", \"203.0.113.0/24\" or \"203.0.113.7:5080\"); host names "
+                                     "are not taken, so DNS cannot widen the trust")
                     elif network.prefixlen == 0:
                         self.r.error(f, st.line, st.col,
                                      f"trust '{raw}' would make every address on the internet this line's: "
@@ -663,6 +701,7 @@ class Compiler:
         term_tpls: tuple[Template | None, ...] = ()
         term_word = ""
         ok = True
+        answered = what == "branch"  # a gather's branch runs on a call the gather answered
         for st in body:
             if st.kind == "otherwise":
                 if terminal is None:
@@ -718,12 +757,19 @@ class Compiler:
                 if terminal is None:
                     ok = False
                     terminal = Gather(None, 1, None, 1.0, 1.0, 0, ())  # placeholder: later statements still checked
+            elif st.kind == "send_dtmf":
+                a = self._send_dtmf(f, st, what, answered)
+                if a is None:
+                    ok = False
+                else:
+                    actions.append(a)
             else:
                 a = self._action(f, st, allowed)
                 if a is None:
                     ok = False
                 else:
                     actions.append(a)
+                    answered = answered or isinstance(a, Record) or (isinstance(a, Play) and a.answered)
         if terminal is None:
             last = body[-1]
             self.r.error(f, last.line, last.col,
@@ -1046,6 +1092,44 @@ class Compiler:
             return None
         return Record(name, self.server.recordings or "recordings", max_seconds, silence, prompt)
 
+    def _send_dtmf(self, f: str, st: Stmt, where: str, answered: bool) -> SendDtmf | None:
+        """`send dtmf "DIGITS" [to channel ZERO|ONE]`: 1 to 64 keys (0-9, *, #, A-D); in a rule, only
+        to the caller (ZERO) once it is answered (after `play ... answered`, `record`, or in a gather's
+        branch): the rule runs before `accept` dials channel ONE. `where`: "rule", "branch", or
+        "handler EVENT" (both legs are up: any channel)."""
+        digits, line, col, channel_word = st.args
+        ok = True
+        keys = digits.upper()
+        bad = [(i, c) for i, c in enumerate(digits) if c.upper() not in DTMF_KEYS]
+        if not digits:
+            self.r.error(f, line, col, 'send dtmf "": no keys to press (0-9, *, #, A-D)')
+            ok = False
+        for i, c in bad[:1]:
+            self.r.error(f, line, col + 1 + i, f'send dtmf: {c!r} is not a key (0-9, *, #, A-D)')
+            ok = False
+        if len(digits) > DTMF_SEND_MAX:
+            self.r.error(f, line, col, f"send dtmf: {len(digits)} keys; at most {DTMF_SEND_MAX} at once")
+            ok = False
+        channel = "ZERO"
+        if channel_word is not None:
+            word, wline, wcol = channel_word
+            channel = word.upper()
+            if channel not in ("ZERO", "ONE"):
+                self.r.error(f, wline, wcol, f"send dtmf to channel {word}: the channels are ZERO (the caller's "
+                             "leg) and ONE (the leg Callflow dialled)")
+                return None
+        if not where.startswith("handler"):
+            if channel == "ONE":
+                self.r.error(f, st.line, st.col, "send dtmf to channel ONE in a rule: channel ONE is dialled by "
+                             "`accept`, after the rule's statements; send to it from `on connected { send dtmf "
+                             '"..." to channel ONE }`')
+                ok = False
+            elif not answered:
+                self.r.error(f, st.line, st.col, "send dtmf in a rule needs the caller answered first: put it "
+                             'after `play "..." answered` or `record`, or in a gather\'s branch')
+                ok = False
+        return SendDtmf(keys, channel) if ok else None
+
     def _record_call(self, f: str, st: Stmt, allowed: Set[str], handler: str = "") -> RecordCall | None:
         name, line, col, mix = st.args
         if not self._recording_name_ok(f, name, line, col, allowed, handler):
@@ -1080,10 +1164,16 @@ class Compiler:
                 if built is not None:
                     actions.append(built)
                 continue
+            if st.kind == "send_dtmf" and node.event in _DTMF_EVENTS:
+                sent = self._send_dtmf(f, st, f"handler {node.event}", True)
+                if sent is not None:
+                    actions.append(sent)
+                continue
             if st.kind != "log":
                 self.r.error(f, st.line, st.col,
                              f"`{_stmt_word(st)}` cannot run in an `on {word}` handler: handlers observe "
-                             f"calls (log, and `record call` in {_RECORDABLE_HANDLERS}); `on incoming` "
+                             f"calls (log, `record call` in {_RECORDABLE_HANDLERS}, `send dtmf` in "
+                             "`on connected` or `on dtmf`); `on incoming` "
                              "rules route them")
                 continue
             text, line, col = st.args
@@ -1181,11 +1271,13 @@ _RECORDABLE_ORDER = ("created", "connecting", "connected")
 _RECORDABLE_EVENTS = frozenset(_RECORDABLE_ORDER)
 _RECORDABLE_HANDLERS = (", ".join(f"`on {e}`" for e in _RECORDABLE_ORDER[:-1])
                         + f" or `on {_RECORDABLE_ORDER[-1]}`")
+# the call handlers that may send digits (both legs answered: the call is connected)
+_DTMF_EVENTS = frozenset({"connected", "dtmf"})
 
 
 def _stmt_word(st: Stmt) -> str:
     return {"set_caller_id": "set caller-id", "set_header": "set header",
-            "record_call": "record call"}.get(st.kind, st.kind)
+            "record_call": "record call", "send_dtmf": "send dtmf"}.get(st.kind, st.kind)
 
 
 def _cond_text(c: CondNode) -> str:

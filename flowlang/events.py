@@ -150,6 +150,11 @@ EVENTS: tuple[EventSpec, ...] = (
         _f("digit", str, "the digit (or digits, for `send_dtmf`)"),
         _f("reason", str, "why, e.g. `the phone does not accept INFO (Allow)`, `INFO answered 415 ...`"),
     )),
+    EventSpec("dtmf_sent", "call", "the program pressed keys on a leg's phone (SDK send_dtmf, `.flow` `send dtmf`); "
+              "they go out as RFC 4733 or SIP INFO, and any that cannot be delivered is a `dtmf_dropped`", (
+        CALL, _f("channel", str, "the leg they were sent to: `ZERO` or `ONE`"),
+        _f("digits", str, "the keys, in order"),
+    )),
     EventSpec("closed", "call", "the call is over and everything it held is released", (
         CALL, _f("reason", str, "how it ended: `hangup`, `cancelled`, `404 Not Found`, ..."),
         _f("rtp_in", int, "RTP packets received from channel ZERO's side", optional=True, default="0"),

@@ -19,6 +19,7 @@ from .model import (
     Record,
     RecordCall,
     Reject,
+    SendDtmf,
     SetCallerId,
     SetHeader,
     caller_identity,
@@ -183,6 +184,9 @@ def _action(a: object, values: Mapping[str, str]) -> str:
         prompt = f'prompt "{a.prompt}", ' if a.prompt else ""
         return (f'answer, {prompt}beep, record the caller into "{a.name}" in {a.folder} '
                 f"(max {_secs(a.max_seconds)}, silence {silence}, # stops)")
+    if isinstance(a, SendDtmf):
+        whose = "the caller's" if a.channel == "ZERO" else "the dialled party's"
+        return f'press "{a.digits}" on {whose} phone (channel {a.channel})'
     if isinstance(a, RecordCall):
         return f'record the call ({a.mix}) into "{a.name}" in {a.folder} until it ends'
     return str(a)

@@ -301,7 +301,21 @@ class RecordCall:
     mix: str = "mixed"
 
 
-Action = Log | SetCallerId | SetHeader | Play | Record | RecordCall
+@fast_init
+@dataclass(frozen=True, slots=True)
+class SendDtmf:
+    """Press `digits` (0-9, *, #, A-D) on the phone of `channel` ("ZERO": the caller, "ONE": the party
+    dialled): RFC 4733 telephone-events where that leg negotiated them, else SIP INFO; the next
+    statement runs at once (the digits go out meanwhile, `DTMF_SEND_DURATION` seconds each)."""
+
+    digits: str
+    channel: str = "ZERO"
+
+
+DTMF_SEND_DURATION = 0.1  # seconds each key of `send dtmf` is held (and 0.1 s between keys)
+DTMF_SEND_MAX = 64        # keys one `send dtmf` may press (the SDK's send_dtmf limit)
+
+Action = Log | SetCallerId | SetHeader | Play | Record | RecordCall | SendDtmf
 
 
 @fast_init

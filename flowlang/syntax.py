@@ -417,6 +417,10 @@ BUILDERS = {
     "record_call": lambda p, ch: Stmt("record_call", [unquote(ch[0][1]), ch[0][2], ch[0][3],
                                                       ch[1] if len(ch) > 1 else None], p[2], p[3]),
     "record_mix": lambda p, ch: " ".join(t[1] for t in ch),
+    # send dtmf: args = [digits, their line, their column, (channel word, line, col) or None]
+    "send_dtmf": lambda p, ch: Stmt("send_dtmf", [unquote(ch[0][1]), ch[0][2], ch[0][3],
+                                                  ch[1] if len(ch) > 1 else None], p[2], p[3]),
+    "dtmf_channel": lambda p, ch: (ch[0][1], ch[0][2], ch[0][3]),
 }
 WITH_LAST = frozenset({"rule"})
 

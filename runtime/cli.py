@@ -153,9 +153,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--line-contact", type=_hostport_arg, metavar="HOST:PORT",
                      help="the Contact the lines register (in a cluster: the edge's address, so the provider's "
                           "calls reach whichever node the edge picks; default: this node's address)")
-    run.add_argument("--media", default="relay", metavar="relay|rtpengine:HOST:PORT",
+    run.add_argument("--media", default="relay", metavar="relay|rtpengine:HOST:PORT[,inject-dtmf]",
                      help="who relays the calls' RTP: Callflow itself (relay, the default) or an rtpengine "
-                          "reached over its ng control protocol at HOST:PORT (its --listen-ng)")
+                          "reached over its ng control protocol at HOST:PORT (its --listen-ng); `,inject-dtmf` "
+                          "lets rtpengine generate RFC 4733 digits (costs its in-kernel forwarding; without it "
+                          "such digits go as SIP INFO)")
     run.add_argument("--max-calls", type=_count_or_off, metavar="N|off",
                      help="calls in the whole server at once (default: the script's `max calls`, else no limit)")
     run.add_argument("--max-call-duration", type=_duration_or_off, metavar="DURATION|off",
@@ -642,18 +644,18 @@ async def serve(args: argparse.Namespace, stop: asyncio.Event | None = None) -> 
 
 
 async def _media_backend(spec: str) -> MediaBackend | None:
-    """``relay`` -> None (the engine makes its Python relay); ``rtpengine:HOST:PORT`` -> a started
-    RtpengineBackend. Raises ValueError saying what is expected."""
+    """``relay`` -> None (the engine makes its Python relay); ``rtpengine:HOST:PORT[,inject-dtmf]`` -> a
+    started RtpengineBackend (with DTMF injection when asked). Raises ValueError saying what is expected."""
     kind, _, rest = spec.partition(":")
     if kind == "relay" and not rest:
         return None
     if kind != "rtpengine":
-        raise ValueError(f"expected relay or rtpengine:HOST:PORT, got {spec!r}")
+        raise ValueError(f"expected relay or rtpengine:HOST:PORT[,inject-dtmf], got {spec!r}")
     from .media.base import MediaError
-    from .media.rtpengine import RtpengineBackend, parse_address
+    from .media.rtpengine import RtpengineBackend, parse_spec
 
-    host, port = parse_address(rest)
-    backend = RtpengineBackend((_resolve_host(host), port))
+    host, port, options = parse_spec(rest)
+    backend = RtpengineBackend((_resolve_host(host), port), inject_dtmf="inject-dtmf" in options)
     try:
         await backend.start()
     except MediaError as exc:

@@ -18,6 +18,7 @@ from callflow.sdk import (
     EVENT_NAMES,
     RING_TIMEOUT,
     CallSession,
+    Channel,
     ChatMessage,
     Event,
     Failure,
@@ -28,6 +29,7 @@ from callflow.sdk import (
 )
 from flowlang.events import BY_NAME, EVENTS, EventSpec
 from flowlang.model import (
+    DTMF_SEND_DURATION,
     Accept,
     Attempt,
     CallInfo,
@@ -41,6 +43,7 @@ from flowlang.model import (
     Record,
     RecordCall,
     Reject,
+    SendDtmf,
     ServerConfig,
     SetCallerId,
     SetHeader,
@@ -158,7 +161,7 @@ class Dialplan:
             call.reject(404, "Not Found (no route)")
             return
         log.info("event=routed call=%s rule=%s", call.id, decision.rule)
-        _PlanRun(call, decision).step(None)
+        _PlanRun(call, decision, send_dtmf=self.server.send_dtmf).step(None)
 
     def route_transfer(self, call: object, user: str, target: str) -> tuple[list[Target], Failure | None]:
         """A transfer that user `user`'s phone asked for (REFER) is decided like a new call from that
@@ -245,6 +248,10 @@ class Dialplan:
                     live = event.session
                     if live is not None:
                         live.record_call(action.folder, action.name, values, action.mix)
+                elif isinstance(action, SendDtmf):
+                    live = event.session
+                    if live is not None:
+                        self.server.send_dtmf(live, action.digits, Channel[action.channel], DTMF_SEND_DURATION)
 
     def _values(self, event: Event, spec: EventSpec, facts: CallFacts | None) -> dict[str, str]:
         """Every field `callflow check` accepts for this event's handlers, as text."""
@@ -349,8 +356,12 @@ class _PlanRun:
     """Walks one decision's attempts for one call (or, after a `gather`, its chosen branch's)."""
 
     def __init__(self, call: CallSession, decision: Decision, plan: tuple[Attempt, ...] | None = None,
-                 values: dict[str, str] | None = None) -> None:
+                 values: dict[str, str] | None = None,
+                 send_dtmf: Callable[[CallSession, str, Channel, float], None] | None = None) -> None:
         self.call = call
+        # SipServer.send_dtmf (it reports `dtmf_sent`); a bare call session's own for unit specs
+        self.send_dtmf = send_dtmf or (lambda call, digits, channel, duration: call.send_dtmf(channel, digits,
+                                                                                              duration))
         self.decision = decision
         self.plan = decision.plan if plan is None else plan
         self.index = 0   # the attempt under way
@@ -415,7 +426,7 @@ class _PlanRun:
             return
         values = dict(self.values)
         values["digits"] = digits
-        _PlanRun(self.call, self.decision, branch.rendered_plan(values), values).step(None)
+        _PlanRun(self.call, self.decision, branch.rendered_plan(values), values, self.send_dtmf).step(None)
 
     def _voicemail(self, action: Record, failure: Failure | None) -> None:
         """Answer and play the prompt (if any), then a beep, then record the caller
@@ -444,6 +455,8 @@ class _PlanRun:
             call.extra_headers.append((action.name, action.value.render(self.values)))
         elif isinstance(action, RecordCall):
             call.record_call(action.folder, action.name, self.values, action.mix)
+        elif isinstance(action, SendDtmf):  # the digits go out while the plan goes on
+            self.send_dtmf(call, action.digits, Channel[action.channel], DTMF_SEND_DURATION)
 
 
 def _s(value: object) -> str | None:

@@ -53,6 +53,7 @@ from .io import (
     RequestIn,
     ResponseIn,
     SendDtmfIn,
+    SetTimer,
     Start,
     StrayResponseIn,
     TimerFired,
@@ -234,6 +235,12 @@ class CallMachine(CallSetup, Originating, Playing, Gathers, InDialog, SessionRef
         if to not in CALL_TRANSITIONS[self.state]:
             log.error("event=illegal_move call=%s from=%s to=%s", self.id, self.state.value, to.value)
             raise IllegalMove(f"call {self.id}: {self.state.value} -> {to.value} is not a legal move")
+        if to is CallState.ANSWERED and self.max_duration and self.state in (CallState.ROUTING,
+                                                                             CallState.ORIGINATING):
+            # our own answer (play/gather/voicemail, an originated call's ZERO) starts the call's
+            # maximum duration as ONE's answer does: a caller who never hangs up must not hold a
+            # prompt, a menu or a recording forever. Armed once; CONNECTED later keeps this deadline.
+            self._out.append(SetTimer(MAX_DURATION, self.now + self.max_duration))
         self.state = to
 
     def _emit(self, name: str, **fields: object) -> None:
@@ -296,7 +303,8 @@ class CallMachine(CallSetup, Originating, Playing, Gathers, InDialog, SessionRef
         elif name == LINGER:
             self._out.append(Released())
         elif name == MAX_DURATION:
-            if self.state is CallState.CONNECTED:
+            if self.state in (CallState.CONNECTED, CallState.ANSWERED) or (
+                    self.answered_by_us and self.state is CallState.DIALING):
                 self._emit("hangup", call=self.id, channel=None,
                            reason=f"maximum call duration ({self.max_duration:g} s) reached")
                 self._end(bye_zero=True, bye_one=True)

@@ -261,7 +261,8 @@ class CallSession:
 
     # ---- the operator's status page ------------------------------------------------------------------
     def snapshot(self) -> dict[str, object]:
-        """{"call", "state" (lowercase), "created_at" and "answered_at" (wall-clock epoch seconds,
+        """{"call", "state" (lowercase; a call we answered shows what it is doing: "menu" in a gather,
+        "recording" in a voicemail), "created_at" and "answered_at" (wall-clock epoch seconds,
         answered_at None before the answer), "duration" (seconds since the answer, else 0),
         "legs": [{"channel", "peer_type", "peer", "address" "ip:port", "transport", "codec"}],
         "caller", "to"}."""
@@ -277,7 +278,13 @@ class CallSession:
             legs.append({"channel": leg.channel.name, "peer_type": leg.peer_type, "peer": leg.peer,
                          "address": f"{leg.address[0]}:{leg.address[1]}", "transport": leg.transport,
                          "codec": codec})
-        return {"call": m.id, "state": m.state.value, "created_at": self.created_wall, "answered_at": answered_at,
+        state = m.state.value
+        if state == "answered":
+            if any(getattr(r, "kind", "") == "voicemail" for r in self.recordings):
+                state = "recording"
+            elif m.gather is not None:
+                state = "menu"
+        return {"call": m.id, "state": state, "created_at": self.created_wall, "answered_at": answered_at,
                 "duration": 0 if m.answered_at is None else max(0.0, now - m.answered_at), "legs": legs,
                 "caller": m.caller_id_override or m.caller_id, "to": m.dialled}
 

@@ -226,7 +226,7 @@ class CallSetup:
         self.answered_at = self.now
         self._emit("connected", call=self.id, peer_type=leg.peer_type, peer=leg.peer)
         self._arm_session(leg)
-        if self.max_duration:
+        if self.max_duration and not self.answered_by_us:  # else armed at our own answer (machine._move)
             self._out.append(SetTimer(MAX_DURATION, self.now + self.max_duration))
         if self.rtp_timeout:
             self._out.append(SetTimer(RTP_CHECK, self.now + self.rtp_timeout))

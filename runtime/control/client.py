@@ -124,7 +124,10 @@ def render_status(state: dict[str, Any], now: float | None = None) -> str:
         lease = line.get("lease")
         if lease:  # a cluster: say which node registers the line
             holder = "this node" if lease.get("held_here") else lease.get("holder") or "nobody"
-            state_text = f"{state_text} (lease: {holder})"
+            if lease.get("carried"):  # another node registers it; calls go out through it from here too
+                state_text = f"carried, registered by {holder}"
+            else:
+                state_text = f"{state_text} (lease: {holder})"
         rows.append([line["line"], state_text, line.get("server"), line.get("last_response"),
                      f"in {ago(next_attempt - now)}" if next_attempt else None,
                      f"{line['backoff']:.0f}s" if line.get("backoff") else None])

@@ -101,6 +101,16 @@ class Metrics:
         self.recording_bytes = Counter("callflow_recording_bytes", "Bytes of recording files written", registry=r)
         for result in ("written", "failed"):
             self.recordings.labels(result)
+        self.dtmf_received = Counter("callflow_dtmf_digits_received", "DTMF digits detected on a leg, by source "
+                                     "(rfc4733: telephone-events in RTP, info: SIP INFO)", ["source"], registry=r)
+        for source in ("rfc4733", "info"):
+            self.dtmf_received.labels(source)
+        self.dtmf_sent = Counter("callflow_dtmf_digits_sent", "DTMF digits the program pressed on a leg (SDK "
+                                 "send_dtmf, `.flow` `send dtmf`)", registry=r)
+        self.dtmf_dropped = Counter("callflow_dtmf_digits_dropped", "DTMF digits that could not be delivered to a "
+                                    "leg (see the dtmf_dropped event's reason)", registry=r)
+        self.dtmf_unexpected = Counter("callflow_dtmf_unexpected", "Legs that sent telephone-events without "
+                                       "having negotiated them (once per call and leg)", registry=r)
         for outcome in OUTCOMES:
             self.calls.labels(outcome)  # zeros from the start, so rate() and alerts see the series
         for result in ("reloaded", "unchanged", "failed"):
@@ -219,6 +229,14 @@ class Metrics:
             self.recordings.labels("failed").inc()
         elif name in ("reloaded", "reload_unchanged", "unchanged", "reload_failed"):
             self.count_reload(name)
+        elif name == "dtmf":
+            self.dtmf_received.labels("info" if f.get("source") == "info" else "rfc4733").inc()
+        elif name == "dtmf_sent":
+            self.dtmf_sent.inc(len(str(f.get("digits") or "")))
+        elif name == "dtmf_dropped":
+            self.dtmf_dropped.inc(max(1, len(str(f.get("digit") or ""))))  # send_dtmf's drop names its digits
+        elif name == "dtmf_unexpected":
+            self.dtmf_unexpected.inc()
 
     def _facts(self, call: str) -> list[Any]:
         facts = self._outcome.get(call)
@@ -354,6 +372,15 @@ class _EngineCollector(Collector):
             for name, lease in holding().items():
                 leases.add_metric([name, str(lease["holder"] or "")], 1.0 if lease["held"] else 0.0)
             yield leases
+        from .views import version_id  # here, not at the top: views is the heavier module
+
+        version = version_id(engine.program) if getattr(engine, "program", None) is not None else None
+        if version:  # the nodes of a cluster, same folder: the same label everywhere once all reloaded
+            program = GaugeMetricFamily("callflow_program_version", "1, labelled with the running program's "
+                                        "version id (the same files give the same id on every node)",
+                                        labels=["version"])
+            program.add_metric([version], 1.0)
+            yield program
         overloaded = GaugeMetricFamily("callflow_overloaded", "1 while new calls are shed with 503")
         overloaded.add_metric([], 1.0 if getattr(engine, "overloaded", False) else 0.0)
         yield overloaded

@@ -152,7 +152,7 @@ def _state_name(value: object) -> str | None:
 
 def lines_view(state: ControlState) -> list[dict[str, Any]]:
     """[{"line", "state", "server", "transport", "registered_until", "last_response", "next_attempt",
-    "backoff", "failures"}, and in a cluster "lease": {"holder", "held_here", "state", "expires"}]; times
+    "backoff", "failures"}, and in a cluster "lease": {"holder", "held_here", "state", "expires", "carried"}]; times
     as Unix seconds, backoff in seconds; None where unknown.
 
     Reads the line's machine (runtime/lines: state, code and reason, expires_at, retry_at, failures)
@@ -201,7 +201,7 @@ def lines_view(state: ControlState) -> list[dict[str, Any]]:
         if name in leases:  # a cluster: which node holds the line's lease (runtime/lines/lease.py)
             lease = leases[name]
             out[-1]["lease"] = {"holder": lease["holder"], "held_here": lease["held"], "state": lease["state"],
-                                "expires": lease["expires"]}
+                                "expires": lease["expires"], "carried": bool(lease.get("carried"))}
     return out
 
 

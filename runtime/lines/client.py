@@ -65,6 +65,9 @@ class LineClient:
         self.config = config
         self.machine = LineMachine(config)
         self.address: tuple[str, int] | None = None
+        # in a cluster, the node that holds this line's lease and registers it when that is not this
+        # node (set by runtime/lines/lease_pump.py): calls still go out through the line from here
+        self.registered_by: str | None = None
         self.predecessor = predecessor
         self._timers: dict[str, asyncio.TimerHandle] = {}
         self._txns: dict[str, ClientTransaction] = {}
@@ -84,8 +87,17 @@ class LineClient:
 
     @property
     def carries_calls(self) -> bool:
-        """Whether a call may go out through this line now (see LineMachine.carries_calls)."""
-        return self.address is not None and self.machine.carries_calls
+        """Whether a call may go out through this line now (see LineMachine.carries_calls), or, in a
+        cluster, because another node registers it (`registered_by`): a provider takes an INVITE with
+        the account's digest credentials from whatever address sends it; only the REGISTER is the
+        lease holder's."""
+        if self.address is None:
+            return False
+        return self.machine.carries_calls or (self.registered_by is not None and not self._removed())
+
+    def _removed(self) -> bool:
+        """Stopped, and no longer the engine's client for this line (removed or replaced by a reload)."""
+        return self.machine.stopping and self.engine.lines.get(self.config.name) is not self
 
     @property
     def registered(self) -> bool:

@@ -81,7 +81,9 @@ class PostgresLeaseStore:
 
     def _connect(self) -> Any:
         if self._conn is None or self._conn.closed:
-            self._conn = self._psycopg.connect(self.dsn, connect_timeout=2, autocommit=True,
+            # 5 s: a busy database host may take a few seconds to accept; reconnects run on the pump's
+            # worker thread, so only the start waits that long
+            self._conn = self._psycopg.connect(self.dsn, connect_timeout=5, autocommit=True,
                                                options=f"-c statement_timeout={int(self._timeout_ms)}")
         return self._conn
 

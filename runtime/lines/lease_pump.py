@@ -78,6 +78,7 @@ class LeasePump:
             self._start(line)  # a reload replaced the line: ours, so it registers at once
         else:
             self._resolve(line)
+        self._mark(name)
 
     def drop(self, name: str) -> None:
         """The program no longer has this line (the engine has stopped its client): release the lease."""
@@ -112,10 +113,16 @@ class LeasePump:
         self.store.close()
 
     def holding(self) -> dict[str, dict[str, object]]:
-        """{line: {"holder", "expires", "held", "state"}} as this node last learnt it; "expires" in
-        Unix seconds (the database's clock), "held" whether this node registers the line."""
-        return {name: {"holder": m.holder, "expires": m.expires, "held": m.held, "state": m.state.value}
-                for name, m in sorted(self.machines.items())}
+        """{line: {"holder", "expires", "held", "state", "carried"}} as this node last learnt it;
+        "expires" in Unix seconds (the database's clock), "held" whether this node registers the line,
+        "carried" whether calls go out through it from this node although another node registers it."""
+        out: dict[str, dict[str, object]] = {}
+        for name, m in sorted(self.machines.items()):
+            line = self.engine.lines.get(name)
+            carried = bool(line is not None and not m.held and line.registered_by and line.carries_calls)
+            out[name] = {"holder": m.holder, "expires": m.expires, "held": m.held, "state": m.state.value,
+                         "carried": carried}
+        return out
 
     # ---- running the machines' actions ------------------------------------------------------------
     def _apply(self, name: str, actions: list[Action]) -> None:
@@ -164,6 +171,7 @@ class LeasePump:
                     self._apply(name, machine.result(op, answer, self.engine.now()))  # type: ignore[arg-type]
                 except Exception:
                     log.exception("line=%s lease %s answer failed", name, op)
+                self._mark(name)
 
         future.add_done_callback(answered)
 
@@ -181,6 +189,17 @@ class LeasePump:
             self._apply(name, machine.tick(self.engine.now()))
 
     # ---- lines ---------------------------------------------------------------------------------------
+    def _mark(self, name: str) -> None:
+        """Tell the line's client which other node registers it (None: this node, or nobody known), so
+        it carries calls here too: the provider authenticates an INVITE by digest, not by who
+        registered (issue 13)."""
+        machine, line = self.machines.get(name), self.engine.lines.get(name)
+        if machine is None or line is None:
+            return
+        holder = machine.holder
+        line.registered_by = holder if holder and holder != self.node and not machine.held \
+            and machine.state is not LeaseState.STOPPED else None
+
     def _start(self, line: LineClient) -> None:
         """Register `line`; a client stopped by an earlier loss of the lease is replaced by a fresh one
         (a line machine does not restart)."""

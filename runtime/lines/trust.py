@@ -1,9 +1,10 @@
 """Line trust: which sources are a provider's, so their requests skip authentication and the flood guard.
 
-A request is a line's when it comes from that provider's exact address (IP and port), or from an
-address or network the line's `trust` names (any port), over the transport the line is configured
-for. Every datagram is checked against this index, so the check is a dict lookup (and a cached scan
-of the trusted networks), not a walk over the lines. The engine rebuilds it (`index`) whenever lines
+A request is a line's when it comes from that provider's exact address (IP and port), from an
+address:port the line's `trust` names (an edge's providers' socket), or from an address or network it
+names (any port), over the transport the line is configured for. Every datagram is checked against
+this index, so the check is a dict lookup (and a cached scan of the trusted networks), not a walk over
+the lines. The engine rebuilds it (`index`) whenever lines
 are added, removed or resolved to a new address. No asyncio, no socket, no clock.
 """
 
@@ -14,6 +15,25 @@ from collections.abc import Iterable
 
 from ..sip.transaction import Address
 from .client import LineClient
+
+
+def exact_address(text: str) -> tuple[str, int] | None:
+    """A `trust` entry naming one socket, `203.0.113.7:5080` or `[2001:db8::7]:5080`, as (IP, port);
+    None for an address or network (any port). The compiler has checked the entry already."""
+    text = text.strip()
+    if text.startswith("["):
+        host, _, rest = text[1:].partition("]")
+        port = rest[1:] if rest.startswith(":") else ""
+    elif text.count(":") == 1:
+        host, _, port = text.partition(":")
+    else:
+        return None
+    if not port.isdigit():
+        return None
+    try:
+        return str(ipaddress.ip_address(host)), int(port)
+    except ValueError:
+        return None
 
 
 class LineTrust:
@@ -32,11 +52,18 @@ class LineTrust:
         lines."""
         lines = list(lines)
         self._line_by_address = {line.address: line for line in lines if line.address is not None}
-        self._trusted_networks = [(ipaddress.ip_network(text, strict=False), line)
-                                  for line in lines for text in line.config.trust]
+        self._trusted_networks = []
+        for line in lines:
+            for text in line.config.trust:
+                exact = exact_address(text)
+                if exact is not None:  # IP:PORT: that socket only (an edge's providers' socket)
+                    self._line_by_address.setdefault(exact, line)
+                else:
+                    self._trusted_networks.append((ipaddress.ip_network(text, strict=False), line))
         self._trusted_seen = {}
-        self._provider_ips = {address[0] for address in self._line_by_address}
-        self._line_by_ip = {address[0]: line for address, line in self._line_by_address.items()}
+        providers = {line.address: line for line in lines if line.address is not None}
+        self._provider_ips = {address[0] for address in providers}
+        self._line_by_ip = {address[0]: line for address, line in providers.items()}
 
     def admits(self, ip: str, port: int | None, transport: str = "udp") -> bool:
         """Whether a packet from (ip, port) over `transport` is let through before the flood guard:

@@ -57,7 +57,8 @@ from runtime.media.dtmf import Negotiation, telephone_event_types
 from runtime.media.dtmf_sender import normalize_digits
 from runtime.sip.sdp import Origin, build_answer, choose_playable, parse_sdp
 
-__all__ = ["RtpengineBackend", "RtpengineSession", "NgClient", "RETRANSMIT", "STATS_MAX_AGE", "parse_address"]
+__all__ = ["RtpengineBackend", "RtpengineSession", "NgClient", "MEDIA_OPTIONS", "RETRANSMIT", "STATS_MAX_AGE",
+           "parse_address", "parse_spec"]
 
 log = logging.getLogger("callflow.media")
 
@@ -67,8 +68,10 @@ TAGS = ("zero", "one")  # rtpengine's from-tag/to-tag for leg 0 (channel ZERO) a
 OFFER_FLAGS: dict[str, Any] = {"ICE": "remove", "replace": ["origin", "session-connection"]}
 # asks rtpengine to decode and re-encode each flow so that `play DTMF` can put digits into it (without
 # it rtpengine refuses "No SSRC context present for DTMF injection"); the price is userspace media
-# (no in-kernel forwarding) and a G.711 transcode per flow: RtpengineBackend(inject_dtmf=False) saves it,
-# and digits then reach phones as SIP INFO only
+# (no in-kernel forwarding) and a G.711 transcode per flow. So it is the operator's choice, off by default
+# (`--media rtpengine:HOST:PORT,inject-dtmf` turns it on): without it digits the engine must generate
+# (send_dtmf, a SIP INFO digit for a leg that speaks RFC 4733) reach phones as SIP INFO instead, and
+# RFC 4733 digits between two legs that both negotiated it are still relayed as they are
 INJECT_DTMF: dict[str, Any] = {"flags": ["inject DTMF"]}
 # `play` through rtpengine: the prompt goes as a WAV `blob` in one ng datagram (UDP: at most 64 KiB, so
 # about 7.5 s of G.711); a longer prompt is refused with a message rather than truncated
@@ -79,6 +82,22 @@ DISCARD_PORT = 9  # where the stand-in callee of a played-to call "receives": no
 KEYS_UNHEARD = ("rtpengine does not report keys to this node: a gather hears nothing and on dtmf sees no "
                 "RFC 4733 digit (SIP INFO digits still arrive); start Callflow with --rtpengine-dtmf HOST:PORT "
                 "and rtpengine with --dtmf-log-dest=HOST:PORT (docs/scaling.md)")
+
+
+MEDIA_OPTIONS = ("inject-dtmf",)  # what may follow `rtpengine:HOST:PORT,` on the command line
+
+
+def parse_spec(text: str) -> tuple[str, int, frozenset[str]]:
+    """``HOST:PORT[,OPTION...]`` (after ``--media rtpengine:``) -> (host, port, options); the options
+    are MEDIA_OPTIONS (``inject-dtmf``: ask rtpengine for DTMF injection, see INJECT_DTMF). Raises
+    ValueError naming an unknown option or a bad address."""
+    address, *options = text.split(",")
+    unknown = [o for o in options if o.strip() not in MEDIA_OPTIONS]
+    if unknown:
+        raise ValueError(f"rtpengine option {unknown[0]!r}: the options are {', '.join(MEDIA_OPTIONS)} "
+                         f"(e.g. rtpengine:127.0.0.1:2223,inject-dtmf)")
+    host, port = parse_address(address)
+    return host, port, frozenset(o.strip() for o in options)
 
 
 def parse_address(text: str) -> tuple[str, int]:
@@ -373,7 +392,8 @@ class RtpengineSession(MediaSession):
         if not self.negotiation.negotiated(leg):
             raise MediaError(f"telephone-event was not negotiated on leg {leg}: its phone takes DTMF as SIP INFO")
         if not self._backend.inject_dtmf:
-            raise MediaError("rtpengine was not asked to make DTMF injection possible (inject_dtmf=False)")
+            raise MediaError("rtpengine was not asked to make DTMF injection possible (start with --media "
+                             "rtpengine:HOST:PORT,inject-dtmf): sent as SIP INFO instead")
         for digit in normalize_digits(digits):
             future = self._backend.client.send({"command": "play DTMF", "call-id": self.ng_call_id,
                                                 "from-tag": TAGS[1 - leg], "code": digit,
@@ -489,7 +509,7 @@ class RtpengineBackend(MediaBackend):
     """Media of every call in one rtpengine, reached at ``address`` (its ``--listen-ng``)."""
 
     def __init__(self, address: tuple[str, int], retransmit: tuple[float, ...] = RETRANSMIT, *,
-                 inject_dtmf: bool = True) -> None:
+                 inject_dtmf: bool = False) -> None:
         self.client = NgClient(address, retransmit)
         self.inject_dtmf = inject_dtmf  # send_dtmf possible (see INJECT_DTMF for its price)
         self.sessions: dict[str, RtpengineSession] = {}

@@ -168,9 +168,9 @@ def test_a_line_trusts_the_providers_other_addresses_and_networks():
 
 def test_a_host_name_cannot_be_trusted():
     errs = errors_of('line l { server "10.0.0.1" trust "gw.provider.example" } on incoming from line l reject 480')
-    assert errs == ["1:28: error: trust 'gw.provider.example' is not an IP address or network "
-                    '(e.g. "203.0.113.7" or "203.0.113.0/24"); host names are not taken, so DNS cannot widen '
-                    "the trust"]
+    assert errs == ["1:28: error: trust 'gw.provider.example' is not an IP address, network or address:port "
+                    '(e.g. "203.0.113.7", "203.0.113.0/24" or "203.0.113.7:5080"); host names are not taken, so '
+                    "DNS cannot widen the trust"]
 
 
 def test_trusting_the_whole_internet_is_an_error():
@@ -184,3 +184,27 @@ def test_an_address_trusted_by_two_lines_is_an_error_at_the_second():
                      'on incoming from line any reject 480')
     assert errs == ["2:28: error: line b trusts 203.0.113.9, which line a also trusts (203.0.113.0/24 at "
                     "t.flow:1:28): a call from there could not tell its line"]
+
+
+def test_a_line_trusts_one_address_and_port_such_as_an_edges_providers_socket():
+    p = compiles('line trunk { server "10.0.0.1" trust "192.0.2.10:5080", "[2001:db8::10]:5080" } '
+                 'on incoming from line trunk reject 480')
+    assert p.lines["trunk"].trust == ("192.0.2.10:5080", "[2001:db8::10]:5080")
+
+
+def test_one_address_and_port_trusted_by_two_lines_is_an_error():
+    errs = errors_of('line a { server "10.0.0.1" trust "192.0.2.10:5080" } '
+                     'line b { server "10.0.0.2" trust "192.0.2.10:5080" } '
+                     'on incoming from line a reject 480 on incoming from line b reject 480')
+    assert len(errs) == 1 and "line b trusts 192.0.2.10:5080, which line a also trusts" in errs[0], errs
+
+
+def test_a_bad_address_and_port_cannot_be_trusted():
+    for raw in ("192.0.2.10:0", "192.0.2.10:70000", "[2001:db8::10]", "192.0.2.10:sip"):
+        errs = errors_of(f'line l {{ server "10.0.0.1" trust "{raw}" }} on incoming from line l reject 480')
+        assert errs and "is not an IP address, network or address:port" in errs[0], (raw, errs)
+
+
+def test_trusting_an_address_and_port_leaves_the_lines_server_as_written():
+    p = compiles('line trunk { server "10.0.0.1:5080" trust "192.0.2.10:5090" } on incoming from line trunk reject 480')
+    assert (p.lines["trunk"].server_host, p.lines["trunk"].server_port) == ("10.0.0.1", 5080)

@@ -11,7 +11,7 @@ def test_an_error_renders_as_file_line_col_message_source_line_and_caret():
         compile_source('user alice password "x"\non incoming acept to user alice\n', "office.flow")
     assert str(info.value) == (
         "office.flow:2:13: error: unexpected 'acept'; expected one of 'accept', 'from', 'gather', 'hangup', "
-        "'log', 'otherwise', 'play', 'record', 'reject', 'set', 'to', 'when', '{' (did you mean 'accept'?)\n"
+        "'log', 'otherwise', 'play', 'record', 'reject', 'send', 'set', 'to', 'when', '{' (did you mean 'accept'?)\n"
         "on incoming acept to user alice\n"
         "            ^"
     )

@@ -14,7 +14,10 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -136,6 +139,16 @@ def test_phones_behind_the_edge_call_each_other_through_a_node_with_voice_in_rtp
     cluster.nodes[1 - first].assert_alive()
 
 
+def callflow_cli(node: CallflowServer, *args: str) -> str:
+    """`callflow ARGS --control NODE`, as an operator runs it against one node: its output."""
+    root = Path(__file__).resolve().parents[2]
+    env = dict(os.environ, PYTHONPATH=str(root) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    done = subprocess.run([sys.executable, "-m", "runtime.cli", *args, "--control", node.control],
+                          capture_output=True, text=True, timeout=30, cwd=root, env=env)
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
 def test_nodes_on_one_shared_script_folder_reload_an_edit_to_the_same_version(tmp_path: Path) -> None:
     shared = tmp_path / "flows"
     shared.mkdir()
@@ -148,7 +161,12 @@ def test_nodes_on_one_shared_script_folder_reload_an_edit_to_the_same_version(tm
         (shared / "main.flow").write_text(FLOW + 'on incoming to "100" accept to user alice\n')
         versions = {node.wait_event("reloaded", timeout=15)["version"] for node in nodes}
         assert len(versions) == 1 and "" not in versions, versions
+        [version] = versions
+        # what the operator compares: `callflow status` against each node, and each node's /metrics
         for node in nodes:
+            assert f"program {version}," in callflow_cli(node, "status")
+            with urllib.request.urlopen(f"http://{node.control}/metrics", timeout=5) as answer:  # noqa: S310
+                assert f'callflow_program_version{{version="{version}"}} 1.0' in answer.read().decode()
             node.assert_alive()
     finally:
         for node in nodes:

@@ -14,6 +14,8 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
+import sys
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -25,7 +27,7 @@ from tests.integration.callflow_server import CallflowServer
 from tests.integration.conftest import kamailio_problem, require_peer
 from tests.integration.test_seed_flows import MIN_PACKETS
 from tests.rig import CALL_CLOSED, CALL_ESTABLISHED, CALL_INCOMING, Kamailio, Phone, PhoneFactory, account_line, ports
-from tests.rig.edge import Edge
+from tests.rig.edge import HOST, Edge
 from tests.rig.kamailio import TRUNK_DID
 from tests.rig.postgres import Postgres, postgres_problem
 
@@ -33,8 +35,10 @@ LEASE_SECONDS = 6  # short, so the take-over happens within a test's patience
 WAIT_TAKEOVER = LEASE_SECONDS * 4 + 15  # bounded wait for the survivor's lease and registration
 
 
-def flow(provider: str) -> str:
-    # the provider's calls come through the edge: the line trusts the edge's address
+def flow(provider: str, providers_socket: str) -> str:
+    # the provider's calls come through the edge's providers' socket (same IP as its phones' socket,
+    # another port): the line trusts that socket only, so the phones' calls (through the phones'
+    # socket) are the phones' whatever the order of the rules: the line's rule comes first on purpose
     return f"""user alice password "alice-pw"
 user bob password "bob-pw"
 user carol password "carol-pw"
@@ -45,15 +49,15 @@ line itsp1 {{
     username "trunk1"
     password "s3cret"
     register every 60s
-    trust    "127.0.0.1"
+    trust    "{providers_socket}"
 }}
 
-# phones' calls come from the edge's address too (the line trusts it): routed by the dialled name first
-on incoming to "alice" accept to user alice
-on incoming to "bob" accept to user bob
-on incoming to "carol" accept to user carol
-on incoming to "dave" accept to user dave
 on incoming from line itsp1 accept to user alice
+on incoming from user any to /^\\+?[0-9]{{7,15}}$/ accept to line itsp1
+on incoming from user any to "alice" accept to user alice
+on incoming from user any to "bob" accept to user bob
+on incoming from user any to "carol" accept to user carol
+on incoming from user any to "dave" accept to user dave
 """
 
 
@@ -77,15 +81,18 @@ class Cluster:
 @pytest.fixture
 def cluster(postgres: Postgres, kamailio: Kamailio, tmp_path: Path) -> Iterator[Cluster]:
     require_peer("kamailio", kamailio_problem())
-    edge_port = ports.port()
+    edge_port, provider_port = ports.port(), ports.port()
     mark = kamailio.log_mark()
-    nodes = [CallflowServer(flow(kamailio.hostport), tmp_path / f"node{i}", ports.sip_port(), ports.rtp_range(20),
+    providers_socket = f"{HOST}:{provider_port}"
+    nodes = [CallflowServer(flow(kamailio.hostport, providers_socket), tmp_path / f"node{i}", ports.sip_port(),
+                            ports.rtp_range(20),
                             extra_args=["--location-dsn", postgres.dsn, "--cdr-dsn", postgres.dsn,
                                         "--node-id", f"node{i}",
                                         "--lease-seconds", str(LEASE_SECONDS),
-                                        "--line-contact", f"127.0.0.1:{edge_port}"])
+                                        "--line-contact", providers_socket])
              for i in range(2)]
-    edge = Edge(edge_port, [node.hostport for node in nodes], tmp_path / "edge")
+    edge = Edge(edge_port, [node.hostport for node in nodes], tmp_path / "edge", provider_port=provider_port,
+                provider_nets=kamailio.host + "/32")
     try:
         for node in nodes:
             node.start()
@@ -115,6 +122,16 @@ def first_holder(cluster: Cluster) -> int:
     raise AssertionError("no node registered the line:\n" + cluster.nodes[0].log_text()[-3000:])
 
 
+def cli(node: CallflowServer, *args: str) -> str:
+    """`callflow ARGS --control NODE` as an operator runs it against one node: its output."""
+    root = Path(__file__).resolve().parents[2]
+    env = dict(os.environ, PYTHONPATH=str(root) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    done = subprocess.run([sys.executable, "-m", "runtime.cli", *args, "--control", node.control],
+                          capture_output=True, text=True, timeout=30, cwd=root, env=env)
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
 def lines_api(node: CallflowServer) -> list[dict]:
     with urllib.request.urlopen(f"http://{node.control}/api/lines", timeout=5) as answer:
         return json.loads(answer.read())
@@ -125,7 +142,7 @@ def test_one_node_registers_the_line_and_the_other_takes_it_over_when_the_first_
     mark = cluster.provider_mark
     first = first_holder(cluster)
     other = 1 - first
-    edge_contact = f"127.0.0.1:{cluster.edge.port}"
+    edge_contact = cluster.edge.provider_hostport
     contact = kamailio.wait_registered("trunk1", since=mark)
     assert edge_contact in contact  # the edge's address: the provider's calls reach either node
 
@@ -305,3 +322,66 @@ def test_a_node_killed_during_traffic_loses_only_its_own_calls_and_no_call_recor
     killed.start()
     killed.wait_event("cdr_orphans", node=f"node{holder}")
     assert cdr_rows(postgres)[on_killed][0][1] == "node_lost"
+
+
+# ---- calls out through a line another node registers (issue 13) -----------------------------------------
+OUT_NUMBER = "+15557654321"
+
+
+def test_a_phone_on_the_node_without_the_lease_calls_out_through_the_line_with_voice_both_ways(
+        cluster: Cluster, kamailio: Kamailio, phone_factory: PhoneFactory) -> None:
+    holder = first_holder(cluster)
+    other = 1 - holder
+    kamailio.wait_registered("trunk1", since=cluster.provider_mark)
+    carrier = cluster.nodes[other]
+    # the node without the lease says it carries the line's calls, registered by the holder
+    for _ in range(100):  # bounded: 10 s for its lease machine to learn the holder
+        [line] = lines_api(carrier)
+        if line["lease"].get("carried"):
+            break
+        time.sleep(0.1)
+    assert line["lease"]["carried"] and line["lease"]["holder"] == f"node{holder}", line
+    assert f"carried, registered by node{holder}" in cli(carrier, "status")
+    assert not carrier.events("line_registered")  # carrying calls is not registering
+
+    alice = phone_factory(account_line("alice", cluster.edge.hostport, auth_pass="alice-pw"), name="alice")
+    alice.wait_registered()
+    pstn = phone_factory(kamailio.account_line("pstn"), name="pstn")
+    pstn.wait_registered()
+    # the edge picks a node by Call-ID: place calls until one is carried by the node without the lease
+    call = place_on(other, alice, pstn, OUT_NUMBER, cluster)
+    time.sleep(1.5)  # talk
+    alice.hangup()
+    alice.wait_event(CALL_CLOSED, 10)
+    pstn.wait_event(CALL_CLOSED, 10)
+    closed = carrier.wait_event("closed", call=call)
+    assert closed
+    assert alice.rtp_stats().rx_packets >= MIN_PACKETS and pstn.rtp_stats().rx_packets >= MIN_PACKETS
+    # the provider saw the INVITE authenticated with the line's account, from the node without the lease
+    assert "trunk call to" in kamailio.log_text()
+    assert not carrier.events("line_registered")
+    carrier.assert_alive()
+
+
+# ---- the providers' calls told apart at the edge (issue 13) ----------------------------------------------
+def test_a_phone_cannot_make_its_call_look_like_the_providers_through_the_providers_socket(
+        cluster: Cluster) -> None:
+    """The nodes trust the edge's providers' socket as the line's: the edge serves there only the
+    providers' networks (PROVIDER_NETS) and the nodes, so a phone that found that address is refused
+    and no node ever sees its request."""
+    from tests.rig.edge import RawPhone
+
+    first_holder(cluster)
+    phone = RawPhone("mallory", "guess", bind="127.0.0.3")  # not in PROVIDER_NETS (the provider's 127.0.0.1)
+    try:
+        provider_socket = cluster.edge.provider_hostport
+        answer = phone.request(provider_socket, "INVITE", f"sip:{TRUNK_DID}@{provider_socket}")
+        assert answer.status == 403 and "provider" in answer.reason.lower(), answer
+        # through the phones' socket the same INVITE is a phone's: challenged, not taken for the line's
+        answer = phone.request(cluster.edge.hostport, "INVITE", f"sip:{TRUNK_DID}@{cluster.edge.hostport}")
+        assert answer.status in (403, 404), answer  # a wrong password / nobody to call: not the line's route
+    finally:
+        phone.close()
+    for node in cluster.nodes:
+        assert not [e for e in node.events("incoming") if e.get("peer_type") == "LINE"], node.events("incoming")
+    assert "not in PROVIDER_NETS" in cluster.edge.log_text()

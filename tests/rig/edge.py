@@ -32,9 +32,17 @@ T = TypeVar("T")
 
 
 class Edge:
-    def __init__(self, port: int, nodes: list[str], run_dir: Path) -> None:
+    """`provider_port`: also listen for providers on `provider_host`:provider_port (EDGE_PROVIDER_LISTEN;
+    the phones' socket's address by default: the nodes tell the two apart by port, a line trusting
+    "IP:PORT"), serving there only `provider_nets` (PROVIDER_NETS, comma-separated) and the nodes."""
+
+    def __init__(self, port: int, nodes: list[str], run_dir: Path, provider_port: int | None = None,
+                 provider_nets: str = "127.0.0.1/32", provider_host: str = HOST) -> None:
         self.port = port
         self.nodes = nodes
+        self.provider_port = provider_port
+        self.provider_host = provider_host
+        self.provider_nets = provider_nets
         self.run_dir = run_dir
         self.log_path = run_dir / "edge.log"
         self._proc: subprocess.Popen[bytes] | None = None
@@ -43,6 +51,12 @@ class Edge:
     def hostport(self) -> str:
         return f"{HOST}:{self.port}"
 
+    @property
+    def provider_hostport(self) -> str:
+        """The providers' socket: the lines' --line-contact."""
+        assert self.provider_port is not None, "this edge was started without a providers' socket"
+        return f"{self.provider_host}:{self.provider_port}"
+
     def start(self, timeout: float = 15.0) -> Edge:
         binary = kamailio_binary()
         assert binary is not None, "kamailio is not installed"
@@ -50,6 +64,10 @@ class Edge:
         nodes = self.run_dir / "nodes.list"
         nodes.write_text("".join(f"1 sip:{node}\n" for node in self.nodes))
         defines = ["-A", f"EDGE_LISTEN=udp:{HOST}:{self.port}", "-A", f'DISPATCHER_LIST="{nodes}"']
+        if self.provider_port is not None:
+            ensure_loopback(self.provider_host)
+            defines += ["-A", f"EDGE_PROVIDER_LISTEN=udp:{self.provider_host}:{self.provider_port}",
+                        "-A", f'PROVIDER_NETS="{self.provider_nets}"']
         check = subprocess.run([binary, "-c", "-f", str(CONFIG), *defines], capture_output=True, text=True,
                                timeout=30)
         if check.returncode != 0:

@@ -106,3 +106,40 @@ def test_a_line_registers_only_while_this_node_holds_its_lease() -> None:
             await engine.stop()
 
     asyncio.run(main())
+
+
+def test_a_line_another_node_registers_still_carries_calls_from_this_node() -> None:
+    """Issue 13: a provider takes an INVITE with the account's credentials from any node; only the
+    REGISTER is the lease holder's. So the phones on a node without the lease still call out."""
+    async def main() -> None:
+        engine = Engine(listen=[ListenSpec("udp", "127.0.0.1", 0)], advertise="127.0.0.1",
+                        rtp_ports=(36740, 36759), admission_control=False)
+        await engine.start()
+        loop = asyncio.get_running_loop()
+        transport, provider = await loop.create_datagram_endpoint(Provider, local_addr=("127.0.0.1", 0))
+        port = transport.get_extra_info("sockname")[1]
+        store = ScriptedStore("node-a")
+        engine.leases = LeasePump(engine, store, period=3.0)
+        try:
+            engine.add_line(LineConfig("itsp1", "127.0.0.1", port, "trunk1", "s3cret"))
+            engine.register_line("itsp1")
+            assert await until(lambda: engine.lines["itsp1"].carries_calls)
+            line = engine.lines["itsp1"]
+            assert line.registered_by == "node-b" and line.state == "unregistered"
+            assert provider.registers == []  # carrying calls is not registering
+            [view] = lines_view(make_state(engine))
+            assert view["lease"]["carried"] and view["lease"]["holder"] == "node-b"
+            from runtime.control.client import render_status
+            text = render_status({"program": {}, "lines": [view], "users": [], "calls": []})
+            assert "carried, registered by node-b" in text
+
+            store.holder = None  # node-b gone: this node takes the line and registers it itself
+            assert await until(lambda: bool(provider.registers))
+            [view] = lines_view(make_state(engine))
+            assert engine.lines["itsp1"].registered_by is None and not view["lease"]["carried"]
+            await engine.leases.close()
+        finally:
+            transport.close()
+            await engine.stop()
+
+    asyncio.run(main())

@@ -26,7 +26,8 @@ def invite(port: int, source: tuple[str, int], n: int) -> bytes:
             f"Content-Length: 0\r\n\r\n").encode()
 
 
-async def call_from(trust: tuple[str, ...], source_ip: str) -> tuple[int, list[tuple[str, str | None]]]:
+async def call_from(trust: tuple[str, ...], source_ip: str,
+                    source_port: int = 0) -> tuple[int, list[tuple[str, str | None]]]:
     """Send an INVITE from `source_ip` to an engine whose line trusts `trust`; the final status the
     sender got and the (peer type, peer) each routed call was created with."""
     engine = Engine(listen=[ListenSpec("udp", "127.0.0.1", 0)], advertise="127.0.0.1", rtp_ports=(36500, 36599))
@@ -46,7 +47,7 @@ async def call_from(trust: tuple[str, ...], source_ip: str) -> tuple[int, list[t
 
     def send() -> int:
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-            s.bind((source_ip, 0))
+            s.bind((source_ip, source_port))
             s.settimeout(2)
             s.sendto(invite(port, s.getsockname(), 1), ("127.0.0.1", port))
             for _ in range(10):
@@ -75,6 +76,27 @@ def test_a_call_from_inside_a_trusted_network_is_the_lines() -> None:
 
 def test_a_call_from_an_address_not_trusted_is_challenged_like_any_stranger() -> None:
     status, routed = asyncio.run(call_from(("127.0.0.2",), "127.0.0.3"))
+    assert status == 407
+    assert routed == []
+
+
+def free_port(ip: str) -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind((ip, 0))
+        return int(s.getsockname()[1])
+
+
+def test_a_call_from_a_trusted_address_and_port_is_the_lines() -> None:
+    """An edge's providers' socket sharing its IP with the phones' socket: trusted by IP and port."""
+    port = free_port("127.0.0.2")
+    status, routed = asyncio.run(call_from((f"127.0.0.2:{port}",), "127.0.0.2", port))
+    assert routed == [("LINE", "itsp1")] and status == 486
+
+
+def test_a_call_from_the_trusted_address_but_another_port_is_a_stranger() -> None:
+    """The edge's phones' socket, same IP as its providers' one: a phone's call there is challenged."""
+    port = free_port("127.0.0.2")
+    status, routed = asyncio.run(call_from((f"127.0.0.2:{port}",), "127.0.0.2"))
     assert status == 407
     assert routed == []
 

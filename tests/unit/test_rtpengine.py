@@ -83,10 +83,11 @@ def rtpengine_like(request: dict[str, Any]) -> dict[str, Any]:
     return {"result": "ok"}
 
 
-async def peer_and_backend(script: Script = rtpengine_like) -> tuple[NgPeer, RtpengineBackend]:
+async def peer_and_backend(script: Script = rtpengine_like, *,
+                           inject_dtmf: bool = False) -> tuple[NgPeer, RtpengineBackend]:
     loop = asyncio.get_running_loop()
     _, peer = await loop.create_datagram_endpoint(lambda: NgPeer(script), local_addr=("127.0.0.1", 0))
-    backend = RtpengineBackend(peer.address, retransmit=FAST)
+    backend = RtpengineBackend(peer.address, retransmit=FAST, inject_dtmf=inject_dtmf)
     await backend.client.open()
     return peer, backend
 

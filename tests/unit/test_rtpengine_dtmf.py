@@ -8,7 +8,9 @@ import asyncio
 
 import pytest
 
+from runtime.cli import _media_backend
 from runtime.media.base import MediaError
+from runtime.media.rtpengine import parse_spec
 from tests.unit.test_rtpengine import close, peer_and_backend, sdp, spec
 
 SDP_PLAIN = b"v=0\r\no=- 42 1 IN IP4 192.0.2.10\r\ns=-\r\nc=IN IP4 192.0.2.10\r\nt=0 0\r\nm=audio 30000 RTP/AVP 0\r\n"
@@ -16,7 +18,7 @@ SDP_PLAIN = b"v=0\r\no=- 42 1 IN IP4 192.0.2.10\r\ns=-\r\nc=IN IP4 192.0.2.10\r\
 
 @spec
 async def test_each_digit_is_a_play_dtmf_with_the_other_legs_party_as_the_source() -> None:
-    peer, backend = await peer_and_backend()
+    peer, backend = await peer_and_backend(inject_dtmf=True)
     session = await backend.allocate("c1")
     await session.anchor(0, sdp(30000))
     await session.anchor(1, sdp(31000))
@@ -45,3 +47,40 @@ async def test_a_leg_that_settled_no_telephone_event_is_not_sent_rtp_events() ->
     assert "play DTMF" not in peer.commands()
     close(peer)
     await backend.close()
+
+
+# ---- DTMF injection is the operator's choice (--media rtpengine:HOST:PORT,inject-dtmf) ----------------------
+@spec
+async def test_by_default_offers_do_not_ask_for_dtmf_injection_and_digits_are_refused_for_sip_info() -> None:
+    peer, backend = await peer_and_backend()
+    session = await backend.allocate("c1")
+    await session.anchor(0, sdp(30000))
+    await session.anchor(1, sdp(31000))
+    offers = [r for _, r in peer.requests if r["command"] in ("offer", "answer")]
+    assert offers and all(b"inject DTMF" not in r.get("flags", []) for r in offers)  # in-kernel forwarding kept
+    with pytest.raises(MediaError, match="inject-dtmf"):  # the call layer then sends SIP INFO
+        session.send_dtmf(1, "4")
+    assert "play DTMF" not in peer.commands()
+    close(peer)
+    await backend.close()
+
+
+@spec
+async def test_with_inject_dtmf_every_offer_and_answer_asks_for_it() -> None:
+    peer, backend = await peer_and_backend(inject_dtmf=True)
+    session = await backend.allocate("c1")
+    await session.anchor(0, sdp(30000))
+    await session.anchor(1, sdp(31000))
+    offers = [r for _, r in peer.requests if r["command"] in ("offer", "answer")]
+    assert offers and all(b"inject DTMF" in r["flags"] for r in offers)
+    close(peer)
+    await backend.close()
+
+
+def test_the_media_option_is_parsed_and_an_unknown_one_is_named() -> None:
+    assert parse_spec("127.0.0.1:2223") == ("127.0.0.1", 2223, frozenset())
+    assert parse_spec("[::1]:2223,inject-dtmf") == ("::1", 2223, frozenset({"inject-dtmf"}))
+    with pytest.raises(ValueError, match="rtpengine option 'kernel'"):
+        parse_spec("127.0.0.1:2223,kernel")
+    with pytest.raises(ValueError, match="rtpengine option"):
+        asyncio.run(_media_backend("rtpengine:127.0.0.1:2223,nope"))

@@ -15,6 +15,7 @@ from runtime.lines import LineConfig
 from runtime.registrar import Binding
 from runtime.sip.message import parse_message
 from runtime.transport import ListenSpec
+from tests.rig.ports import ports
 
 SDP = (b"v=0\r\no=a 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
        b"m=audio 4000 RTP/AVP 0\r\n")
@@ -27,7 +28,7 @@ def closed_udp_port() -> int:
 
 
 async def call_to_unreachable_alice() -> tuple[list[Failure | None], int]:
-    engine = Engine(listen=[ListenSpec("udp", "127.0.0.1", 0)], advertise="127.0.0.1", rtp_ports=(36900, 36999))
+    engine = Engine(listen=[ListenSpec("udp", "127.0.0.1", 0)], advertise="127.0.0.1", rtp_ports=ports.rtp_range(10))
     await engine.start()
     engine.add_user("alice", "alice-pw-long-1")
     port = closed_udp_port()
