@@ -299,7 +299,7 @@ class SipServer:
         return {b.contact: max(0, round(b.expires_at - now)) for b in self.engine.registrar.lookup(name, now)}
 
     # ---- lines (AddLine / RemoveLine / RegisterLine / UnRegisterLine) -------------------------------
-    def add_line(self, name: str, *, server: str, username: str, password: str = "",
+    def add_line(self, name: str, *, server: str, username: str | None = None, password: str = "",
                  auth_username: str | None = None, realm: str | None = None, transport: str = "udp",
                  register_every: int | None = 300, numbers: Iterable[str] = (), display: str | None = None,
                  caller_id: str | None = None, outbound_proxy: str | None = None, codecs: Iterable[str] = (),
@@ -311,13 +311,19 @@ class SipServer:
         `max_calls`: calls the line may carry at once, in and out (a further one gets 503 out, 486
         in; None: no limit; changing it alone changes nothing else). The line does not register until
         `register_line(name)`. Replacing a line with the same settings keeps its registration.
-        Returns True when the line is new or its settings changed (then register it again), False
-        when they are the same."""
+        `username`: the account's user part, needed only when the line registers (as in a .flow
+        `line`: a provider that trusts the trunk by its address needs none). Returns True when the
+        line is new or its settings changed (then register it again), False when they are the same.
+        Raises ValueError for an unknown transport or a registering line without a username."""
         if transport not in ("udp", "tcp", "tls"):
             raise ValueError(f"transport {transport!r}: a line speaks udp, tcp or tls")
+        if register_every is not None and not username:
+            raise ValueError(f"line {name!r} registers (register_every={register_every}) but has no username: "
+                             "give username=, or register_every=None for a provider that trusts the trunk "
+                             "by its address")
         host, port = _hostport(server, 5061 if transport == "tls" else 5060)
         config = LineConfig(
-            name=name, server_host=host, server_port=port, username=username, password=password,
+            name=name, server_host=host, server_port=port, username=username or "", password=password,
             auth_username=auth_username, realm=realm, transport=transport, register_every=register_every,
             numbers=tuple(numbers), display=display, caller_id=caller_id, outbound_proxy=outbound_proxy,
             codecs=tuple(codecs), trust=tuple(trust))

@@ -1172,7 +1172,7 @@ class Compiler:
             if st.kind != "log":
                 self.r.error(f, st.line, st.col,
                              f"`{_stmt_word(st)}` cannot run in an `on {word}` handler: handlers observe "
-                             "calls (log, `record call` in `on connecting` or `on connected`, `send dtmf` in "
+                             f"calls (log, `record call` in {_RECORDABLE_HANDLERS}, `send dtmf` in "
                              "`on connected` or `on dtmf`); `on incoming` "
                              "rules route them")
                 continue
@@ -1266,7 +1266,11 @@ def _setting_word(kind: str) -> str:
 
 
 # the call handlers that may start a call recording (the call is still up when they run)
-_RECORDABLE_EVENTS = frozenset({"created", "connecting", "connected"})
+# the handlers `record call` may run in, in the order a call passes them (for messages)
+_RECORDABLE_ORDER = ("created", "connecting", "connected")
+_RECORDABLE_EVENTS = frozenset(_RECORDABLE_ORDER)
+_RECORDABLE_HANDLERS = (", ".join(f"`on {e}`" for e in _RECORDABLE_ORDER[:-1])
+                        + f" or `on {_RECORDABLE_ORDER[-1]}`")
 # the call handlers that may send digits (both legs answered: the call is connected)
 _DTMF_EVENTS = frozenset({"connected", "dtmf"})
 

@@ -457,8 +457,8 @@ EVENTS: tuple[EventSpec, ...] = (
         CALL, _f("file", str, "the file", optional=True), _f("reason", str, "why"),
     )),
     EventSpec("gather_deaf", "media", "a `gather` started on a call whose keys cannot be heard (its offer has no "
-              "RFC 4733 telephone-event, or it made no offer and the gather has no prompt): the menu ends as if "
-              "nothing was entered", (
+              "RFC 4733 telephone-event, or it made no offer and the gather has no prompt, or its media is in "
+              "rtpengine and Callflow takes no DTMF reports from it): the menu ends as if nothing was entered", (
         CALL, _f("reason", str, "why"),
     ), bus=False),
     EventSpec("media_expect_ignored", "media", "a phone's signalling source is not an IP address, so its "
@@ -493,6 +493,22 @@ EVENTS: tuple[EventSpec, ...] = (
     EventSpec("rtpengine_dtmf_failed", "media", "rtpengine refused or did not answer a `play DTMF` (it needs "
               "transcoding support, i.e. media through its userspace)", (
         CALL, _f("reason", str, "what went wrong"),
+    ), bus=False),
+    EventSpec("rtpengine_dtmf_listening", "media", "at start with `--rtpengine-dtmf HOST:PORT`: Callflow takes "
+              "rtpengine's DTMF reports there (rtpengine's `--dtmf-log-dest`), so keys pressed reach gather and "
+              "`on dtmf` as RFC 4733 digits", (
+        _f("address", str, "HOST:PORT bound"), _f("source", str, "the only address reports are taken from "
+                                                                "(rtpengine's ng address)"),
+        _f("hint", str, "the rtpengine option that must point here"),
+    ), bus=False),
+    EventSpec("rtpengine_dtmf_off", "media", "at start with `--media rtpengine` and no `--rtpengine-dtmf`: "
+              "keys pressed as RFC 4733 telephone-events are relayed by rtpengine but not heard by Callflow", (
+        _f("reason", str, "why, and what to do"),
+    ), bus=False),
+    EventSpec("rtpengine_dtmf_refused", "security", "a datagram on the `--rtpengine-dtmf` socket was not taken: "
+              "not from rtpengine's address, or not a DTMF report (logged for the first, then one in 100)", (
+        _f("address", str, "HOST:PORT it came to"), _f("source", str, "HOST:PORT it came from"),
+        _f("refused", int, "datagrams refused so far"), _f("reason", str, "why"),
     ), bus=False),
     EventSpec("rtpengine_delete_failed", "media", "at a call's end rtpengine did not confirm deleting the "
               "call's media (it ends it itself after its own timeout without RTP)", (
@@ -540,6 +556,11 @@ EVENTS: tuple[EventSpec, ...] = (
     EventSpec("control_listening", "server", "the control endpoint (status, metrics, the live page) is open", (
         _f("address", str, "HOST:PORT"), _f("auth", str, "`token` or `none`"),
         _f("page", str, "the live page's address"),
+    ), bus=False),
+    EventSpec("control_refused", "security", "a control-endpoint request came without the control token or with "
+              "a wrong one (401); the token's text is never logged", (
+        _f("ip", str, "the source address"), _f("reason", str, "`no token` or `wrong token`"),
+        _f("method", str, "the HTTP method"), _f("path", str, "the path asked for"),
     ), bus=False),
     EventSpec("control_unavailable", "server", "the default control address is taken: the server runs "
               "without a control endpoint", (

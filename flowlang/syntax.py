@@ -16,6 +16,7 @@ from lark.exceptions import (
     UnexpectedInput,
     UnexpectedToken,
 )
+from lark.parsers.lalr_analysis import Shift
 
 from .fastlalr import Driver, Reject, Unsupported
 
@@ -539,13 +540,35 @@ def problem_from(p: Lark, err: UnexpectedInput, text: str) -> SyntaxProblem:
             if "RBRACE" in err.expected:
                 return SyntaxProblem(line or _last_line(text), col or 1, "missing '}' at the end of the file")
             return SyntaxProblem(_last_line(text), 1, f"unexpected end of file{exp}")
-        exp, kws = _expected_list(p, set(err.expected))
+        options = _options_of_statement(p, err)
+        exp, kws = _expected_list(p, options or set(err.expected))
+        if options:  # an optional word of the statement: name those, not every word that may follow it
+            exp += " (or the next statement)"
         hint = _did_you_mean(str(tok), kws) if tok.type in ("NAME", "DAY", "ADDRESS") else ""
         return SyntaxProblem(tok.line, tok.column, f"unexpected {_describe_token(tok)}{exp}{hint}")
     if isinstance(err, UnexpectedEOF):
         exp, _ = _expected_list(p, set(err.expected))
         return SyntaxProblem(_last_line(text), 1, f"unexpected end of file{exp}")
     return SyntaxProblem(line, col, str(err).splitlines()[0])
+
+
+def _options_of_statement(p: Lark, err: UnexpectedInput) -> set[str] | None:
+    """The keywords that would go on with the statement under way, when the parser could also end it
+    there (`record call "c.wav"` then `mixed`, `per` or `both`): the error is then best described by
+    them (a misspelt option) rather than by every word that may start the next statement. None when
+    the parser's state is not at hand or is not such a point."""
+    state = getattr(err, "state", None)
+    try:
+        actions = state.parse_conf.states[state.position]  # type: ignore[union-attr]
+    except (AttributeError, KeyError, TypeError):
+        return None
+    terminals = {t for t in actions if t.isupper()}
+    shifted = {t for t in terminals if actions[t][0] is Shift}
+    if not shifted or shifted == terminals or "RBRACE" in shifted:
+        return None
+    if not all(_describe_terminal(p, t).startswith("'") for t in shifted):
+        return None
+    return shifted
 
 
 def _did_you_mean(word: str, keywords: list[str]) -> str:

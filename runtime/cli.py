@@ -165,6 +165,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--rtp-timeout", type=_duration_or_off, metavar="DURATION|off",
                      help="end calls whose media stopped both ways this long, e.g. 60s (default: the script's, "
                           "else off)")
+    run.add_argument("--rtpengine-dtmf", type=_hostport_arg, metavar="HOST:PORT",
+                     help="with --media rtpengine: where rtpengine reports the keys pressed in calls (run it with "
+                          "--dtmf-log-dest=HOST:PORT), so gather and on dtmf hear them (default: they go unheard)")
     from .records.setup import add_cdr_command, add_run_arguments
 
     add_run_arguments(run)
@@ -546,6 +549,16 @@ async def serve(args: argparse.Namespace, stop: asyncio.Event | None = None) -> 
             location_store.close()
         state.close()
         return 1
+    try:  # rtpengine's DTMF reports (runtime/media/rtpengine_dtmf.py)
+        await _rtpengine_dtmf(media, getattr(args, "rtpengine_dtmf", None))
+    except ValueError as exc:
+        print(f"callflow: --rtpengine-dtmf: {exc}", file=sys.stderr)
+        if media is not None:
+            await media.close()
+        if location_store is not None:
+            location_store.close()
+        state.close()
+        return 1
     engine = Engine(listen=specs, advertise=args.advertise, realm=server.realm or server.domain or "callflow",
                     rtp_ports=args.rtp_ports or server.rtp_ports or (20000, 29999),
                     user_agent=server.user_agent, tls=tls, client_tls=client_tls,
@@ -648,6 +661,18 @@ async def _media_backend(spec: str) -> MediaBackend | None:
     except MediaError as exc:
         raise ValueError(str(exc)) from exc
     return backend
+
+
+async def _rtpengine_dtmf(media: MediaBackend | None, hostport: str | None) -> None:
+    """Listen for rtpengine's DTMF reports at ``hostport`` (--rtpengine-dtmf), or log why keys go
+    unheard. Raises ValueError when that cannot be (no rtpengine, an address that cannot be bound)."""
+    from .media.rtpengine_dtmf import listen
+
+    address = None
+    if hostport is not None:
+        host, _, port = hostport.rpartition(":")
+        address = (_resolve_host(host.strip("[]")), int(port))
+    await listen(media, address)
 
 
 def _resolve_host(host: str) -> str:

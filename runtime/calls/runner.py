@@ -19,7 +19,7 @@ from collections import deque
 from collections.abc import Callable, Coroutine, Mapping
 from typing import Any, Protocol
 
-from ..events import EventBus
+from ..events import EventBus, logfmt_value
 from ..media.base import MediaBackend, MediaError, MediaSession
 from ..media.prompts import PromptCache
 from ..media.recorder_live import CallHooks, record_call, record_voicemail, stop_recordings
@@ -193,6 +193,9 @@ class CallSession:
         """Answer the caller (if not yet), play `prompt`, collect DTMF digits (calls/gather.py); seconds
         for the timeouts. `on_done(digits, outcome)` once the entry is in (outcome `terminator`, `max`,
         `digits` or `timeout`), unless the call ended meanwhile."""
+        unheard = getattr(self.runner.host.media, "keys_unheard", None)  # rtpengine without its DTMF reports
+        if unheard:
+            log.warning("event=gather_deaf call=%s reason=%s", self.id, logfmt_value(unheard))
         self.runner.feed(self, GatherIn(self.runner.now(), prompt, max_digits, terminator, timeout, digit_timeout,
                                         retries, keys, self._prompt_done, on_done))
 

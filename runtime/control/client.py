@@ -53,6 +53,11 @@ class ControlClient:
                 detail = json.loads(exc.read().decode("utf-8")).get("error")
             except (ValueError, AttributeError):
                 detail = None
+            if exc.code == 401 and self.token:
+                # a token went out and was not the one: say so, or the operator re-checks the flag, not
+                # the value
+                raise RuntimeError(f"the control endpoint at {self.address} refused the token (wrong token?): "
+                                   f"give the server's --control-token with --token TOKEN or {TOKEN_ENV}") from None
             if exc.code == 401:
                 raise RuntimeError(f"the server at {self.address} wants its control token: "
                                    f"--token TOKEN or {TOKEN_ENV}") from None

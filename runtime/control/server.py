@@ -31,6 +31,7 @@ from __future__ import annotations
 import hmac
 import inspect
 import ipaddress
+import json as json_module
 import logging
 import socket
 from dataclasses import dataclass
@@ -39,6 +40,7 @@ from typing import Any
 
 from aiohttp import web
 
+from ..events import logfmt_value
 from . import views
 from .metrics import CONTENT_TYPE, Metrics
 
@@ -200,6 +202,19 @@ def cross_site(method: str, origin: str | None, fetch_site: str | None, host_hea
     return None
 
 
+def _refuse_token(request: web.Request, given: str) -> web.Response:
+    """The 401 for a request without the control token, logged as `control_refused` (the source and
+    whether a token came at all, never its text, which may be the operator's mistyped real one)."""
+    reason = "wrong token" if given else "no token"
+    log.warning("event=control_refused ip=%s reason=%s method=%s path=%s", request.remote or "unknown",
+                logfmt_value(reason), request.method, logfmt_value(request.path))
+    if given:
+        return web.json_response({"error": "this control endpoint refused the token (wrong token?): "
+                                           "Authorization: Bearer TOKEN"}, status=401)
+    return web.json_response({"error": "this control endpoint needs its token: Authorization: Bearer TOKEN"},
+                             status=401)
+
+
 def build_app(state: views.ControlState, token: str | None = None,
               address: ControlAddress | None = None) -> web.Application:
     """The aiohttp application over `state` (exposed for tests with aiohttp's test client);
@@ -225,8 +240,7 @@ def build_app(state: views.ControlState, token: str | None = None,
             given = request.headers.get("Authorization", "")
             given = given[7:] if given.lower().startswith("bearer ") else request.query.get("token", "")
             if not hmac.compare_digest(given.encode(), token.encode()):
-                return web.json_response({"error": "this control endpoint needs its token: "
-                                                   "Authorization: Bearer TOKEN"}, status=401)
+                return _refuse_token(request, given)
         return await handler(request)
 
     app = web.Application(middlewares=[auth])
@@ -332,10 +346,13 @@ async def click_to_call_request(state: views.ControlState, request: web.Request)
     if not isinstance(body, dict):
         return {"error": 'the body must be a JSON object: {"from_user": "alice", "to": "+15551234567"}'}, 400
     user, number, ring = body.get("from_user"), body.get("to"), body.get("ring_timeout", RING_TIMEOUT)
-    if not isinstance(user, str) or not user:
-        return {"error": '"from_user" (the user whose phone rings first) is missing'}, 400
-    if not isinstance(number, str) or not number:
-        return {"error": '"to" (the number to dial when the phone answers) is missing'}, 400
+    for key, value, what, example in (("from_user", user, "the user whose phone rings first", "alice"),
+                                      ("to", number, "the number to dial when the phone answers", "+15551234567")):
+        if value is None or value == "":
+            return {"error": f'"{key}" ({what}) is missing'}, 400
+        if not isinstance(value, str):  # e.g. "to": 123 -- a number must keep its "+" and leading zeros
+            return {"error": f'"{key}" ({what}) must be text, e.g. "{key}": "{example}", not '
+                             f'{json_module.dumps(value)}'}, 400
     if isinstance(ring, bool) or not isinstance(ring, int | float) or not 0 < ring <= 600:
         return {"error": '"ring_timeout": seconds, more than 0 and at most 600'}, 400
     try:

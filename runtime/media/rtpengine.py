@@ -78,6 +78,10 @@ INJECT_DTMF: dict[str, Any] = {"flags": ["inject DTMF"]}
 MAX_BLOB = 60_000
 WAV_FORMATS = {0: 7, 8: 6}  # RTP payload type -> WAVE format tag: PCMU is mu-law (7), PCMA A-law (6)
 DISCARD_PORT = 9  # where the stand-in callee of a played-to call "receives": nothing (RFC 863's port)
+# why keys pressed in a call go unheard until Callflow takes rtpengine's DTMF reports (rtpengine_dtmf.py)
+KEYS_UNHEARD = ("rtpengine does not report keys to this node: a gather hears nothing and on dtmf sees no "
+                "RFC 4733 digit (SIP INFO digits still arrive); start Callflow with --rtpengine-dtmf HOST:PORT "
+                "and rtpengine with --dtmf-log-dest=HOST:PORT (docs/scaling.md)")
 
 
 MEDIA_OPTIONS = ("inject-dtmf",)  # what may follow `rtpengine:HOST:PORT,` on the command line
@@ -511,6 +515,14 @@ class RtpengineBackend(MediaBackend):
         self.sessions: dict[str, RtpengineSession] = {}
         self._now: Callable[[], float] | None = None
 
+    # runtime/media/rtpengine_dtmf.DtmfReports once rtpengine's DTMF reports reach us (`--rtpengine-dtmf`)
+    dtmf_reports: Any = None
+
+    @property
+    def keys_unheard(self) -> str | None:
+        """Why RFC 4733 keys pressed in calls cannot reach a gather or `on dtmf` (None: they can)."""
+        return None if self.dtmf_reports is not None else KEYS_UNHEARD
+
     def now(self) -> float:
         """The event loop's clock (seconds), for the counters' age."""
         if self._now is None:
@@ -563,3 +575,5 @@ class RtpengineBackend(MediaBackend):
         if futures:
             await asyncio.wait(futures, timeout=sum(self.client.retransmit) + 0.5)
         self.client.close()
+        if self.dtmf_reports is not None:
+            self.dtmf_reports.close()

@@ -10,11 +10,19 @@ import pytest
 from callflow.sdk import SipServer
 
 
-@pytest.mark.xfail(strict=True, reason="add_line requires username= even for a line that never registers "
-                                       "(TypeError); a .flow line needs a username only when it registers")
 def test_a_line_that_does_not_register_needs_no_username() -> None:
     async def main() -> bool:
         server = SipServer(listen="127.0.0.1:0", rtp_ports=(33900, 33909))
         return server.add_line("itsp", server="127.0.0.1:5080", register_every=None, numbers=["+15551230000"])
 
     assert asyncio.run(main()) is True
+
+
+def test_a_line_that_registers_without_a_username_is_refused_with_the_way_out() -> None:
+    async def main() -> None:
+        server = SipServer(listen="127.0.0.1:0", rtp_ports=(33910, 33919))
+        server.add_line("itsp", server="127.0.0.1:5080", register_every=300)
+
+    with pytest.raises(ValueError) as refused:
+        asyncio.run(main())
+    assert "no username" in str(refused.value) and "register_every=None" in str(refused.value)
