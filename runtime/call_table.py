@@ -40,16 +40,24 @@ class CallTable(dict[str, "CallSession"]):
         super().__setitem__(call_id, call)
         machine = getattr(call, "machine", None)  # a CallSession; anything else is not indexed
         if machine is not None:
-            self.note(machine, machine.peer_type, machine.peer_name)
+            self._index(call_id, machine, machine.peer_type, machine.peer_name)
+            # a call that enters the table with legs already built (none does in the engine today)
+            for leg in (getattr(machine, "one", None), *getattr(machine, "forks", ())):
+                if leg is not None:
+                    self._index(call_id, machine, leg.peer_type, leg.peer)
 
     def note(self, machine: CallMachine, peer_type: str, name: str | None) -> None:
         """Call `machine` may count against peer (`peer_type` "USER"/"LINE", `name`) from now on:
-        its ZERO, a fork it dials, a leg handed over to it. Ignored for a call not in the table."""
-        if name is None or machine.id not in self:
+        a fork it dials, a leg handed over to it. Ignored for a call not in the table."""
+        if machine.id in self:
+            self._index(machine.id, machine, peer_type, name)
+
+    def _index(self, call_id: str, machine: CallMachine, peer_type: str, name: str | None) -> None:
+        if name is None:
             return
         peer = (peer_type, name)
-        self._by_peer.setdefault(peer, {})[machine.id] = machine
-        self._peers_of.setdefault(machine.id, set()).add(peer)
+        self._by_peer.setdefault(peer, {})[call_id] = machine
+        self._peers_of.setdefault(call_id, set()).add(peer)
 
     def count(self, peer_type: str, name: str, counts: Callable[[CallMachine], bool],
               besides: CallMachine | None = None) -> int:
