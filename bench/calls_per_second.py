@@ -898,6 +898,45 @@ def init(self, *a, **kw):
     engines.append(self)
 engine_module.Engine.__init__ = init
 
+# the other per-call tables an ended call must leave empty: the SDK's, the .flow runtime's, the CDR's
+import callflow.sdk as sdk_module
+import callflow.flowrun.dialplan as dialplan_module
+import runtime.records.cdr as cdr_module
+owners = {"sdk": [], "dialplan": [], "cdr": []}
+def capture(cls, key):
+    original = cls.__init__
+    def wrapped(self, *a, **kw):
+        original(self, *a, **kw)
+        owners[key].append(self)
+    cls.__init__ = wrapped
+capture(sdk_module.SipServer, "sdk")
+capture(dialplan_module.Dialplan, "dialplan")
+capture(cdr_module.CallRecorder, "cdr")
+
+def leftovers(e):
+    """What ended calls could have left behind, table by table (all 0 once every call is over)."""
+    left = {}
+    for server in owners["sdk"]:
+        left["sdk_futures"] = len(server._routed) + len(server._transfers)
+        left["sdk_pending_incoming"] = len(server._pending_incoming)
+        left["sdk_tasks"] = len(server._tasks)
+    for plan in owners["dialplan"]:
+        left["dialplan_call_facts"] = len(plan.records.calls)
+    for cdr in owners["cdr"]:
+        left["cdr_open"] = len(cdr.open) + len(cdr._writing) + len(cdr._closing) + len(cdr._cancelled)
+    calls = e.calls
+    if hasattr(calls, "indexed"):
+        left["call_limit_index"] = calls.indexed()
+    runner = e.call_runner
+    left["runner_timers"] = runner._live if isinstance(getattr(runner, "_live", None), int) else 0
+    left["runner_tasks"] = len(runner._tasks) + len(runner.writes)
+    left["runner_timer_heap"] = len(runner._heap)  # stale entries are dropped lazily (bounded)
+    media = e.media
+    left["media_sessions"] = len(getattr(media, "_sessions", ()))
+    left["dtmf_pumps"] = sum(len(s._pumps) for s in getattr(media, "_sessions", ()))
+    left["recordings"] = sum(len(s.recordings) for s in runner.sessions.values())
+    return left
+
 def rss_kb():
     for line in Path("/proc/self/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -937,6 +976,7 @@ def answer(name):
         out["call_sessions"] = len(e.call_runner.sessions)
         out["server_transactions"] = len(e.layer.server)
         out["client_transactions"] = len(e.layer.client)
+        out["left"] = leftovers(e)
     if name.startswith("collect"):
         t = time.perf_counter()
         gc.set_debug(gc.DEBUG_SAVEALL)  # keep what the collection finds, to say what the cycles are made of
@@ -1073,6 +1113,9 @@ def memory(args: argparse.Namespace, work: Path) -> int:
                       f"{fig['pauses_over_100ms']:>6} {fig['cpu_total']:>8.2f} "
                       f"{'/'.join(f'{x * 1000:.0f}' for x in fig['cpu_max_by_generation']):>20} "
                       f"{100 * step.cpu:>4.0f}% {live:>14}")
+                left = fig.get("left") or {}
+                if left:
+                    print(f"{'':>14} left behind: " + ", ".join(f"{k} {v}" for k, v in left.items()))
             if args.tracemalloc:
                 _tracemalloc_diff(ctl, "start", f"after_{checkpoints[0]}", checkpoints[0])
                 if len(checkpoints) > 1:

@@ -783,6 +783,12 @@ class SipServer:
                     future.set_result(None if outcome == "connected" else
                                       Failure(int(code) if code.isdigit() else 500, text or reason or "Failed"))
             return
+        if name == "closed":
+            # whatever settled before: a closed call keeps no future here (a transfer still pending,
+            # a route= future whose call connected earlier), so the dicts hold only live calls
+            transfer = self._transfers.pop(call_id, None)
+            if transfer is not None and not transfer.done():
+                transfer.set_result(Failure(487, "Request Terminated (the call closed)"))
         future = self._routed.pop(call_id, None)
         if future is None or future.done():
             return
@@ -794,10 +800,6 @@ class SipServer:
             code, _, text = reason.partition(" ")
             failure = session.last_failure if session is not None else None
             future.set_result(failure or Failure(int(code) if code.isdigit() else 480, text or reason or "hangup"))
-        if name == "closed":
-            transfer = self._transfers.pop(call_id, None)
-            if transfer is not None and not transfer.done():
-                transfer.set_result(Failure(487, "Request Terminated (the call closed)"))
 
     def _follow_recording(self, name: str, fields: Mapping[str, object]) -> None:
         """Settle record_voicemail's and record_call_session's futures from the recording events."""

@@ -17,6 +17,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
+from .call_table import CallTable
 from .calls import CallMachine, CallRunner, CallSession, CallState, Channel, Failure, Leg, Target
 from .calls.forks import ALLOW, ForkBuilder
 from .calls.ids import new_call_session_id
@@ -111,7 +112,8 @@ class Engine:
         self.lines: dict[str, LineClient] = {}
         self.auth = Authenticator(realm, self._password_for, algorithms=digest_algorithms,
                                   legacy_for=self._legacy_for)
-        self.calls: dict[str, CallSession] = {}  # active calls (closed ones are gone)
+        # active calls (closed ones are gone), indexed per user and line for the call limits
+        self.calls: CallTable = CallTable()
         # (Call-ID, our tag) -> the call and the channel whose dialog it is
         self.dialogs: dict[tuple[str, str], tuple[CallSession, Channel]] = {}
         self.call_runner = CallRunner(self)
@@ -502,13 +504,13 @@ class Engine:
     def calls_of_user(self, name: str, besides: CallMachine | None = None) -> int:
         """How many active calls user `name` is on, placed or received (its `max calls` counts both),
         not counting `besides` (the call asking to ring it)."""
-        return sum(1 for c in self.calls.values() if c.machine is not besides and c.machine.involves_user(name))
+        return self.calls.count("USER", name, lambda m: m.involves_user(name), besides)
 
     def calls_of_line(self, name: str, besides: CallMachine | None = None) -> int:
         """How many active calls go through line `name`, in or out: the line is their channel ZERO's
         peer, or channel ONE's (a fork of the current attempt still ringing counts), not counting
         `besides` (the call asking to dial it)."""
-        return sum(1 for c in self.calls.values() if c.machine is not besides and _on_line(c.machine, name))
+        return self.calls.count("LINE", name, lambda m: _on_line(m, name), besides)
 
     def _admit(self, ip: str, data: bytes, now: float, port: int | None = None, transport: str = "udp") -> bool:
         """The flood and scanner guard, except for what a line trusts (LineTrust.admits)."""
@@ -544,7 +546,10 @@ class Engine:
     def build_forks(self, call: CallMachine, target: Target, offer: bytes,
                     now: float) -> tuple[list[Leg], Failure | None]:
         """The INVITEs that ring `target` for `call` (CallEnv.build_forks; ForkBuilder builds them)."""
-        return self.forks.build_forks(call, target, offer, now)
+        legs, failure = self.forks.build_forks(call, target, offer, now)
+        for leg in legs:  # the call now counts against that user's or line's limit while it rings
+            self.calls.note(call, leg.peer_type, leg.peer)
+        return legs, failure
 
     def route(self, call: CallSession) -> None:
         """Hand a new call to whoever set `router` (the dialplan); a router that raises refuses it."""
@@ -568,7 +573,10 @@ class Engine:
         entry = self.dialogs.get((call_id, local_tag))
         if entry is None or entry[0].machine is call:
             return None, Failure(481, "Call/Transaction Does Not Exist (Replaces names no other call)")
-        return self.call_runner.hand_over(entry[0], entry[1], user, remote_tag)
+        leg, failure = self.call_runner.hand_over(entry[0], entry[1], user, remote_tag)
+        if leg is not None:  # the party handed over now counts on this call too
+            self.calls.note(call, leg.peer_type, leg.peer)
+        return leg, failure
 
     def send_request(self, req: Request, destination: Address, owner: object,
                      transport: str = "udp") -> ClientTransaction:

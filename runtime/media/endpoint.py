@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import weakref
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -142,14 +143,19 @@ class MediaLeg:
     ``release`` is called once, when the loop has closed both sockets (the port may be bound again).
     """
 
-    __slots__ = ("index", "local_port", "rtp", "rtcp", "session", "state", "idle_since", "_open", "_release")
+    __slots__ = ("index", "local_port", "rtp", "rtcp", "session", "state", "idle_since", "_open", "_release",
+                 "__weakref__")
 
     def __init__(self, index: int, local_port: int, release: Callable[[MediaLeg], None],
                  probation: int = PROBATION) -> None:
         self.index = index
         self.local_port = local_port
-        self.rtp = RelayEndpoint(False, probation, self._socket_lost)
-        self.rtcp = RelayEndpoint(True, probation, self._socket_lost)
+        # the sockets reach back to their leg through a weak reference: a bound method would make
+        # leg -> endpoint -> leg a reference cycle, freed only by the collector (issue 8). Every leg
+        # whose sockets may still close is held elsewhere (its session, the relay's idle or closing set).
+        lost = _lost_callback(self)
+        self.rtp = RelayEndpoint(False, probation, lost)
+        self.rtcp = RelayEndpoint(True, probation, lost)
         self.session: RelaySession | None = None
         self.state = ACTIVE
         self.idle_since = 0.0
@@ -199,3 +205,15 @@ class MediaLeg:
 
     def __repr__(self) -> str:
         return f"MediaLeg({self.index}, port={self.local_port}, remote={self.remote}, locked={self.locked})"
+
+
+def _lost_callback(leg: MediaLeg) -> Callable[[], None]:
+    """``leg._socket_lost`` without a strong reference to ``leg`` (no cycle through its endpoints)."""
+    ref = weakref.ref(leg)
+
+    def lost() -> None:
+        target = ref()
+        if target is not None:
+            target._socket_lost()
+
+    return lost

@@ -292,6 +292,7 @@ class TransactionLayer:
                     self._cancel_timer(txn, "G")
                     self._cancel_timer(txn, "H")
                     txn.state = State.CONFIRMED
+                    txn.encoded_response = None  # Timer I only absorbs ACKs: nothing is resent
                     self._set_timer(txn, "I", now, 0 if txn.reliable else self.t4)
                 # an ACK matching an Accepted INVITE transaction is the TU's (RFC 6026 8.1)
                 elif txn.state is State.ACCEPTED:
@@ -343,7 +344,10 @@ class TransactionLayer:
                     txn.ack = bytes(_ack_for(txn.request, resp))
                     self._out.append((txn.transport, txn.peer, txn.ack))
                     self._set_timer(txn, "D", now, 0 if txn.reliable else 32.0)
-                txn.last_response = resp
+                if status < 200:
+                    txn.last_response = resp
+                else:
+                    _linger(txn)  # Timer M or D: the TU has the response in the event
                 self._events.append(ResponseReceived(resp, txn, source))
             elif state is State.ACCEPTED and 200 <= status < 300:
                 self._events.append(ResponseReceived(resp, None, source))
@@ -359,6 +363,7 @@ class TransactionLayer:
                 self._cancel_timer(txn, "E")
                 self._cancel_timer(txn, "F")
                 self._set_timer(txn, "K", now, 0 if txn.reliable else self.t4)
+                _linger(txn)
             self._events.append(ResponseReceived(resp, txn, source))
 
     # ---- the transaction user's calls --------------------------------------------------------
@@ -414,14 +419,20 @@ class TransactionLayer:
             return
         if txn.method == "INVITE":
             if status < 300:
+                if txn.state is not State.ACCEPTED:  # the first 2xx (the TU retransmits it here too)
+                    _linger(txn)
                 txn.state = State.ACCEPTED
                 self._set_timer(txn, "L", now, 64 * self.t1)
+                # RFC 6026 8.1: in Accepted, INVITE retransmissions are absorbed and the TU's own
+                # 2xx retransmissions pass; the layer resends nothing, so it keeps nothing to resend
+                txn.encoded_response = txn.last_response = None
             else:
                 txn.state = State.COMPLETED
                 if not txn.reliable:
                     txn.retransmit_interval = self.t1
                     self._set_timer(txn, "G", now, self.t1)
                 self._set_timer(txn, "H", now, 64 * self.t1)
+                _linger(txn)
         else:
             txn.state = State.COMPLETED
             self._set_timer(txn, "J", now, 0 if txn.reliable else 64 * self.t1)
@@ -600,6 +611,19 @@ def _ack_for(req: Request, resp: Response) -> Request:
         h.add("Route", route)
     h.add("Content-Length", "0")
     return Request("ACK", req.uri, h)
+
+
+def _linger(txn: Transaction) -> None:
+    """A transaction entering its RFC 3261 wait state (Timers D, H/I, K, L, M: up to 64*T1 = 32 s over
+    UDP) keeps only what that wait needs: the matching headers of its request and the bytes it may
+    resend (a client's ACK for a non-2xx, a server's non-2xx), not the parsed messages with their
+    bodies. Thousands of transactions wait at once under load, each one an ended call's. The
+    transaction user never reads them from here: it got the response in its event and keeps its
+    own copy of what it sent (issue 8)."""
+    txn.request = _slim(txn.request)
+    txn.last_response = None
+    if isinstance(txn, ClientTransaction):
+        txn.encoded = b""  # Timers A and E are over: no request retransmission
 
 
 def _slim(req: Request) -> Request:
