@@ -564,6 +564,10 @@ class SipServer:
         if call is None:
             future.set_result(Failure(481, "Call/Transaction Does Not Exist (the call session has closed)"))
             return future
+        pending = self._transfers.get(call.id)
+        if pending is not None and not pending.done():  # one transfer at a time per call (RFC 3515 4.1's spirit)
+            future.set_result(Failure(491, "Request Pending (a transfer of this call is under way)"))
+            return future
         target = Target("USER", to_user, number) if to_user is not None else Target("LINE", to_line or "", number)
         self._transfers[call.id] = future   # settled by the call's `transfer` event: connected or failed
         call.transfer(channel, [target], number or to_user or "")

@@ -69,3 +69,17 @@ def test_an_incoming_call_that_closes_before_its_decision_leaves_nothing() -> No
         assert not server._pending_incoming
 
     asyncio.run(scenario())
+
+
+def test_a_second_transfer_while_one_is_under_way_is_refused_with_491_and_the_first_still_settles() -> None:
+    async def scenario() -> None:
+        server, call = _server_with_call("c1")
+        first = server.transfer_call_session("c1", to_user="bob")
+        second = server.transfer_call_session("c1", to_user="bob")
+        assert second.done() and second.result() == Failure(491, "Request Pending (a transfer of this call is "
+                                                                  "under way)")
+        assert len(call.transfers) == 1 and not first.done()
+        server.engine.bus.emit("closed", call="c1", reason="hangup")
+        assert first.done()
+
+    asyncio.run(scenario())
