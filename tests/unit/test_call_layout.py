@@ -4,45 +4,28 @@ every name machine.py offered before the split is still importable from it."""
 
 from __future__ import annotations
 
-import ast
 from pathlib import Path
 
 import runtime.calls as calls
 import runtime.calls.machine as machine
+from tests.unit.import_scan import FORBIDDEN, imports_of
 
 CALLS = Path(__file__).resolve().parents[2] / "runtime" / "calls"
-FORBIDDEN = ("asyncio", "socket", "time", "selectors", "threading")
 JOBS = ("setup_routing", "originate", "in_dialog", "session_refresh", "play", "gather", "transfer", "ending",
         "dtmf")
 
 
-def _imports(path: Path) -> tuple[set[str], set[str]]:
-    """(sibling modules imported relatively, top-level packages imported absolutely) of one file."""
-    siblings: set[str] = set()
-    absolute: set[str] = set()
-    for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.ImportFrom):
-            if node.level == 1 and node.module:
-                siblings.add(node.module.split(".")[0])
-            elif node.level == 1:
-                siblings.update(alias.name for alias in node.names)
-            elif node.level == 0 and node.module:
-                absolute.add(node.module.split(".")[0])
-        elif isinstance(node, ast.Import):
-            absolute.update(alias.name.split(".")[0] for alias in node.names)
-    return siblings, absolute
-
 
 def test_no_call_module_but_the_runner_imports_asyncio_a_socket_or_a_clock() -> None:
     offenders = {
-        path.name: sorted(set(FORBIDDEN) & _imports(path)[1])
+        path.name: sorted(set(FORBIDDEN) & imports_of(path)[1])
         for path in sorted(CALLS.glob("*.py")) if path.name != "runner.py"
     }
     assert {name: found for name, found in offenders.items() if found} == {}
 
 
 def test_the_call_modules_import_each_other_without_a_cycle() -> None:
-    graph = {path.stem: _imports(path)[0] for path in CALLS.glob("*.py") if path.stem != "__init__"}
+    graph = {path.stem: imports_of(path)[0] for path in CALLS.glob("*.py") if path.stem != "__init__"}
     done: set[str] = set()
 
     def visit(module: str, path: tuple[str, ...]) -> None:
@@ -58,7 +41,7 @@ def test_the_call_modules_import_each_other_without_a_cycle() -> None:
 
 
 def test_a_job_module_imports_neither_the_machine_nor_the_runner() -> None:
-    reaching_up = {job: sorted({"machine", "runner"} & _imports(CALLS / f"{job}.py")[0]) for job in JOBS}
+    reaching_up = {job: sorted({"machine", "runner"} & imports_of(CALLS / f"{job}.py")[0]) for job in JOBS}
     assert {job: found for job, found in reaching_up.items() if found} == {}
 
 

@@ -8,37 +8,21 @@ import ast
 from pathlib import Path
 
 import runtime.sip.message as message
+from tests.unit.import_scan import FORBIDDEN, imports_of
 
 SIP = Path(__file__).resolve().parents[2] / "runtime" / "sip"
-FORBIDDEN = ("asyncio", "socket", "time", "selectors", "threading")
 
-
-def _imports(path: Path) -> tuple[set[str], set[str]]:
-    """(sibling modules imported relatively, top-level packages imported absolutely) of one file."""
-    siblings: set[str] = set()
-    absolute: set[str] = set()
-    for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.ImportFrom):
-            if node.level == 1 and node.module:
-                siblings.add(node.module.split(".")[0])
-            elif node.level == 1:
-                siblings.update(alias.name for alias in node.names)
-            elif node.level == 0 and node.module:
-                absolute.add(node.module.split(".")[0])
-        elif isinstance(node, ast.Import):
-            absolute.update(alias.name.split(".")[0] for alias in node.names)
-    return siblings, absolute
 
 
 def test_no_sip_module_imports_asyncio_a_socket_or_a_clock() -> None:
     offenders = {
-        path.name: sorted(set(FORBIDDEN) & _imports(path)[1]) for path in sorted(SIP.glob("*.py"))
+        path.name: sorted(set(FORBIDDEN) & imports_of(path)[1]) for path in sorted(SIP.glob("*.py"))
     }
     assert {name: found for name, found in offenders.items() if found} == {}
 
 
 def test_the_sip_modules_import_each_other_without_a_cycle() -> None:
-    graph = {path.stem: _imports(path)[0] for path in SIP.glob("*.py")}
+    graph = {path.stem: imports_of(path)[0] for path in SIP.glob("*.py")}
     done: set[str] = set()
 
     def visit(module: str, path: tuple[str, ...]) -> None:
